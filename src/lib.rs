@@ -1,0 +1,11 @@
+//! georep: asynchronous, crash-safe geo-replication of directories over SSH.
+//!
+//! The flow of data, one module per step (see DESIGN.md):
+//! `changelog` records what changed on a brick, `crawl` turns journal files
+//! (or a walk of the brick) into ordered batches, `transport` moves them over
+//! SSH, `slave` applies them on the remote side, `state` remembers sessions
+//! and stime, `monitor` runs the workers of a session, `cli` talks to people.
+
+pub mod relpath;
+pub mod session;
+pub mod transport;

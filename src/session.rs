@@ -1,0 +1,232 @@
+//! The vocabulary of a session: which master volume goes to which slave, its
+//! bricks, and how far each brick is synced.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a session name, slave address or brick is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid slave {0:?}: expected [USER@]HOST::VOLUME, e.g. root@dr1::/srv/dr/gv0")]
+    SlaveUrl(String),
+    #[error("invalid master volume name {0:?}: use letters, digits, `-`, `_` and `.` (not starting with `.`)")]
+    VolumeName(String),
+    #[error("brick {0:?} must be an absolute path")]
+    BrickNotAbsolute(PathBuf),
+    #[error("stime would go backwards for brick {brick}: {from} -> {to}")]
+    StimeBackwards { brick: String, from: Stime, to: Stime },
+}
+
+/// Master volume name: also a directory name under `GEOREP_HOME`, hence the
+/// restricted alphabet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VolumeName(String);
+
+impl VolumeName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for VolumeName {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && !s.starts_with('.')
+            && s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(VolumeName(s.to_owned()))
+        } else {
+            Err(SessionError::VolumeName(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for VolumeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[user@]host::volume`. `volume` is the slave root: an absolute path, or a
+/// name the slave maps to a directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlaveUrl {
+    pub user: String,
+    pub host: String,
+    pub volume: String,
+}
+
+impl SlaveUrl {
+    /// The form GlusterFS shows in its SLAVE column: `host::volume`.
+    pub fn host_volume(&self) -> String {
+        format!("{}::{}", self.host, self.volume)
+    }
+}
+
+impl FromStr for SlaveUrl {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SessionError::SlaveUrl(s.to_owned());
+        let s = s.strip_prefix("ssh://").unwrap_or(s);
+        let (userhost, volume) = s.split_once("::").ok_or_else(bad)?;
+        let (user, host) = match userhost.split_once('@') {
+            Some((u, h)) => (u.to_owned(), h),
+            None => ("root".to_owned(), userhost),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_'));
+        let user_ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        let volume_ok = !volume.is_empty()
+            && !volume.contains(['\0', '\n', '"', '\''])
+            && !volume.split('/').any(|c| c == "..");
+        if !(host_ok && user_ok && volume_ok) {
+            return Err(bad());
+        }
+        Ok(SlaveUrl {
+            user,
+            host: host.to_owned(),
+            volume: volume.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for SlaveUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}::{}", self.user, self.host, self.volume)
+    }
+}
+
+/// A brick: an absolute directory path on this master node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Brick(PathBuf);
+
+impl Brick {
+    pub fn new(path: impl Into<PathBuf>) -> Result<Self, SessionError> {
+        let path = path.into();
+        if !path.is_absolute() {
+            return Err(SessionError::BrickNotAbsolute(path));
+        }
+        Ok(Brick(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl fmt::Display for Brick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.display())
+    }
+}
+
+/// Row id of a brick in the state database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BrickId(pub i64);
+
+impl fmt::Display for BrickId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "brick-{}", self.0)
+    }
+}
+
+/// A point in time in nanoseconds since the Unix epoch: the unit of stime,
+/// changelog names and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Stime(pub i64);
+
+impl Stime {
+    pub fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Stime(d.as_nanos() as i64)
+    }
+
+    pub fn from_secs(secs: i64) -> Self {
+        Stime(secs.saturating_mul(1_000_000_000))
+    }
+
+    pub fn secs(self) -> i64 {
+        self.0.div_euclid(1_000_000_000)
+    }
+
+    pub fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Earlier by `d`, saturating.
+    pub fn minus(self, d: std::time::Duration) -> Self {
+        Stime(self.0.saturating_sub(d.as_nanos() as i64))
+    }
+
+    /// `self` moved forward to `to`; an error if `to` is earlier (stime only
+    /// moves forward).
+    pub fn advance(self, to: Stime, brick: &str) -> Result<Stime, SessionError> {
+        if to < self {
+            return Err(SessionError::StimeBackwards {
+                brick: brick.to_owned(),
+                from: self,
+                to,
+            });
+        }
+        Ok(to)
+    }
+}
+
+impl fmt::Display for Stime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:09}", self.secs(), self.0.rem_euclid(1_000_000_000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slave_urls() {
+        let u: SlaveUrl = "geo@dr1.example::/srv/dr/gv0".parse().unwrap();
+        assert_eq!((u.user.as_str(), u.host.as_str(), u.volume.as_str()), ("geo", "dr1.example", "/srv/dr/gv0"));
+        let u: SlaveUrl = "127.0.0.1::gv0".parse().unwrap();
+        assert_eq!(u.user, "root");
+        assert_eq!(u.to_string(), "root@127.0.0.1::gv0");
+        for bad in ["host:/x", "::x", "a@::x", "h::", "h::/a/../b", "h::a\"b", "us er@h::x"] {
+            let e = bad.parse::<SlaveUrl>().unwrap_err().to_string();
+            assert!(e.contains("[USER@]HOST::VOLUME"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn volume_names() {
+        assert!("gv0".parse::<VolumeName>().is_ok());
+        for bad in ["", ".x", "a/b", "a b", "../x"] {
+            assert!(bad.parse::<VolumeName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stime_only_moves_forward() {
+        let a = Stime::from_secs(10);
+        assert_eq!(a.advance(Stime::from_secs(11), "b").unwrap(), Stime::from_secs(11));
+        assert!(a.advance(Stime::from_secs(9), "b").is_err());
+        assert_eq!(Stime(1_500_000_000).to_string(), "1.500000000");
+    }
+
+    #[test]
+    fn bricks_are_absolute() {
+        assert!(Brick::new("rel/x").is_err());
+        assert!(Brick::new("/srv/b").is_ok());
+    }
+}

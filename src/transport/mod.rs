@@ -1,0 +1,3 @@
+//! Moving batches to the slave: the wire protocol and the SSH session.
+
+pub mod protocol;

@@ -1,0 +1,420 @@
+//! The georep wire protocol between the master worker and `geo-rep slave`.
+//!
+//! # Framing
+//! Each message is one frame: a 4-byte big-endian payload length, then the
+//! payload, a [postcard] encoding of [`Request`] (master → slave) or [`Reply`]
+//! (slave → master). A frame longer than [`MAX_FRAME`] is a protocol error:
+//! the reader refuses it before allocating, so a hostile peer cannot make
+//! either side allocate without bound.
+//!
+//! # Conversation
+//! 1. The master sends [`Request::Hello`]; the slave answers [`Reply::Hello`]
+//!    (or [`Reply::Fatal`] if it cannot serve, e.g. its root is missing).
+//!    The version check happens on both sides; the error says which side to
+//!    upgrade.
+//! 2. Then batches, pipelined: the master does not wait for an answer between
+//!    requests. A batch is `Entry`* (journal order), then data (`FileBegin`,
+//!    `Piece`*, `FileEnd` | `FileAbort`, with `Signature` requests sent
+//!    ahead), then `SetAttr`*, then `Commit`.
+//! 3. The slave processes requests strictly in order, and answers in order:
+//!    `SigBegin`+`SigPiece`* for each `Signature`, `Failed` for any request
+//!    that did not take effect (tagged with the request's `seq`), `Barrier`
+//!    for each `Barrier`, and `Committed` once everything before the `Commit`
+//!    is durable (synced to disk). Only `Committed` may advance stime.
+//!
+//! # Files and pieces
+//! A file is cut into pieces of [`PIECE_SIZE`] bytes. For a file the slave
+//! already has, the master asks for its signature: one fast_rsync signature
+//! per piece of the slave's copy. The master then sends each piece of its own
+//! copy either as a delta against the slave's piece with the same index, or as
+//! literal bytes. So memory on both sides is bounded by a few pieces, whatever
+//! the file size. The slave writes the new content to a temporary file,
+//! checks its size and BLAKE3 hash against [`Request::FileEnd`], and only then
+//! renames it over the final name (DESIGN.md invariants 1 and 6).
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::relpath::RelPath;
+
+/// Bumped on every incompatible change of [`Request`] or [`Reply`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Files are shipped in pieces of this many bytes (the last may be shorter).
+pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Largest frame payload either side accepts: a literal piece plus headroom.
+pub const MAX_FRAME: usize = PIECE_SIZE as usize + 64 * 1024;
+
+/// Files smaller than this are always sent literally: a signature round trip
+/// costs more than the bytes it could save.
+pub const DELTA_MIN_SIZE: u64 = 256 * 1024;
+
+/// fast_rsync block size used for signatures.
+pub const SIG_BLOCK_SIZE: u32 = 4096;
+
+/// Bytes of MD4 kept per block in signatures (the result is verified with
+/// BLAKE3 anyway, see [`Request::FileEnd`]).
+pub const SIG_STRONG_LEN: u32 = 8;
+
+/// Mode, ownership and modification time of one file, directory or symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attrs {
+    /// Permission bits (`st_mode & 0o7777`); ignored for symlinks.
+    pub mode: u32,
+    /// Numeric owner; applied only when the slave runs as root.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+}
+
+/// An entry operation, applied by path in journal order. Every one of them is
+/// idempotent, so replaying a batch after a crash is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryOp {
+    /// Make a directory; an existing directory is kept, anything else in the
+    /// way is removed first.
+    Mkdir { path: RelPath, mode: u32 },
+    /// Make an empty regular file unless a regular file is already there.
+    Create { path: RelPath, mode: u32 },
+    /// Make (or replace with) a symlink with this exact target, never followed.
+    Symlink {
+        path: RelPath,
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+    },
+    /// Make `path` another name of the file at `target`.
+    Link { path: RelPath, target: RelPath },
+    /// Remove a non-directory; nothing there is success.
+    Unlink { path: RelPath },
+    /// Remove a directory and everything below it; nothing there is success.
+    Rmdir { path: RelPath },
+    /// Rename; replaces whatever is at `to`. A missing `from` is reported as
+    /// [`FailureKind::SourceMissing`] so the master can resend `to`.
+    Rename { from: RelPath, to: RelPath },
+}
+
+/// How the bytes of one piece are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PieceKind {
+    /// The piece's bytes as they are.
+    Literal,
+    /// A fast_rsync delta against the slave's piece with the same index.
+    Delta,
+}
+
+/// Master → slave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Hello {
+        protocol: u32,
+        agent_version: String,
+    },
+    Entry {
+        seq: u64,
+        op: EntryOp,
+    },
+    /// Ask for the signatures of the slave's copy of `path`.
+    Signature {
+        seq: u64,
+        path: RelPath,
+    },
+    /// Start receiving the new content of `path` (`size` bytes).
+    FileBegin {
+        seq: u64,
+        path: RelPath,
+        size: u64,
+    },
+    /// Piece number `index` (0-based, in order) of the current file.
+    Piece {
+        index: u32,
+        kind: PieceKind,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The current file is complete: verify, apply `attrs`, put it in place.
+    FileEnd {
+        attrs: Attrs,
+        hash: [u8; 32],
+    },
+    /// The master saw the file change while reading it: drop what was sent.
+    FileAbort,
+    SetAttr {
+        seq: u64,
+        path: RelPath,
+        attrs: Attrs,
+    },
+    /// Answered with [`Reply::Barrier`] once every earlier request is done.
+    Barrier {
+        id: u64,
+    },
+    /// Make everything before this durable, then answer [`Reply::Committed`].
+    Commit {
+        batch: u64,
+    },
+}
+
+/// Why a request did not take effect on the slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// A rename's source is not there (the master resends the destination).
+    SourceMissing,
+    /// The slave's disk is full (ENOSPC or EDQUOT): retry later.
+    NoSpace,
+    /// Permission denied on the slave.
+    Permission,
+    /// The rebuilt file did not match the announced size or hash.
+    Mismatch,
+    /// A path on the slave could not be resolved safely (e.g. a symlink in a
+    /// parent directory): never retried blindly.
+    Unsafe,
+    /// The operation is not possible here (e.g. a device node as non-root).
+    Unsupported,
+    /// Any other I/O error.
+    Io,
+}
+
+impl FailureKind {
+    /// Whether retrying the same batch later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(self, FailureKind::NoSpace | FailureKind::Mismatch | FailureKind::Io)
+    }
+}
+
+/// One request that failed on the slave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `seq` of the failed request (for `Piece`/`FileEnd`, of its `FileBegin`).
+    pub seq: u64,
+    pub path: RelPath,
+    pub kind: FailureKind,
+    pub errno: Option<i32>,
+    /// Human-readable, names the slave path.
+    pub message: String,
+}
+
+/// Slave → master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Hello {
+        protocol: u32,
+        agent_version: String,
+        /// The slave root as the slave sees it.
+        root: String,
+        /// Whether the root holds no entries.
+        root_empty: bool,
+    },
+    /// Answer to `Signature`: `size` is `None` if there is no regular file
+    /// at the path; otherwise one `SigPiece` follows per piece of the file.
+    SigBegin {
+        seq: u64,
+        size: Option<u64>,
+    },
+    SigPiece {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Failed(Failure),
+    Barrier {
+        id: u64,
+    },
+    Committed {
+        batch: u64,
+    },
+    /// The slave cannot go on; the session ends after this.
+    Fatal {
+        message: String,
+    },
+}
+
+/// Errors of the framing layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME} bytes")]
+    Oversize(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+    #[error("protocol version mismatch: master speaks {master}, slave speaks {slave}; upgrade the {older} side")]
+    Version {
+        master: u32,
+        slave: u32,
+        older: &'static str,
+    },
+    #[error("I/O error on the protocol stream: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Encodes `msg` as one frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
+    let mut buf = vec![0u8; 4];
+    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(ProtocolError::Oversize(len));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
+}
+
+fn frame_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtocolError::Oversize(len));
+    }
+    Ok(len)
+}
+
+fn map_eof(e: io::Error) -> ProtocolError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ProtocolError::Closed
+    } else {
+        ProtocolError::Io(e)
+    }
+}
+
+/// Reads one frame with blocking I/O (the slave side).
+pub fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(r: &mut R) -> Result<T, ProtocolError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).map_err(map_eof)?;
+    let mut payload = vec![0u8; frame_len(header)?];
+    r.read_exact(&mut payload).map_err(map_eof)?;
+    Ok(postcard::from_bytes(&payload)?)
+}
+
+/// Writes one frame with blocking I/O (the slave side). Does not flush.
+pub fn write_frame<T: Serialize, W: Write>(w: &mut W, msg: &T) -> Result<(), ProtocolError> {
+    w.write_all(&encode(msg)?)?;
+    Ok(())
+}
+
+/// Reads one frame from an async stream (the master side).
+pub async fn read_frame_async<T, R>(r: &mut R) -> Result<T, ProtocolError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).await.map_err(map_eof)?;
+    let mut payload = vec![0u8; frame_len(header)?];
+    r.read_exact(&mut payload).await.map_err(map_eof)?;
+    Ok(postcard::from_bytes(&payload)?)
+}
+
+/// Writes one frame to an async stream (the master side). Does not flush.
+pub async fn write_frame_async<T, W>(w: &mut W, msg: &T) -> Result<(), ProtocolError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    w.write_all(&encode(msg)?).await?;
+    Ok(())
+}
+
+/// Checks the peer's protocol version; `master` and `slave` as seen from the
+/// handshake.
+pub fn check_version(master: u32, slave: u32) -> Result<(), ProtocolError> {
+    if master == slave {
+        return Ok(());
+    }
+    Err(ProtocolError::Version {
+        master,
+        slave,
+        older: if master < slave { "master" } else { "slave" },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_sync() {
+        let msgs = vec![
+            Request::Hello {
+                protocol: PROTOCOL_VERSION,
+                agent_version: "x".into(),
+            },
+            Request::Entry {
+                seq: 7,
+                op: EntryOp::Rename {
+                    from: RelPath::new("a").unwrap(),
+                    to: RelPath::new(b"b\xff\n".to_vec()).unwrap(),
+                },
+            },
+            Request::Piece {
+                index: 3,
+                kind: PieceKind::Delta,
+                data: vec![1, 2, 3],
+            },
+        ];
+        let mut wire = Vec::new();
+        for m in &msgs {
+            write_frame(&mut wire, m).unwrap();
+        }
+        let mut r = &wire[..];
+        for m in &msgs {
+            assert_eq!(&read_frame::<Request, _>(&mut r).unwrap(), m);
+        }
+        assert!(matches!(
+            read_frame::<Request, _>(&mut r),
+            Err(ProtocolError::Closed)
+        ));
+    }
+
+    #[test]
+    fn refuses_oversize_before_allocating() {
+        let wire = u32::MAX.to_be_bytes();
+        assert!(matches!(
+            read_frame::<Request, _>(&mut &wire[..]),
+            Err(ProtocolError::Oversize(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_are_errors() {
+        let frame = encode(&Request::Barrier { id: 1 }).unwrap();
+        assert!(matches!(
+            read_frame::<Request, _>(&mut &frame[..frame.len() - 1]),
+            Err(ProtocolError::Closed)
+        ));
+        let garbage = [0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame::<Request, _>(&mut &garbage[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn escaping_paths_are_refused_on_decode() {
+        // Hand-build an Unlink with "../x": encode a valid one and patch it.
+        let frame = encode(&Request::Entry {
+            seq: 0,
+            op: EntryOp::Unlink {
+                path: RelPath::new("aa/x").unwrap(),
+            },
+        })
+        .unwrap();
+        let pos = frame.windows(4).position(|w| w == b"aa/x").unwrap();
+        let mut evil = frame.clone();
+        evil[pos..pos + 2].copy_from_slice(b"..");
+        assert!(matches!(
+            read_frame::<Request, _>(&mut &evil[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn version_errors_name_the_side_to_upgrade() {
+        let e = check_version(1, 2).unwrap_err().to_string();
+        assert!(e.contains("upgrade the master"), "{e}");
+        let e = check_version(3, 2).unwrap_err().to_string();
+        assert!(e.contains("upgrade the slave"), "{e}");
+    }
+}
