@@ -1,0 +1,633 @@
+//! What georep remembers between runs: sessions, their bricks, and how far
+//! each brick is synced (stime), in one SQLite database under `GEOREP_HOME`.
+//!
+//! Invariant 2 of DESIGN.md is enforced here as well as by the callers:
+//! [`State::set_stime`] refuses to move a brick's stime backwards, in SQL, so
+//! two writers cannot race it back.
+//!
+//! The monitor process writes worker status and counters; the CLI reads them.
+//! WAL mode and a busy timeout let both work at once; a database locked for
+//! longer than the timeout gives [`StateError::Locked`].
+
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::session::{Brick, BrickId, SlaveUrl, Stime, VolumeName};
+
+/// How long a writer waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state database {path} is locked by another process (is another geo-rep command running?)")]
+    Locked { path: PathBuf },
+    #[error("state database {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database {path} has schema version {found}, newer than this geo-rep understands ({known}); upgrade geo-rep")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("a session from {0} to {1} already exists")]
+    Exists(VolumeName, SlaveUrl),
+    #[error("stime of brick {brick} would go backwards (stored {stored}, new {new})")]
+    StimeBackwards {
+        brick: BrickId,
+        stored: Stime,
+        new: Stime,
+    },
+    #[error("corrupt value {value:?} in column {column} of the state database")]
+    Corrupt { column: &'static str, value: String },
+}
+
+/// The operator's intent for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Created,
+    Started,
+    Paused,
+    Stopped,
+}
+
+impl SessionState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Created => "Created",
+            SessionState::Started => "Started",
+            SessionState::Paused => "Paused",
+            SessionState::Stopped => "Stopped",
+        }
+    }
+}
+
+impl FromStr for SessionState {
+    type Err = StateError;
+    fn from_str(s: &str) -> Result<Self, StateError> {
+        Ok(match s {
+            "Created" => SessionState::Created,
+            "Started" => SessionState::Started,
+            "Paused" => SessionState::Paused,
+            "Stopped" => SessionState::Stopped,
+            _ => {
+                return Err(StateError::Corrupt {
+                    column: "sessions.state",
+                    value: s.to_owned(),
+                })
+            }
+        })
+    }
+}
+
+/// A worker's STATUS column, as GlusterFS spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Created,
+    Initializing,
+    Active,
+    Passive,
+    Faulty,
+    Paused,
+    Stopped,
+}
+
+impl WorkerStatus {
+    pub const ALL: [WorkerStatus; 7] = [
+        WorkerStatus::Created,
+        WorkerStatus::Initializing,
+        WorkerStatus::Active,
+        WorkerStatus::Passive,
+        WorkerStatus::Faulty,
+        WorkerStatus::Paused,
+        WorkerStatus::Stopped,
+    ];
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerStatus::Created => "Created",
+            WorkerStatus::Initializing => "Initializing...",
+            WorkerStatus::Active => "Active",
+            WorkerStatus::Passive => "Passive",
+            WorkerStatus::Faulty => "Faulty",
+            WorkerStatus::Paused => "Paused",
+            WorkerStatus::Stopped => "Stopped",
+        })
+    }
+}
+
+/// A worker's CRAWL STATUS column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrawlStatus {
+    Hybrid,
+    History,
+    Changelog,
+    NotApplicable,
+}
+
+impl CrawlStatus {
+    pub const ALL: [CrawlStatus; 4] = [
+        CrawlStatus::Hybrid,
+        CrawlStatus::History,
+        CrawlStatus::Changelog,
+        CrawlStatus::NotApplicable,
+    ];
+}
+
+impl fmt::Display for CrawlStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CrawlStatus::Hybrid => "Hybrid Crawl",
+            CrawlStatus::History => "History Crawl",
+            CrawlStatus::Changelog => "Changelog Crawl",
+            CrawlStatus::NotApplicable => "N/A",
+        })
+    }
+}
+
+fn parse_display<T: fmt::Display + Copy>(all: &[T], column: &'static str, s: &str) -> Result<T, StateError> {
+    all.iter()
+        .copied()
+        .find(|v| v.to_string() == s)
+        .ok_or_else(|| StateError::Corrupt {
+            column,
+            value: s.to_owned(),
+        })
+}
+
+/// What `create` records about a session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub master_vol: VolumeName,
+    pub slave: SlaveUrl,
+    pub port: u16,
+    /// The slave's host key, OpenSSH public key format, pinned at create.
+    pub host_key: String,
+    /// Session settings as JSON (see `cli::config`).
+    pub config: String,
+    pub bricks: Vec<Brick>,
+}
+
+/// A stored session.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: i64,
+    pub master_vol: VolumeName,
+    pub slave: SlaveUrl,
+    pub port: u16,
+    pub host_key: String,
+    pub config: String,
+    pub state: SessionState,
+    pub monitor_pid: Option<u32>,
+}
+
+/// A stored brick with its progress.
+#[derive(Debug, Clone)]
+pub struct BrickRecord {
+    pub id: BrickId,
+    pub session_id: i64,
+    pub brick: Brick,
+    pub stime: Option<Stime>,
+    pub status: WorkerStatus,
+    pub crawl: CrawlStatus,
+    pub last_error: Option<String>,
+    pub bytes_sent: u64,
+    pub entries: u64,
+    pub data: u64,
+    pub meta: u64,
+    pub failures: u64,
+}
+
+/// Counts to add to a brick after a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub bytes_sent: u64,
+    pub entries: u64,
+    pub data: u64,
+    pub meta: u64,
+    pub failures: u64,
+}
+
+/// An open state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl State {
+    /// Opens (creating if needed) the state under `home`, which is made 0700.
+    pub fn open(home: &Path) -> Result<State, StateError> {
+        crate::fsutil::create_private_dir(home).map_err(|source| StateError::Dir {
+            path: home.to_owned(),
+            source,
+        })?;
+        let path = home.join("georep.db");
+        let conn = Connection::open(&path).map_err(|source| StateError::Sql {
+            path: path.clone(),
+            source,
+        })?;
+        let mut state = State { conn, path };
+        state.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| state.err(e))?;
+        state
+            .conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| state.err(e))?;
+        schema::migrate(&mut state.conn).map_err(|e| match e {
+            schema::MigrateError::TooNew { found, known } => StateError::TooNew {
+                path: state.path.clone(),
+                found,
+                known,
+            },
+            schema::MigrateError::Sql(e) => state.err(e),
+        })?;
+        Ok(state)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        if let rusqlite::Error::SqliteFailure(f, _) = &source {
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) {
+                return StateError::Locked {
+                    path: self.path.clone(),
+                };
+            }
+        }
+        StateError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn create_session(&mut self, new: &NewSession) -> Result<SessionRecord, StateError> {
+        if self.find_session(&new.master_vol, &new.slave)?.is_some() {
+            return Err(StateError::Exists(new.master_vol.clone(), new.slave.clone()));
+        }
+        let tx = self.conn.transaction().map_err(|e| StateError::Sql {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let insert = || -> rusqlite::Result<i64> {
+            tx.execute(
+                "INSERT INTO sessions (master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'Created')",
+                params![
+                    new.master_vol.as_str(),
+                    new.slave.user,
+                    new.slave.host,
+                    new.slave.volume,
+                    new.port,
+                    new.host_key,
+                    new.config
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for b in &new.bricks {
+                tx.execute(
+                    "INSERT INTO bricks (session_id, path, status, crawl) VALUES (?1, ?2, 'Created', 'N/A')",
+                    params![id, b.path().to_string_lossy()],
+                )?;
+            }
+            Ok(id)
+        };
+        let id = insert().map_err(|e| StateError::Sql {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        tx.commit().map_err(|e| StateError::Sql {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        self.session(id)
+    }
+
+    fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
+        self.query_sessions("WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    pub fn find_session(
+        &self,
+        vol: &VolumeName,
+        slave: &SlaveUrl,
+    ) -> Result<Option<SessionRecord>, StateError> {
+        Ok(self
+            .query_sessions(
+                "WHERE master_vol = ?1 AND slave_host = ?2 AND slave_volume = ?3",
+                params![vol.as_str(), slave.host, slave.volume],
+            )?
+            .pop())
+    }
+
+    /// Every session, ordered by master volume then slave.
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>, StateError> {
+        self.query_sessions("", params![])
+    }
+
+    fn query_sessions(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<SessionRecord>, StateError> {
+        let sql = format!(
+            "SELECT id, master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state, monitor_pid
+             FROM sessions {filter} ORDER BY master_vol, slave_host, slave_volume"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    SlaveUrl {
+                        user: r.get(2)?,
+                        host: r.get(3)?,
+                        volume: r.get(4)?,
+                    },
+                    r.get::<_, u16>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, Option<u32>>(9)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, vol, slave, port, host_key, config, state, monitor_pid) =
+                row.map_err(|e| self.err(e))?;
+            out.push(SessionRecord {
+                id,
+                master_vol: vol.parse().map_err(|_| StateError::Corrupt {
+                    column: "sessions.master_vol",
+                    value: vol.clone(),
+                })?,
+                slave,
+                port,
+                host_key,
+                config,
+                state: state.parse()?,
+                monitor_pid,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn set_session_state(
+        &self,
+        id: i64,
+        state: SessionState,
+        monitor_pid: Option<u32>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE sessions SET state = ?2, monitor_pid = ?3 WHERE id = ?1",
+                params![id, state.as_str(), monitor_pid],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn set_config(&self, id: i64, config: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE sessions SET config = ?2 WHERE id = ?1", params![id, config])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn delete_session(&self, id: i64) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM bricks WHERE session_id = ?1", params![id])
+            .and_then(|_| self.conn.execute("DELETE FROM sessions WHERE id = ?1", params![id]))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn bricks(&self, session_id: i64) -> Result<Vec<BrickRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures
+                 FROM bricks WHERE session_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![session_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    [
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, i64>(9)?,
+                        r.get::<_, i64>(10)?,
+                    ],
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, path, stime, status, crawl, last_error, n) = row.map_err(|e| self.err(e))?;
+            out.push(BrickRecord {
+                id: BrickId(id),
+                session_id,
+                brick: Brick::new(&path).map_err(|_| StateError::Corrupt {
+                    column: "bricks.path",
+                    value: path.clone(),
+                })?,
+                stime: stime.map(Stime),
+                status: parse_display(&WorkerStatus::ALL, "bricks.status", &status)?,
+                crawl: parse_display(&CrawlStatus::ALL, "bricks.crawl", &crawl)?,
+                last_error,
+                bytes_sent: n[0] as u64,
+                entries: n[1] as u64,
+                data: n[2] as u64,
+                meta: n[3] as u64,
+                failures: n[4] as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that everything on `brick` before `stime` is durably on the
+    /// slave. Refuses to go backwards.
+    pub fn set_stime(&self, brick: BrickId, stime: Stime) -> Result<(), StateError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE bricks SET stime_ns = ?2 WHERE id = ?1 AND (stime_ns IS NULL OR stime_ns <= ?2)",
+                params![brick.0, stime.nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            let stored: Option<i64> = self
+                .conn
+                .query_row("SELECT stime_ns FROM bricks WHERE id = ?1", params![brick.0], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?
+                .flatten();
+            return Err(StateError::StimeBackwards {
+                brick,
+                stored: Stime(stored.unwrap_or_default()),
+                new: stime,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets a brick's stime, so the next start does a full Hybrid Crawl.
+    pub fn reset_stime(&self, session_id: i64) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE bricks SET stime_ns = NULL WHERE session_id = ?1", params![session_id])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn set_worker(
+        &self,
+        brick: BrickId,
+        status: WorkerStatus,
+        crawl: CrawlStatus,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE bricks SET status = ?2, crawl = ?3 WHERE id = ?1",
+                params![brick.0, status.to_string(), crawl.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets or clears the last error shown for a brick.
+    pub fn set_last_error(&self, brick: BrickId, error: Option<&str>) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE bricks SET last_error = ?2 WHERE id = ?1",
+                params![brick.0, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn add_counters(&self, brick: BrickId, c: Counters) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE bricks SET bytes_sent = bytes_sent + ?2, entries = entries + ?3, data = data + ?4,
+                 meta = meta + ?5, failures = failures + ?6 WHERE id = ?1",
+                params![
+                    brick.0,
+                    c.bytes_sent as i64,
+                    c.entries as i64,
+                    c.data as i64,
+                    c.meta as i64,
+                    c.failures as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> (State, SessionRecord) {
+        let mut st = State::open(dir).unwrap();
+        let s = st
+            .create_session(&NewSession {
+                master_vol: "gv0".parse().unwrap(),
+                slave: "root@h::/srv/x".parse().unwrap(),
+                port: 22,
+                host_key: "ssh-ed25519 AAAA".into(),
+                config: "{}".into(),
+                bricks: vec![Brick::new("/b1").unwrap(), Brick::new("/b2").unwrap()],
+            })
+            .unwrap();
+        (st, s)
+    }
+
+    #[test]
+    fn sessions_and_bricks_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, s) = sample(dir.path());
+        assert_eq!(s.state, SessionState::Created);
+        let bricks = st.bricks(s.id).unwrap();
+        assert_eq!(bricks.len(), 2);
+        assert_eq!(bricks[0].status, WorkerStatus::Created);
+        assert_eq!(bricks[0].crawl, CrawlStatus::NotApplicable);
+        assert_eq!(bricks[0].stime, None);
+        st.set_worker(bricks[0].id, WorkerStatus::Initializing, CrawlStatus::Hybrid)
+            .unwrap();
+        let b = &st.bricks(s.id).unwrap()[0];
+        assert_eq!((b.status, b.crawl), (WorkerStatus::Initializing, CrawlStatus::Hybrid));
+        let again = State::open(dir.path()).unwrap();
+        assert_eq!(again.sessions().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn duplicate_session_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut st, _) = sample(dir.path());
+        let err = st
+            .create_session(&NewSession {
+                master_vol: "gv0".parse().unwrap(),
+                slave: "root@h::/srv/x".parse().unwrap(),
+                port: 22,
+                host_key: String::new(),
+                config: "{}".into(),
+                bricks: vec![],
+            })
+            .unwrap_err();
+        assert!(matches!(err, StateError::Exists(..)), "{err}");
+    }
+
+    #[test]
+    fn stime_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, s) = sample(dir.path());
+        let b = st.bricks(s.id).unwrap()[0].id;
+        st.set_stime(b, Stime(100)).unwrap();
+        st.set_stime(b, Stime(100)).unwrap();
+        st.set_stime(b, Stime(200)).unwrap();
+        let err = st.set_stime(b, Stime(150)).unwrap_err();
+        assert!(matches!(err, StateError::StimeBackwards { .. }), "{err}");
+        assert_eq!(st.bricks(s.id).unwrap()[0].stime, Some(Stime(200)));
+        st.add_counters(b, Counters { bytes_sent: 5, failures: 1, ..Default::default() })
+            .unwrap();
+        assert_eq!(st.bricks(s.id).unwrap()[0].bytes_sent, 5);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(sample(dir.path()));
+        let conn = Connection::open(dir.path().join("georep.db")).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        let err = State::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("upgrade geo-rep"), "{err}");
+    }
+}
