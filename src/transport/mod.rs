@@ -1,3 +1,4 @@
 //! Moving batches to the slave: the wire protocol and the SSH session.
 
 pub mod protocol;
+pub mod ssh;

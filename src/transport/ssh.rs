@@ -1,0 +1,421 @@
+//! SSH sessions to the slave host (russh client).
+//!
+//! Host keys are pinned per session: `create` records the key the slave
+//! presented ([`HostKeyPolicy::Record`]); every later connection compares it
+//! with `==` ([`HostKeyPolicy::Pinned`]) and refuses any other key with both
+//! fingerprints in the error. No known_hosts wildcards, no "accept new".
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{cipher, ChannelMsg, ChannelStream};
+use tokio::io::AsyncWriteExt;
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+impl std::fmt::Display for SshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// How to judge the key the server presents.
+#[derive(Debug, Clone)]
+pub enum HostKeyPolicy {
+    /// First contact (`create`): accept any key; the caller records it.
+    Record,
+    /// The key recorded at `create`; anything else is refused.
+    Pinned(PublicKey),
+}
+
+/// How to authenticate.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The session's own key (every connection after `create`).
+    Key(PathBuf),
+    /// The operator's credentials for `create`: this key file if given, else
+    /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`, then the ssh-agent.
+    Operator(Option<PathBuf>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {target} timed out after {secs} s")]
+    Timeout { target: String, secs: u64 },
+    #[error(
+        "host key of {host} port {port} has changed: recorded {expected}, presented {presented}. \
+         If the slave was reinstalled on purpose, delete and re-create the session"
+    )]
+    HostKeyChanged {
+        host: String,
+        port: u16,
+        expected: String,
+        presented: String,
+    },
+    #[error("authentication as {target} failed: {detail}")]
+    Auth { target: String, detail: String },
+    #[error("cannot read key {path}: {detail}")]
+    Key { path: PathBuf, detail: String },
+    #[error("SSH error with {target}: {source}")]
+    Ssh {
+        target: String,
+        source: russh::Error,
+    },
+}
+
+impl SshError {
+    /// Whether trying again later may help (the monitor backs off and
+    /// retries these; the others need the operator).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SshError::Connect { .. } | SshError::Timeout { .. } | SshError::Ssh { .. }
+        )
+    }
+}
+
+/// SHA256 fingerprint as OpenSSH prints it (`SHA256:…`).
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+struct Checker {
+    policy: HostKeyPolicy,
+    seen: Arc<Mutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            // Certificates would need a trusted CA; georep pins plain keys.
+            PublicKeyOrCertificate::Certificate(_) => return Ok(false),
+        };
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        Ok(match &self.policy {
+            HostKeyPolicy::Record => true,
+            HostKeyPolicy::Pinned(pinned) => pinned.key_data() == key.key_data(),
+        })
+    }
+}
+
+/// An authenticated SSH connection.
+pub struct SshConnection {
+    handle: Handle<Checker>,
+    target: SshTarget,
+    host_key: PublicKey,
+}
+
+fn client_config(timeout: Duration) -> client::Config {
+    client::Config {
+        // AES-GCM is fastest here (AES-NI); see DEPENDENCIES.md.
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(&[
+                cipher::AES_128_GCM,
+                cipher::AES_256_GCM,
+                cipher::CHACHA20_POLY1305,
+            ]),
+            ..Default::default()
+        },
+        nodelay: true,
+        keepalive_interval: Some((timeout / 4).max(Duration::from_secs(1))),
+        keepalive_max: 3,
+        window_size: 16 * 1024 * 1024,
+        ..Default::default()
+    }
+}
+
+impl SshConnection {
+    /// Connects, checks the host key, and authenticates. `timeout` bounds
+    /// the TCP connect and handshake, and (through keepalives) detects a
+    /// connection that later hangs.
+    pub async fn connect(
+        target: &SshTarget,
+        policy: HostKeyPolicy,
+        auth: &Auth,
+        timeout: Duration,
+    ) -> Result<SshConnection, SshError> {
+        let shown = target.to_string();
+        let seen = Arc::new(Mutex::new(None));
+        let checker = Checker {
+            policy: policy.clone(),
+            seen: seen.clone(),
+        };
+        let addr = (target.host.as_str(), target.port);
+        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| SshError::Timeout {
+                target: shown.clone(),
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|source| SshError::Connect {
+                target: format!("{}:{}", target.host, target.port),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let config = Arc::new(client_config(timeout));
+        let connected = tokio::time::timeout(timeout, client::connect_stream(config, tcp, checker))
+            .await
+            .map_err(|_| SshError::Timeout {
+                target: shown.clone(),
+                secs: timeout.as_secs(),
+            })?;
+        let presented = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut handle = match connected {
+            Ok(h) => h,
+            Err(russh::Error::UnknownKey) => {
+                let (HostKeyPolicy::Pinned(pinned), Some(presented)) = (&policy, presented) else {
+                    return Err(SshError::Ssh {
+                        target: shown,
+                        source: russh::Error::UnknownKey,
+                    });
+                };
+                return Err(SshError::HostKeyChanged {
+                    host: target.host.clone(),
+                    port: target.port,
+                    expected: fingerprint(pinned),
+                    presented: fingerprint(&presented),
+                });
+            }
+            Err(source) => return Err(SshError::Ssh { target: shown, source }),
+        };
+        let host_key = presented.ok_or_else(|| SshError::Ssh {
+            target: shown.clone(),
+            source: russh::Error::UnknownKey,
+        })?;
+        authenticate(&mut handle, target, auth).await?;
+        Ok(SshConnection {
+            handle,
+            target: target.clone(),
+            host_key,
+        })
+    }
+
+    /// The key the server presented (already checked against the policy).
+    pub fn host_key(&self) -> &PublicKey {
+        &self.host_key
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    fn ssh_err(&self, source: russh::Error) -> SshError {
+        SshError::Ssh {
+            target: self.target.to_string(),
+            source,
+        }
+    }
+
+    /// Runs `command` and returns its stdin/stdout as one byte stream (the
+    /// protocol channel). The remote stderr is discarded by the channel.
+    pub async fn exec_stream(&self, command: &str) -> Result<ChannelStream<client::Msg>, SshError> {
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.ssh_err(e))?;
+        channel.exec(true, command).await.map_err(|e| self.ssh_err(e))?;
+        Ok(channel.into_stream())
+    }
+
+    /// Runs `command` with `stdin`, waits for it, and returns its exit
+    /// status, stdout and stderr (for one-shot set-up steps like push-pem).
+    pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<CommandOutput, SshError> {
+        let mut channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.ssh_err(e))?;
+        channel.exec(true, command).await.map_err(|e| self.ssh_err(e))?;
+        {
+            let mut w = channel.make_writer();
+            w.write_all(stdin)
+                .await
+                .map_err(|e| self.ssh_err(russh::Error::IO(e)))?;
+            w.shutdown().await.ok();
+        }
+        channel.eof().await.map_err(|e| self.ssh_err(e))?;
+        let mut out = CommandOutput::default();
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// What a remote command left behind.
+#[derive(Debug, Default)]
+pub struct CommandOutput {
+    /// `None` if the server sent no exit status (e.g. killed by a signal).
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+fn load_key(path: &Path) -> Result<PrivateKey, SshError> {
+    russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+async fn try_key(
+    handle: &mut Handle<Checker>,
+    target: &SshTarget,
+    key: PrivateKey,
+) -> Result<bool, SshError> {
+    let hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(|source| SshError::Ssh {
+            target: target.to_string(),
+            source,
+        })?
+        .flatten();
+    let res = handle
+        .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .await
+        .map_err(|source| SshError::Ssh {
+            target: target.to_string(),
+            source,
+        })?;
+    Ok(matches!(res, AuthResult::Success))
+}
+
+async fn authenticate(
+    handle: &mut Handle<Checker>,
+    target: &SshTarget,
+    auth: &Auth,
+) -> Result<(), SshError> {
+    let failed = |detail: String| SshError::Auth {
+        target: target.to_string(),
+        detail,
+    };
+    match auth {
+        Auth::Key(path) => {
+            if try_key(handle, target, load_key(path)?).await? {
+                return Ok(());
+            }
+            Err(failed(format!("the server refused key {}", path.display())))
+        }
+        Auth::Operator(Some(path)) => {
+            if try_key(handle, target, load_key(path)?).await? {
+                return Ok(());
+            }
+            Err(failed(format!("the server refused key {}", path.display())))
+        }
+        Auth::Operator(None) => {
+            let mut tried = Vec::new();
+            if let Some(home) = std::env::var_os("HOME") {
+                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                    let path = Path::new(&home).join(".ssh").join(name);
+                    if !path.exists() {
+                        continue;
+                    }
+                    tried.push(path.display().to_string());
+                    // An encrypted key without an agent cannot be used here.
+                    let Ok(key) = russh::keys::load_secret_key(&path, None) else {
+                        continue;
+                    };
+                    if try_key(handle, target, key).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            if try_agent(handle, target).await? {
+                return Ok(());
+            }
+            tried.push("ssh-agent".into());
+            Err(failed(format!(
+                "no accepted key (tried {}); pass --identity KEYFILE",
+                tried.join(", ")
+            )))
+        }
+    }
+}
+
+async fn try_agent(handle: &mut Handle<Checker>, target: &SshTarget) -> Result<bool, SshError> {
+    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await else {
+        return Ok(false);
+    };
+    let Ok(identities) = agent.request_identities().await else {
+        return Ok(false);
+    };
+    for id in identities {
+        let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = id else {
+            continue;
+        };
+        if let Ok(AuthResult::Success) = handle
+            .authenticate_publickey_with(&target.user, key, None, &mut agent)
+            .await
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A new ed25519 key pair for a session: (private key in OpenSSH PEM, public
+/// key line).
+pub fn generate_session_key(comment: &str) -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    let mut key = PrivateKey::from(pair);
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(std::io::Error::other)?;
+    let public = key.public_key().to_openssh().map_err(std::io::Error::other)?;
+    Ok((private.to_string(), public))
+}
+
+/// Parses a recorded host key line (`ssh-ed25519 AAAA…`).
+pub fn parse_public_key(line: &str) -> Result<PublicKey, String> {
+    PublicKey::from_openssh(line.trim()).map_err(|e| format!("invalid public key {line:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_back() {
+        let (private, public) = generate_session_key("georep test").unwrap();
+        assert!(private.contains("OPENSSH PRIVATE KEY"));
+        let key = parse_public_key(&public).unwrap();
+        assert!(fingerprint(&key).starts_with("SHA256:"));
+        let parsed = russh::keys::decode_secret_key(&private, None).unwrap();
+        assert_eq!(parsed.public_key().key_data(), key.key_data());
+    }
+}
