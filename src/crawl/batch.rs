@@ -1,0 +1,102 @@
+//! A batch: what one round trip of replication must make true on the slave.
+
+use std::collections::HashSet;
+
+use crate::relpath::RelPath;
+
+/// An entry change, as the master saw it happen. The shipper turns it into a
+/// wire `EntryOp`, reading the current type, mode or link target from the
+/// brick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Mkdir(RelPath),
+    Create(RelPath),
+    Mknod(RelPath),
+    Symlink(RelPath),
+    /// A new name for a file that has other names.
+    Link(RelPath),
+    Unlink(RelPath),
+    Rmdir(RelPath),
+    Rename { from: RelPath, to: RelPath },
+}
+
+/// Entries in journal order, then the files whose content must be sent, then
+/// the paths whose attributes must be set. Data and meta are sets (a path
+/// written 10,000 times is sent once) kept in first-seen order.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    entries: Vec<Entry>,
+    data: Vec<RelPath>,
+    meta: Vec<RelPath>,
+    data_seen: HashSet<RelPath>,
+    meta_seen: HashSet<RelPath>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push_entry(&mut self, e: Entry) {
+        self.entries.push(e);
+    }
+
+    pub fn push_data(&mut self, p: RelPath) {
+        if self.data_seen.insert(p.clone()) {
+            self.data.push(p);
+        }
+    }
+
+    pub fn push_meta(&mut self, p: RelPath) {
+        if self.meta_seen.insert(p.clone()) {
+            self.meta.push(p);
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn data(&self) -> &[RelPath] {
+        &self.data
+    }
+
+    /// Paths whose attributes must be set and that are not sent as data
+    /// (a data transfer carries the attributes already).
+    pub fn meta_only(&self) -> impl Iterator<Item = &RelPath> {
+        self.meta.iter().filter(|p| !self.data_seen.contains(*p))
+    }
+
+    /// Number of operations, for batch sizing.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.data.len() + self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn data_and_meta_are_deduplicated_in_order() {
+        let mut b = Batch::new();
+        for _ in 0..10_000 {
+            b.push_data(p("hot"));
+        }
+        b.push_data(p("cold"));
+        b.push_meta(p("hot"));
+        b.push_meta(p("dir"));
+        b.push_meta(p("dir"));
+        assert_eq!(b.data(), &[p("hot"), p("cold")]);
+        assert_eq!(b.meta_only().collect::<Vec<_>>(), vec![&p("dir")]);
+        assert_eq!(b.len(), 4);
+    }
+}

@@ -1,0 +1,9 @@
+//! Finding what to replicate: journal files after stime (History and
+//! Changelog Crawl) or a walk of the brick (Hybrid Crawl), turned into
+//! ordered, bounded [`Batch`]es.
+
+pub mod batch;
+pub mod hybrid;
+
+pub use batch::{Batch, Entry};
+pub use hybrid::HybridCrawl;

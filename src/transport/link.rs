@@ -1,0 +1,159 @@
+//! The master's end of one protocol conversation with a slave.
+//!
+//! One task reads replies into a queue as soon as they arrive, so the slave
+//! never blocks on a full pipe while the master is busy sending: requests are
+//! pipelined, and replies come back in request order.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+use super::protocol::{self, ProtocolError, Reply, Request, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("protocol error talking to the slave: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the slave stopped answering (no reply within {0} s; see the `timeout` option)")]
+    Timeout(u64),
+    #[error("the slave reported: {0}")]
+    Fatal(String),
+    #[error("the slave closed the connection")]
+    Closed,
+}
+
+/// What the slave said about itself in the handshake.
+#[derive(Debug, Clone)]
+pub struct SlaveHello {
+    pub agent_version: String,
+    pub root: String,
+    pub root_empty: bool,
+}
+
+/// A handshaken conversation with a slave.
+pub struct SlaveLink<S> {
+    writer: WriteHalf<S>,
+    replies: mpsc::UnboundedReceiver<Result<Reply, ProtocolError>>,
+    reader: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+    bytes_sent: u64,
+    next_seq: u64,
+    hello: SlaveHello,
+}
+
+impl<S> Drop for SlaveLink<S> {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
+    /// Greets the slave and checks that both speak the same protocol.
+    pub async fn open(stream: S, timeout: Duration) -> Result<SlaveLink<S>, LinkError> {
+        let (read, writer) = tokio::io::split(stream);
+        let (tx, replies) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_replies(read, tx));
+        let mut link = SlaveLink {
+            writer,
+            replies,
+            reader,
+            timeout,
+            bytes_sent: 0,
+            next_seq: 0,
+            hello: SlaveHello {
+                agent_version: String::new(),
+                root: String::new(),
+                root_empty: false,
+            },
+        };
+        link.send(&Request::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await?;
+        link.flush().await?;
+        match link.recv().await? {
+            Reply::Hello {
+                protocol,
+                agent_version,
+                root,
+                root_empty,
+            } => {
+                protocol::check_version(PROTOCOL_VERSION, protocol)?;
+                link.hello = SlaveHello {
+                    agent_version,
+                    root,
+                    root_empty,
+                };
+                Ok(link)
+            }
+            other => Err(ProtocolError::Unexpected(format!("{other:?} instead of Hello")).into()),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
+    pub fn hello(&self) -> &SlaveHello {
+        &self.hello
+    }
+
+    /// Payload bytes written to the slave so far (frames included).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    /// A fresh sequence number for a request.
+    pub fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    pub async fn send(&mut self, req: &Request) -> Result<(), LinkError> {
+        let frame = protocol::encode(req)?;
+        self.writer
+            .write_all(&frame)
+            .await
+            .map_err(ProtocolError::from)?;
+        self.bytes_sent += frame.len() as u64;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), LinkError> {
+        self.writer.flush().await.map_err(ProtocolError::from)?;
+        Ok(())
+    }
+
+    /// The next reply; a `Fatal` from the slave becomes an error.
+    pub async fn recv(&mut self) -> Result<Reply, LinkError> {
+        let got = tokio::time::timeout(self.timeout, self.replies.recv())
+            .await
+            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?;
+        match got {
+            None => Err(LinkError::Closed),
+            Some(Err(ProtocolError::Closed)) => Err(LinkError::Closed),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(Reply::Fatal { message })) => Err(LinkError::Fatal(message)),
+            Some(Ok(reply)) => Ok(reply),
+        }
+    }
+
+    /// Ends the conversation cleanly (the slave sees end of input).
+    pub async fn close(mut self) {
+        let _ = self.writer.flush().await;
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+async fn read_replies<R: AsyncRead>(
+    mut read: ReadHalf<R>,
+    tx: mpsc::UnboundedSender<Result<Reply, ProtocolError>>,
+) {
+    loop {
+        let reply = protocol::read_frame_async::<Reply, _>(&mut read).await;
+        let stop = reply.is_err();
+        if tx.send(reply).is_err() || stop {
+            return;
+        }
+    }
+}
