@@ -2,4 +2,5 @@
 
 pub mod link;
 pub mod protocol;
+pub mod ship;
 pub mod ssh;
