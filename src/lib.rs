@@ -6,9 +6,13 @@
 //! SSH, `slave` applies them on the remote side, `state` remembers sessions
 //! and stime, `monitor` runs the workers of a session, `cli` talks to people.
 
+pub mod changelog;
+pub mod cli;
 pub mod crawl;
 pub mod fsutil;
+pub mod monitor;
 pub mod relpath;
 pub mod session;
+pub mod slave;
 pub mod state;
 pub mod transport;

@@ -53,6 +53,29 @@ impl Batch {
         }
     }
 
+    /// A rename happened: pending data and attribute work for `from` (and
+    /// anything below it) now concerns the new name.
+    pub fn rename_pending(&mut self, from: &RelPath, to: &RelPath) {
+        for (list, seen) in [
+            (&mut self.data, &mut self.data_seen),
+            (&mut self.meta, &mut self.meta_seen),
+        ] {
+            if !seen.iter().any(|p| p.starts_with(from)) {
+                continue;
+            }
+            for p in list.iter_mut() {
+                if let Some(moved) = p.rebase(from, to) {
+                    seen.remove(p);
+                    seen.insert(moved.clone());
+                    *p = moved;
+                }
+            }
+            // Keep first-seen order and drop the duplicates the move made.
+            let mut kept = HashSet::new();
+            list.retain(|p| kept.insert(p.clone()));
+        }
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod hybrid;
+pub mod journal;
 
 pub use batch::{Batch, Entry};
 pub use hybrid::HybridCrawl;

@@ -220,8 +220,11 @@ pub struct Counters {
 }
 
 /// An open state database.
+///
+/// Shared by the tasks of one process (the connection sits behind a mutex;
+/// every call is short).
 pub struct State {
-    conn: Connection,
+    conn: std::sync::Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -237,13 +240,15 @@ impl State {
             path: path.clone(),
             source,
         })?;
-        let mut state = State { conn, path };
-        state.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| state.err(e))?;
-        state
-            .conn
-            .pragma_update(None, "journal_mode", "WAL")
+        let state = State {
+            conn: std::sync::Mutex::new(conn),
+            path,
+        };
+        let mut conn = state.conn();
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| state.err(e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| state.err(e))?;
-        schema::migrate(&mut state.conn).map_err(|e| match e {
+        schema::migrate(&mut conn).map_err(|e| match e {
             schema::MigrateError::TooNew { found, known } => StateError::TooNew {
                 path: state.path.clone(),
                 found,
@@ -251,7 +256,12 @@ impl State {
             },
             schema::MigrateError::Sql(e) => state.err(e),
         })?;
+        drop(conn);
         Ok(state)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -279,7 +289,8 @@ impl State {
         if self.find_session(&new.master_vol, &new.slave)?.is_some() {
             return Err(StateError::Exists(new.master_vol.clone(), new.slave.clone()));
         }
-        let tx = self.conn.transaction().map_err(|e| StateError::Sql {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| StateError::Sql {
             path: self.path.clone(),
             source: e,
         })?;
@@ -314,6 +325,7 @@ impl State {
             path: self.path.clone(),
             source: e,
         })?;
+        drop(conn);
         self.session(id)
     }
 
@@ -350,7 +362,8 @@ impl State {
             "SELECT id, master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state, monitor_pid
              FROM sessions {filter} ORDER BY master_vol, slave_host, slave_volume"
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(args, |r| {
                 Ok((
@@ -396,7 +409,7 @@ impl State {
         state: SessionState,
         monitor_pid: Option<u32>,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE sessions SET state = ?2, monitor_pid = ?3 WHERE id = ?1",
                 params![id, state.as_str(), monitor_pid],
@@ -406,23 +419,23 @@ impl State {
     }
 
     pub fn set_config(&self, id: i64, config: &str) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute("UPDATE sessions SET config = ?2 WHERE id = ?1", params![id, config])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn delete_session(&self, id: i64) -> Result<(), StateError> {
-        self.conn
-            .execute("DELETE FROM bricks WHERE session_id = ?1", params![id])
-            .and_then(|_| self.conn.execute("DELETE FROM sessions WHERE id = ?1", params![id]))
+        let conn = self.conn();
+        conn.execute("DELETE FROM bricks WHERE session_id = ?1", params![id])
+            .and_then(|_| conn.execute("DELETE FROM sessions WHERE id = ?1", params![id]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     pub fn bricks(&self, session_id: i64) -> Result<Vec<BrickRecord>, StateError> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare(
                 "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures
                  FROM bricks WHERE session_id = ?1 ORDER BY id",
@@ -471,11 +484,21 @@ impl State {
         Ok(out)
     }
 
+    pub fn bricks_by_id(&self, id: BrickId) -> Result<Option<BrickRecord>, StateError> {
+        let session: Option<i64> = self
+            .conn()
+            .query_row("SELECT session_id FROM bricks WHERE id = ?1", params![id.0], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(session) = session else { return Ok(None) };
+        Ok(self.bricks(session)?.into_iter().find(|b| b.id == id))
+    }
+
     /// Records that everything on `brick` before `stime` is durably on the
     /// slave. Refuses to go backwards.
     pub fn set_stime(&self, brick: BrickId, stime: Stime) -> Result<(), StateError> {
         let changed = self
-            .conn
+            .conn()
             .execute(
                 "UPDATE bricks SET stime_ns = ?2 WHERE id = ?1 AND (stime_ns IS NULL OR stime_ns <= ?2)",
                 params![brick.0, stime.nanos()],
@@ -483,7 +506,7 @@ impl State {
             .map_err(|e| self.err(e))?;
         if changed == 0 {
             let stored: Option<i64> = self
-                .conn
+                .conn()
                 .query_row("SELECT stime_ns FROM bricks WHERE id = ?1", params![brick.0], |r| r.get(0))
                 .optional()
                 .map_err(|e| self.err(e))?
@@ -499,7 +522,7 @@ impl State {
 
     /// Forgets a brick's stime, so the next start does a full Hybrid Crawl.
     pub fn reset_stime(&self, session_id: i64) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute("UPDATE bricks SET stime_ns = NULL WHERE session_id = ?1", params![session_id])
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -511,7 +534,7 @@ impl State {
         status: WorkerStatus,
         crawl: CrawlStatus,
     ) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE bricks SET status = ?2, crawl = ?3 WHERE id = ?1",
                 params![brick.0, status.to_string(), crawl.to_string()],
@@ -522,7 +545,7 @@ impl State {
 
     /// Sets or clears the last error shown for a brick.
     pub fn set_last_error(&self, brick: BrickId, error: Option<&str>) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE bricks SET last_error = ?2 WHERE id = ?1",
                 params![brick.0, error],
@@ -532,7 +555,7 @@ impl State {
     }
 
     pub fn add_counters(&self, brick: BrickId, c: Counters) -> Result<(), StateError> {
-        self.conn
+        self.conn()
             .execute(
                 "UPDATE bricks SET bytes_sent = bytes_sent + ?2, entries = entries + ?3, data = data + ?4,
                  meta = meta + ?5, failures = failures + ?6 WHERE id = ?1",

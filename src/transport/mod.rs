@@ -1,6 +1,56 @@
-//! Moving batches to the slave: the wire protocol and the SSH session.
+//! Moving batches to the slave: the SSH session ([`ssh`]), the wire protocol
+//! ([`protocol`]), one conversation with a slave ([`link`]) and the shipping
+//! of a batch ([`ship`]).
 
 pub mod link;
 pub mod protocol;
 pub mod ship;
 pub mod ssh;
+
+use std::time::Duration;
+
+use russh::client::Msg;
+use russh::ChannelStream;
+
+use link::{LinkError, SlaveLink};
+use ssh::{Auth, HostKeyPolicy, SshConnection, SshError, SshTarget};
+
+/// A live conversation with a slave over SSH.
+pub type SshLink = SlaveLink<ChannelStream<Msg>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{target}: {source}")]
+    Link { target: String, source: LinkError },
+}
+
+impl TransportError {
+    /// Whether retrying later may help (see [`SshError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TransportError::Ssh(e) => e.is_transient(),
+            TransportError::Link { source, .. } => !matches!(source, LinkError::Protocol(protocol::ProtocolError::Version { .. })),
+        }
+    }
+}
+
+/// Connects to `target`, runs `command` there and greets the slave. The
+/// connection must be kept alive as long as the link is used.
+pub async fn open(
+    target: &SshTarget,
+    policy: HostKeyPolicy,
+    auth: &Auth,
+    command: &str,
+    timeout: Duration,
+) -> Result<(SshConnection, SshLink), TransportError> {
+    let conn = SshConnection::connect(target, policy, auth, timeout).await?;
+    let link_err = |source| TransportError::Link {
+        target: target.to_string(),
+        source,
+    };
+    let stream = conn.exec_stream(command).await?;
+    let link = SlaveLink::open(stream, timeout).await.map_err(link_err)?;
+    Ok((conn, link))
+}

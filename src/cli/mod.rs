@@ -1,0 +1,196 @@
+//! The `geo-rep` command: parsing, then one function per subcommand.
+//!
+//! Exit status: 0 success, 1 the operation failed, 2 the command line is
+//! wrong. Errors are printed by the binary as `geo-rep: <what>: <cause>`.
+
+pub mod config;
+mod create;
+mod home;
+mod lifecycle;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+pub use home::Home;
+
+use crate::session::{SlaveUrl, VolumeName};
+use crate::state::{SessionRecord, State};
+
+/// A command line that parsed but makes no sense: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(name = "geo-rep", version, about = "Asynchronous geo-replication of directories over SSH")]
+pub struct Cli {
+    /// State directory (database, keys, journals, logs).
+    #[arg(long, global = true, env = "GEOREP_HOME", default_value = "/var/lib/georep")]
+    pub home: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a session: MASTERVOL [USER@]HOST::SLAVEDIR push-pem [force]
+    Create {
+        master_vol: String,
+        slave: String,
+        /// `push-pem` (required) and optionally `force` (slave dir may be non-empty).
+        #[arg(num_args = 1..=2)]
+        words: Vec<String>,
+        /// A master brick directory (repeat for several).
+        #[arg(long = "brick", required = true)]
+        bricks: Vec<PathBuf>,
+        #[arg(long, default_value_t = 22)]
+        ssh_port: u16,
+        /// The operator's private key for the first connection (default: ~/.ssh/id_* or ssh-agent).
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// How to run georep on the slave.
+        #[arg(long, default_value = "geo-rep")]
+        remote_command: String,
+        /// authorized_keys file on the slave (default ~/.ssh/authorized_keys of the slave user).
+        #[arg(long)]
+        authorized_keys_file: Option<String>,
+    },
+    /// Start replicating (runs a background monitor).
+    Start {
+        master_vol: String,
+        slave: String,
+        /// `force`: start even if it seems to be running.
+        #[arg(num_args = 0..=1)]
+        words: Vec<String>,
+        /// Run the monitor in the foreground (for systemd).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop replicating.
+    Stop {
+        master_vol: String,
+        slave: String,
+        #[arg(num_args = 0..=1)]
+        words: Vec<String>,
+    },
+    /// Show sessions: [MASTERVOL [SLAVE]] [detail]
+    Status {
+        #[arg(num_args = 0..=3)]
+        words: Vec<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the slave side on stdin/stdout (run by sshd).
+    Slave {
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Run a session's monitor (started by `start`).
+    #[command(hide = true)]
+    Monitor { master_vol: String, slave: String },
+}
+
+/// Keywords after the positional arguments (`push-pem`, `force`, `detail`).
+fn keywords(words: &[String], allowed: &[&str]) -> Result<Vec<String>, UsageError> {
+    for w in words {
+        if !allowed.contains(&w.as_str()) {
+            return Err(UsageError(format!(
+                "unexpected argument {w:?} (expected one of: {})",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(words.to_vec())
+}
+
+fn parse_names(vol: &str, slave: &str) -> Result<(VolumeName, SlaveUrl), UsageError> {
+    let vol = vol.parse().map_err(|e| UsageError(format!("{e}")))?;
+    let slave = slave.parse().map_err(|e| UsageError(format!("{e}")))?;
+    Ok((vol, slave))
+}
+
+/// The stored session for `vol` → `slave`, or a clear error.
+fn find_session(state: &State, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Result<SessionRecord> {
+    state.find_session(vol, slave)?.with_context(|| {
+        format!("no session from {vol} to {slave}; create it first with `geo-rep create {vol} {slave} push-pem --brick DIR`")
+    })
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = Home::new(cli.home);
+    match cli.command {
+        Command::Create {
+            master_vol,
+            slave,
+            words,
+            bricks,
+            ssh_port,
+            identity,
+            remote_command,
+            authorized_keys_file,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let words = keywords(&words, &["push-pem", "force"])?;
+            if !words.iter().any(|w| w == "push-pem") {
+                return Err(UsageError("create needs `push-pem` (the only key distribution method)".into()).into());
+            }
+            create::create(
+                &home,
+                create::CreateArgs {
+                    vol,
+                    slave,
+                    bricks,
+                    force: words.iter().any(|w| w == "force"),
+                    ssh_port,
+                    identity,
+                    remote_command,
+                    authorized_keys_file,
+                },
+            )
+        }
+        Command::Start {
+            master_vol,
+            slave,
+            words,
+            foreground,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let force = !keywords(&words, &["force"])?.is_empty();
+            lifecycle::start(&home, &vol, &slave, force, foreground)
+        }
+        Command::Stop {
+            master_vol,
+            slave,
+            words,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let force = !keywords(&words, &["force"])?.is_empty();
+            lifecycle::stop(&home, &vol, &slave, force)
+        }
+        Command::Status { words, json } => {
+            let detail = words.last().is_some_and(|w| w == "detail");
+            let names: Vec<&String> = words.iter().filter(|w| *w != "detail").collect();
+            let vol = names.first().map(|v| v.parse::<VolumeName>()).transpose().map_err(|e| UsageError(e.to_string()))?;
+            let slave = names.get(1).map(|s| s.parse::<SlaveUrl>()).transpose().map_err(|e| UsageError(e.to_string()))?;
+            if names.len() > 2 {
+                return Err(UsageError("status takes at most MASTERVOL SLAVE [detail]".into()).into());
+            }
+            status::status(&home, vol.as_ref(), slave.as_ref(), detail, json)
+        }
+        Command::Slave { root } => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            crate::slave::serve(&root, stdin, stdout)
+                .with_context(|| format!("slave at {}", root.display()))
+        }
+        Command::Monitor { master_vol, slave } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            lifecycle::monitor(&home, &vol, &slave)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! History and Changelog Crawl: journal records after stime, in order,
+//! turned into batches.
+
+use std::path::{Path, PathBuf};
+
+use super::batch::{Batch, Entry};
+use crate::changelog::{self, ChangelogError, JournalFile, Record};
+use crate::relpath::RelPath;
+use crate::session::Stime;
+
+/// One batch made from consecutive journal files.
+#[derive(Debug)]
+pub struct JournalBatch {
+    pub batch: Batch,
+    /// End time of the last journal file included: stime after it lands.
+    pub through: Stime,
+    /// The journal says events may have been lost, or a file was corrupt:
+    /// a Hybrid Crawl must heal it.
+    pub gap: Option<String>,
+}
+
+/// Reads closed journal files after `after` (and, if given, not after
+/// `upto`) until about `max_ops` operations are gathered. `None` if there is
+/// no such file.
+pub fn next_batch(
+    dir: &Path,
+    after: Stime,
+    upto: Option<Stime>,
+    max_ops: usize,
+) -> Result<Option<JournalBatch>, ChangelogError> {
+    let files: Vec<JournalFile> = changelog::list_closed(dir, after)?
+        .into_iter()
+        .filter(|f| upto.is_none_or(|u| f.end <= u))
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut out = JournalBatch {
+        batch: Batch::new(),
+        through: after,
+        gap: None,
+    };
+    for file in files {
+        match changelog::read_file(&file.path) {
+            Ok(log) => {
+                for record in log.records {
+                    if let Some(reason) = add_record(&mut out.batch, record) {
+                        out.gap.get_or_insert(reason);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}; healing with a Hybrid Crawl");
+                out.gap.get_or_insert(e.to_string());
+            }
+        }
+        out.through = file.end;
+        if out.batch.len() >= max_ops || out.gap.is_some() {
+            break;
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The journal directory files of a brick are purged from once stime has
+/// passed them.
+pub fn purge(dir: &Path, through: Stime) -> Result<usize, ChangelogError> {
+    changelog::purge(dir, through)
+}
+
+fn parent(p: &RelPath) -> RelPath {
+    p.parent().unwrap_or_default()
+}
+
+/// Adds one record to `batch`; returns the reason if it is a gap.
+fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
+    match record {
+        Record::Create(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Create(p.clone()));
+            batch.push_data(p);
+        }
+        Record::Link(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Link(p.clone()));
+            batch.push_data(p);
+        }
+        Record::Mkdir(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Mkdir(p.clone()));
+            batch.push_meta(p);
+        }
+        Record::Mknod(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Mknod(p));
+        }
+        Record::Symlink(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Symlink(p.clone()));
+            batch.push_meta(p);
+        }
+        Record::Unlink(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Unlink(p));
+        }
+        Record::Rmdir(p) => {
+            batch.push_meta(parent(&p));
+            batch.push_entry(Entry::Rmdir(p));
+        }
+        Record::Rename { from, to } => {
+            batch.push_meta(parent(&from));
+            batch.push_meta(parent(&to));
+            batch.rename_pending(&from, &to);
+            batch.push_entry(Entry::Rename { from, to });
+        }
+        Record::Data(p) => batch.push_data(p),
+        Record::Meta(p) => batch.push_meta(p),
+        Record::Gap { reason } => return Some(reason),
+    }
+    None
+}
+
+/// Journal directory of a brick inside a session directory.
+pub fn journal_dir(session_dir: &Path, brick: crate::session::BrickId) -> PathBuf {
+    session_dir.join("journal").join(brick.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn data_follows_a_rename() {
+        let mut b = Batch::new();
+        add_record(&mut b, Record::Create(p("d/a")));
+        add_record(&mut b, Record::Data(p("d/a")));
+        add_record(&mut b, Record::Rename { from: p("d"), to: p("e") });
+        add_record(&mut b, Record::Create(p("d")));
+        assert_eq!(b.data(), &[p("e/a"), p("d")]);
+        assert_eq!(
+            b.entries(),
+            &[
+                Entry::Create(p("d/a")),
+                Entry::Rename { from: p("d"), to: p("e") },
+                Entry::Create(p("d"))
+            ]
+        );
+    }
+
+    #[test]
+    fn gap_records_are_reported() {
+        let mut b = Batch::new();
+        assert_eq!(add_record(&mut b, Record::Gap { reason: "overflow".into() }), Some("overflow".into()));
+    }
+}

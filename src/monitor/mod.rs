@@ -1,0 +1,107 @@
+//! The monitor: one process per running session. It starts, per brick, the
+//! journal hook and a worker (crawl + ship), restarts a failing worker with
+//! capped exponential back-off, and keeps each brick's status in the state
+//! database for `geo-rep status`.
+
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cli::config::SessionConfig;
+use crate::session::BrickId;
+use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
+use crate::transport::ssh::{Auth, SshTarget};
+
+pub use worker::WorkerError;
+
+/// Everything a brick's worker needs, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct BrickPlan {
+    pub brick_id: BrickId,
+    pub brick: PathBuf,
+    pub journal_dir: PathBuf,
+    /// Absolute directories inside the brick that are not replicated (the
+    /// georep home, if it lives there).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// A session as the monitor runs it.
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    pub state_home: PathBuf,
+    pub target: SshTarget,
+    pub host_key: russh::keys::PublicKey,
+    pub auth: Auth,
+    pub slave_command: String,
+    pub config: SessionConfig,
+    pub bricks: Vec<BrickPlan>,
+}
+
+/// First and longest wait between restarts of a failing worker.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Runs every brick's worker until `shutdown` turns true.
+pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
+    let mut tasks = Vec::new();
+    for brick in plan.bricks.clone() {
+        let plan = plan.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move { supervise(plan, brick, shutdown).await }));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!("worker task failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Keeps one brick's worker running, backing off while it fails.
+async fn supervise(
+    plan: SessionPlan,
+    brick: BrickPlan,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StateError> {
+    let state = State::open(&plan.state_home)?;
+    let mut backoff = BACKOFF_MIN;
+    let mut journal = worker::Journal::default();
+    loop {
+        let began = std::time::Instant::now();
+        let outcome = worker::run(&plan, &brick, &state, &mut journal, &mut shutdown).await;
+        if *shutdown.borrow() {
+            break;
+        }
+        let err = match outcome {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        tracing::error!(brick = %brick.brick.display(), "worker failed: {err}; retrying in {} s", backoff.as_secs());
+        state.set_worker(brick.brick_id, WorkerStatus::Faulty, CrawlStatus::NotApplicable)?;
+        state.set_last_error(brick.brick_id, Some(&err.to_string()))?;
+        state.add_counters(
+            brick.brick_id,
+            crate::state::Counters {
+                failures: 1,
+                ..Default::default()
+            },
+        )?;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => break,
+        }
+        // A worker that ran well for a while before failing starts over.
+        backoff = if began.elapsed() > BACKOFF_MAX * 2 {
+            BACKOFF_MIN
+        } else {
+            (backoff * 2).min(BACKOFF_MAX)
+        };
+    }
+    journal.stop();
+    state.set_worker(brick.brick_id, WorkerStatus::Stopped, CrawlStatus::NotApplicable)?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! One brick's worker: connect, catch up (History then Hybrid Crawl), then
+//! follow the journal (Changelog Crawl), shipping batches and advancing
+//! stime only after each `Committed`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{BrickPlan, SessionPlan};
+use crate::changelog::{ChangelogError, Hook, HookConfig};
+use crate::crawl::{journal, Batch, HybridCrawl};
+use crate::relpath::RelPath;
+use crate::session::Stime;
+use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
+use crate::transport::ship::{ShipError, ShipReport, Shipper};
+use crate::transport::ssh::HostKeyPolicy;
+use crate::transport::{self, SshLink, TransportError};
+
+/// A file's ctime may lag the journal record that announced it by up to this
+/// much (events are read asynchronously), so a Hybrid Crawl since stime looks
+/// this much further back.
+const CTIME_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{0}")]
+    Ship(#[from] ShipError),
+    #[error("journal: {0}")]
+    Journal(#[from] ChangelogError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("journal hook of {brick} failed: {reason}")]
+    Hook { brick: String, reason: String },
+}
+
+/// The journal hook of a brick and what is known about its continuity; it
+/// outlives worker restarts so a reconnect needs no full crawl.
+#[derive(Default)]
+pub struct Journal {
+    hook: Option<Hook>,
+    /// When the running hook started: everything before it must come from
+    /// old journal files or a Hybrid Crawl.
+    started: Stime,
+    /// Whether the Hybrid Crawl for the time before `started` is done.
+    caught_up: bool,
+}
+
+impl Journal {
+    pub fn stop(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            if let Err(e) = hook.stop() {
+                tracing::warn!("stopping the journal hook: {e}");
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    plan: &'a SessionPlan,
+    brick: &'a BrickPlan,
+    state: &'a State,
+    link: SshLink,
+    batch_id: u64,
+}
+
+/// Runs until shutdown (Ok) or a failure (Err).
+pub async fn run(
+    plan: &SessionPlan,
+    brick: &BrickPlan,
+    state: &State,
+    journal: &mut Journal,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    state.set_worker(brick.brick_id, WorkerStatus::Initializing, CrawlStatus::NotApplicable)?;
+    if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
+        tracing::error!("journal hook failed: {err}; restarting it");
+        journal.stop();
+    }
+    if journal.hook.is_none() {
+        let started = Stime::now();
+        let hook = Hook::start(HookConfig {
+            brick: brick.brick.clone(),
+            journal_dir: brick.journal_dir.clone(),
+            rollover: plan.config.rollover(),
+            exclude: brick.exclude.clone(),
+        })?;
+        *journal = Journal {
+            hook: Some(hook),
+            started,
+            caught_up: false,
+        };
+    }
+    let (conn, link) = transport::open(
+        &plan.target,
+        HostKeyPolicy::Pinned(plan.host_key.clone()),
+        &plan.auth,
+        &plan.slave_command,
+        plan.config.timeout(),
+    )
+    .await?;
+    state.set_last_error(brick.brick_id, None)?;
+    let mut ctx = Ctx {
+        plan,
+        brick,
+        state,
+        link,
+        batch_id: 0,
+    };
+    let result = follow(&mut ctx, journal, shutdown).await;
+    ctx.link.close().await;
+    conn.close().await;
+    result
+}
+
+fn stime_of(ctx: &Ctx<'_>) -> Result<Option<Stime>, WorkerError> {
+    Ok(ctx
+        .state
+        .bricks_by_id(ctx.brick.brick_id)?
+        .and_then(|b| b.stime))
+}
+
+async fn follow(
+    ctx: &mut Ctx<'_>,
+    journal: &mut Journal,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let id = ctx.brick.brick_id;
+    if !journal.caught_up {
+        // History: journal files left by an earlier run, up to this hook's start.
+        ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::History)?;
+        while drain_journal(ctx, Some(journal.started)).await? {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+        // Hybrid: what changed while no hook was running.
+        ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::Hybrid)?;
+        let since = stime_of(ctx)?.map(|s| s.minus(CTIME_MARGIN));
+        hybrid(ctx, RelPath::root(), since).await?;
+        advance(ctx, journal.started)?;
+        journal.caught_up = true;
+    }
+    ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::Changelog)?;
+    let poll = ctx.plan.config.rollover().min(Duration::from_secs(1)) / 2;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
+            return Err(WorkerError::Hook {
+                brick: ctx.brick.brick.display().to_string(),
+                reason: err,
+            });
+        }
+        // Read the hook's watermark before listing files, so a file closed
+        // in between is seen next round rather than skipped.
+        let closed = journal.hook.as_ref().map(|h| h.closed_through());
+        if drain_journal(ctx, None).await? {
+            continue;
+        }
+        if let Some(closed) = closed {
+            advance(ctx, closed)?;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Ships one batch of journal files after stime (not after `upto`); false
+/// if there were none.
+async fn drain_journal(ctx: &mut Ctx<'_>, upto: Option<Stime>) -> Result<bool, WorkerError> {
+    let stime = stime_of(ctx)?.unwrap_or_default();
+    let max = ctx.plan.config.changelog_batch_size;
+    let dir = ctx.brick.journal_dir.clone();
+    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, stime, upto, max))? else {
+        return Ok(false);
+    };
+    ship(ctx, &jb.batch).await?;
+    if let Some(reason) = &jb.gap {
+        tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
+        ctx.state.set_worker(ctx.brick.brick_id, WorkerStatus::Active, CrawlStatus::Hybrid)?;
+        hybrid(ctx, RelPath::root(), Some(stime.minus(CTIME_MARGIN))).await?;
+        ctx.state.set_worker(ctx.brick.brick_id, WorkerStatus::Active, CrawlStatus::Changelog)?;
+    }
+    advance(ctx, jb.through)?;
+    if let Err(e) = journal::purge(&dir, jb.through) {
+        tracing::warn!("purging journal files: {e}");
+    }
+    Ok(true)
+}
+
+/// Walks `start` on the brick and ships everything changed since `since`.
+async fn hybrid(ctx: &mut Ctx<'_>, start: RelPath, since: Option<Stime>) -> Result<(), WorkerError> {
+    let mut crawl = HybridCrawl::new(ctx.brick.brick.clone(), start, ctx.brick.exclude.clone(), since);
+    let max = ctx.plan.config.changelog_batch_size;
+    while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+        ship(ctx, &batch).await?;
+        for e in crawl.take_errors() {
+            tracing::warn!("{e}");
+        }
+    }
+    Ok(())
+}
+
+async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerError> {
+    if batch.is_empty() {
+        return Ok(ShipReport::default());
+    }
+    ctx.batch_id += 1;
+    let brick: &Path = &ctx.brick.brick;
+    let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id).ship(batch).await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return Err(e.into()),
+    };
+    ctx.state.add_counters(
+        ctx.brick.brick_id,
+        Counters {
+            bytes_sent: report.bytes_sent,
+            entries: report.entries,
+            data: report.data,
+            meta: report.meta,
+            failures: (report.failures.len() + report.local_errors.len()) as u64,
+        },
+    )?;
+    if let Some(f) = report.failures.first() {
+        ctx.state.set_last_error(ctx.brick.brick_id, Some(&f.message))?;
+    } else if let Some(e) = report.local_errors.first() {
+        ctx.state.set_last_error(ctx.brick.brick_id, Some(e))?;
+    }
+    Ok(report)
+}
+
+/// Moves stime forward to `to` (never back).
+fn advance(ctx: &Ctx<'_>, to: Stime) -> Result<(), WorkerError> {
+    match stime_of(ctx)? {
+        Some(s) if s >= to => Ok(()),
+        _ => Ok(ctx.state.set_stime(ctx.brick.brick_id, to)?),
+    }
+}
