@@ -8,4 +8,5 @@
 
 pub mod relpath;
 pub mod session;
+pub mod slave;
 pub mod transport;
