@@ -21,10 +21,16 @@ pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpErr
     match op {
         EntryOp::Mkdir { path, mode } => mkdir(root, path, *mode).map_err(|e| (path.clone(), e)),
         EntryOp::Create { path, mode } => create(root, path, *mode).map_err(|e| (path.clone(), e)),
-        EntryOp::Symlink { path, target } => symlink(root, path, target).map_err(|e| (path.clone(), e)),
+        EntryOp::Symlink { path, target } => {
+            symlink(root, path, target).map_err(|e| (path.clone(), e))
+        }
         EntryOp::Link { path, target } => link(root, path, target),
-        EntryOp::Unlink { path } => remove(root, path, "cannot unlink").map_err(|e| (path.clone(), e)),
-        EntryOp::Rmdir { path } => remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e)),
+        EntryOp::Unlink { path } => {
+            remove(root, path, "cannot unlink").map_err(|e| (path.clone(), e))
+        }
+        EntryOp::Rmdir { path } => {
+            remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e))
+        }
         EntryOp::Rename { from, to } => rename(root, from, to),
     }
 }
@@ -97,7 +103,10 @@ fn link(root: &mut Root, path: &RelPath, target: &RelPath) -> Result<(), (RelPat
             root.refuse(
                 target,
                 FailureKind::SourceMissing,
-                &format!("cannot link {}: the link target does not exist", root.shown(path)),
+                &format!(
+                    "cannot link {}: the link target does not exist",
+                    root.shown(path)
+                ),
             ),
         )
     };
@@ -109,7 +118,12 @@ fn link(root: &mut Root, path: &RelPath, target: &RelPath) -> Result<(), (RelPat
     let tst = match lstat(&t.dir, t.name) {
         Ok(Some(st)) => st,
         Ok(None) => return Err(missing(root)),
-        Err(e) => return Err((target.clone(), root.error(target, "cannot stat link target", e))),
+        Err(e) => {
+            return Err((
+                target.clone(),
+                root.error(target, "cannot stat link target", e),
+            ))
+        }
     };
     let p = root.parent(path, true).map_err(|e| (path.clone(), e))?;
     let fail = |root: &Root, e| (path.clone(), root.error(path, "cannot create hard link", e));
@@ -122,7 +136,8 @@ fn link(root: &mut Root, path: &RelPath, target: &RelPath) -> Result<(), (RelPat
     }
     let tmp = temp_name(p.name);
     remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(|e| fail(root, e))?;
-    rfs::linkat(&t.dir, t.name, &p.dir, tmp.as_str(), AtFlags::empty()).map_err(|e| fail(root, e))?;
+    rfs::linkat(&t.dir, t.name, &p.dir, tmp.as_str(), AtFlags::empty())
+        .map_err(|e| fail(root, e))?;
     if let Err(e) = rfs::renameat(&p.dir, tmp.as_str(), &p.dir, p.name) {
         let _ = rfs::unlinkat(&p.dir, tmp.as_str(), AtFlags::empty());
         return Err(fail(root, e));
@@ -151,7 +166,10 @@ fn rename(root: &mut Root, from: &RelPath, to: &RelPath) -> Result<(), (RelPath,
             root.refuse(
                 from,
                 FailureKind::SourceMissing,
-                &format!("cannot rename to {}: the source does not exist", root.shown(to)),
+                &format!(
+                    "cannot rename to {}: the source does not exist",
+                    root.shown(to)
+                ),
             ),
         )
     };
@@ -163,7 +181,12 @@ fn rename(root: &mut Root, from: &RelPath, to: &RelPath) -> Result<(), (RelPath,
     let fst = match lstat(&f.dir, f.name) {
         Ok(Some(st)) => st,
         Ok(None) => return Err(missing(root)),
-        Err(e) => return Err((from.clone(), root.error(from, "cannot stat rename source", e))),
+        Err(e) => {
+            return Err((
+                from.clone(),
+                root.error(from, "cannot stat rename source", e),
+            ))
+        }
     };
     if from == to {
         return Ok(());
@@ -177,7 +200,10 @@ fn rename(root: &mut Root, from: &RelPath, to: &RelPath) -> Result<(), (RelPath,
     };
     let tst = lstat(&t.dir, t.name).map_err(|e| fail(root, e))?;
     if let Some(tst) = &tst {
-        if tst.st_dev == fst.st_dev && tst.st_ino == fst.st_ino && file_type(&fst) != FileType::Directory {
+        if tst.st_dev == fst.st_dev
+            && tst.st_ino == fst.st_ino
+            && file_type(&fst) != FileType::Directory
+        {
             // Two names of one file: rename(2) would do nothing, leaving both.
             rfs::unlinkat(&f.dir, f.name, AtFlags::empty()).map_err(|e| fail(root, e))?;
             root.note_changed(f.dir.as_fd());

@@ -52,9 +52,15 @@ pub enum SlaveError {
     #[error("slave root {root}: cannot use it: {source}")]
     Root { root: PathBuf, source: io::Error },
     #[error("slave root {root}: {source}")]
-    Version { root: PathBuf, source: ProtocolError },
+    Version {
+        root: PathBuf,
+        source: ProtocolError,
+    },
     #[error("slave root {root}: protocol error: {source}")]
-    Protocol { root: PathBuf, source: ProtocolError },
+    Protocol {
+        root: PathBuf,
+        source: ProtocolError,
+    },
     #[error("slave root {root}: protocol error: {what}")]
     Unexpected { root: PathBuf, what: String },
     #[error("slave root {root}: I/O error on the protocol stream: {source}")]
@@ -77,7 +83,12 @@ pub fn serve<R: Read, W: Write>(root: &Path, input: R, output: W) -> Result<(), 
     if let Err(e) = &result {
         if !matches!(e, SlaveError::Stream { .. }) {
             // Best effort: the peer may be gone already.
-            let _ = write_frame(&mut out, &Reply::Fatal { message: e.to_string() });
+            let _ = write_frame(
+                &mut out,
+                &Reply::Fatal {
+                    message: e.to_string(),
+                },
+            );
         }
     }
     let flushed = out.flush();
@@ -99,7 +110,11 @@ struct Session {
 
 impl Session {
     /// Handshake: `Hello` with a compatible version, and a usable root.
-    fn start<R: Read, W: Write>(root_path: &Path, input: &mut BufReader<R>, out: &mut W) -> Result<Session, SlaveError> {
+    fn start<R: Read, W: Write>(
+        root_path: &Path,
+        input: &mut BufReader<R>,
+        out: &mut W,
+    ) -> Result<Session, SlaveError> {
         let path = root_path.to_owned();
         let first: Request = read_frame(input).map_err(|source| SlaveError::Protocol {
             root: path.clone(),
@@ -227,7 +242,9 @@ impl Session {
                 self.send(out, &Reply::Committed { batch })?;
                 out.flush().map_err(|e| self.stream(e))
             }
-            Request::Hello { .. } => Err(self.unexpected("Hello in the middle of a session".into())),
+            Request::Hello { .. } => {
+                Err(self.unexpected("Hello in the middle of a session".into()))
+            }
         }
     }
 
@@ -246,7 +263,11 @@ impl Session {
         let _ = self.receiver.flush(&mut self.root);
     }
 
-    fn send_failures<W: Write>(&self, out: &mut W, failure: Option<crate::transport::protocol::Failure>) -> Step {
+    fn send_failures<W: Write>(
+        &self,
+        out: &mut W,
+        failure: Option<crate::transport::protocol::Failure>,
+    ) -> Step {
         match failure {
             Some(f) => self.send(out, &Reply::Failed(f)),
             None => Ok(()),

@@ -20,11 +20,14 @@ use fast_rsync::{Signature, SignatureOptions};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::root::{errno_of, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps, OpError, Root};
+use super::root::{
+    errno_of, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps, OpError,
+    Root,
+};
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
-    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, PIECE_SIZE, SIG_BLOCK_SIZE,
-    SIG_STRONG_LEN,
+    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, PIECE_SIZE,
+    SIG_BLOCK_SIZE, SIG_STRONG_LEN,
 };
 
 /// Flush the pending renames when this many files wait...
@@ -147,11 +150,20 @@ impl Receiver {
                 None
             }
         };
-        let size = file.as_ref().and_then(|f| rfs::fstat(f).ok()).map(|st| st.st_size as u64);
+        let size = file
+            .as_ref()
+            .and_then(|f| rfs::fstat(f).ok())
+            .map(|st| st.st_size as u64);
         let (Some(file), Some(size)) = (file, size) else {
             return write_frame(out, &Reply::SigBegin { seq, size: None });
         };
-        write_frame(out, &Reply::SigBegin { seq, size: Some(size) })?;
+        write_frame(
+            out,
+            &Reply::SigBegin {
+                seq,
+                size: Some(size),
+            },
+        )?;
         let options = SignatureOptions {
             block_size: SIG_BLOCK_SIZE,
             crypto_hash_size: SIG_STRONG_LEN,
@@ -169,7 +181,13 @@ impl Receiver {
 
     /// Starts receiving `path`; returns the failure to report, if any (the
     /// file's pieces are then ignored).
-    pub fn begin(&mut self, root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Option<Failure> {
+    pub fn begin(
+        &mut self,
+        root: &mut Root,
+        seq: u64,
+        path: &RelPath,
+        size: u64,
+    ) -> Option<Failure> {
         match begin(root, seq, path, size) {
             Ok(inc) => {
                 self.current = Some(Current::Active(Box::new(inc)));
@@ -214,8 +232,9 @@ impl Receiver {
             PieceKind::Literal => inc.write(root, data),
             PieceKind::Delta => {
                 let n = match &inc.base {
-                    Some(base) => read_piece(base, u64::from(index), base_buf)
-                        .map_err(|e| root.error(&inc.path, "cannot read the current file", errno_of(&e))),
+                    Some(base) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
+                        root.error(&inc.path, "cannot read the current file", errno_of(&e))
+                    }),
                     None => Ok(0),
                 };
                 n.and_then(|n| {
@@ -244,7 +263,12 @@ impl Receiver {
 
     /// `FileEnd`: verify, apply attributes, queue the rename. `Err` is a
     /// protocol error (no file open).
-    pub fn end(&mut self, root: &mut Root, attrs: &Attrs, hash: &[u8; 32]) -> Result<Option<Failure>, String> {
+    pub fn end(
+        &mut self,
+        root: &mut Root,
+        attrs: &Attrs,
+        hash: &[u8; 32],
+    ) -> Result<Option<Failure>, String> {
         let inc = match self.current.take() {
             None => return Err("FileEnd without FileBegin".into()),
             Some(Current::Skipping) => return Ok(None),
@@ -254,7 +278,10 @@ impl Receiver {
             Err(root.refuse(
                 &inc.path,
                 FailureKind::Mismatch,
-                &format!("received {} bytes, {} were announced", inc.written, inc.size),
+                &format!(
+                    "received {} bytes, {} were announced",
+                    inc.written, inc.size
+                ),
             ))
         } else if inc.hasher.finalize().as_bytes() != hash {
             Err(root.refuse(
@@ -263,7 +290,8 @@ impl Receiver {
                 "the rebuilt file does not match the announced BLAKE3 hash",
             ))
         } else {
-            apply_file_attrs(&inc.out, attrs).map_err(|e| root.error(&inc.path, "cannot set attributes", e))
+            apply_file_attrs(&inc.out, attrs)
+                .map_err(|e| root.error(&inc.path, "cannot set attributes", e))
         };
         if let Err(e) = verdict {
             return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
@@ -322,8 +350,10 @@ impl Receiver {
             let tmp = p.temp.name.as_str();
             let result = match rfs::renameat(dir, tmp, dir, &p.final_name) {
                 // A directory is in the way: the file replaces it.
-                Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => remove_tree(dir, p.final_name.as_os_str())
-                    .and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name)),
+                Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
+                    remove_tree(dir, p.final_name.as_os_str())
+                        .and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name))
+                }
                 other => other,
             };
             match result {
@@ -400,7 +430,8 @@ fn open_regular(root: &mut Root, path: &RelPath) -> Result<Option<File>, OpError
         Err(e) if e.is_enoent() => return Ok(None),
         Err(e) => return Err(e),
     };
-    open_regular_at(p.dir.as_fd(), p.name).map_err(|e| root.error(path, "cannot open for reading", e))
+    open_regular_at(p.dir.as_fd(), p.name)
+        .map_err(|e| root.error(path, "cannot open for reading", e))
 }
 
 fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Errno> {
@@ -409,7 +440,8 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Er
         Some(st) if file_type(&st) == FileType::RegularFile => {}
         _ => return Ok(None),
     }
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::LOOP) => return Ok(None),

@@ -141,11 +141,7 @@ impl Root {
         OpError {
             kind: kind_of(e),
             errno: Some(e.raw_os_error()),
-            message: format!(
-                "{}: {what}: {}",
-                self.shown(rel),
-                std::io::Error::from(e)
-            ),
+            message: format!("{}: {what}: {}", self.shown(rel), std::io::Error::from(e)),
         }
     }
 
@@ -189,7 +185,10 @@ impl Root {
                         Err(e) => {
                             return Err(self.error(
                                 rel,
-                                &format!("cannot create parent directory {}", self.shown_bytes(&walked)),
+                                &format!(
+                                    "cannot create parent directory {}",
+                                    self.shown_bytes(&walked)
+                                ),
                                 e,
                             ))
                         }
@@ -205,10 +204,10 @@ impl Root {
                         kind: FailureKind::Unsafe,
                         errno: Some(e.raw_os_error()),
                         message: format!(
-                            "{}: refusing to resolve through {}: it is a symlink or not a directory",
-                            self.shown(rel),
-                            self.shown_bytes(&walked)
-                        ),
+                        "{}: refusing to resolve through {}: it is a symlink or not a directory",
+                        self.shown(rel),
+                        self.shown_bytes(&walked)
+                    ),
                     })
                 }
                 Err(e) => {
@@ -224,7 +223,11 @@ impl Root {
     }
 
     fn shown_bytes(&self, walked: &[u8]) -> String {
-        format!("{}/{}", self.shown.trim_end_matches('/'), walked.escape_ascii())
+        format!(
+            "{}/{}",
+            self.shown.trim_end_matches('/'),
+            walked.escape_ascii()
+        )
     }
 
     /// Remembers that the file system of `dir` changed since the last commit.
@@ -283,7 +286,10 @@ pub(crate) fn remove_any(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno>
 /// Removes the directory `name` in `dir` and everything below it, fd-relative
 /// and never following a symlink. A non-directory there is unlinked; nothing
 /// there is success.
-pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: impl rustix::path::Arg + Copy) -> Result<(), Errno> {
+pub(crate) fn remove_tree(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg + Copy,
+) -> Result<(), Errno> {
     let sub = match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
@@ -307,7 +313,9 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: impl rustix::path::Arg + Co
             }
             let is_dir = match entry.file_type() {
                 FileType::Directory => true,
-                FileType::Unknown => lstat(&sub, child)?.is_some_and(|st| file_type(&st) == FileType::Directory),
+                FileType::Unknown => {
+                    lstat(&sub, child)?.is_some_and(|st| file_type(&st) == FileType::Directory)
+                }
                 _ => false,
             };
             if is_dir {
@@ -358,7 +366,10 @@ pub(crate) fn temp_name(name: &OsStr) -> String {
 }
 
 /// The owner to apply, if the slave runs as root and the master sent one.
-pub(crate) fn owner(uid: Option<u32>, gid: Option<u32>) -> Option<(Option<rfs::Uid>, Option<rfs::Gid>)> {
+pub(crate) fn owner(
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Option<(Option<rfs::Uid>, Option<rfs::Gid>)> {
     if !rustix::process::geteuid().is_root() {
         return None;
     }
