@@ -11,10 +11,10 @@
 //! # Invariants owned here (DESIGN.md)
 //! 1. *No half-written file under its final name*: contents go to a temp
 //!    file in the same directory, are made durable (`syncfs`), and only then
-//!    renamed into place ([`receive`]). Symlinks and hard links replace an
+//!    renamed into place (`receive`). Symlinks and hard links replace an
 //!    existing name by renaming over it too.
 //! 3. *Confinement*: every path is resolved from the root's directory fd one
-//!    component at a time without following symlinks ([`root`]); a symlink or
+//!    component at a time without following symlinks (`root`); a symlink or
 //!    non-directory in a parent is refused as `FailureKind::Unsafe`. The root
 //!    itself only takes `SetAttr`.
 //! 6. *Verify before rename*: each rebuilt file's size and BLAKE3 hash are

@@ -997,3 +997,81 @@ fn truncated_or_garbage_streams_are_errors_without_panic() {
         names(dir.path())
     );
 }
+
+#[test]
+fn owner_is_applied_when_running_as_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: not running as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("target"), b"x").unwrap();
+    std::os::unix::fs::symlink("target", root.join("l")).unwrap();
+    let owned = Attrs {
+        mode: 0o4755,
+        uid: Some(1234),
+        gid: Some(5678),
+        mtime_sec: 1,
+        mtime_nsec: 0,
+    };
+    let mut reqs = ship(1, "f", b"data", owned);
+    reqs.push(Request::SetAttr {
+        seq: 2,
+        path: rp("l"),
+        attrs: Attrs {
+            uid: Some(4321),
+            ..owned
+        },
+    });
+    reqs.push(Request::Commit { batch: 1 });
+    assert_eq!(session(root, &reqs), [Reply::Committed { batch: 1 }]);
+    let f = fs::metadata(root.join("f")).unwrap();
+    // chown before chmod: the set-user-ID bit survives.
+    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1234, 5678, 0o4755));
+    let l = fs::symlink_metadata(root.join("l")).unwrap();
+    assert_eq!((l.uid(), l.gid()), (4321, 5678));
+    let t = fs::metadata(root.join("target")).unwrap();
+    assert_eq!(
+        (t.uid(), t.gid()),
+        (0, 0),
+        "the link's target was not changed"
+    );
+}
+
+#[test]
+fn symlink_as_last_component_is_replaced_never_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(outside.join("d")).unwrap();
+    fs::write(outside.join("sentinel"), b"secret").unwrap();
+    for name in ["file", "dir", "attr", "gone"] {
+        let target = if name == "dir" {
+            outside.join("d")
+        } else {
+            outside.join("sentinel")
+        };
+        std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    }
+    let mut reqs = ship(1, "file", b"mine", attrs(0o644, 1, 0));
+    reqs.push(entry(2, EntryOp::Rmdir { path: rp("dir") }));
+    reqs.push(Request::SetAttr {
+        seq: 3,
+        path: rp("attr"),
+        attrs: attrs(0o777, 1, 0),
+    });
+    reqs.push(entry(4, EntryOp::Unlink { path: rp("gone") }));
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(&root, &reqs);
+    no_failures(&replies);
+    assert_eq!(fs::read(root.join("file")).unwrap(), b"mine");
+    assert_eq!(names(&root), ["attr", "file"]);
+    assert_eq!(names(&outside), ["d", "sentinel"]);
+    assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"secret");
+    assert_ne!(
+        fs::metadata(outside.join("sentinel")).unwrap().mode() & 0o777,
+        0o777
+    );
+}
