@@ -94,6 +94,8 @@ pub struct Shipper<'a, S> {
     transient: Vec<Failure>,
     /// Destinations of renames whose source the slave did not have.
     resend: Vec<RelPath>,
+    /// Destination of each rename sent, by request sequence number.
+    rename_dest: std::collections::HashMap<u64, RelPath>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -106,6 +108,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             report: ShipReport::default(),
             transient: Vec::new(),
             resend: Vec::new(),
+            rename_dest: std::collections::HashMap::new(),
         }
     }
 
@@ -152,8 +155,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     fn absorb(&mut self, reply: Reply) -> Result<(), ShipError> {
         match reply {
             Reply::Failed(f) if f.kind == FailureKind::SourceMissing => {
-                // The rename's destination is in `path`; resend it whole.
-                self.resend.push(f.path);
+                // The slave never had the source: send the destination whole.
+                match self.rename_dest.get(&f.seq) {
+                    Some(to) => self.resend.push(to.clone()),
+                    None => self.resend.push(f.path),
+                }
                 Ok(())
             }
             Reply::Failed(f) if f.kind.is_transient() => {
@@ -226,6 +232,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             },
         };
         let seq = self.link.next_seq();
+        if let EntryOp::Rename { to, .. } = &op {
+            self.rename_dest.insert(seq, to.clone());
+        }
         self.link.send(&Request::Entry { seq, op }).await?;
         self.report.entries += 1;
         Ok(())

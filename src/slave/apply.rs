@@ -1,0 +1,271 @@
+//! Entry operations and `SetAttr`, applied by path; each one idempotent so a
+//! replayed batch is harmless (see [`EntryOp`]).
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::root::{
+    chmod_nofollow, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps,
+    OpError, Root,
+};
+use crate::relpath::RelPath;
+use crate::transport::protocol::{Attrs, EntryOp, FailureKind};
+
+/// Applies one entry operation. `Err` names the path it concerns, which is
+/// returned alongside (for `Link` and `Rename` it may be either path).
+pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpError)> {
+    match op {
+        EntryOp::Mkdir { path, mode } => mkdir(root, path, *mode).map_err(|e| (path.clone(), e)),
+        EntryOp::Create { path, mode } => create(root, path, *mode).map_err(|e| (path.clone(), e)),
+        EntryOp::Symlink { path, target } => {
+            symlink(root, path, target).map_err(|e| (path.clone(), e))
+        }
+        EntryOp::Link { path, target } => link(root, path, target),
+        EntryOp::Unlink { path } => {
+            remove(root, path, "cannot unlink").map_err(|e| (path.clone(), e))
+        }
+        EntryOp::Rmdir { path } => {
+            remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e))
+        }
+        EntryOp::Rename { from, to } => rename(root, from, to),
+    }
+}
+
+fn mkdir(root: &mut Root, path: &RelPath, mode: u32) -> Result<(), OpError> {
+    let p = root.parent(path, true)?;
+    let fail = |root: &Root, e| root.error(path, "cannot create directory", e);
+    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
+        Some(st) if file_type(&st) == FileType::Directory => return Ok(()),
+        Some(_) => remove_any(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?,
+        None => {}
+    }
+    match rfs::mkdirat(&p.dir, p.name, Mode::from_raw_mode(mode & 0o7777)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(fail(root, e)),
+    }
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
+fn create(root: &mut Root, path: &RelPath, mode: u32) -> Result<(), OpError> {
+    let p = root.parent(path, true)?;
+    let fail = |root: &Root, e| root.error(path, "cannot create file", e);
+    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
+        Some(st) if file_type(&st) == FileType::RegularFile => return Ok(()),
+        Some(_) => remove_any(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?,
+        None => {}
+    }
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rfs::openat(&p.dir, p.name, flags, Mode::from_raw_mode(mode & 0o7777)) {
+        Ok(_) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(fail(root, e)),
+    }
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
+fn symlink(root: &mut Root, path: &RelPath, target: &[u8]) -> Result<(), OpError> {
+    let p = root.parent(path, true)?;
+    let fail = |root: &Root, e| root.error(path, "cannot create symlink", e);
+    let target = OsStr::from_bytes(target);
+    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
+        Some(st) if file_type(&st) == FileType::Symlink => {
+            let current = rfs::readlinkat(&p.dir, p.name, Vec::new()).map_err(|e| fail(root, e))?;
+            if current.as_bytes() == target.as_encoded_bytes() {
+                return Ok(());
+            }
+        }
+        // rename(2) cannot put a symlink over a directory.
+        Some(st) if file_type(&st) == FileType::Directory => {
+            remove_tree(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?
+        }
+        _ => {}
+    }
+    let tmp = temp_name(p.name);
+    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(|e| fail(root, e))?;
+    rfs::symlinkat(target, &p.dir, tmp.as_str()).map_err(|e| fail(root, e))?;
+    if let Err(e) = rfs::renameat(&p.dir, tmp.as_str(), &p.dir, p.name) {
+        let _ = rfs::unlinkat(&p.dir, tmp.as_str(), AtFlags::empty());
+        return Err(fail(root, e));
+    }
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
+fn link(root: &mut Root, path: &RelPath, target: &RelPath) -> Result<(), (RelPath, OpError)> {
+    let missing = |root: &Root| {
+        (
+            target.clone(),
+            root.refuse(
+                target,
+                FailureKind::SourceMissing,
+                &format!(
+                    "cannot link {}: the link target does not exist",
+                    root.shown(path)
+                ),
+            ),
+        )
+    };
+    let t = match root.parent(target, false) {
+        Ok(t) => t,
+        Err(e) if e.is_enoent() => return Err(missing(root)),
+        Err(e) => return Err((target.clone(), e)),
+    };
+    let tst = match lstat(&t.dir, t.name) {
+        Ok(Some(st)) => st,
+        Ok(None) => return Err(missing(root)),
+        Err(e) => {
+            return Err((
+                target.clone(),
+                root.error(target, "cannot stat link target", e),
+            ))
+        }
+    };
+    let p = root.parent(path, true).map_err(|e| (path.clone(), e))?;
+    let fail = |root: &Root, e| (path.clone(), root.error(path, "cannot create hard link", e));
+    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
+        Some(st) if st.st_dev == tst.st_dev && st.st_ino == tst.st_ino => return Ok(()),
+        Some(st) if file_type(&st) == FileType::Directory => {
+            remove_tree(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?
+        }
+        _ => {}
+    }
+    let tmp = temp_name(p.name);
+    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(|e| fail(root, e))?;
+    rfs::linkat(&t.dir, t.name, &p.dir, tmp.as_str(), AtFlags::empty())
+        .map_err(|e| fail(root, e))?;
+    if let Err(e) = rfs::renameat(&p.dir, tmp.as_str(), &p.dir, p.name) {
+        let _ = rfs::unlinkat(&p.dir, tmp.as_str(), AtFlags::empty());
+        return Err(fail(root, e));
+    }
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
+/// `Unlink` and `Rmdir`: the journal may not know the type, so whatever is
+/// there goes; nothing there (even no parent) is success.
+fn remove(root: &mut Root, path: &RelPath, what: &str) -> Result<(), OpError> {
+    let p = match root.parent(path, false) {
+        Ok(p) => p,
+        Err(e) if e.is_enoent() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_any(p.dir.as_fd(), p.name).map_err(|e| root.error(path, what, e))?;
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
+fn rename(root: &mut Root, from: &RelPath, to: &RelPath) -> Result<(), (RelPath, OpError)> {
+    let missing = |root: &Root| {
+        (
+            from.clone(),
+            root.refuse(
+                from,
+                FailureKind::SourceMissing,
+                &format!(
+                    "cannot rename to {}: the source does not exist",
+                    root.shown(to)
+                ),
+            ),
+        )
+    };
+    let f = match root.parent(from, false) {
+        Ok(f) => f,
+        Err(e) if e.is_enoent() => return Err(missing(root)),
+        Err(e) => return Err((from.clone(), e)),
+    };
+    let fst = match lstat(&f.dir, f.name) {
+        Ok(Some(st)) => st,
+        Ok(None) => return Err(missing(root)),
+        Err(e) => {
+            return Err((
+                from.clone(),
+                root.error(from, "cannot stat rename source", e),
+            ))
+        }
+    };
+    if from == to {
+        return Ok(());
+    }
+    let t = root.parent(to, true).map_err(|e| (to.clone(), e))?;
+    let fail = |root: &Root, e| {
+        (
+            to.clone(),
+            root.error(to, &format!("cannot rename {} here", root.shown(from)), e),
+        )
+    };
+    let tst = lstat(&t.dir, t.name).map_err(|e| fail(root, e))?;
+    if let Some(tst) = &tst {
+        if tst.st_dev == fst.st_dev
+            && tst.st_ino == fst.st_ino
+            && file_type(&fst) != FileType::Directory
+        {
+            // Two names of one file: rename(2) would do nothing, leaving both.
+            rfs::unlinkat(&f.dir, f.name, AtFlags::empty()).map_err(|e| fail(root, e))?;
+            root.note_changed(f.dir.as_fd());
+            return Ok(());
+        }
+    }
+    match rfs::renameat(&f.dir, f.name, &t.dir, t.name) {
+        Ok(()) => {}
+        // Something of another type, or a non-empty directory, is in the way:
+        // the rename replaces it. Never remove an ancestor of the source.
+        Err(Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST)
+            if tst.is_some() && !from.starts_with(to) =>
+        {
+            remove_any(t.dir.as_fd(), t.name).map_err(|e| fail(root, e))?;
+            rfs::renameat(&f.dir, f.name, &t.dir, t.name).map_err(|e| fail(root, e))?;
+        }
+        Err(e) => return Err(fail(root, e)),
+    }
+    root.note_changed(f.dir.as_fd());
+    root.note_changed(t.dir.as_fd());
+    Ok(())
+}
+
+/// Applies mode, owner (only as root) and times. A path that is not there is
+/// fine: a later journal record removed it.
+pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result<(), OpError> {
+    let times = timestamps(attrs.mtime_sec, attrs.mtime_nsec);
+    let owner = owner(attrs.uid, attrs.gid);
+    let mode = Mode::from_raw_mode(attrs.mode & 0o7777);
+    if path.is_root() {
+        let fd = root.fd();
+        let r = (|| {
+            if let Some((u, g)) = owner {
+                rfs::fchown(fd, u, g)?;
+            }
+            rfs::fchmod(fd, mode)?;
+            rfs::futimens(fd, &times)
+        })();
+        return r.map_err(|e| root.error(path, "cannot set attributes", e));
+    }
+    let p = match root.parent(path, false) {
+        Ok(p) => p,
+        Err(e) if e.is_enoent() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let r = (|| {
+        let Some(st) = lstat(&p.dir, p.name)? else {
+            return Ok(());
+        };
+        if let Some((u, g)) = owner {
+            rfs::chownat(&p.dir, p.name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        if file_type(&st) != FileType::Symlink {
+            chmod_nofollow(p.dir.as_fd(), p.name, attrs.mode)?;
+        }
+        rfs::utimensat(&p.dir, p.name, &times, AtFlags::SYMLINK_NOFOLLOW)
+    })();
+    match r {
+        Ok(()) | Err(Errno::NOENT) => {
+            root.note_changed(p.dir.as_fd());
+            Ok(())
+        }
+        Err(e) => Err(root.error(path, "cannot set attributes", e)),
+    }
+}

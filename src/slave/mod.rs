@@ -1,0 +1,320 @@
+//! The receiving side: `geo-rep slave --root DIR`, run by sshd, its stdin and
+//! stdout being the SSH channel.
+//!
+//! # Place in the flow
+//! A master worker (`transport/`) sends batches of [`Request`]s: entry
+//! operations in journal order, then file contents (signatures asked for
+//! first, then pieces, literal or delta), then attributes, then `Commit`.
+//! [`serve`] applies them in order below the root and answers in order; its
+//! `Committed` is what lets the master advance stime.
+//!
+//! # Invariants owned here (DESIGN.md)
+//! 1. *No half-written file under its final name*: contents go to a temp
+//!    file in the same directory, are made durable (`syncfs`), and only then
+//!    renamed into place (`receive`). Symlinks and hard links replace an
+//!    existing name by renaming over it too.
+//! 3. *Confinement*: every path is resolved from the root's directory fd one
+//!    component at a time without following symlinks (`root`); a symlink or
+//!    non-directory in a parent is refused as `FailureKind::Unsafe`. The root
+//!    itself only takes `SetAttr`.
+//! 6. *Verify before rename*: each rebuilt file's size and BLAKE3 hash are
+//!    checked against `FileEnd` before it may be renamed into place.
+//!
+//! `Committed` is sent only after everything before the `Commit` is durable:
+//! pending renames done, then `syncfs` of every file system touched.
+//!
+//! A request that fails is answered with `Reply::Failed` and the session goes
+//! on; a frame out of place (e.g. a `Piece` with no `FileBegin`) or a broken
+//! stream ends it with `Reply::Fatal` (when it can still be sent) and an
+//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers.
+//!
+//! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
+
+mod apply;
+mod receive;
+mod root;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::transport::protocol::{
+    check_version, read_frame, write_frame, ProtocolError, Reply, Request, PROTOCOL_VERSION,
+};
+use receive::Receiver;
+use root::Root;
+
+/// Why a slave session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SlaveError {
+    #[error("slave root {root}: cannot use it: {source}")]
+    Root { root: PathBuf, source: io::Error },
+    #[error("slave root {root}: {source}")]
+    Version {
+        root: PathBuf,
+        source: ProtocolError,
+    },
+    #[error("slave root {root}: protocol error: {source}")]
+    Protocol {
+        root: PathBuf,
+        source: ProtocolError,
+    },
+    #[error("slave root {root}: protocol error: {what}")]
+    Unexpected { root: PathBuf, what: String },
+    #[error("slave root {root}: I/O error on the protocol stream: {source}")]
+    Stream { root: PathBuf, source: io::Error },
+    #[error("slave root {root}: cannot make the batch durable: {source}")]
+    Sync { root: PathBuf, source: io::Error },
+}
+
+/// Serves one master over `input`/`output` with `root` as the slave root,
+/// until the input closes between frames (`Ok`) or the session cannot go on.
+/// Blocking and single-threaded.
+pub fn serve<R: Read, W: Write>(root: &Path, input: R, output: W) -> Result<(), SlaveError> {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
+    let mut out = BufWriter::with_capacity(256 * 1024, output);
+    let result = Session::start(root, &mut input, &mut out).and_then(|mut s| {
+        let r = s.run(&mut input, &mut out);
+        s.finish();
+        r
+    });
+    if let Err(e) = &result {
+        if !matches!(e, SlaveError::Stream { .. }) {
+            // Best effort: the peer may be gone already.
+            let _ = write_frame(
+                &mut out,
+                &Reply::Fatal {
+                    message: e.to_string(),
+                },
+            );
+        }
+    }
+    let flushed = out.flush();
+    result?;
+    flushed.map_err(|source| SlaveError::Stream {
+        root: root.to_owned(),
+        source,
+    })
+}
+
+/// What happens to the session after one request.
+type Step = Result<(), SlaveError>;
+
+struct Session {
+    root_path: PathBuf,
+    root: Root,
+    receiver: Receiver,
+}
+
+impl Session {
+    /// Handshake: `Hello` with a compatible version, and a usable root.
+    fn start<R: Read, W: Write>(
+        root_path: &Path,
+        input: &mut BufReader<R>,
+        out: &mut W,
+    ) -> Result<Session, SlaveError> {
+        let path = root_path.to_owned();
+        let first: Request = read_frame(input).map_err(|source| SlaveError::Protocol {
+            root: path.clone(),
+            source,
+        })?;
+        let Request::Hello { protocol, .. } = first else {
+            return Err(SlaveError::Unexpected {
+                root: path,
+                what: format!("expected Hello first, got {}", request_name(&first)),
+            });
+        };
+        check_version(protocol, PROTOCOL_VERSION).map_err(|source| SlaveError::Version {
+            root: path.clone(),
+            source,
+        })?;
+        let root = Root::open(root_path).map_err(|e| SlaveError::Root {
+            root: path.clone(),
+            source: e.into(),
+        })?;
+        let root_empty = root.is_empty().map_err(|e| SlaveError::Root {
+            root: path.clone(),
+            source: e.into(),
+        })?;
+        let hello = Reply::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            root: root_path.display().to_string(),
+            root_empty,
+        };
+        let session = Session {
+            root_path: path,
+            root,
+            receiver: Receiver::default(),
+        };
+        session.send(out, &hello)?;
+        out.flush().map_err(|e| session.stream(e))?;
+        Ok(session)
+    }
+
+    fn run<R: Read, W: Write>(&mut self, input: &mut BufReader<R>, out: &mut W) -> Step {
+        loop {
+            if input.buffer().is_empty() {
+                // Nothing more to process without blocking: let the master
+                // see every reply so far.
+                out.flush().map_err(|e| self.stream(e))?;
+                if input.fill_buf().map_err(|e| self.stream(e))?.is_empty() {
+                    return Ok(());
+                }
+            }
+            let request: Request = read_frame(input).map_err(|source| SlaveError::Protocol {
+                root: self.root_path.clone(),
+                source,
+            })?;
+            self.handle(request, out)?;
+        }
+    }
+
+    fn handle<W: Write>(&mut self, request: Request, out: &mut W) -> Step {
+        match request {
+            Request::Piece { index, kind, data } => {
+                let failure = self
+                    .receiver
+                    .piece(&self.root, index, kind, &data)
+                    .map_err(|what| self.unexpected(what))?;
+                self.send_failures(out, failure)
+            }
+            Request::FileEnd { attrs, hash } => {
+                let failure = self
+                    .receiver
+                    .end(&mut self.root, &attrs, &hash)
+                    .map_err(|what| self.unexpected(what))?;
+                self.send_failures(out, failure)?;
+                if self.receiver.needs_flush() {
+                    self.flush_pending(out)?;
+                }
+                Ok(())
+            }
+            Request::FileAbort => self.receiver.abort().map_err(|what| self.unexpected(what)),
+            Request::Signature { seq, path } => {
+                // Signatures may be asked ahead, even while a file arrives.
+                if self.receiver.is_pending(&path) {
+                    self.flush_pending(out)?;
+                }
+                self.receiver
+                    .signature(&mut self.root, seq, &path, out)
+                    .map_err(|e| self.protocol(e))?;
+                out.flush().map_err(|e| self.stream(e))
+            }
+            other if self.receiver.in_file() => Err(self.unexpected(format!(
+                "{} while a file is being received (expected Piece, FileEnd or FileAbort)",
+                request_name(&other)
+            ))),
+            Request::FileBegin { seq, path, size } => {
+                if self.receiver.is_pending(&path) {
+                    self.flush_pending(out)?;
+                }
+                let failure = self.receiver.begin(&mut self.root, seq, &path, size);
+                self.send_failures(out, failure)
+            }
+            Request::Entry { seq, op } => {
+                self.flush_pending(out)?;
+                let failure = apply::entry(&mut self.root, &op)
+                    .err()
+                    .map(|(path, e)| e.into_failure(seq, path));
+                self.send_failures(out, failure)
+            }
+            Request::SetAttr { seq, path, attrs } => {
+                self.flush_pending(out)?;
+                let failure = apply::set_attr(&mut self.root, &path, &attrs)
+                    .err()
+                    .map(|e| e.into_failure(seq, path));
+                self.send_failures(out, failure)
+            }
+            Request::Barrier { id } => {
+                self.flush_pending(out)?;
+                self.send(out, &Reply::Barrier { id })?;
+                out.flush().map_err(|e| self.stream(e))
+            }
+            Request::Commit { batch } => {
+                self.flush_pending(out)?;
+                self.root.sync_all().map_err(|e| SlaveError::Sync {
+                    root: self.root_path.clone(),
+                    source: e.into(),
+                })?;
+                self.send(out, &Reply::Committed { batch })?;
+                out.flush().map_err(|e| self.stream(e))
+            }
+            Request::Hello { .. } => {
+                Err(self.unexpected("Hello in the middle of a session".into()))
+            }
+        }
+    }
+
+    /// Renames the pending files into place, reporting those that failed.
+    fn flush_pending<W: Write>(&mut self, out: &mut W) -> Step {
+        for failure in self.receiver.flush(&mut self.root) {
+            self.send(out, &Reply::Failed(failure))?;
+        }
+        Ok(())
+    }
+
+    /// End of session: drop a half-received file; put verified ones in place
+    /// (they are complete, so this is safe, and it leaves no temp files).
+    fn finish(&mut self) {
+        self.receiver.discard_current();
+        let _ = self.receiver.flush(&mut self.root);
+    }
+
+    fn send_failures<W: Write>(
+        &self,
+        out: &mut W,
+        failure: Option<crate::transport::protocol::Failure>,
+    ) -> Step {
+        match failure {
+            Some(f) => self.send(out, &Reply::Failed(f)),
+            None => Ok(()),
+        }
+    }
+
+    fn send<W: Write>(&self, out: &mut W, reply: &Reply) -> Step {
+        write_frame(out, reply).map_err(|e| self.protocol(e))
+    }
+
+    fn protocol(&self, e: ProtocolError) -> SlaveError {
+        match e {
+            ProtocolError::Io(source) => self.stream(source),
+            source => SlaveError::Protocol {
+                root: self.root_path.clone(),
+                source,
+            },
+        }
+    }
+
+    fn stream(&self, source: io::Error) -> SlaveError {
+        SlaveError::Stream {
+            root: self.root_path.clone(),
+            source,
+        }
+    }
+
+    fn unexpected(&self, what: String) -> SlaveError {
+        SlaveError::Unexpected {
+            root: self.root_path.clone(),
+            what,
+        }
+    }
+}
+
+/// The name of a request's variant, for protocol errors.
+fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello { .. } => "Hello",
+        Request::Entry { .. } => "Entry",
+        Request::Signature { .. } => "Signature",
+        Request::FileBegin { .. } => "FileBegin",
+        Request::Piece { .. } => "Piece",
+        Request::FileEnd { .. } => "FileEnd",
+        Request::FileAbort => "FileAbort",
+        Request::SetAttr { .. } => "SetAttr",
+        Request::Barrier { .. } => "Barrier",
+        Request::Commit { .. } => "Commit",
+    }
+}

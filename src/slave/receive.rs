@@ -1,0 +1,473 @@
+//! File contents: signatures of the slave's copies, incoming files written to
+//! temp names, verification, and the batched renames into place.
+//!
+//! A file arrives as `FileBegin`, `Piece`* (in index order), then `FileEnd`
+//! or `FileAbort`. Its bytes go to `.georep.<hash>.tmp` in the target's
+//! directory; the old file, if any, stays open as the base for delta pieces.
+//! At `FileEnd` the size and BLAKE3 hash are checked (invariant 6) and the
+//! attributes applied to the temp file, which then waits in the pending list.
+//! [`Receiver::flush`] makes the pending temp files durable with one `syncfs`
+//! and only then renames each over its final name (invariant 1), so a crash
+//! leaves either the old file or the complete new one under the final name.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use fast_rsync::{Signature, SignatureOptions};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::root::{
+    errno_of, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps, OpError,
+    Root,
+};
+use crate::relpath::RelPath;
+use crate::transport::protocol::{
+    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, PIECE_SIZE,
+    SIG_BLOCK_SIZE, SIG_STRONG_LEN,
+};
+
+/// Flush the pending renames when this many files wait...
+pub(crate) const MAX_PENDING_FILES: usize = 1024;
+/// ...or when they hold this many bytes.
+pub(crate) const MAX_PENDING_BYTES: u64 = 256 * 1024 * 1024;
+
+const PIECE: usize = PIECE_SIZE as usize;
+
+/// A temp file that is removed when dropped, unless disarmed.
+struct TempGuard {
+    dir: OwnedFd,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = rfs::unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// The file being received.
+struct Incoming {
+    seq: u64,
+    path: RelPath,
+    final_name: OsString,
+    // Field order matters: `out` is closed before `temp` may unlink it.
+    out: File,
+    base: Option<File>,
+    temp: TempGuard,
+    size: u64,
+    written: u64,
+    next_index: u32,
+    hasher: blake3::Hasher,
+}
+
+impl Incoming {
+    fn write(&mut self, root: &Root, data: &[u8]) -> Result<(), OpError> {
+        let len = data.len() as u64;
+        if self.written.saturating_add(len) > self.size {
+            return Err(root.refuse(
+                &self.path,
+                FailureKind::Mismatch,
+                &format!(
+                    "received more than the announced {} bytes (at least {})",
+                    self.size,
+                    self.written.saturating_add(len)
+                ),
+            ));
+        }
+        self.out
+            .write_all(data)
+            .map_err(|e| root.error(&self.path, "cannot write the temporary file", errno_of(&e)))?;
+        self.hasher.update(data);
+        self.written += len;
+        Ok(())
+    }
+}
+
+enum Current {
+    Active(Box<Incoming>),
+    /// The file failed (and was reported) before its end: its remaining
+    /// pieces are ignored until `FileEnd` or `FileAbort`.
+    Skipping,
+}
+
+/// A verified temp file waiting to be renamed over its final name.
+struct Pending {
+    seq: u64,
+    path: RelPath,
+    final_name: OsString,
+    temp: TempGuard,
+}
+
+/// Receiving state of one session.
+#[derive(Default)]
+pub(crate) struct Receiver {
+    current: Option<Current>,
+    pending: Vec<Pending>,
+    pending_bytes: u64,
+    /// A piece of an old file (delta base, or input of a signature).
+    base_buf: Vec<u8>,
+    /// A piece rebuilt from a delta.
+    out_buf: Vec<u8>,
+}
+
+impl Receiver {
+    /// Whether a file is between `FileBegin` and `FileEnd`/`FileAbort`.
+    pub fn in_file(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Whether a received file waits to be renamed over `path`.
+    pub fn is_pending(&self, path: &RelPath) -> bool {
+        self.pending.iter().any(|p| &p.path == path)
+    }
+
+    /// Whether the pending list reached its limits.
+    pub fn needs_flush(&self) -> bool {
+        self.pending.len() >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES
+    }
+
+    /// Answers `Signature`: `SigBegin` then one `SigPiece` per piece of the
+    /// regular file at `path`, or `SigBegin{size: None}` (preceded by a
+    /// `Failed` if the path could not be looked at safely).
+    pub fn signature<W: Write>(
+        &mut self,
+        root: &mut Root,
+        seq: u64,
+        path: &RelPath,
+        out: &mut W,
+    ) -> Result<(), ProtocolError> {
+        let file = match open_regular(root, path) {
+            Ok(f) => f,
+            Err(e) => {
+                write_frame(out, &Reply::Failed(e.into_failure(seq, path.clone())))?;
+                None
+            }
+        };
+        let size = file
+            .as_ref()
+            .and_then(|f| rfs::fstat(f).ok())
+            .map(|st| st.st_size as u64);
+        let (Some(file), Some(size)) = (file, size) else {
+            return write_frame(out, &Reply::SigBegin { seq, size: None });
+        };
+        write_frame(
+            out,
+            &Reply::SigBegin {
+                seq,
+                size: Some(size),
+            },
+        )?;
+        let options = SignatureOptions {
+            block_size: SIG_BLOCK_SIZE,
+            crypto_hash_size: SIG_STRONG_LEN,
+        };
+        for index in 0..size.div_ceil(PIECE_SIZE) {
+            // A read error (or a file shrinking meanwhile) gives a shorter
+            // piece: its signature then matches less and the master sends more
+            // literal bytes; the result is verified by hash anyway.
+            let n = read_piece(&file, index, &mut self.base_buf).unwrap_or(0);
+            let data = Signature::calculate(&self.base_buf[..n], options).into_serialized();
+            write_frame(out, &Reply::SigPiece { data })?;
+        }
+        Ok(())
+    }
+
+    /// Starts receiving `path`; returns the failure to report, if any (the
+    /// file's pieces are then ignored).
+    pub fn begin(
+        &mut self,
+        root: &mut Root,
+        seq: u64,
+        path: &RelPath,
+        size: u64,
+    ) -> Option<Failure> {
+        match begin(root, seq, path, size) {
+            Ok(inc) => {
+                self.current = Some(Current::Active(Box::new(inc)));
+                None
+            }
+            Err(e) => {
+                self.current = Some(Current::Skipping);
+                Some(e.into_failure(seq, path.clone()))
+            }
+        }
+    }
+
+    /// One piece of the current file. `Err` is a protocol error (no file
+    /// open, index out of order); `Ok(Some)` a failure of this file.
+    pub fn piece(
+        &mut self,
+        root: &Root,
+        index: u32,
+        kind: PieceKind,
+        data: &[u8],
+    ) -> Result<Option<Failure>, String> {
+        let Receiver {
+            current,
+            base_buf,
+            out_buf,
+            ..
+        } = self;
+        let inc = match current {
+            None => return Err(format!("Piece {index} without FileBegin")),
+            Some(Current::Skipping) => return Ok(None),
+            Some(Current::Active(inc)) => inc,
+        };
+        if index != inc.next_index {
+            return Err(format!(
+                "piece {index} of {} out of order, expected piece {}",
+                root.shown(&inc.path),
+                inc.next_index
+            ));
+        }
+        inc.next_index = index.saturating_add(1);
+        let result = match kind {
+            PieceKind::Literal => inc.write(root, data),
+            PieceKind::Delta => {
+                let n = match &inc.base {
+                    Some(base) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
+                        root.error(&inc.path, "cannot read the current file", errno_of(&e))
+                    }),
+                    None => Ok(0),
+                };
+                n.and_then(|n| {
+                    out_buf.clear();
+                    fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(|e| {
+                        root.refuse(
+                            &inc.path,
+                            FailureKind::Mismatch,
+                            &format!("delta for piece {index} does not apply: {e}"),
+                        )
+                    })
+                })
+                .and_then(|()| inc.write(root, out_buf))
+            }
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                let failure = e.into_failure(inc.seq, inc.path.clone());
+                // Dropping the incoming file removes its temp file.
+                *current = Some(Current::Skipping);
+                Ok(Some(failure))
+            }
+        }
+    }
+
+    /// `FileEnd`: verify, apply attributes, queue the rename. `Err` is a
+    /// protocol error (no file open).
+    pub fn end(
+        &mut self,
+        root: &mut Root,
+        attrs: &Attrs,
+        hash: &[u8; 32],
+    ) -> Result<Option<Failure>, String> {
+        let inc = match self.current.take() {
+            None => return Err("FileEnd without FileBegin".into()),
+            Some(Current::Skipping) => return Ok(None),
+            Some(Current::Active(inc)) => inc,
+        };
+        let verdict = if inc.written != inc.size {
+            Err(root.refuse(
+                &inc.path,
+                FailureKind::Mismatch,
+                &format!(
+                    "received {} bytes, {} were announced",
+                    inc.written, inc.size
+                ),
+            ))
+        } else if inc.hasher.finalize().as_bytes() != hash {
+            Err(root.refuse(
+                &inc.path,
+                FailureKind::Mismatch,
+                "the rebuilt file does not match the announced BLAKE3 hash",
+            ))
+        } else {
+            apply_file_attrs(&inc.out, attrs)
+                .map_err(|e| root.error(&inc.path, "cannot set attributes", e))
+        };
+        if let Err(e) = verdict {
+            return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
+        }
+        let Incoming {
+            seq,
+            path,
+            final_name,
+            out,
+            base,
+            temp,
+            size,
+            ..
+        } = *inc;
+        drop((out, base));
+        root.note_changed(temp.dir.as_fd());
+        self.pending_bytes = self.pending_bytes.saturating_add(size);
+        self.pending.push(Pending {
+            seq,
+            path,
+            final_name,
+            temp,
+        });
+        Ok(None)
+    }
+
+    /// `FileAbort`: drop the current file. `Err` is a protocol error.
+    pub fn abort(&mut self) -> Result<(), String> {
+        match self.current.take() {
+            None => Err("FileAbort without FileBegin".into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Makes the pending temp files durable, then renames each over its final
+    /// name. Returns a failure per file that did not get into place.
+    pub fn flush(&mut self, root: &mut Root) -> Vec<Failure> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if let Err(e) = root.sync_all() {
+            // Temp files are removed as `pending` drops.
+            return pending
+                .into_iter()
+                .map(|p| {
+                    root.error(&p.path, "cannot sync the received data to disk", e)
+                        .into_failure(p.seq, p.path.clone())
+                })
+                .collect();
+        }
+        let mut failures = Vec::new();
+        for mut p in pending {
+            let dir = p.temp.dir.as_fd();
+            let tmp = p.temp.name.as_str();
+            let result = match rfs::renameat(dir, tmp, dir, &p.final_name) {
+                // A directory is in the way: the file replaces it.
+                Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
+                    remove_tree(dir, p.final_name.as_os_str())
+                        .and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name))
+                }
+                other => other,
+            };
+            match result {
+                Ok(()) => {
+                    p.temp.armed = false;
+                    root.note_changed(dir);
+                }
+                Err(e) => failures.push(
+                    root.error(&p.path, "cannot rename the received file into place", e)
+                        .into_failure(p.seq, p.path.clone()),
+                ),
+            }
+        }
+        failures
+    }
+
+    /// Drops the file being received (its temp file is removed).
+    pub fn discard_current(&mut self) {
+        self.current = None;
+    }
+}
+
+fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incoming, OpError> {
+    let p = root.parent(path, true)?;
+    let base = open_regular_at(p.dir.as_fd(), p.name)
+        .map_err(|e| root.error(path, "cannot open the current file as delta base", e))?;
+    let tmp = temp_name(p.name);
+    let fail = |e| root.error(path, &format!("cannot create temporary file {tmp}"), e);
+    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(fail)?;
+    let fd = rfs::openat(
+        &p.dir,
+        tmp.as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(fail)?;
+    Ok(Incoming {
+        seq,
+        path: path.clone(),
+        final_name: p.name.to_owned(),
+        out: File::from(fd),
+        base,
+        temp: TempGuard {
+            dir: p.dir,
+            name: tmp,
+            armed: true,
+        },
+        size,
+        written: 0,
+        next_index: 0,
+        hasher: blake3::Hasher::new(),
+    })
+}
+
+/// Owner (as root), mode and times of a received file, on its open fd. The
+/// owner goes first: `chown` clears set-user-ID bits.
+fn apply_file_attrs(file: &File, attrs: &Attrs) -> Result<(), Errno> {
+    if let Some((u, g)) = owner(attrs.uid, attrs.gid) {
+        rfs::fchown(file, u, g)?;
+    }
+    rfs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))?;
+    rfs::futimens(file, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
+}
+
+/// The regular file at `path`, opened for reading without following a
+/// symlink; `None` if there is none (or it is the root, or its parent is
+/// missing).
+fn open_regular(root: &mut Root, path: &RelPath) -> Result<Option<File>, OpError> {
+    if path.is_root() {
+        return Ok(None);
+    }
+    let p = match root.parent(path, false) {
+        Ok(p) => p,
+        Err(e) if e.is_enoent() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    open_regular_at(p.dir.as_fd(), p.name)
+        .map_err(|e| root.error(path, "cannot open for reading", e))
+}
+
+fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Errno> {
+    // Look before opening: opening a device or FIFO can have side effects.
+    match lstat(dir, name)? {
+        Some(st) if file_type(&st) == FileType::RegularFile => {}
+        _ => return Ok(None),
+    }
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if file_type(&rfs::fstat(&fd)?) != FileType::RegularFile {
+        return Ok(None);
+    }
+    Ok(Some(File::from(fd)))
+}
+
+/// Reads piece `index` of `file` into `buf` (grown to one piece once);
+/// returns its length (short or zero at the end of the file).
+fn read_piece(file: &File, index: u64, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() < PIECE {
+        buf.resize(PIECE, 0);
+    }
+    let offset = index.saturating_mul(PIECE_SIZE);
+    let mut n = 0;
+    while n < PIECE {
+        match file.read_at(&mut buf[n..PIECE], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,395 @@
+//! The slave root and confined, fd-relative path resolution (invariant 3).
+//!
+//! The root is opened once as a directory fd. A [`RelPath`] is never turned
+//! back into a string path: its parent is reached by opening one component
+//! at a time with `O_DIRECTORY | O_NOFOLLOW` relative to the previous
+//! directory fd, so a symlink (or a non-directory) anywhere in the parent
+//! chain stops the walk with [`FailureKind::Unsafe`]. The last component is
+//! then used only with `*at` calls that do not follow symlinks.
+//!
+//! This module also remembers which file systems were changed since the last
+//! commit, so a commit can `syncfs` each of them (a mount point below the root
+//! is a different file system than the root itself).
+
+use std::ffi::{CStr, OsStr};
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
+
+use crate::relpath::RelPath;
+use crate::transport::protocol::{Failure, FailureKind};
+
+/// Flags used to open each directory while walking a path.
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::RDONLY);
+
+/// Mode of parent directories created because the journal was replayed
+/// partially (their real mode arrives later with a `SetAttr`).
+const PARENT_MODE: u32 = 0o755;
+
+/// A request that did not take effect; becomes a [`Failure`] on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpError {
+    pub kind: FailureKind,
+    pub errno: Option<i32>,
+    /// Names the slave path and the cause.
+    pub message: String,
+}
+
+impl OpError {
+    /// Whether the cause is "no such file or directory".
+    pub fn is_enoent(&self) -> bool {
+        self.errno == Some(Errno::NOENT.raw_os_error())
+    }
+
+    pub fn into_failure(self, seq: u64, path: RelPath) -> Failure {
+        Failure {
+            seq,
+            path,
+            kind: self.kind,
+            errno: self.errno,
+            message: self.message,
+        }
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The failure kind of an OS error on the final component of a path.
+pub(crate) fn kind_of(e: Errno) -> FailureKind {
+    match e {
+        Errno::NOSPC | Errno::DQUOT => FailureKind::NoSpace,
+        Errno::ACCESS | Errno::PERM => FailureKind::Permission,
+        _ => FailureKind::Io,
+    }
+}
+
+/// Converts an `std::io::Error` (from `File` reads and writes) to an errno.
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+/// The parent directory of a path, opened, and the path's last component.
+pub(crate) struct Parent<'a> {
+    pub dir: OwnedFd,
+    pub name: &'a OsStr,
+}
+
+/// The slave root: its directory fd, how to show it, and the file systems
+/// touched since the last commit.
+pub(crate) struct Root {
+    fd: OwnedFd,
+    shown: String,
+    dev: u64,
+    /// One directory fd per other file system changed since the last commit.
+    other_devs: Vec<(u64, OwnedFd)>,
+}
+
+impl Root {
+    /// Opens `path` as the root. The root itself may be reached through
+    /// symlinks: it is the operator's configuration, not wire data.
+    pub fn open(path: &Path) -> Result<Root, Errno> {
+        let fd = rfs::openat(
+            CWD,
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dev = rfs::fstat(&fd)?.st_dev;
+        Ok(Root {
+            fd,
+            shown: path.display().to_string(),
+            dev,
+            other_devs: Vec::new(),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `<root>/<rel>` for messages.
+    pub fn shown(&self, rel: &RelPath) -> String {
+        if rel.is_root() {
+            self.shown.clone()
+        } else {
+            format!("{}/{}", self.shown.trim_end_matches('/'), rel)
+        }
+    }
+
+    /// Whether the root holds no entries at all.
+    pub fn is_empty(&self) -> Result<bool, Errno> {
+        for entry in Dir::read_from(&self.fd)? {
+            if !is_dot(entry?.file_name()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// An error about `rel`: `<root>/<rel>: <what>: <os error>`.
+    pub fn error(&self, rel: &RelPath, what: &str, e: Errno) -> OpError {
+        OpError {
+            kind: kind_of(e),
+            errno: Some(e.raw_os_error()),
+            message: format!("{}: {what}: {}", self.shown(rel), std::io::Error::from(e)),
+        }
+    }
+
+    /// An error about `rel` with its own kind and no errno.
+    pub fn refuse(&self, rel: &RelPath, kind: FailureKind, why: &str) -> OpError {
+        OpError {
+            kind,
+            errno: None,
+            message: format!("{}: {why}", self.shown(rel)),
+        }
+    }
+
+    /// Opens the parent directory of `rel` without following any symlink.
+    ///
+    /// With `create`, missing parent directories are made (mode 0755): the
+    /// journal may be replayed partially. A symlink or a non-directory in the
+    /// way is refused as [`FailureKind::Unsafe`]. Without `create`, a missing
+    /// parent is an error for which [`OpError::is_enoent`] holds. The root
+    /// itself has no parent: that is refused as `Unsafe` too.
+    pub fn parent<'a>(&mut self, rel: &'a RelPath, create: bool) -> Result<Parent<'a>, OpError> {
+        let Some((parent, name)) = rel.split_last() else {
+            return Err(self.refuse(
+                rel,
+                FailureKind::Unsafe,
+                "this operation is not allowed on the slave root itself",
+            ));
+        };
+        let mut cur = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| self.error(rel, "cannot duplicate the root fd", e))?;
+        let mut walked: Vec<u8> = Vec::new();
+        for comp in parent.components() {
+            if !walked.is_empty() {
+                walked.push(b'/');
+            }
+            walked.extend_from_slice(comp.as_encoded_bytes());
+            let next = match rfs::openat(&cur, comp, DIR_FLAGS, Mode::empty()) {
+                Err(Errno::NOENT) if create => {
+                    match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(PARENT_MODE)) {
+                        Ok(()) => self.note_changed(cur.as_fd()),
+                        Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(self.error(
+                                rel,
+                                &format!(
+                                    "cannot create parent directory {}",
+                                    self.shown_bytes(&walked)
+                                ),
+                                e,
+                            ))
+                        }
+                    }
+                    rfs::openat(&cur, comp, DIR_FLAGS, Mode::empty())
+                }
+                other => other,
+            };
+            cur = match next {
+                Ok(fd) => fd,
+                Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                    return Err(OpError {
+                        kind: FailureKind::Unsafe,
+                        errno: Some(e.raw_os_error()),
+                        message: format!(
+                        "{}: refusing to resolve through {}: it is a symlink or not a directory",
+                        self.shown(rel),
+                        self.shown_bytes(&walked)
+                    ),
+                    })
+                }
+                Err(e) => {
+                    return Err(self.error(
+                        rel,
+                        &format!("cannot open parent directory {}", self.shown_bytes(&walked)),
+                        e,
+                    ))
+                }
+            };
+        }
+        Ok(Parent { dir: cur, name })
+    }
+
+    fn shown_bytes(&self, walked: &[u8]) -> String {
+        format!(
+            "{}/{}",
+            self.shown.trim_end_matches('/'),
+            walked.escape_ascii()
+        )
+    }
+
+    /// Remembers that the file system of `dir` changed since the last commit.
+    pub fn note_changed(&mut self, dir: BorrowedFd<'_>) {
+        // If fstat fails we cannot tell the file system: sync the root's only
+        // (the directory fd is still valid, so this practically never happens).
+        let Ok(st) = rfs::fstat(dir) else { return };
+        if st.st_dev == self.dev || self.other_devs.iter().any(|(d, _)| *d == st.st_dev) {
+            return;
+        }
+        if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(dir, 0) {
+            self.other_devs.push((st.st_dev, fd));
+        }
+    }
+
+    /// `syncfs` the root's file system and every other one changed since the
+    /// last call.
+    pub fn sync_all(&mut self) -> Result<(), Errno> {
+        rfs::syncfs(&self.fd)?;
+        for (_, fd) in &self.other_devs {
+            rfs::syncfs(fd)?;
+        }
+        self.other_devs.clear();
+        Ok(())
+    }
+}
+
+/// `.` or `..`
+pub(crate) fn is_dot(name: &CStr) -> bool {
+    matches!(name.to_bytes(), b"." | b"..")
+}
+
+/// `lstat` of `name` in `dir`; `None` if nothing is there.
+pub(crate) fn lstat(dir: impl AsFd, name: impl rustix::path::Arg) -> Result<Option<Stat>, Errno> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// Removes whatever is at `name` in `dir` (recursively for a directory);
+/// nothing there is success.
+pub(crate) fn remove_any(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) => remove_tree(dir, name),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the directory `name` in `dir` and everything below it, fd-relative
+/// and never following a symlink. A non-directory there is unlinked; nothing
+/// there is success.
+pub(crate) fn remove_tree(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg + Copy,
+) -> Result<(), Errno> {
+    let sub = match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::LOOP | Errno::NOTDIR) => {
+            return match rfs::unlinkat(dir, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    // Entries that exist for the whole read are returned exactly once even if
+    // others are removed meanwhile; a few passes cover concurrent creations.
+    let mut attempts = 0;
+    loop {
+        for entry in Dir::read_from(&sub)? {
+            let entry = entry?;
+            let child = entry.file_name();
+            if is_dot(child) {
+                continue;
+            }
+            let is_dir = match entry.file_type() {
+                FileType::Directory => true,
+                FileType::Unknown => {
+                    lstat(&sub, child)?.is_some_and(|st| file_type(&st) == FileType::Directory)
+                }
+                _ => false,
+            };
+            if is_dir {
+                remove_tree(sub.as_fd(), child)?;
+            } else {
+                match rfs::unlinkat(&sub, child, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(Errno::ISDIR) => remove_tree(sub.as_fd(), child)?,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => return Ok(()),
+            Err(Errno::NOTEMPTY) if attempts < 3 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `chmod` that never follows a symlink: through an `O_PATH` fd and its
+/// `/proc/self/fd` entry (what glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does);
+/// a symlink is left alone (Linux ignores symlink modes anyway). Without
+/// `/proc`, falls back to `fchmodat` by name after checking the type.
+pub(crate) fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if file_type(&rfs::fstat(&fd)?) == FileType::Symlink {
+        return Ok(());
+    }
+    let mode = Mode::from_raw_mode(mode & 0o7777);
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match rfs::chmodat(CWD, proc_path.as_str(), mode, AtFlags::empty()) {
+        Err(Errno::NOENT) => rfs::chmodat(dir, name, mode, AtFlags::empty()),
+        other => other,
+    }
+}
+
+/// A temporary name in the same directory for the final name `name`, short
+/// enough that a 255-byte final name still works.
+pub(crate) fn temp_name(name: &OsStr) -> String {
+    let hash = blake3::hash(name.as_encoded_bytes());
+    format!(".georep.{}.tmp", &hash.to_hex()[..16])
+}
+
+/// The owner to apply, if the slave runs as root and the master sent one.
+pub(crate) fn owner(
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Option<(Option<rfs::Uid>, Option<rfs::Gid>)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let uid = uid.filter(|&u| u != u32::MAX).map(rfs::Uid::from_raw);
+    let gid = gid.filter(|&g| g != u32::MAX).map(rfs::Gid::from_raw);
+    if uid.is_none() && gid.is_none() {
+        None
+    } else {
+        Some((uid, gid))
+    }
+}
+
+/// Modification (and access) time as `utimensat` wants them.
+pub(crate) fn timestamps(mtime_sec: i64, mtime_nsec: u32) -> rfs::Timestamps {
+    let t = rfs::Timespec {
+        tv_sec: mtime_sec,
+        tv_nsec: mtime_nsec.into(),
+    };
+    rfs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}

@@ -1,0 +1,1077 @@
+//! Sessions run over in-memory streams against temp directories.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use rand::{RngCore, SeedableRng};
+
+use super::*;
+use crate::relpath::RelPath;
+use crate::transport::protocol::{
+    encode, Attrs, EntryOp, Failure, FailureKind, PieceKind, PIECE_SIZE, SIG_BLOCK_SIZE,
+};
+
+fn rp(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn hello() -> Request {
+    Request::Hello {
+        protocol: PROTOCOL_VERSION,
+        agent_version: "test".into(),
+    }
+}
+
+fn entry(seq: u64, op: EntryOp) -> Request {
+    Request::Entry { seq, op }
+}
+
+fn attrs(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Attrs {
+    Attrs {
+        mode,
+        uid: None,
+        gid: None,
+        mtime_sec,
+        mtime_nsec,
+    }
+}
+
+/// Runs a session on `reqs` (Hello is not added) and decodes every reply.
+fn run_raw(root: &Path, wire: &[u8]) -> (Result<(), SlaveError>, Vec<Reply>) {
+    let mut out = Vec::new();
+    let result = serve(root, wire, &mut out);
+    let mut replies = Vec::new();
+    let mut r = &out[..];
+    while !r.is_empty() {
+        replies.push(read_frame::<Reply, _>(&mut r).expect("slave sent a malformed reply"));
+    }
+    (result, replies)
+}
+
+fn wire(reqs: &[Request]) -> Vec<u8> {
+    let mut w = Vec::new();
+    for r in reqs {
+        write_frame(&mut w, r).unwrap();
+    }
+    w
+}
+
+/// Runs Hello + `reqs`, expects a clean end; returns the replies after Hello.
+fn session(root: &Path, reqs: &[Request]) -> Vec<Reply> {
+    let mut all = vec![hello()];
+    all.extend_from_slice(reqs);
+    let (result, mut replies) = run_raw(root, &wire(&all));
+    result.unwrap_or_else(|e| panic!("session failed: {e}; replies: {replies:?}"));
+    assert!(
+        matches!(replies.first(), Some(Reply::Hello { .. })),
+        "{replies:?}"
+    );
+    replies.remove(0);
+    replies
+}
+
+fn failures(replies: &[Reply]) -> Vec<&Failure> {
+    replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Failed(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn no_failures(replies: &[Reply]) {
+    let f = failures(replies);
+    assert!(f.is_empty(), "unexpected failures: {f:#?}");
+}
+
+/// Requests that ship `data` as `path` literally.
+fn ship(seq: u64, path: &str, data: &[u8], attrs: Attrs) -> Vec<Request> {
+    let mut reqs = vec![Request::FileBegin {
+        seq,
+        path: rp(path),
+        size: data.len() as u64,
+    }];
+    for (index, chunk) in data.chunks(PIECE_SIZE as usize).enumerate() {
+        reqs.push(Request::Piece {
+            index: index as u32,
+            kind: PieceKind::Literal,
+            data: chunk.to_vec(),
+        });
+    }
+    reqs.push(Request::FileEnd {
+        attrs,
+        hash: *blake3::hash(data).as_bytes(),
+    });
+    reqs
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hello_reports_root_and_emptiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, replies) = run_raw(dir.path(), &wire(&[hello()]));
+    r.unwrap();
+    let Reply::Hello {
+        protocol,
+        root,
+        root_empty,
+        agent_version,
+    } = &replies[0]
+    else {
+        panic!("{replies:?}")
+    };
+    assert_eq!(*protocol, PROTOCOL_VERSION);
+    assert_eq!(root, &dir.path().display().to_string());
+    assert_eq!(agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(root_empty);
+    fs::write(dir.path().join("x"), b"").unwrap();
+    let (_, replies) = run_raw(dir.path(), &wire(&[hello()]));
+    assert!(matches!(
+        replies[0],
+        Reply::Hello {
+            root_empty: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn version_mismatch_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = Request::Hello {
+        protocol: PROTOCOL_VERSION + 1,
+        agent_version: "future".into(),
+    };
+    let (r, replies) = run_raw(dir.path(), &wire(&[req, Request::Barrier { id: 1 }]));
+    assert!(matches!(r, Err(SlaveError::Version { .. })), "{r:?}");
+    let [Reply::Fatal { message }] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert!(message.contains("upgrade the slave"), "{message}");
+    assert!(
+        message.contains(&format!("{}", PROTOCOL_VERSION + 1)),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_or_non_directory_root_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let file = dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+    for root in [&missing, &file] {
+        let (r, replies) = run_raw(root, &wire(&[hello()]));
+        assert!(matches!(r, Err(SlaveError::Root { .. })), "{r:?}");
+        let [Reply::Fatal { message }] = &replies[..] else {
+            panic!("{replies:?}")
+        };
+        assert!(message.contains(&root.display().to_string()), "{message}");
+    }
+}
+
+#[test]
+fn first_frame_must_be_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, replies) = run_raw(dir.path(), &wire(&[Request::Barrier { id: 1 }]));
+    assert!(matches!(r, Err(SlaveError::Unexpected { .. })), "{r:?}");
+    assert!(matches!(&replies[..], [Reply::Fatal { .. }]), "{replies:?}");
+}
+
+#[test]
+fn entry_ops_apply_and_replay_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let batch = vec![
+        entry(
+            1,
+            EntryOp::Mkdir {
+                path: rp("d"),
+                mode: 0o755,
+            },
+        ),
+        entry(
+            2,
+            EntryOp::Mkdir {
+                path: rp("d/e"),
+                mode: 0o750,
+            },
+        ),
+        entry(
+            3,
+            EntryOp::Create {
+                path: rp("d/f"),
+                mode: 0o644,
+            },
+        ),
+        entry(
+            4,
+            EntryOp::Symlink {
+                path: rp("d/l"),
+                target: b"f".to_vec(),
+            },
+        ),
+        entry(
+            5,
+            EntryOp::Link {
+                path: rp("d/h"),
+                target: rp("d/f"),
+            },
+        ),
+        entry(
+            6,
+            EntryOp::Rename {
+                from: rp("d/f"),
+                to: rp("d/g"),
+            },
+        ),
+        entry(
+            7,
+            EntryOp::Create {
+                path: rp("x"),
+                mode: 0o644,
+            },
+        ),
+        entry(8, EntryOp::Unlink { path: rp("x") }),
+        entry(
+            9,
+            EntryOp::Mkdir {
+                path: rp("r/s"),
+                mode: 0o755,
+            },
+        ),
+        entry(
+            10,
+            EntryOp::Create {
+                path: rp("r/s/a"),
+                mode: 0o644,
+            },
+        ),
+        entry(11, EntryOp::Rmdir { path: rp("r") }),
+        // Missing parents are made.
+        entry(
+            12,
+            EntryOp::Create {
+                path: rp("p/q/z"),
+                mode: 0o600,
+            },
+        ),
+        Request::Commit { batch: 1 },
+    ];
+    let check = || {
+        assert_eq!(names(root), ["d", "p"]);
+        assert_eq!(names(&root.join("d")), ["e", "g", "h", "l"]);
+        assert!(root.join("d/e").is_dir());
+        let g = fs::symlink_metadata(root.join("d/g")).unwrap();
+        let h = fs::symlink_metadata(root.join("d/h")).unwrap();
+        assert!(g.is_file());
+        assert_eq!(
+            (g.dev(), g.ino()),
+            (h.dev(), h.ino()),
+            "d/h is a hard link of d/g"
+        );
+        assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("f"));
+        assert!(root.join("p/q/z").is_file());
+    };
+    let replies = session(root, &batch);
+    no_failures(&replies);
+    assert_eq!(replies.last(), Some(&Reply::Committed { batch: 1 }));
+    check();
+    let replies = session(root, &batch);
+    no_failures(&replies);
+    check();
+}
+
+#[test]
+fn entry_ops_replace_what_is_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("was_file"), b"x").unwrap();
+    fs::create_dir_all(root.join("was_dir/sub")).unwrap();
+    fs::write(root.join("was_dir/sub/f"), b"x").unwrap();
+    fs::create_dir_all(root.join("dir_to_unlink/a")).unwrap();
+    fs::write(root.join("keep"), b"content").unwrap();
+    fs::write(root.join("sym"), b"x").unwrap();
+    std::os::unix::fs::symlink("old", root.join("sym2")).unwrap();
+    fs::create_dir_all(root.join("src_dir/x")).unwrap();
+    fs::create_dir_all(root.join("dst_dir/y")).unwrap();
+    let replies = session(
+        root,
+        &[
+            entry(
+                1,
+                EntryOp::Mkdir {
+                    path: rp("was_file"),
+                    mode: 0o755,
+                },
+            ),
+            entry(
+                2,
+                EntryOp::Create {
+                    path: rp("was_dir"),
+                    mode: 0o644,
+                },
+            ),
+            entry(
+                3,
+                EntryOp::Unlink {
+                    path: rp("dir_to_unlink"),
+                },
+            ),
+            entry(
+                4,
+                EntryOp::Create {
+                    path: rp("keep"),
+                    mode: 0o644,
+                },
+            ),
+            entry(
+                5,
+                EntryOp::Symlink {
+                    path: rp("sym"),
+                    target: b"/etc/passwd".to_vec(),
+                },
+            ),
+            entry(
+                6,
+                EntryOp::Symlink {
+                    path: rp("sym2"),
+                    target: b"new".to_vec(),
+                },
+            ),
+            entry(
+                7,
+                EntryOp::Rename {
+                    from: rp("src_dir"),
+                    to: rp("dst_dir"),
+                },
+            ),
+            entry(
+                8,
+                EntryOp::Unlink {
+                    path: rp("never/was"),
+                },
+            ),
+            entry(9, EntryOp::Rmdir { path: rp("never") }),
+            Request::Commit { batch: 1 },
+        ],
+    );
+    no_failures(&replies);
+    assert!(root.join("was_file").is_dir());
+    assert!(fs::symlink_metadata(root.join("was_dir"))
+        .unwrap()
+        .is_file());
+    assert!(!root.join("dir_to_unlink").exists());
+    assert_eq!(fs::read(root.join("keep")).unwrap(), b"content");
+    assert_eq!(
+        fs::read_link(root.join("sym")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(fs::read_link(root.join("sym2")).unwrap(), Path::new("new"));
+    assert_eq!(names(&root.join("dst_dir")), ["x"]);
+    assert!(!root.join("src_dir").exists());
+    assert!(
+        !names(root).iter().any(|n| n.starts_with(".georep.")),
+        "{:?}",
+        names(root)
+    );
+}
+
+#[test]
+fn rename_with_missing_source_is_source_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let replies = session(
+        dir.path(),
+        &[
+            entry(
+                3,
+                EntryOp::Rename {
+                    from: rp("gone"),
+                    to: rp("b"),
+                },
+            ),
+            entry(
+                4,
+                EntryOp::Rename {
+                    from: rp("no/parent"),
+                    to: rp("c"),
+                },
+            ),
+            Request::Barrier { id: 9 },
+        ],
+    );
+    let f = failures(&replies);
+    assert_eq!(f.len(), 2, "{replies:?}");
+    assert_eq!(
+        (f[0].seq, f[0].kind, &f[0].path),
+        (3, FailureKind::SourceMissing, &rp("gone"))
+    );
+    assert!(
+        f[0].message
+            .contains(&format!("{}/gone", dir.path().display())),
+        "{}",
+        f[0].message
+    );
+    assert_eq!((f[1].seq, f[1].kind), (4, FailureKind::SourceMissing));
+    assert_eq!(replies.last(), Some(&Reply::Barrier { id: 9 }));
+    assert!(!dir.path().join("b").exists());
+}
+
+#[test]
+fn renaming_a_hard_link_over_its_twin_removes_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a"), b"x").unwrap();
+    fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+    let replies = session(
+        dir.path(),
+        &[entry(
+            1,
+            EntryOp::Rename {
+                from: rp("a"),
+                to: rp("b"),
+            },
+        )],
+    );
+    no_failures(&replies);
+    assert_eq!(names(dir.path()), ["b"]);
+}
+
+#[test]
+fn symlinked_parent_is_refused_and_outside_untouched() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("sentinel"), b"secret").unwrap();
+    fs::set_permissions(outside.join("sentinel"), fs::Permissions::from_mode(0o600)).unwrap();
+    let before = fs::metadata(outside.join("sentinel")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    // A regular file as a parent is refused the same way.
+    fs::write(root.join("plain"), b"").unwrap();
+
+    let mut reqs = vec![
+        entry(
+            1,
+            EntryOp::Create {
+                path: rp("evil/new"),
+                mode: 0o644,
+            },
+        ),
+        entry(
+            2,
+            EntryOp::Mkdir {
+                path: rp("evil/newdir"),
+                mode: 0o755,
+            },
+        ),
+        entry(
+            3,
+            EntryOp::Unlink {
+                path: rp("evil/sentinel"),
+            },
+        ),
+        entry(
+            4,
+            EntryOp::Rmdir {
+                path: rp("evil/sub"),
+            },
+        ),
+        entry(
+            5,
+            EntryOp::Symlink {
+                path: rp("evil/sentinel"),
+                target: b"x".to_vec(),
+            },
+        ),
+        entry(
+            6,
+            EntryOp::Rename {
+                from: rp("evil/sentinel"),
+                to: rp("stolen"),
+            },
+        ),
+        entry(
+            7,
+            EntryOp::Link {
+                path: rp("stolen2"),
+                target: rp("evil/sentinel"),
+            },
+        ),
+        Request::SetAttr {
+            seq: 8,
+            path: rp("evil/sentinel"),
+            attrs: attrs(0o777, 1, 0),
+        },
+        Request::Signature {
+            seq: 9,
+            path: rp("evil/sentinel"),
+        },
+    ];
+    reqs.extend(ship(
+        10,
+        "evil/sentinel",
+        b"overwritten",
+        attrs(0o644, 1, 0),
+    ));
+    reqs.push(entry(
+        11,
+        EntryOp::Create {
+            path: rp("plain/x"),
+            mode: 0o644,
+        },
+    ));
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(&root, &reqs);
+
+    let f = failures(&replies);
+    let seqs: Vec<u64> = f.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, (1..=11).collect::<Vec<_>>(), "{replies:#?}");
+    for f in &f {
+        assert_eq!(f.kind, FailureKind::Unsafe, "{f:?}");
+        assert!(
+            f.message.contains(&root.display().to_string()),
+            "{}",
+            f.message
+        );
+    }
+    // The signature request still gets its (empty) answer, leaking nothing.
+    assert!(replies.contains(&Reply::SigBegin { seq: 9, size: None }));
+    assert!(!replies.iter().any(|r| matches!(r, Reply::SigPiece { .. })));
+    assert_eq!(replies.last(), Some(&Reply::Committed { batch: 1 }));
+
+    assert_eq!(names(&outside), ["sentinel", "sub"]);
+    assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"secret");
+    let after = fs::metadata(outside.join("sentinel")).unwrap();
+    assert_eq!(after.mode(), before.mode());
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(names(&root), ["evil", "plain"]);
+}
+
+#[test]
+fn operations_on_the_root_itself_are_refused_except_setattr() {
+    let dir = tempfile::tempdir().unwrap();
+    let replies = session(
+        dir.path(),
+        &[
+            entry(
+                1,
+                EntryOp::Rmdir {
+                    path: RelPath::root(),
+                },
+            ),
+            Request::FileBegin {
+                seq: 2,
+                path: RelPath::root(),
+                size: 0,
+            },
+            Request::FileEnd {
+                attrs: attrs(0o644, 0, 0),
+                hash: *blake3::hash(b"").as_bytes(),
+            },
+            Request::SetAttr {
+                seq: 3,
+                path: RelPath::root(),
+                attrs: attrs(0o750, 1_600_000_000, 123_456_789),
+            },
+        ],
+    );
+    let f = failures(&replies);
+    assert_eq!(
+        f.iter().map(|f| (f.seq, f.kind)).collect::<Vec<_>>(),
+        [(1, FailureKind::Unsafe), (2, FailureKind::Unsafe)]
+    );
+    let md = fs::metadata(dir.path()).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o750);
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 123_456_789));
+}
+
+#[test]
+fn literal_file_ship_with_mode_and_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = random(2 * PIECE_SIZE as usize + 12345, 1);
+    let mut reqs = ship(1, "a/big", &big, attrs(0o640, 1_700_000_000, 987_654_321));
+    reqs.extend(ship(2, "small", b"hello", attrs(0o600, 1_500_000_000, 1)));
+    reqs.extend(ship(3, "empty", b"", attrs(0o644, 1_500_000_000, 0)));
+    reqs.push(Request::Commit { batch: 7 });
+    let replies = session(dir.path(), &reqs);
+    assert_eq!(replies, [Reply::Committed { batch: 7 }]);
+    assert!(fs::read(dir.path().join("a/big")).unwrap() == big);
+    assert_eq!(fs::read(dir.path().join("small")).unwrap(), b"hello");
+    assert_eq!(fs::read(dir.path().join("empty")).unwrap(), b"");
+    let md = fs::metadata(dir.path().join("a/big")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 987_654_321));
+    let md = fs::metadata(dir.path().join("small")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o600);
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 1));
+    assert_eq!(names(dir.path()), ["a", "empty", "small"]);
+}
+
+/// Asks the slave for the signature of `path`; returns one per piece.
+fn signatures(root: &Path, path: &str) -> Option<Vec<Vec<u8>>> {
+    let replies = session(
+        root,
+        &[Request::Signature {
+            seq: 1,
+            path: rp(path),
+        }],
+    );
+    let Some(Reply::SigBegin { seq: 1, size }) = replies.first() else {
+        panic!("{replies:?}")
+    };
+    let size = (*size)?;
+    let pieces: Vec<Vec<u8>> = replies[1..]
+        .iter()
+        .map(|r| match r {
+            Reply::SigPiece { data } => data.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(pieces.len() as u64, size.div_ceil(PIECE_SIZE));
+    Some(pieces)
+}
+
+#[test]
+fn signatures_per_piece_and_none_for_non_files() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("empty"), b"").unwrap();
+    fs::write(dir.path().join("f"), random(PIECE_SIZE as usize + 1, 2)).unwrap();
+    fs::create_dir(dir.path().join("d")).unwrap();
+    std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+    assert_eq!(signatures(dir.path(), "empty"), Some(vec![]));
+    let sigs = signatures(dir.path(), "f").unwrap();
+    assert_eq!(sigs.len(), 2);
+    let sig = fast_rsync::Signature::deserialize(sigs[0].clone()).unwrap();
+    let n_blocks = (PIECE_SIZE / u64::from(SIG_BLOCK_SIZE)) as usize;
+    assert_eq!(sig.serialized().len(), 12 + n_blocks * (4 + 8));
+    assert_eq!(signatures(dir.path(), "d"), None);
+    assert_eq!(signatures(dir.path(), "l"), None);
+    assert_eq!(signatures(dir.path(), "missing/x"), None);
+}
+
+#[test]
+fn delta_ship_sends_little_and_rebuilds_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = random(20 << 20, 3);
+    fs::write(dir.path().join("f"), &old).unwrap();
+    let mut new = old.clone();
+    let mid = new.len() / 2;
+    new[mid..mid + (1 << 20)].copy_from_slice(&random(1 << 20, 4));
+
+    let sigs = signatures(dir.path(), "f").unwrap();
+    let mut reqs = vec![Request::FileBegin {
+        seq: 5,
+        path: rp("f"),
+        size: new.len() as u64,
+    }];
+    let mut delta_bytes = 0;
+    for (index, piece) in new.chunks(PIECE_SIZE as usize).enumerate() {
+        let sig = fast_rsync::Signature::deserialize(sigs[index].clone()).unwrap();
+        let mut delta = Vec::new();
+        fast_rsync::diff(&sig.index(), piece, &mut delta).unwrap();
+        delta_bytes += delta.len();
+        reqs.push(Request::Piece {
+            index: index as u32,
+            kind: PieceKind::Delta,
+            data: delta,
+        });
+    }
+    assert!(delta_bytes < 4 << 20, "{delta_bytes} delta bytes");
+    reqs.push(Request::FileEnd {
+        attrs: attrs(0o644, 1_600_000_000, 5),
+        hash: *blake3::hash(&new).as_bytes(),
+    });
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(dir.path(), &reqs);
+    assert_eq!(replies, [Reply::Committed { batch: 1 }]);
+    assert!(fs::read(dir.path().join("f")).unwrap() == new);
+    assert_eq!(names(dir.path()), ["f"]);
+}
+
+#[test]
+fn mismatch_leaves_the_final_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f"), b"old").unwrap();
+    let mut bad_hash = ship(1, "f", b"new content", attrs(0o644, 1, 0));
+    if let Some(Request::FileEnd { hash, .. }) = bad_hash.last_mut() {
+        hash[0] ^= 1;
+    }
+    // Announced 20 bytes, sent 11.
+    let mut short = ship(2, "f", b"new content", attrs(0o644, 1, 0));
+    if let Request::FileBegin { size, .. } = &mut short[0] {
+        *size = 20;
+    }
+    // Announced 3 bytes, sent 11: refused while writing; the rest is ignored.
+    let mut long = ship(3, "f", b"new content", attrs(0o644, 1, 0));
+    if let Request::FileBegin { size, .. } = &mut long[0] {
+        *size = 3;
+    }
+    // A delta that does not apply.
+    let garbage_delta = vec![
+        Request::FileBegin {
+            seq: 4,
+            path: rp("f"),
+            size: 3,
+        },
+        Request::Piece {
+            index: 0,
+            kind: PieceKind::Delta,
+            data: vec![1, 2, 3],
+        },
+        Request::Piece {
+            index: 7,
+            kind: PieceKind::Literal,
+            data: vec![1, 2, 3],
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1, 0),
+            hash: [0; 32],
+        },
+    ];
+    let mut reqs = bad_hash;
+    reqs.extend(short);
+    reqs.extend(long);
+    reqs.extend(garbage_delta);
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(dir.path(), &reqs);
+    let f = failures(&replies);
+    assert_eq!(
+        f.iter().map(|f| (f.seq, f.kind)).collect::<Vec<_>>(),
+        [1, 2, 3, 4].map(|s| (s, FailureKind::Mismatch)),
+        "{replies:#?}"
+    );
+    assert!(f[0].message.contains("hash"), "{}", f[0].message);
+    assert_eq!(replies.last(), Some(&Reply::Committed { batch: 1 }));
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"old");
+    assert_eq!(names(dir.path()), ["f"]);
+}
+
+#[test]
+fn file_abort_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("kept"), b"old").unwrap();
+    let mut reqs = Vec::new();
+    for (seq, path) in [(1, "new"), (2, "kept")] {
+        reqs.push(Request::FileBegin {
+            seq,
+            path: rp(path),
+            size: 10,
+        });
+        reqs.push(Request::Piece {
+            index: 0,
+            kind: PieceKind::Literal,
+            data: b"01234".to_vec(),
+        });
+        reqs.push(Request::FileAbort);
+    }
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(dir.path(), &reqs);
+    assert_eq!(replies, [Reply::Committed { batch: 1 }]);
+    assert_eq!(names(dir.path()), ["kept"]);
+    assert_eq!(fs::read(dir.path().join("kept")).unwrap(), b"old");
+}
+
+#[test]
+fn data_is_in_place_before_commit_and_barrier_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reqs = ship(1, "f", b"v1", attrs(0o644, 1, 0));
+    // A signature of a pending file sees the new content.
+    reqs.push(Request::Signature {
+        seq: 2,
+        path: rp("f"),
+    });
+    reqs.push(Request::Barrier { id: 3 });
+    reqs.extend(ship(4, "f", b"v2!", attrs(0o644, 1, 0)));
+    reqs.push(Request::Commit { batch: 5 });
+    let replies = session(dir.path(), &reqs);
+    assert_eq!(
+        replies,
+        [
+            Reply::SigBegin {
+                seq: 2,
+                size: Some(2)
+            },
+            Reply::SigPiece {
+                data: fast_rsync::Signature::calculate(
+                    b"v1",
+                    fast_rsync::SignatureOptions {
+                        block_size: SIG_BLOCK_SIZE,
+                        crypto_hash_size: crate::transport::protocol::SIG_STRONG_LEN
+                    }
+                )
+                .into_serialized()
+            },
+            Reply::Barrier { id: 3 },
+            Reply::Committed { batch: 5 },
+        ]
+    );
+    assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"v2!");
+    assert_eq!(names(dir.path()), ["f"]);
+}
+
+#[test]
+fn many_files_are_flushed_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reqs = Vec::new();
+    let n = receive::MAX_PENDING_FILES + 10;
+    for i in 0..n {
+        reqs.extend(ship(
+            i as u64,
+            &format!("f{i}"),
+            format!("{i}").as_bytes(),
+            attrs(0o644, 1, 0),
+        ));
+    }
+    reqs.push(Request::Commit { batch: 1 });
+    assert_eq!(session(dir.path(), &reqs), [Reply::Committed { batch: 1 }]);
+    assert_eq!(names(dir.path()).len(), n);
+    assert_eq!(fs::read(dir.path().join("f1029")).unwrap(), b"1029");
+}
+
+#[test]
+fn setattr_on_dirs_files_symlinks_and_missing_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", root.join("d/l")).unwrap();
+    let replies = session(
+        root,
+        &[
+            Request::SetAttr {
+                seq: 1,
+                path: rp("d/f"),
+                attrs: attrs(0o604, 1_234_567_890, 42),
+            },
+            Request::SetAttr {
+                seq: 2,
+                path: rp("d/l"),
+                attrs: attrs(0o777, 1_111_111_111, 7),
+            },
+            Request::SetAttr {
+                seq: 3,
+                path: rp("d"),
+                attrs: attrs(0o711, 1_222_222_222, 999_999_999),
+            },
+            Request::SetAttr {
+                seq: 4,
+                path: rp("gone/x"),
+                attrs: attrs(0o711, 1, 0),
+            },
+            Request::SetAttr {
+                seq: 5,
+                path: rp("d/gone"),
+                attrs: attrs(0o711, 1, 0),
+            },
+        ],
+    );
+    no_failures(&replies);
+    let f = fs::symlink_metadata(root.join("d/f")).unwrap();
+    assert_eq!(f.mode() & 0o7777, 0o604);
+    assert_eq!((f.mtime(), f.mtime_nsec()), (1_234_567_890, 42));
+    let l = fs::symlink_metadata(root.join("d/l")).unwrap();
+    assert_eq!((l.mtime(), l.mtime_nsec()), (1_111_111_111, 7));
+    // The symlink's target was not changed through the link.
+    assert_eq!(
+        fs::symlink_metadata(root.join("d/f")).unwrap().mode() & 0o7777,
+        0o604
+    );
+    let d = fs::symlink_metadata(root.join("d")).unwrap();
+    assert_eq!(d.mode() & 0o7777, 0o711);
+    assert_eq!((d.mtime(), d.mtime_nsec()), (1_222_222_222, 999_999_999));
+}
+
+#[test]
+fn frames_out_of_place_are_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let piece = |index| Request::Piece {
+        index,
+        kind: PieceKind::Literal,
+        data: vec![0],
+    };
+    let begin = Request::FileBegin {
+        seq: 1,
+        path: rp("f"),
+        size: 2,
+    };
+    let cases: Vec<Vec<Request>> = vec![
+        vec![piece(0)],
+        vec![begin.clone(), piece(1)],
+        vec![begin.clone(), Request::Barrier { id: 1 }],
+        vec![Request::FileAbort],
+        vec![Request::FileEnd {
+            attrs: attrs(0, 0, 0),
+            hash: [0; 32],
+        }],
+        vec![hello()],
+    ];
+    for case in cases {
+        let mut all = vec![hello()];
+        all.extend(case.iter().cloned());
+        let (r, replies) = run_raw(dir.path(), &wire(&all));
+        assert!(
+            matches!(r, Err(SlaveError::Unexpected { .. })),
+            "{case:?}: {r:?}"
+        );
+        assert!(
+            matches!(replies.last(), Some(Reply::Fatal { .. })),
+            "{case:?}: {replies:?}"
+        );
+        assert_eq!(
+            names(dir.path()),
+            Vec::<String>::new(),
+            "{case:?} left files"
+        );
+    }
+}
+
+#[test]
+fn truncated_or_garbage_streams_are_errors_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = wire(&[hello(), Request::Barrier { id: 1 }]);
+    // Every truncation inside the Barrier frame.
+    let hello_len = encode(&hello()).unwrap().len();
+    for cut in hello_len + 1..good.len() {
+        let (r, _) = run_raw(dir.path(), &good[..cut]);
+        assert!(
+            matches!(r, Err(SlaveError::Protocol { .. })),
+            "cut {cut}: {r:?}"
+        );
+    }
+    // A clean end between frames is fine.
+    let (r, replies) = run_raw(dir.path(), &good);
+    r.unwrap();
+    assert_eq!(replies.last(), Some(&Reply::Barrier { id: 1 }));
+    // Garbage after the handshake, and before it.
+    let mut garbage = wire(&[hello()]);
+    garbage.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xfe, 0xfd, 0xfc]);
+    let (r, replies) = run_raw(dir.path(), &garbage);
+    assert!(matches!(r, Err(SlaveError::Protocol { .. })), "{r:?}");
+    assert!(matches!(replies.last(), Some(Reply::Fatal { .. })));
+    let (r, _) = run_raw(dir.path(), &[0xff; 64]);
+    assert!(r.is_err());
+    let (r, _) = run_raw(dir.path(), &[]);
+    assert!(r.is_err());
+    // Random bytes after the handshake never panic.
+    let junk_dir = tempfile::tempdir().unwrap();
+    for seed in 0..200 {
+        let mut w = wire(&[hello()]);
+        let junk = random(64, seed);
+        w.extend_from_slice(&[0, 0, 0, 60]);
+        w.extend_from_slice(&junk[..60]);
+        let _ = run_raw(junk_dir.path(), &w);
+    }
+    // A half-received file at the end of the stream leaves no temp file.
+    let mut w = wire(&[
+        hello(),
+        Request::FileBegin {
+            seq: 1,
+            path: rp("f"),
+            size: 10,
+        },
+    ]);
+    w.extend_from_slice(&[0, 0, 1]);
+    let (r, _) = run_raw(dir.path(), &w);
+    assert!(r.is_err());
+    assert!(
+        !names(dir.path()).iter().any(|n| n.starts_with(".georep.")),
+        "{:?}",
+        names(dir.path())
+    );
+}
+
+#[test]
+fn owner_is_applied_when_running_as_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: not running as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("target"), b"x").unwrap();
+    std::os::unix::fs::symlink("target", root.join("l")).unwrap();
+    let owned = Attrs {
+        mode: 0o4755,
+        uid: Some(1234),
+        gid: Some(5678),
+        mtime_sec: 1,
+        mtime_nsec: 0,
+    };
+    let mut reqs = ship(1, "f", b"data", owned);
+    reqs.push(Request::SetAttr {
+        seq: 2,
+        path: rp("l"),
+        attrs: Attrs {
+            uid: Some(4321),
+            ..owned
+        },
+    });
+    reqs.push(Request::Commit { batch: 1 });
+    assert_eq!(session(root, &reqs), [Reply::Committed { batch: 1 }]);
+    let f = fs::metadata(root.join("f")).unwrap();
+    // chown before chmod: the set-user-ID bit survives.
+    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1234, 5678, 0o4755));
+    let l = fs::symlink_metadata(root.join("l")).unwrap();
+    assert_eq!((l.uid(), l.gid()), (4321, 5678));
+    let t = fs::metadata(root.join("target")).unwrap();
+    assert_eq!(
+        (t.uid(), t.gid()),
+        (0, 0),
+        "the link's target was not changed"
+    );
+}
+
+#[test]
+fn symlink_as_last_component_is_replaced_never_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("root");
+    let outside = base.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(outside.join("d")).unwrap();
+    fs::write(outside.join("sentinel"), b"secret").unwrap();
+    for name in ["file", "dir", "attr", "gone"] {
+        let target = if name == "dir" {
+            outside.join("d")
+        } else {
+            outside.join("sentinel")
+        };
+        std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+    }
+    let mut reqs = ship(1, "file", b"mine", attrs(0o644, 1, 0));
+    reqs.push(entry(2, EntryOp::Rmdir { path: rp("dir") }));
+    reqs.push(Request::SetAttr {
+        seq: 3,
+        path: rp("attr"),
+        attrs: attrs(0o777, 1, 0),
+    });
+    reqs.push(entry(4, EntryOp::Unlink { path: rp("gone") }));
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(&root, &reqs);
+    no_failures(&replies);
+    assert_eq!(fs::read(root.join("file")).unwrap(), b"mine");
+    assert_eq!(names(&root), ["attr", "file"]);
+    assert_eq!(names(&outside), ["d", "sentinel"]);
+    assert_eq!(fs::read(outside.join("sentinel")).unwrap(), b"secret");
+    assert_ne!(
+        fs::metadata(outside.join("sentinel")).unwrap().mode() & 0o777,
+        0o777
+    );
+}
