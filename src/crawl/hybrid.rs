@@ -27,9 +27,14 @@ pub struct HybridCrawl {
     start: Option<RelPath>,
     exclude: Vec<PathBuf>,
     since: Option<Stime>,
+    prune: bool,
     stack: Vec<Level>,
     errors: Vec<String>,
 }
+
+/// Directories with more entries than this are not pruned (the name list
+/// must fit in one protocol frame); the error list says so.
+const PRUNE_MAX_ENTRIES: usize = 100_000;
 
 impl HybridCrawl {
     /// Walks `root/start`. With `since`, files and symlinks whose ctime is
@@ -41,9 +46,17 @@ impl HybridCrawl {
             start: Some(start),
             exclude,
             since,
+            prune: false,
             stack: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// Also make the slave delete what the brick no longer has, directory by
+    /// directory (for healing a gap; pointless on a first sync).
+    pub fn with_prune(mut self) -> Self {
+        self.prune = true;
+        self
     }
 
     /// Problems met so far (unreadable directories or entries), with paths.
@@ -127,6 +140,19 @@ impl HybridCrawl {
             if !path.is_root() {
                 batch.push_entry(Entry::Mkdir(path.clone()));
             }
+            if self.prune && names.len() <= PRUNE_MAX_ENTRIES {
+                let keep = names
+                    .iter()
+                    .filter(|n| !self.exclude.contains(&full.join(n)))
+                    .cloned()
+                    .collect();
+                batch.push_entry(Entry::Prune { dir: path.clone(), keep });
+            } else if self.prune {
+                self.errors.push(format!(
+                    "not removing stale entries of {} on the slave: more than {PRUNE_MAX_ENTRIES} entries",
+                    full.display()
+                ));
+            }
             self.stack.push(Level {
                 dir: path,
                 children: names.into_iter(),
@@ -181,6 +207,23 @@ mod tests {
         assert_eq!(d, vec![p("a/b/f"), p("top")]);
         assert_eq!(m, vec![p("a/b"), p("a/l"), p("a"), RelPath::root()]);
         assert!(n >= 3, "batches should be bounded, got {n}");
+    }
+
+    #[test]
+    fn prune_lists_what_the_master_has() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/f"), "x").unwrap();
+        let c = HybridCrawl::new(t.path().to_owned(), RelPath::root(), vec![], None).with_prune();
+        let (e, _, _, _) = all(c, 100);
+        assert_eq!(
+            e,
+            vec![
+                Entry::Prune { dir: RelPath::root(), keep: vec!["d".into()] },
+                Entry::Mkdir(p("d")),
+                Entry::Prune { dir: p("d"), keep: vec!["f".into()] },
+            ]
+        );
     }
 
     #[test]

@@ -197,6 +197,10 @@ async fn drain_journal(ctx: &mut Ctx<'_>, upto: Option<Stime>) -> Result<bool, W
 /// Walks `start` on the brick and ships everything changed since `since`.
 async fn hybrid(ctx: &mut Ctx<'_>, start: RelPath, since: Option<Stime>) -> Result<(), WorkerError> {
     let mut crawl = HybridCrawl::new(ctx.brick.brick.clone(), start, ctx.brick.exclude.clone(), since);
+    if since.is_some() {
+        // Healing a gap: deletions made meanwhile are in no journal.
+        crawl = crawl.with_prune();
+    }
     let max = ctx.plan.config.changelog_batch_size;
     while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
         ship(ctx, &batch).await?;

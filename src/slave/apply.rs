@@ -32,7 +32,47 @@ pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpErr
             remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e))
         }
         EntryOp::Rename { from, to } => rename(root, from, to),
+        EntryOp::Prune { path, keep } => prune(root, path, keep).map_err(|e| (path.clone(), e)),
     }
+}
+
+/// Removes what the master no longer has in directory `path`. A missing
+/// directory has nothing to prune.
+fn prune(root: &mut Root, path: &RelPath, keep: &[serde_bytes::ByteBuf]) -> Result<(), OpError> {
+    let fail = |root: &Root, e| root.error(path, "cannot prune directory", e);
+    let dir = if path.is_root() {
+        rustix::io::fcntl_dupfd_cloexec(root.fd(), 0).map_err(|e| fail(root, e))?
+    } else {
+        let p = match root.parent(path, false) {
+            Ok(p) => p,
+            Err(e) if e.is_enoent() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match rfs::openat(&p.dir, p.name, super::root::DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                return Err(root.refuse(path, FailureKind::Unsafe, &format!("not a directory ({e})")))
+            }
+            Err(e) => return Err(fail(root, e)),
+        }
+    };
+    let keep: std::collections::HashSet<&[u8]> = keep.iter().map(|k| k.as_slice()).collect();
+    let mut doomed = Vec::new();
+    for entry in rfs::Dir::read_from(&dir).map_err(|e| fail(root, e))? {
+        let entry = entry.map_err(|e| fail(root, e))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." && !keep.contains(name) {
+            doomed.push(name.to_vec());
+        }
+    }
+    for name in &doomed {
+        remove_any(dir.as_fd(), OsStr::from_bytes(name)).map_err(|e| fail(root, e))?;
+    }
+    if !doomed.is_empty() {
+        root.note_changed(dir.as_fd());
+    }
+    Ok(())
 }
 
 fn mkdir(root: &mut Root, path: &RelPath, mode: u32) -> Result<(), OpError> {

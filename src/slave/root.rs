@@ -23,7 +23,7 @@ use crate::relpath::RelPath;
 use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
-const DIR_FLAGS: OFlags = OFlags::DIRECTORY
+pub(crate) const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC)
     .union(OFlags::RDONLY);

@@ -92,6 +92,12 @@ pub enum EntryOp {
     Unlink { path: RelPath },
     /// Remove a directory and everything below it; nothing there is success.
     Rmdir { path: RelPath },
+    /// Remove every entry of the directory `path` whose name is not in
+    /// `keep`: how a Hybrid Crawl heals deletions the journal never saw.
+    Prune {
+        path: RelPath,
+        keep: Vec<serde_bytes::ByteBuf>,
+    },
     /// Rename; replaces whatever is at `to`. A missing `from` is reported as
     /// [`FailureKind::SourceMissing`] so the master can resend `to`.
     Rename { from: RelPath, to: RelPath },

@@ -121,7 +121,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.barrier().await?;
         let mut extra = Batch::new();
         for to in std::mem::take(&mut self.resend) {
-            let mut walk = HybridCrawl::new(self.brick.to_owned(), to, Vec::new(), None);
+            let mut walk = HybridCrawl::new(self.brick.to_owned(), to, Vec::new(), None).with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
@@ -229,6 +229,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             Entry::Rename { from, to } => EntryOp::Rename {
                 from: from.clone(),
                 to: to.clone(),
+            },
+            Entry::Prune { dir, keep } => EntryOp::Prune {
+                path: dir.clone(),
+                keep: keep
+                    .iter()
+                    .map(|k| serde_bytes::ByteBuf::from(k.clone().into_encoded_bytes()))
+                    .collect(),
             },
         };
         let seq = self.link.next_seq();
