@@ -8,4 +8,5 @@
 
 pub mod relpath;
 pub mod session;
+pub mod testkit;
 pub mod transport;
