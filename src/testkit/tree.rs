@@ -223,13 +223,11 @@ pub fn compare_trees(a: &Path, b: &Path, opts: &CompareOptions) -> Vec<Differenc
                     }
                 }
             }
-            EntryType::Symlink => {
-                if x.target != y.target {
-                    push(DifferenceKind::SymlinkTarget {
-                        a: x.target.clone().unwrap_or_default(),
-                        b: y.target.clone().unwrap_or_default(),
-                    });
-                }
+            EntryType::Symlink if x.target != y.target => {
+                push(DifferenceKind::SymlinkTarget {
+                    a: x.target.clone().unwrap_or_default(),
+                    b: y.target.clone().unwrap_or_default(),
+                });
             }
             _ => {}
         }
