@@ -15,4 +15,5 @@ pub mod relpath;
 pub mod session;
 pub mod slave;
 pub mod state;
+pub mod testkit;
 pub mod transport;

@@ -114,7 +114,10 @@ impl RelPath {
             return None;
         }
         match self.0.iter().rposition(|&b| b == b'/') {
-            Some(i) => Some((RelPath(self.0[..i].to_vec()), OsStr::from_bytes(&self.0[i + 1..]))),
+            Some(i) => Some((
+                RelPath(self.0[..i].to_vec()),
+                OsStr::from_bytes(&self.0[i + 1..]),
+            )),
             None => Some((RelPath::root(), OsStr::from_bytes(&self.0))),
         }
     }
@@ -248,7 +251,10 @@ mod tests {
         let evil = postcard::to_allocvec(&serde_bytes::ByteBuf::from(b"../x".to_vec())).unwrap();
         assert!(postcard::from_bytes::<RelPath>(&evil).is_err());
         let good = postcard::to_allocvec(&RelPath::new("a/b").unwrap()).unwrap();
-        assert_eq!(postcard::from_bytes::<RelPath>(&good).unwrap(), RelPath::new("a/b").unwrap());
+        assert_eq!(
+            postcard::from_bytes::<RelPath>(&good).unwrap(),
+            RelPath::new("a/b").unwrap()
+        );
     }
 
     #[test]
@@ -259,7 +265,9 @@ mod tests {
         assert_eq!(name, "c");
         assert_eq!(RelPath::new("a").unwrap().parent(), Some(RelPath::root()));
         assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
-        assert!(!RelPath::new("a/bc").unwrap().starts_with(&RelPath::new("a/b").unwrap()));
+        assert!(!RelPath::new("a/bc")
+            .unwrap()
+            .starts_with(&RelPath::new("a/b").unwrap()));
         assert_eq!(
             p.rebase(&RelPath::new("a").unwrap(), &RelPath::new("z").unwrap()),
             Some(RelPath::new("z/b/c").unwrap())

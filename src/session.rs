@@ -16,7 +16,11 @@ pub enum SessionError {
     #[error("brick {0:?} must be an absolute path")]
     BrickNotAbsolute(PathBuf),
     #[error("stime would go backwards for brick {brick}: {from} -> {to}")]
-    StimeBackwards { brick: String, from: Stime, to: Stime },
+    StimeBackwards {
+        brick: String,
+        from: Stime,
+        to: Stime,
+    },
 }
 
 /// Master volume name: also a directory name under `GEOREP_HOME`, hence the
@@ -36,8 +40,7 @@ impl FromStr for VolumeName {
         let ok = !s.is_empty()
             && s.len() <= 128
             && !s.starts_with('.')
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if ok {
             Ok(VolumeName(s.to_owned()))
@@ -198,11 +201,22 @@ mod tests {
     #[test]
     fn slave_urls() {
         let u: SlaveUrl = "geo@dr1.example::/srv/dr/gv0".parse().unwrap();
-        assert_eq!((u.user.as_str(), u.host.as_str(), u.volume.as_str()), ("geo", "dr1.example", "/srv/dr/gv0"));
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.volume.as_str()),
+            ("geo", "dr1.example", "/srv/dr/gv0")
+        );
         let u: SlaveUrl = "127.0.0.1::gv0".parse().unwrap();
         assert_eq!(u.user, "root");
         assert_eq!(u.to_string(), "root@127.0.0.1::gv0");
-        for bad in ["host:/x", "::x", "a@::x", "h::", "h::/a/../b", "h::a\"b", "us er@h::x"] {
+        for bad in [
+            "host:/x",
+            "::x",
+            "a@::x",
+            "h::",
+            "h::/a/../b",
+            "h::a\"b",
+            "us er@h::x",
+        ] {
             let e = bad.parse::<SlaveUrl>().unwrap_err().to_string();
             assert!(e.contains("[USER@]HOST::VOLUME"), "{bad}: {e}");
         }
@@ -219,7 +233,10 @@ mod tests {
     #[test]
     fn stime_only_moves_forward() {
         let a = Stime::from_secs(10);
-        assert_eq!(a.advance(Stime::from_secs(11), "b").unwrap(), Stime::from_secs(11));
+        assert_eq!(
+            a.advance(Stime::from_secs(11), "b").unwrap(),
+            Stime::from_secs(11)
+        );
         assert!(a.advance(Stime::from_secs(9), "b").is_err());
         assert_eq!(Stime(1_500_000_000).to_string(), "1.500000000");
     }

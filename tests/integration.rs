@@ -1,1 +1,11 @@
+//! Integration tests: the real `geo-rep` binary against a real OpenSSH sshd
+//! on 127.0.0.1 (see `georep::testkit`). One module per topic; each test
+//! builds its own [`common::Scenario`] (own sshd, `GEOREP_HOME`, brick and
+//! slave directory), so they run in parallel.
 
+mod common;
+
+mod delta;
+mod e2e;
+mod errors;
+mod security;

@@ -186,7 +186,10 @@ pub enum FailureKind {
 impl FailureKind {
     /// Whether retrying the same batch later may succeed.
     pub fn is_transient(self) -> bool {
-        matches!(self, FailureKind::NoSpace | FailureKind::Mismatch | FailureKind::Io)
+        matches!(
+            self,
+            FailureKind::NoSpace | FailureKind::Mismatch | FailureKind::Io
+        )
     }
 }
 

@@ -1,0 +1,160 @@
+//! A brick replicated end to end: live changes (Changelog Crawl) and a brick
+//! that already holds a tree at start (Hybrid Crawl).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use georep::testkit::{assert_trees_equal, random_bytes, sample_tree, set_mtime, SampleTree};
+
+use crate::common::Scenario;
+
+fn past(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_400_000_000 + secs)
+}
+
+#[test]
+fn live_changes_reach_the_slave_and_the_trees_end_up_identical() {
+    let s = Scenario::new();
+
+    // create prints the slave's host key fingerprint.
+    let created = s.create(false).ok();
+    let fp = s.sshd.host_key_fingerprint().unwrap();
+    assert!(
+        created.stdout().contains(&fp),
+        "create should print the host key fingerprint {fp}\n{}",
+        created.0
+    );
+
+    s.start().ok();
+    s.wait_active();
+
+    let b = &s.brick;
+    // Files: empty, small, 1 MiB random; nested directories.
+    fs::write(b.join("empty"), b"").unwrap();
+    fs::write(b.join("hello.txt"), b"hello, world\n").unwrap();
+    fs::create_dir_all(b.join("a/b/c")).unwrap();
+    fs::write(b.join("a/b/c/random.bin"), random_bytes(1 << 20, 1)).unwrap();
+    fs::write(b.join("a/b/notes.txt"), b"first version\n").unwrap();
+    fs::write(b.join("a/to-truncate"), random_bytes(100_000, 2)).unwrap();
+    fs::write(b.join("a/doomed"), b"bye").unwrap();
+    fs::create_dir_all(b.join("tree/x/y")).unwrap();
+    fs::write(b.join("tree/x/y/z"), b"deep").unwrap();
+    fs::write(b.join("tree/x/w"), b"w").unwrap();
+    fs::create_dir_all(b.join("olddir/sub")).unwrap();
+    fs::write(b.join("olddir/sub/kept"), b"moves along with its dir").unwrap();
+    fs::write(b.join("oldname"), b"renamed file").unwrap();
+    fs::write(b.join("replaced"), b"will be replaced by a rename").unwrap();
+    fs::write(b.join("replacer"), b"replaces it").unwrap();
+
+    // Modify: overwrite in place and append.
+    fs::write(b.join("a/b/notes.txt"), b"second version, longer\n").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(b.join("hello.txt"))
+        .unwrap()
+        .write_all(b"appended\n")
+        .unwrap();
+    // Truncate.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("a/to-truncate"))
+        .unwrap()
+        .set_len(1234)
+        .unwrap();
+    // Rename a file, a directory, and a file over an existing one.
+    fs::rename(b.join("oldname"), b.join("a/newname")).unwrap();
+    fs::rename(b.join("olddir"), b.join("newdir")).unwrap();
+    fs::rename(b.join("replacer"), b.join("replaced")).unwrap();
+    // Delete a file and a directory tree.
+    fs::remove_file(b.join("a/doomed")).unwrap();
+    fs::remove_dir_all(b.join("tree")).unwrap();
+    // Symlinks: relative, and dangling.
+    symlink("b/c/random.bin", b.join("a/link-to-random")).unwrap();
+    symlink("../nowhere/at/all", b.join("a/dangling")).unwrap();
+    // Modes.
+    fs::set_permissions(b.join("hello.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(b.join("a/b/c"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(b.join("a/newname"), fs::Permissions::from_mode(0o755)).unwrap();
+    // mtimes in the past: a file, and a directory whose content is final.
+    set_mtime(&b.join("a/b/c/random.bin"), past(1), true).unwrap();
+    set_mtime(&b.join("newdir/sub"), past(2), true).unwrap();
+
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+
+    // A second round on a synced tree.
+    fs::write(b.join("a/b/notes.txt"), b"third\n").unwrap();
+    fs::remove_file(b.join("a/link-to-random")).unwrap();
+    fs::rename(b.join("newdir"), b.join("a/b/moved")).unwrap();
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+
+    s.stop().ok();
+    let status = s.status_json();
+    assert!(!status.is_empty());
+    for brick in &status {
+        assert_eq!(brick["status"], "Stopped", "after stop: {brick}");
+    }
+}
+
+#[test]
+fn a_brick_that_already_holds_a_tree_is_fully_synced_by_the_hybrid_crawl() {
+    let s = Scenario::new();
+    sample_tree(
+        &s.brick,
+        &SampleTree {
+            files: 400,
+            dirs: 40,
+            symlinks: 30,
+            max_file_size: 64 * 1024,
+            seed: 11,
+        },
+    )
+    .unwrap();
+    let t = SystemTime::now();
+
+    s.create_and_start(false);
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+
+    let status = s.status_json();
+    assert_eq!(status.len(), 1, "one brick: {status:?}");
+    assert_eq!(status[0]["master_vol"], "gv0");
+    assert_eq!(status[0]["master_brick"], s.brick.display().to_string());
+    assert!(status[0]["last_synced"].is_string(), "{}", status[0]);
+}
+
+#[test]
+fn status_table_has_the_glusterfs_columns() {
+    let s = Scenario::new();
+    s.create(false).ok();
+    let out = s.geo_rep(["status", &s.vol, &s.slave_url()]).ok();
+    let header = out.stdout().lines().next().unwrap_or_default().to_owned();
+    let cols = [
+        "MASTER NODE",
+        "MASTER VOL",
+        "MASTER BRICK",
+        "SLAVE USER",
+        "SLAVE",
+        "SLAVE NODE",
+        "STATUS",
+        "CRAWL STATUS",
+        "LAST_SYNCED",
+    ];
+    let mut at = 0;
+    for c in cols {
+        let i = header[at..]
+            .find(c)
+            .unwrap_or_else(|| panic!("column {c:?} missing or out of order in {header:?}"));
+        at += i + c.len();
+    }
+    assert!(
+        out.stdout().contains(&s.brick.display().to_string()),
+        "the brick's row is missing\n{}",
+        out.0
+    );
+}
