@@ -6,6 +6,7 @@
 //! SSH, `slave` applies them on the remote side, `state` remembers sessions
 //! and stime, `monitor` runs the workers of a session, `cli` talks to people.
 
+pub mod changelog;
 pub mod relpath;
 pub mod session;
 pub mod transport;
