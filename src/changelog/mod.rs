@@ -77,7 +77,8 @@
 //!   the file is non-empty, so the slave can build it as a copy.
 //! * `Unlink`: a non-directory (or an entry of unknown type) was removed or
 //!   moved out of the brick. `Rmdir`: a directory was removed.
-//! * `Rename { from, to }`: one rename inside the brick, exactly one record.
+//! * `Rename { from, to }`: one rename inside the brick, exactly one record
+//!   (`to` was replaced if it existed, as rename(2) does).
 //!   If `to` is a directory, the hook rescans it and records entries changed
 //!   recently, because notify re-watches a moved directory under its new
 //!   name only after the rename (see `hook.rs`).
