@@ -1,0 +1,719 @@
+//! The journal hook: notify events of one brick → records → rolling files.
+//!
+//! Threads: notify's inotify thread hands each event to a closure that
+//! `try_send`s it into a bounded channel (it never blocks, so notify never
+//! waits for us; when the channel is full the event is counted as dropped and
+//! a Gap is written). One std thread, the worker, owns the watcher, the open
+//! file and all state: it turns events into records, answers
+//! [`Hook::rollover_now`] / [`Hook::stop`] (sent through the same channel,
+//! so they are ordered after the events already delivered) and rolls over on
+//! a timer. No async runtime is needed.
+//!
+//! What notify 8's inotify backend emits (read from its `inotify.rs`):
+//! * a rename inside the watched tree gives `Name(From)` (tracker = cookie),
+//!   then `Name(To)` and `Name(Both)` `[from, to]` with the same tracker,
+//!   delivered together. notify remembers only the last `From`.
+//! * a move out gives only `Name(From)`; a move in only `Name(To)`.
+//! * `MOVE_SELF` of a watched root gives `Name(From)` *without* tracker.
+//! * new directories (created or moved in) are watched by notify itself,
+//!   after it has delivered the whole batch of events that announced them.
+//!   Any request to the watcher (we use `configure`) is served by the same
+//!   event-loop thread after that batch, so it is a barrier: once it returns,
+//!   the new directory is watched and a scan of it misses nothing.
+//! * a moved directory is unwatched at its old name and re-watched at the new
+//!   one after the batch; changes inside it in between are lost or reported
+//!   under the old name. So after a directory rename we rescan the new name
+//!   for entries whose ctime is recent (within [`RENAME_RESCAN_MARGIN`] of the
+//!   moment we handled the rename).
+
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode};
+use notify::{EventKind, INotifyWatcher, RecursiveMode, Watcher};
+
+use super::format::OpenFile;
+use super::{ChangelogError, Record, CURRENT_FILE};
+use crate::relpath::RelPath;
+use crate::session::Stime;
+
+/// Default interval between rollovers.
+pub const DEFAULT_ROLLOVER: Duration = Duration::from_secs(1);
+
+/// Capacity of the channel from notify to the worker, in events. Memory stays
+/// bounded; when it is full, events are dropped and a Gap is written.
+const CHANNEL_CAP: usize = 64 * 1024;
+
+/// After a directory rename, entries under the new name whose ctime is at
+/// most this much older than the moment we handled the rename are recorded
+/// again (see the module documentation).
+pub const RENAME_RESCAN_MARGIN: Duration = Duration::from_secs(10);
+
+/// What the hook watches and where it writes.
+#[derive(Debug, Clone)]
+pub struct HookConfig {
+    /// The brick directory to journal.
+    pub brick: PathBuf,
+    /// Where changelog files go; outside the brick (if it is inside, it is
+    /// excluded automatically).
+    pub journal_dir: PathBuf,
+    /// Time between rollovers; must be positive.
+    pub rollover: Duration,
+    /// Absolute directories inside the brick that are not journalled.
+    pub exclude: Vec<PathBuf>,
+}
+
+impl HookConfig {
+    /// A config with the default rollover and no exclusions.
+    pub fn new(brick: impl Into<PathBuf>, journal_dir: impl Into<PathBuf>) -> Self {
+        HookConfig {
+            brick: brick.into(),
+            journal_dir: journal_dir.into(),
+            rollover: DEFAULT_ROLLOVER,
+            exclude: Vec::new(),
+        }
+    }
+}
+
+type Reply = SyncSender<Result<(), String>>;
+
+enum Msg {
+    Event(notify::Result<notify::Event>),
+    Rollover(Reply),
+    Stop(Reply),
+}
+
+/// A running journal hook; see the module documentation.
+pub struct Hook {
+    brick: PathBuf,
+    tx: SyncSender<Msg>,
+    closed: Arc<AtomicI64>,
+    error: Arc<Mutex<Option<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("brick", &self.brick)
+            .field("closed_through", &self.closed_through())
+            .finish_non_exhaustive()
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|_| p.to_owned())
+}
+
+impl Hook {
+    /// Starts watching; returns once the watch on the whole existing tree is
+    /// in place (so anything changed after `start` returns is journalled).
+    /// The first file begins with a Gap: what changed before is unknown.
+    pub fn start(cfg: HookConfig) -> Result<Hook, ChangelogError> {
+        let md = fs::metadata(&cfg.brick)
+            .map_err(|e| ChangelogError::io("open brick", &cfg.brick, e))?;
+        if !md.is_dir() {
+            return Err(ChangelogError::Watch {
+                brick: cfg.brick.clone(),
+                reason: "not a directory".into(),
+            });
+        }
+        if cfg.rollover.is_zero() {
+            return Err(ChangelogError::Watch {
+                brick: cfg.brick.clone(),
+                reason: "rollover interval must be positive".into(),
+            });
+        }
+        let brick = canonical(&cfg.brick);
+        fs::create_dir_all(&cfg.journal_dir)
+            .map_err(|e| ChangelogError::io("create journal directory", &cfg.journal_dir, e))?;
+        let journal = canonical(&cfg.journal_dir);
+        let mut exclude: Vec<PathBuf> = cfg.exclude.iter().map(|p| canonical(p)).collect();
+        if journal.starts_with(&brick) {
+            exclude.push(journal.clone());
+        }
+
+        let mut why = format!(
+            "journal hook started for {}: changes made while no hook ran are not journalled",
+            brick.display()
+        );
+        let stale = journal.join(CURRENT_FILE);
+        match fs::remove_file(&stale) {
+            Ok(()) => why.push_str("; an unclosed file of an earlier run was discarded"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ChangelogError::io("delete stale", &stale, e)),
+        }
+
+        let t0 = Stime::now();
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_CAP);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let handler = {
+            let tx = tx.clone();
+            let dropped = dropped.clone();
+            move |ev: notify::Result<notify::Event>| match tx.try_send(Msg::Event(ev)) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        };
+        let watch_err = |e: notify::Error| {
+            ChangelogError::Watch {
+            brick: brick.clone(),
+            reason: match e.kind {
+                notify::ErrorKind::MaxFilesWatch => format!(
+                    "{e} (raise fs.inotify.max_user_watches; the brick needs one watch per directory)"
+                ),
+                _ => e.to_string(),
+            },
+        }
+        };
+        let mut watcher = INotifyWatcher::new(
+            handler,
+            notify::Config::default().with_follow_symlinks(false),
+        )
+        .map_err(watch_err)?;
+        watcher
+            .watch(&brick, RecursiveMode::Recursive)
+            .map_err(watch_err)?;
+
+        let closed = Arc::new(AtomicI64::new(t0.nanos()));
+        let error = Arc::new(Mutex::new(None));
+        let mut worker = Worker {
+            brick: brick.clone(),
+            journal,
+            rollover: cfg.rollover,
+            exclude,
+            watcher,
+            rx,
+            dropped,
+            closed: closed.clone(),
+            file: None,
+            interval_start: t0,
+            last_end: t0,
+            last: None,
+            pending_from: None,
+            deferred: Vec::new(),
+            stop: None,
+        };
+        worker.gap(why)?;
+        let thread = {
+            let error = error.clone();
+            std::thread::Builder::new()
+                .name("georep-journal".into())
+                .spawn(move || worker.run(&error))
+                .map_err(|e| ChangelogError::Hook {
+                    brick: brick.clone(),
+                    reason: format!("cannot start thread: {e}"),
+                })?
+        };
+        Ok(Hook {
+            brick,
+            tx,
+            closed,
+            error,
+            thread: Some(thread),
+        })
+    }
+
+    /// Every event that happened before this time is in a closed file
+    /// (initially the start time; advanced at each rollover, even when the
+    /// interval had no records).
+    pub fn closed_through(&self) -> Stime {
+        Stime(self.closed.load(Ordering::SeqCst))
+    }
+
+    /// Closes the current file now (at shutdown and in tests).
+    pub fn rollover_now(&self) -> Result<(), ChangelogError> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        self.tx.send(Msg::Rollover(rtx)).map_err(|_| self.dead())?;
+        match rrx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(ChangelogError::Hook {
+                brick: self.brick.clone(),
+                reason,
+            }),
+            Err(_) => Err(self.dead()),
+        }
+    }
+
+    /// A fatal hook error (e.g. journal directory unwritable), if any. After
+    /// one, the hook has stopped and `closed_through` no longer advances.
+    pub fn error(&self) -> Option<String> {
+        match self.error.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Final rollover, then stop.
+    pub fn stop(mut self) -> Result<(), ChangelogError> {
+        self.shutdown()
+    }
+
+    fn dead(&self) -> ChangelogError {
+        ChangelogError::Hook {
+            brick: self.brick.clone(),
+            reason: self
+                .error()
+                .unwrap_or_else(|| "the journal thread is not running".into()),
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), ChangelogError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        let answer = match self.tx.send(Msg::Stop(rtx)) {
+            Ok(()) => rrx.recv().ok(),
+            Err(_) => None,
+        };
+        let joined = thread.join();
+        match (answer, joined) {
+            (_, Err(_)) => Err(ChangelogError::Hook {
+                brick: self.brick.clone(),
+                reason: "the journal thread panicked".into(),
+            }),
+            (Some(Ok(())), Ok(())) => Ok(()),
+            (Some(Err(reason)), Ok(())) => Err(ChangelogError::Hook {
+                brick: self.brick.clone(),
+                reason,
+            }),
+            (None, Ok(())) => Err(self.dead()),
+        }
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The worker thread's state; see the module documentation.
+struct Worker {
+    brick: PathBuf,
+    journal: PathBuf,
+    rollover: Duration,
+    exclude: Vec<PathBuf>,
+    watcher: INotifyWatcher,
+    rx: Receiver<Msg>,
+    dropped: Arc<AtomicU64>,
+    closed: Arc<AtomicI64>,
+    file: Option<OpenFile>,
+    interval_start: Stime,
+    last_end: Stime,
+    /// Last record of the current file, to coalesce duplicates.
+    last: Option<Record>,
+    /// A `Name(From)` waiting for its `To`/`Both`: (tracker, path).
+    pending_from: Option<(usize, PathBuf)>,
+    deferred: Vec<Reply>,
+    stop: Option<Reply>,
+}
+
+impl Worker {
+    fn run(mut self, error: &Mutex<Option<String>>) {
+        if let Err(e) = self.main_loop() {
+            let msg = e.to_string();
+            tracing::error!("journal hook stopped: {msg}");
+            for r in self.deferred.drain(..).chain(self.stop.take()) {
+                let _ = r.send(Err(msg.clone()));
+            }
+            match error.lock() {
+                Ok(mut g) => *g = Some(msg),
+                Err(p) => *p.into_inner() = Some(msg),
+            }
+        }
+    }
+
+    fn main_loop(&mut self) -> Result<(), ChangelogError> {
+        let mut deadline = Instant::now() + self.rollover;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Event(ev)) => self.handle(ev)?,
+                Ok(Msg::Rollover(r)) => self.deferred.push(r),
+                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.rollover()?;
+                    deadline = Instant::now() + self.rollover;
+                }
+                // Cannot happen while the Hook lives (it holds a sender).
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.rollover()?;
+                    return Ok(());
+                }
+            }
+            // Requests are served by a rollover that starts after they came.
+            while !self.deferred.is_empty() || self.stop.is_some() {
+                let reqs = std::mem::take(&mut self.deferred);
+                let stop = self.stop.take();
+                self.rollover()?;
+                deadline = Instant::now() + self.rollover;
+                for r in reqs {
+                    let _ = r.send(Ok(()));
+                }
+                if let Some(r) = stop {
+                    for r in self.deferred.drain(..) {
+                        let _ = r.send(Ok(()));
+                    }
+                    let _ = r.send(Ok(()));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Drains what notify has delivered, then closes the current file with
+    /// end = the time taken before the drain, and only then advances
+    /// `closed_through`.
+    fn rollover(&mut self) -> Result<(), ChangelogError> {
+        let t = Stime(Stime::now().nanos().max(self.last_end.nanos() + 1));
+        // At most what the channel could hold at `t`: a steady stream of new
+        // events must not keep the file open forever.
+        for _ in 0..CHANNEL_CAP {
+            match self.rx.try_recv() {
+                Ok(Msg::Event(ev)) => self.handle(ev)?,
+                Ok(Msg::Rollover(r)) => self.deferred.push(r),
+                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Err(_) => break,
+            }
+        }
+        self.flush_pending_from()?;
+        self.check_dropped()?;
+        if let Some(f) = self.file.take() {
+            f.close(t)?;
+        }
+        self.last = None;
+        self.interval_start = t;
+        self.last_end = t;
+        self.closed.store(t.nanos(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn emit(&mut self, r: Record) -> Result<(), ChangelogError> {
+        if matches!(r, Record::Data(_) | Record::Meta(_)) && self.last.as_ref() == Some(&r) {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self
+                .file
+                .insert(OpenFile::create(&self.journal, self.interval_start)?),
+        };
+        file.append(&r)?;
+        self.last = Some(r);
+        Ok(())
+    }
+
+    fn gap(&mut self, reason: String) -> Result<(), ChangelogError> {
+        tracing::warn!(brick = %self.brick.display(), "journal gap: {reason}");
+        self.emit(Record::Gap { reason })
+    }
+
+    fn check_dropped(&mut self) -> Result<(), ChangelogError> {
+        let n = self.dropped.swap(0, Ordering::SeqCst);
+        if n > 0 {
+            self.gap(format!(
+                "the journal hook fell behind: {n} notify events were dropped (channel of {CHANNEL_CAP} full)"
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn is_excluded(&self, full: &Path) -> bool {
+        self.exclude.iter().any(|x| full.starts_with(x))
+    }
+
+    /// The record path of `full`; `None` if it is excluded or cannot be
+    /// recorded (then a Gap says so).
+    fn rel(&mut self, full: &Path) -> Result<Option<RelPath>, ChangelogError> {
+        if self.is_excluded(full) {
+            return Ok(None);
+        }
+        match RelPath::from_full(&self.brick, full) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.gap(format!("cannot record a change of {full:?}: {e}"))?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn root_gone(&mut self) -> Result<(), ChangelogError> {
+        self.gap(format!(
+            "the brick root {} was removed or moved away; later changes are not journalled",
+            self.brick.display()
+        ))
+    }
+
+    /// A `Name(From)` without its `To`: the entry left the brick.
+    fn flush_pending_from(&mut self) -> Result<(), ChangelogError> {
+        if let Some((_, path)) = self.pending_from.take() {
+            if let Some(rel) = self.rel(&path)? {
+                if rel.is_root() {
+                    self.root_gone()?;
+                } else {
+                    self.emit(Record::Unlink(rel))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_matches(&self, tracker: Option<usize>) -> bool {
+        matches!((&self.pending_from, tracker), (Some((c, _)), Some(t)) if *c == t)
+    }
+
+    fn handle(&mut self, ev: notify::Result<notify::Event>) -> Result<(), ChangelogError> {
+        self.check_dropped()?;
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.flush_pending_from()?;
+                let hint = match e.kind {
+                    notify::ErrorKind::MaxFilesWatch => {
+                        " (raise fs.inotify.max_user_watches): a new directory is not watched"
+                    }
+                    _ => "",
+                };
+                return self.gap(format!("watcher error: {e}{hint}"));
+            }
+        };
+        if ev.need_rescan() {
+            self.flush_pending_from()?;
+            return self
+                .gap("inotify event queue overflowed (IN_Q_OVERFLOW): events were lost".into());
+        }
+        let Some(path) = ev.paths.first().cloned() else {
+            return Ok(());
+        };
+        match ev.kind {
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                self.flush_pending_from()?;
+                match ev.tracker() {
+                    Some(c) => self.pending_from = Some((c, path)),
+                    // MOVE_SELF: only the brick root has a self watch.
+                    None if path == self.brick => self.root_gone()?,
+                    None => {}
+                }
+                Ok(())
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                if self.pending_matches(ev.tracker()) {
+                    return Ok(()); // the `Both` right behind it is the rename
+                }
+                self.flush_pending_from()?;
+                self.appeared(&path, false)
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                if !self.pending_matches(ev.tracker()) {
+                    return Ok(()); // its `To` was handled as a move in
+                }
+                self.pending_from = None;
+                match ev.paths.get(1) {
+                    Some(to) => self.renamed(&path, &to.clone()),
+                    None => Ok(()),
+                }
+            }
+            kind => {
+                self.flush_pending_from()?;
+                self.simple(kind, &path)
+            }
+        }
+    }
+
+    fn simple(&mut self, kind: EventKind, path: &Path) -> Result<(), ChangelogError> {
+        let interesting = matches!(
+            kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
+                | EventKind::Access(AccessKind::Close(AccessMode::Write))
+        );
+        if !interesting {
+            return Ok(());
+        }
+        let Some(rel) = self.rel(path)? else {
+            return Ok(());
+        };
+        match kind {
+            EventKind::Modify(ModifyKind::Metadata(_)) => self.emit(Record::Meta(rel)),
+            _ if rel.is_root() => match kind {
+                EventKind::Remove(_) => self.root_gone(),
+                _ => Ok(()),
+            },
+            EventKind::Create(k) => self.appeared(path, k == CreateKind::Folder),
+            EventKind::Remove(RemoveKind::Folder) => self.emit(Record::Rmdir(rel)),
+            EventKind::Remove(_) => self.emit(Record::Unlink(rel)),
+            _ => self.emit(Record::Data(rel)),
+        }
+    }
+
+    /// An entry appeared at `full` (created or moved in): record it, and if
+    /// it is a directory, everything already inside it.
+    fn appeared(&mut self, full: &Path, dir_hint: bool) -> Result<(), ChangelogError> {
+        let Some(rel) = self.rel(full)? else {
+            return Ok(());
+        };
+        if rel.is_root() {
+            return Ok(());
+        }
+        match fs::symlink_metadata(full) {
+            Ok(md) => {
+                self.entry_records(&rel, &md)?;
+                if md.is_dir() {
+                    self.barrier()?;
+                    self.scan(full, &rel, None)?;
+                }
+                Ok(())
+            }
+            // Gone already: its removal follows; say what the event said.
+            Err(_) if dir_hint => self.emit(Record::Mkdir(rel)),
+            Err(_) => self.emit(Record::Create(rel)),
+        }
+    }
+
+    fn renamed(&mut self, from: &Path, to: &Path) -> Result<(), ChangelogError> {
+        match (self.rel(from)?, self.rel(to)?) {
+            (Some(f), Some(t)) if f.is_root() || t.is_root() => self.root_gone(),
+            (Some(f), Some(t)) => {
+                self.emit(Record::Rename {
+                    from: f,
+                    to: t.clone(),
+                })?;
+                if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
+                    let since = Stime::now().minus(RENAME_RESCAN_MARGIN);
+                    self.barrier()?;
+                    self.scan(to, &t, Some(since))?;
+                }
+                Ok(())
+            }
+            // Into an excluded directory: gone from the journalled tree.
+            (Some(f), None) => self.emit(Record::Unlink(f)),
+            (None, Some(_)) => self.appeared(to, false),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The records for one entry that appeared, from its lstat.
+    fn entry_records(&mut self, rel: &RelPath, md: &Metadata) -> Result<(), ChangelogError> {
+        let ft = md.file_type();
+        if ft.is_dir() {
+            self.emit(Record::Mkdir(rel.clone()))
+        } else if ft.is_symlink() {
+            self.emit(Record::Symlink(rel.clone()))
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                self.emit(Record::Link(rel.clone()))?;
+            } else {
+                self.emit(Record::Create(rel.clone()))?;
+            }
+            if md.len() > 0 {
+                self.emit(Record::Data(rel.clone()))?;
+            }
+            Ok(())
+        } else {
+            debug_assert!(
+                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
+            );
+            self.emit(Record::Mknod(rel.clone()))
+        }
+    }
+
+    /// Returns once notify has finished handling every batch of events
+    /// already delivered, including the watches it adds for new directories.
+    fn barrier(&mut self) -> Result<(), ChangelogError> {
+        if let Err(e) = self.watcher.configure(notify::Config::default()) {
+            self.gap(format!(
+                "cannot confirm that new directories are watched: {e}"
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Records everything below `full` (depth first, parents before
+    /// children); with `since`, only entries whose ctime is not older.
+    fn scan(
+        &mut self,
+        full: &Path,
+        rel: &RelPath,
+        since: Option<Stime>,
+    ) -> Result<(), ChangelogError> {
+        let mut stack = vec![(full.to_owned(), rel.clone())];
+        let mut seen = HashSet::new();
+        while let Some((dir, drel)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if gone(&e) => continue,
+                Err(e) => {
+                    self.gap(format!("cannot scan new directory {dir:?}: {e}"))?;
+                    continue;
+                }
+            };
+            let mut names = Vec::new();
+            for entry in rd {
+                match entry {
+                    Ok(e) => names.push(e.file_name()),
+                    Err(e) if gone(&e) => break,
+                    Err(e) => {
+                        self.gap(format!("cannot scan new directory {dir:?}: {e}"))?;
+                        break;
+                    }
+                }
+            }
+            names.sort();
+            let mut subdirs = Vec::new();
+            for name in names {
+                let child = dir.join(&name);
+                if self.is_excluded(&child) {
+                    continue;
+                }
+                let crel = match drel.join(&name) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.gap(format!("cannot record {child:?}: {e}"))?;
+                        continue;
+                    }
+                };
+                let md = match fs::symlink_metadata(&child) {
+                    Ok(md) => md,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => {
+                        self.gap(format!("cannot stat {child:?}: {e}"))?;
+                        continue;
+                    }
+                };
+                let ctime = md.ctime().saturating_mul(1_000_000_000) + md.ctime_nsec();
+                if since.is_none_or(|s| ctime >= s.nanos()) {
+                    self.entry_records(&crel, &md)?;
+                }
+                // (dev, ino) guards against a bind mount looping back.
+                if md.is_dir() && seen.insert((md.dev(), md.ino())) {
+                    subdirs.push((child, crel));
+                }
+            }
+            // Reversed so that the stack pops them in name order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+}
+
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+#[cfg(test)]
+mod tests;
