@@ -8,7 +8,10 @@ use std::path::Path;
 /// Creates `dir` (and parents) if missing and makes it accessible to its
 /// owner only: it holds keys and the state database.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let perms = fs::metadata(dir)?.permissions();
     if perms.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;

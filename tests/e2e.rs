@@ -133,7 +133,15 @@ fn status_table_has_the_glusterfs_columns() {
     let s = Scenario::new();
     s.create(false).ok();
     let out = s.geo_rep(["status", &s.vol, &s.slave_url()]).ok();
-    let header = out.stdout().lines().next().unwrap_or_default().to_owned();
+    // GlusterFS prints a blank line before the header; so does georep.
+    let stdout = out.stdout();
+    let mut lines = stdout.lines().skip_while(|l| l.trim().is_empty());
+    let header = lines.next().unwrap_or_default().to_owned();
+    let rule = lines.next().unwrap_or_default();
+    assert!(
+        !rule.is_empty() && rule.chars().all(|c| c == '-'),
+        "a dashed rule follows the header: {rule:?}"
+    );
     let cols = [
         "MASTER NODE",
         "MASTER VOL",
@@ -145,6 +153,11 @@ fn status_table_has_the_glusterfs_columns() {
         "CRAWL STATUS",
         "LAST_SYNCED",
     ];
+    let row = lines.next().unwrap_or_default();
+    assert!(
+        row.contains("Created"),
+        "a new session's row says Created: {row:?}"
+    );
     let mut at = 0;
     for c in cols {
         let i = header[at..]

@@ -201,6 +201,7 @@ impl Hook {
             last_end: t0,
             last: None,
             pending_from: None,
+            moved: Vec::new(),
             deferred: Vec::new(),
             stop: None,
         };
@@ -318,6 +319,10 @@ struct Worker {
     last: Option<Record>,
     /// A `Name(From)` waiting for its `To`/`Both`: (tracker, path).
     pending_from: Option<(usize, PathBuf)>,
+    /// Directories renamed recently: (old full path, new full path, when).
+    /// notify reports changes inside them under the old name until it has
+    /// re-watched them; see [`Worker::unstale`].
+    moved: Vec<(PathBuf, PathBuf, Instant)>,
     deferred: Vec<Reply>,
     stop: Option<Reply>,
 }
@@ -496,6 +501,10 @@ impl Worker {
             return self
                 .gap("inotify event queue overflowed (IN_Q_OVERFLOW): events were lost".into());
         }
+        let mut ev = ev;
+        for p in ev.paths.iter_mut() {
+            *p = self.unstale(p);
+        }
         let Some(path) = ev.paths.first().cloned() else {
             return Ok(());
         };
@@ -585,6 +594,28 @@ impl Worker {
         }
     }
 
+    /// The current name of `path` if notify reported it under the old name of
+    /// a directory renamed moments ago (that old name no longer exists); else
+    /// `path` itself. Without this a write or chmod right after a directory
+    /// rename would be journalled for a path the slave no longer has.
+    fn unstale(&mut self, path: &Path) -> PathBuf {
+        self.moved
+            .retain(|(_, _, when)| when.elapsed() < RENAME_RESCAN_MARGIN);
+        for (from, to, _) in self.moved.iter().rev() {
+            if let Ok(rest) = path.strip_prefix(from) {
+                if fs::symlink_metadata(from).is_err() {
+                    return if rest.as_os_str().is_empty() {
+                        to.clone()
+                    } else {
+                        to.join(rest)
+                    };
+                }
+                break;
+            }
+        }
+        path.to_owned()
+    }
+
     fn renamed(&mut self, from: &Path, to: &Path) -> Result<(), ChangelogError> {
         match (self.rel(from)?, self.rel(to)?) {
             (Some(f), Some(t)) if f.is_root() || t.is_root() => self.root_gone(),
@@ -594,6 +625,8 @@ impl Worker {
                     to: t.clone(),
                 })?;
                 if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
+                    self.moved
+                        .push((from.to_owned(), to.to_owned(), Instant::now()));
                     let since = Stime::now().minus(RENAME_RESCAN_MARGIN);
                     self.barrier()?;
                     self.scan(to, &t, Some(since))?;

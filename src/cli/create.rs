@@ -53,7 +53,11 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     }
     let mut state = home.state()?;
     if state.find_session(&args.vol, &args.slave)?.is_some() {
-        bail!("a session from {} to {} already exists", args.vol, args.slave);
+        bail!(
+            "a session from {} to {} already exists",
+            args.vol,
+            args.slave
+        );
     }
     let target = SshTarget {
         host: args.slave.host.clone(),
@@ -66,7 +70,13 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     // 1. Reach the slave as the operator; record its host key; check it.
     let operator = Auth::Operator(args.identity.clone());
     let (conn, link) = rt
-        .block_on(transport::open(&target, HostKeyPolicy::Record, &operator, &slave_cmd, config.timeout()))
+        .block_on(transport::open(
+            &target,
+            HostKeyPolicy::Record,
+            &operator,
+            &slave_cmd,
+            config.timeout(),
+        ))
         .map_err(|e| explain_open_error(e, &target, &config.remote_command))?;
     let host_key = conn.host_key().clone();
     let hello = link.hello().clone();
@@ -86,7 +96,9 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     );
 
     // 2. Record the session and make its key.
-    let host_key_line = host_key.to_openssh().context("encoding the slave host key")?;
+    let host_key_line = host_key
+        .to_openssh()
+        .context("encoding the slave host key")?;
     let record = state.create_session(&NewSession {
         master_vol: args.vol.clone(),
         slave: args.slave.clone(),
@@ -98,7 +110,9 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         let dir = home.session_dir(record.id);
         fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let node = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let node = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let comment = format!("georep:{}@{}", args.vol, node);
         let (private, public) = ssh::generate_session_key(&comment)?;
         let key_path = home.session_key(record.id);
@@ -111,9 +125,8 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
             Some(f) => sh_quote(f),
             None => "\"$HOME/.ssh/authorized_keys\"".to_owned(),
         };
-        let script = format!(
-            "umask 077; f={keys_file}; mkdir -p \"$(dirname \"$f\")\" && cat >> \"$f\""
-        );
+        let script =
+            format!("umask 077; f={keys_file}; mkdir -p \"$(dirname \"$f\")\" && cat >> \"$f\"");
         let out = rt.block_on(conn.run(&script, line.as_bytes()))?;
         if out.status != Some(0) {
             bail!(
@@ -145,12 +158,19 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(home.session_dir(record.id));
         return Err(e);
     }
-    println!("Creating geo-replication session between {} & {} has been successful", args.vol, args.slave);
+    println!(
+        "Creating geo-replication session between {} & {} has been successful",
+        args.vol, args.slave
+    );
     Ok(())
 }
 
 /// Adds the likely cause to a failed first contact.
-fn explain_open_error(e: TransportError, target: &SshTarget, remote_command: &str) -> anyhow::Error {
+fn explain_open_error(
+    e: TransportError,
+    target: &SshTarget,
+    remote_command: &str,
+) -> anyhow::Error {
     match &e {
         TransportError::Link {
             source: LinkError::Closed,

@@ -34,7 +34,13 @@ pub fn monitor_alive(pid: Option<u32>) -> bool {
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             args.contains(&&b"monitor"[..])
                 && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                    .map(|s| {
+                        !s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
                     .unwrap_or(false)
         }
         Err(_) => false,
@@ -77,18 +83,28 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
     })
 }
 
-pub fn start(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool, foreground: bool) -> anyhow::Result<()> {
+pub fn start(
+    home: &Home,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+    force: bool,
+    foreground: bool,
+) -> anyhow::Result<()> {
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     if monitor_alive(session.monitor_pid) {
         if !force {
-            bail!("session {vol} -> {slave} is already started (monitor pid {})", session.monitor_pid.unwrap_or(0));
+            bail!(
+                "session {vol} -> {slave} is already started (monitor pid {})",
+                session.monitor_pid.unwrap_or(0)
+            );
         }
         return Ok(());
     }
     let plan = plan(home, &session)?;
     for b in &plan.bricks {
-        let md = std::fs::metadata(&b.brick).with_context(|| format!("brick {}", b.brick.display()))?;
+        let md =
+            std::fs::metadata(&b.brick).with_context(|| format!("brick {}", b.brick.display()))?;
         if !md.is_dir() {
             bail!("brick {}: not a directory", b.brick.display());
         }
@@ -180,7 +196,10 @@ fn run_monitor(home: &Home, session: &SessionRecord) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return;
             };
             tokio::select! {

@@ -25,10 +25,19 @@ use crate::state::{SessionRecord, State};
 pub struct UsageError(pub String);
 
 #[derive(Debug, Parser)]
-#[command(name = "geo-rep", version, about = "Asynchronous geo-replication of directories over SSH")]
+#[command(
+    name = "geo-rep",
+    version,
+    about = "Asynchronous geo-replication of directories over SSH"
+)]
 pub struct Cli {
     /// State directory (database, keys, journals, logs).
-    #[arg(long, global = true, env = "GEOREP_HOME", default_value = "/var/lib/georep")]
+    #[arg(
+        long,
+        global = true,
+        env = "GEOREP_HOME",
+        default_value = "/var/lib/georep"
+    )]
     pub home: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -114,7 +123,11 @@ fn parse_names(vol: &str, slave: &str) -> Result<(VolumeName, SlaveUrl), UsageEr
 }
 
 /// The stored session for `vol` → `slave`, or a clear error.
-fn find_session(state: &State, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Result<SessionRecord> {
+fn find_session(
+    state: &State,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+) -> anyhow::Result<SessionRecord> {
     state.find_session(vol, slave)?.with_context(|| {
         format!("no session from {vol} to {slave}; create it first with `geo-rep create {vol} {slave} push-pem --brick DIR`")
     })
@@ -137,7 +150,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             let words = keywords(&words, &["push-pem", "force"])?;
             if !words.iter().any(|w| w == "push-pem") {
-                return Err(UsageError("create needs `push-pem` (the only key distribution method)".into()).into());
+                return Err(UsageError(
+                    "create needs `push-pem` (the only key distribution method)".into(),
+                )
+                .into());
             }
             create::create(
                 &home,
@@ -175,10 +191,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { words, json } => {
             let detail = words.last().is_some_and(|w| w == "detail");
             let names: Vec<&String> = words.iter().filter(|w| *w != "detail").collect();
-            let vol = names.first().map(|v| v.parse::<VolumeName>()).transpose().map_err(|e| UsageError(e.to_string()))?;
-            let slave = names.get(1).map(|s| s.parse::<SlaveUrl>()).transpose().map_err(|e| UsageError(e.to_string()))?;
+            let vol = names
+                .first()
+                .map(|v| v.parse::<VolumeName>())
+                .transpose()
+                .map_err(|e| UsageError(e.to_string()))?;
+            let slave = names
+                .get(1)
+                .map(|s| s.parse::<SlaveUrl>())
+                .transpose()
+                .map_err(|e| UsageError(e.to_string()))?;
             if names.len() > 2 {
-                return Err(UsageError("status takes at most MASTERVOL SLAVE [detail]".into()).into());
+                return Err(
+                    UsageError("status takes at most MASTERVOL SLAVE [detail]".into()).into(),
+                );
             }
             status::status(&home, vol.as_ref(), slave.as_ref(), detail, json)
         }

@@ -34,10 +34,26 @@ struct Row {
 
 fn row(node: &str, s: &SessionRecord, b: &BrickRecord, alive: bool) -> Row {
     let (status, crawl, error) = match s.state {
-        SessionState::Created => (WorkerStatus::Created.to_string(), "N/A".to_string(), b.last_error.clone()),
-        SessionState::Stopped => (WorkerStatus::Stopped.to_string(), "N/A".to_string(), b.last_error.clone()),
-        SessionState::Paused => (WorkerStatus::Paused.to_string(), "N/A".to_string(), b.last_error.clone()),
-        SessionState::Started if alive => (b.status.to_string(), b.crawl.to_string(), b.last_error.clone()),
+        SessionState::Created => (
+            WorkerStatus::Created.to_string(),
+            "N/A".to_string(),
+            b.last_error.clone(),
+        ),
+        SessionState::Stopped => (
+            WorkerStatus::Stopped.to_string(),
+            "N/A".to_string(),
+            b.last_error.clone(),
+        ),
+        SessionState::Paused => (
+            WorkerStatus::Paused.to_string(),
+            "N/A".to_string(),
+            b.last_error.clone(),
+        ),
+        SessionState::Started if alive => (
+            b.status.to_string(),
+            b.crawl.to_string(),
+            b.last_error.clone(),
+        ),
         SessionState::Started => (
             WorkerStatus::Faulty.to_string(),
             "N/A".to_string(),
@@ -129,12 +145,24 @@ pub fn status(
         return Ok(());
     }
     let mut header = vec![
-        "MASTER NODE", "MASTER VOL", "MASTER BRICK", "SLAVE USER", "SLAVE", "SLAVE NODE", "STATUS",
-        "CRAWL STATUS", "LAST_SYNCED",
+        "MASTER NODE",
+        "MASTER VOL",
+        "MASTER BRICK",
+        "SLAVE USER",
+        "SLAVE",
+        "SLAVE NODE",
+        "STATUS",
+        "CRAWL STATUS",
+        "LAST_SYNCED",
     ];
     if detail {
         header.extend([
-            "ENTRY", "DATA", "META", "FAILURES", "CHECKPOINT TIME", "CHECKPOINT COMPLETED",
+            "ENTRY",
+            "DATA",
+            "META",
+            "FAILURES",
+            "CHECKPOINT TIME",
+            "CHECKPOINT COMPLETED",
             "CHECKPOINT COMPLETION TIME",
         ]);
     }
@@ -156,7 +184,12 @@ pub fn status(
             if detail {
                 // Pending counts and checkpoints are not tracked yet: say so
                 // rather than show a number that means something else.
-                c.extend(["N/A".into(), "N/A".into(), "N/A".into(), r.failures.to_string()]);
+                c.extend([
+                    "N/A".into(),
+                    "N/A".into(),
+                    "N/A".into(),
+                    r.failures.to_string(),
+                ]);
                 c.extend(["N/A".into(), "N/A".into(), "N/A".into()]);
             }
             c

@@ -17,10 +17,16 @@ pub enum Entry {
     Link(RelPath),
     Unlink(RelPath),
     Rmdir(RelPath),
-    Rename { from: RelPath, to: RelPath },
+    Rename {
+        from: RelPath,
+        to: RelPath,
+    },
     /// The directory holds exactly these names on the master now; the slave
     /// removes the others (Hybrid Crawl after a gap).
-    Prune { dir: RelPath, keep: Vec<std::ffi::OsString> },
+    Prune {
+        dir: RelPath,
+        keep: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Entries in journal order, then the files whose content must be sent, then

@@ -115,7 +115,8 @@ impl HybridCrawl {
             // Gone since it was listed: the journal describes what happened.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                self.errors.push(format!("cannot stat {}: {e}", full.display()));
+                self.errors
+                    .push(format!("cannot stat {}: {e}", full.display()));
                 return;
             }
         };
@@ -126,13 +127,15 @@ impl HybridCrawl {
                     .filter_map(|e| match e {
                         Ok(e) => Some(e.file_name()),
                         Err(err) => {
-                            self.errors.push(format!("cannot list {}: {err}", full.display()));
+                            self.errors
+                                .push(format!("cannot list {}: {err}", full.display()));
                             None
                         }
                     })
                     .collect::<Vec<_>>(),
                 Err(e) => {
-                    self.errors.push(format!("cannot list {}: {e}", full.display()));
+                    self.errors
+                        .push(format!("cannot list {}: {e}", full.display()));
                     return;
                 }
             };
@@ -146,7 +149,10 @@ impl HybridCrawl {
                     .filter(|n| !self.exclude.contains(&full.join(n)))
                     .cloned()
                     .collect();
-                batch.push_entry(Entry::Prune { dir: path.clone(), keep });
+                batch.push_entry(Entry::Prune {
+                    dir: path.clone(),
+                    keep,
+                });
             } else if self.prune {
                 self.errors.push(format!(
                     "not removing stale entries of {} on the slave: more than {PRUNE_MAX_ENTRIES} entries",
@@ -202,7 +208,11 @@ mod tests {
         let (e, d, m, n) = all(c, 2);
         assert_eq!(
             e,
-            vec![Entry::Mkdir(p("a")), Entry::Mkdir(p("a/b")), Entry::Symlink(p("a/l"))]
+            vec![
+                Entry::Mkdir(p("a")),
+                Entry::Mkdir(p("a/b")),
+                Entry::Symlink(p("a/l"))
+            ]
         );
         assert_eq!(d, vec![p("a/b/f"), p("top")]);
         assert_eq!(m, vec![p("a/b"), p("a/l"), p("a"), RelPath::root()]);
@@ -219,9 +229,15 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                Entry::Prune { dir: RelPath::root(), keep: vec!["d".into()] },
+                Entry::Prune {
+                    dir: RelPath::root(),
+                    keep: vec!["d".into()]
+                },
                 Entry::Mkdir(p("d")),
-                Entry::Prune { dir: p("d"), keep: vec!["f".into()] },
+                Entry::Prune {
+                    dir: p("d"),
+                    keep: vec!["f".into()]
+                },
             ]
         );
     }

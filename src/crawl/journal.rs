@@ -138,14 +138,23 @@ mod tests {
         let mut b = Batch::new();
         add_record(&mut b, Record::Create(p("d/a")));
         add_record(&mut b, Record::Data(p("d/a")));
-        add_record(&mut b, Record::Rename { from: p("d"), to: p("e") });
+        add_record(
+            &mut b,
+            Record::Rename {
+                from: p("d"),
+                to: p("e"),
+            },
+        );
         add_record(&mut b, Record::Create(p("d")));
         assert_eq!(b.data(), &[p("e/a"), p("d")]);
         assert_eq!(
             b.entries(),
             &[
                 Entry::Create(p("d/a")),
-                Entry::Rename { from: p("d"), to: p("e") },
+                Entry::Rename {
+                    from: p("d"),
+                    to: p("e")
+                },
                 Entry::Create(p("d"))
             ]
         );
@@ -154,6 +163,14 @@ mod tests {
     #[test]
     fn gap_records_are_reported() {
         let mut b = Batch::new();
-        assert_eq!(add_record(&mut b, Record::Gap { reason: "overflow".into() }), Some("overflow".into()));
+        assert_eq!(
+            add_record(
+                &mut b,
+                Record::Gap {
+                    reason: "overflow".into()
+                }
+            ),
+            Some("overflow".into())
+        );
     }
 }

@@ -50,7 +50,9 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
     for brick in plan.bricks.clone() {
         let plan = plan.clone();
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move { supervise(plan, brick, shutdown).await }));
+        tasks.push(tokio::spawn(async move {
+            supervise(plan, brick, shutdown).await
+        }));
     }
     for t in tasks {
         match t.await {
@@ -81,7 +83,11 @@ async fn supervise(
             Err(e) => e,
         };
         tracing::error!(brick = %brick.brick.display(), "worker failed: {err}; retrying in {} s", backoff.as_secs());
-        state.set_worker(brick.brick_id, WorkerStatus::Faulty, CrawlStatus::NotApplicable)?;
+        state.set_worker(
+            brick.brick_id,
+            WorkerStatus::Faulty,
+            CrawlStatus::NotApplicable,
+        )?;
         state.set_last_error(brick.brick_id, Some(&err.to_string()))?;
         state.add_counters(
             brick.brick_id,
@@ -102,6 +108,10 @@ async fn supervise(
         };
     }
     journal.stop();
-    state.set_worker(brick.brick_id, WorkerStatus::Stopped, CrawlStatus::NotApplicable)?;
+    state.set_worker(
+        brick.brick_id,
+        WorkerStatus::Stopped,
+        CrawlStatus::NotApplicable,
+    )?;
     Ok(())
 }

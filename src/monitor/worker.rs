@@ -44,8 +44,6 @@ pub struct Journal {
     /// When the running hook started: everything before it must come from
     /// old journal files or a Hybrid Crawl.
     started: Stime,
-    /// Whether the Hybrid Crawl for the time before `started` is done.
-    caught_up: bool,
 }
 
 impl Journal {
@@ -74,7 +72,11 @@ pub async fn run(
     journal: &mut Journal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    state.set_worker(brick.brick_id, WorkerStatus::Initializing, CrawlStatus::NotApplicable)?;
+    state.set_worker(
+        brick.brick_id,
+        WorkerStatus::Initializing,
+        CrawlStatus::NotApplicable,
+    )?;
     if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
         tracing::error!("journal hook failed: {err}; restarting it");
         journal.stop();
@@ -90,7 +92,6 @@ pub async fn run(
         *journal = Journal {
             hook: Some(hook),
             started,
-            caught_up: false,
         };
     }
     let (conn, link) = transport::open(
@@ -127,23 +128,6 @@ async fn follow(
     journal: &mut Journal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let id = ctx.brick.brick_id;
-    if !journal.caught_up {
-        // History: journal files left by an earlier run, up to this hook's start.
-        ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::History)?;
-        while drain_journal(ctx, Some(journal.started)).await? {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-        }
-        // Hybrid: what changed while no hook was running.
-        ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::Hybrid)?;
-        let since = stime_of(ctx)?.map(|s| s.minus(CTIME_MARGIN));
-        hybrid(ctx, RelPath::root(), since).await?;
-        advance(ctx, journal.started)?;
-        journal.caught_up = true;
-    }
-    ctx.state.set_worker(id, WorkerStatus::Active, CrawlStatus::Changelog)?;
     let poll = ctx.plan.config.rollover().min(Duration::from_secs(1)) / 2;
     loop {
         if *shutdown.borrow() {
@@ -158,10 +142,19 @@ async fn follow(
         // Read the hook's watermark before listing files, so a file closed
         // in between is seen next round rather than skipped.
         let closed = journal.hook.as_ref().map(|h| h.closed_through());
-        if drain_journal(ctx, None).await? {
+        if drain_journal(ctx, journal.started).await? {
             continue;
         }
-        if let Some(closed) = closed {
+        ctx.state.set_worker(
+            ctx.brick.brick_id,
+            WorkerStatus::Active,
+            CrawlStatus::Changelog,
+        )?;
+        // Quiet journal: stime may follow the hook's watermark, but only once
+        // the gap that every hook start records (changes made before it ran)
+        // has been healed; until then stime is below the hook's start.
+        let healed = stime_of(ctx)?.is_some_and(|s| s >= journal.started);
+        if let (Some(closed), true) = (closed, healed) {
             advance(ctx, closed)?;
         }
         tokio::select! {
@@ -171,21 +164,35 @@ async fn follow(
     }
 }
 
-/// Ships one batch of journal files after stime (not after `upto`); false
-/// if there were none.
-async fn drain_journal(ctx: &mut Ctx<'_>, upto: Option<Stime>) -> Result<bool, WorkerError> {
-    let stime = stime_of(ctx)?.unwrap_or_default();
+/// Ships one batch of journal files after stime; false if there were none.
+/// Files that end before `hook_started` were left by an earlier run (History
+/// Crawl). A gap in the journal (the hook records one whenever it starts, so
+/// also on the very first start) is healed by a Hybrid Crawl right after.
+async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, WorkerError> {
+    let stime = stime_of(ctx)?;
     let max = ctx.plan.config.changelog_batch_size;
     let dir = ctx.brick.journal_dir.clone();
-    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, stime, upto, max))? else {
+    let after = stime.unwrap_or_default();
+    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, None, max))?
+    else {
         return Ok(false);
     };
+    let crawl = if jb.through <= hook_started {
+        CrawlStatus::History
+    } else {
+        CrawlStatus::Changelog
+    };
+    ctx.state
+        .set_worker(ctx.brick.brick_id, WorkerStatus::Active, crawl)?;
     ship(ctx, &jb.batch).await?;
     if let Some(reason) = &jb.gap {
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
-        ctx.state.set_worker(ctx.brick.brick_id, WorkerStatus::Active, CrawlStatus::Hybrid)?;
-        hybrid(ctx, RelPath::root(), Some(stime.minus(CTIME_MARGIN))).await?;
-        ctx.state.set_worker(ctx.brick.brick_id, WorkerStatus::Active, CrawlStatus::Changelog)?;
+        ctx.state.set_worker(
+            ctx.brick.brick_id,
+            WorkerStatus::Active,
+            CrawlStatus::Hybrid,
+        )?;
+        hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
     }
     advance(ctx, jb.through)?;
     if let Err(e) = journal::purge(&dir, jb.through) {
@@ -195,8 +202,17 @@ async fn drain_journal(ctx: &mut Ctx<'_>, upto: Option<Stime>) -> Result<bool, W
 }
 
 /// Walks `start` on the brick and ships everything changed since `since`.
-async fn hybrid(ctx: &mut Ctx<'_>, start: RelPath, since: Option<Stime>) -> Result<(), WorkerError> {
-    let mut crawl = HybridCrawl::new(ctx.brick.brick.clone(), start, ctx.brick.exclude.clone(), since);
+async fn hybrid(
+    ctx: &mut Ctx<'_>,
+    start: RelPath,
+    since: Option<Stime>,
+) -> Result<(), WorkerError> {
+    let mut crawl = HybridCrawl::new(
+        ctx.brick.brick.clone(),
+        start,
+        ctx.brick.exclude.clone(),
+        since,
+    );
     if since.is_some() {
         // Healing a gap: deletions made meanwhile are in no journal.
         crawl = crawl.with_prune();
@@ -217,7 +233,9 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     }
     ctx.batch_id += 1;
     let brick: &Path = &ctx.brick.brick;
-    let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id).ship(batch).await;
+    let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id)
+        .ship(batch)
+        .await;
     let report = match report {
         Ok(r) => r,
         Err(e) => return Err(e.into()),
@@ -233,7 +251,8 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         },
     )?;
     if let Some(f) = report.failures.first() {
-        ctx.state.set_last_error(ctx.brick.brick_id, Some(&f.message))?;
+        ctx.state
+            .set_last_error(ctx.brick.brick_id, Some(&f.message))?;
     } else if let Some(e) = report.local_errors.first() {
         ctx.state.set_last_error(ctx.brick.brick_id, Some(e))?;
     }

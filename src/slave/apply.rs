@@ -52,7 +52,11 @@ fn prune(root: &mut Root, path: &RelPath, keep: &[serde_bytes::ByteBuf]) -> Resu
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
             Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
-                return Err(root.refuse(path, FailureKind::Unsafe, &format!("not a directory ({e})")))
+                return Err(root.refuse(
+                    path,
+                    FailureKind::Unsafe,
+                    &format!("not a directory ({e})"),
+                ))
             }
             Err(e) => return Err(fail(root, e)),
         }

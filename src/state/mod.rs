@@ -30,7 +30,9 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("state database {path} is locked by another process (is another geo-rep command running?)")]
+    #[error(
+        "state database {path} is locked by another process (is another geo-rep command running?)"
+    )]
     Locked { path: PathBuf },
     #[error("state database {path}: {source}")]
     Sql {
@@ -38,7 +40,11 @@ pub enum StateError {
         source: rusqlite::Error,
     },
     #[error("state database {path} has schema version {found}, newer than this geo-rep understands ({known}); upgrade geo-rep")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("a session from {0} to {1} already exists")]
     Exists(VolumeName, SlaveUrl),
     #[error("stime of brick {brick} would go backwards (stored {stored}, new {new})")]
@@ -156,7 +162,11 @@ impl fmt::Display for CrawlStatus {
     }
 }
 
-fn parse_display<T: fmt::Display + Copy>(all: &[T], column: &'static str, s: &str) -> Result<T, StateError> {
+fn parse_display<T: fmt::Display + Copy>(
+    all: &[T],
+    column: &'static str,
+    s: &str,
+) -> Result<T, StateError> {
     all.iter()
         .copied()
         .find(|v| v.to_string() == s)
@@ -287,7 +297,10 @@ impl State {
 
     pub fn create_session(&mut self, new: &NewSession) -> Result<SessionRecord, StateError> {
         if self.find_session(&new.master_vol, &new.slave)?.is_some() {
-            return Err(StateError::Exists(new.master_vol.clone(), new.slave.clone()));
+            return Err(StateError::Exists(
+                new.master_vol.clone(),
+                new.slave.clone(),
+            ));
         }
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| StateError::Sql {
@@ -420,7 +433,10 @@ impl State {
 
     pub fn set_config(&self, id: i64, config: &str) -> Result<(), StateError> {
         self.conn()
-            .execute("UPDATE sessions SET config = ?2 WHERE id = ?1", params![id, config])
+            .execute(
+                "UPDATE sessions SET config = ?2 WHERE id = ?1",
+                params![id, config],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -487,10 +503,16 @@ impl State {
     pub fn bricks_by_id(&self, id: BrickId) -> Result<Option<BrickRecord>, StateError> {
         let session: Option<i64> = self
             .conn()
-            .query_row("SELECT session_id FROM bricks WHERE id = ?1", params![id.0], |r| r.get(0))
+            .query_row(
+                "SELECT session_id FROM bricks WHERE id = ?1",
+                params![id.0],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some(session) = session else { return Ok(None) };
+        let Some(session) = session else {
+            return Ok(None);
+        };
         Ok(self.bricks(session)?.into_iter().find(|b| b.id == id))
     }
 
@@ -507,7 +529,11 @@ impl State {
         if changed == 0 {
             let stored: Option<i64> = self
                 .conn()
-                .query_row("SELECT stime_ns FROM bricks WHERE id = ?1", params![brick.0], |r| r.get(0))
+                .query_row(
+                    "SELECT stime_ns FROM bricks WHERE id = ?1",
+                    params![brick.0],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(|e| self.err(e))?
                 .flatten();
@@ -523,7 +549,10 @@ impl State {
     /// Forgets a brick's stime, so the next start does a full Hybrid Crawl.
     pub fn reset_stime(&self, session_id: i64) -> Result<(), StateError> {
         self.conn()
-            .execute("UPDATE bricks SET stime_ns = NULL WHERE session_id = ?1", params![session_id])
+            .execute(
+                "UPDATE bricks SET stime_ns = NULL WHERE session_id = ?1",
+                params![session_id],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -602,10 +631,17 @@ mod tests {
         assert_eq!(bricks[0].status, WorkerStatus::Created);
         assert_eq!(bricks[0].crawl, CrawlStatus::NotApplicable);
         assert_eq!(bricks[0].stime, None);
-        st.set_worker(bricks[0].id, WorkerStatus::Initializing, CrawlStatus::Hybrid)
-            .unwrap();
+        st.set_worker(
+            bricks[0].id,
+            WorkerStatus::Initializing,
+            CrawlStatus::Hybrid,
+        )
+        .unwrap();
         let b = &st.bricks(s.id).unwrap()[0];
-        assert_eq!((b.status, b.crawl), (WorkerStatus::Initializing, CrawlStatus::Hybrid));
+        assert_eq!(
+            (b.status, b.crawl),
+            (WorkerStatus::Initializing, CrawlStatus::Hybrid)
+        );
         let again = State::open(dir.path()).unwrap();
         assert_eq!(again.sessions().unwrap().len(), 1);
     }
@@ -638,8 +674,15 @@ mod tests {
         let err = st.set_stime(b, Stime(150)).unwrap_err();
         assert!(matches!(err, StateError::StimeBackwards { .. }), "{err}");
         assert_eq!(st.bricks(s.id).unwrap()[0].stime, Some(Stime(200)));
-        st.add_counters(b, Counters { bytes_sent: 5, failures: 1, ..Default::default() })
-            .unwrap();
+        st.add_counters(
+            b,
+            Counters {
+                bytes_sent: 5,
+                failures: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(st.bricks(s.id).unwrap()[0].bytes_sent, 5);
     }
 

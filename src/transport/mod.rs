@@ -31,7 +31,10 @@ impl TransportError {
     pub fn is_transient(&self) -> bool {
         match self {
             TransportError::Ssh(e) => e.is_transient(),
-            TransportError::Link { source, .. } => !matches!(source, LinkError::Protocol(protocol::ProtocolError::Version { .. })),
+            TransportError::Link { source, .. } => !matches!(
+                source,
+                LinkError::Protocol(protocol::ProtocolError::Version { .. })
+            ),
         }
     }
 }

@@ -80,7 +80,14 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
 fn content_stamp(md: &fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
-    (md.ino(), md.size(), md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec())
+    (
+        md.ino(),
+        md.size(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+    )
 }
 
 /// Sends one batch and waits for the slave to make it durable.
@@ -94,6 +101,8 @@ pub struct Shipper<'a, S> {
     transient: Vec<Failure>,
     /// Destinations of renames whose source the slave did not have.
     resend: Vec<RelPath>,
+    /// Parent directories of the files sent.
+    touched_dirs: std::collections::BTreeSet<RelPath>,
     /// Destination of each rename sent, by request sequence number.
     rename_dest: std::collections::HashMap<u64, RelPath>,
 }
@@ -109,6 +118,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             transient: Vec::new(),
             resend: Vec::new(),
             rename_dest: std::collections::HashMap::new(),
+            touched_dirs: std::collections::BTreeSet::new(),
         }
     }
 
@@ -121,7 +131,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.barrier().await?;
         let mut extra = Batch::new();
         for to in std::mem::take(&mut self.resend) {
-            let mut walk = HybridCrawl::new(self.brick.to_owned(), to, Vec::new(), None).with_prune();
+            let mut walk =
+                HybridCrawl::new(self.brick.to_owned(), to, Vec::new(), None).with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
@@ -133,10 +144,29 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         let data = batch.data().iter().chain(extra.data());
         self.send_files(data).await?;
-        for path in batch.meta_only().chain(extra.meta_only()) {
+        // Putting a file in place on the slave (temp file, rename) touches
+        // its directory's mtime, so each such directory gets its attributes
+        // again, after the last file.
+        let mut meta: Vec<&RelPath> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let parents: Vec<RelPath> = std::mem::take(&mut self.touched_dirs).into_iter().collect();
+        for path in batch
+            .meta_only()
+            .chain(extra.meta_only())
+            .chain(parents.iter())
+        {
+            if seen.insert(path) {
+                meta.push(path);
+            }
+        }
+        for path in meta {
             self.send_meta(path).await?;
         }
-        self.link.send(&Request::Commit { batch: self.batch_id }).await?;
+        self.link
+            .send(&Request::Commit {
+                batch: self.batch_id,
+            })
+            .await?;
         self.link.flush().await?;
         loop {
             match self.link.recv().await? {
@@ -201,11 +231,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let op = match entry {
             Entry::Mkdir(p) => EntryOp::Mkdir {
                 path: p.clone(),
-                mode: lstat(p).filter(|m| m.is_dir()).map_or(0o755, |m| m.mode() & 0o7777),
+                mode: lstat(p)
+                    .filter(|m| m.is_dir())
+                    .map_or(0o755, |m| m.mode() & 0o7777),
             },
             Entry::Create(p) | Entry::Link(p) => EntryOp::Create {
                 path: p.clone(),
-                mode: lstat(p).filter(|m| m.is_file()).map_or(0o644, |m| m.mode() & 0o7777),
+                mode: lstat(p)
+                    .filter(|m| m.is_file())
+                    .map_or(0o644, |m| m.mode() & 0o7777),
             },
             Entry::Symlink(p) => match fs::read_link(p.under(self.brick)) {
                 Ok(target) => EntryOp::Symlink {
@@ -329,7 +363,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     Err(_) => return Err(ShipError::Unexpected("malformed signature".into())),
                 },
                 other => {
-                    return Err(ShipError::Unexpected(format!("{other:?} inside a signature")))
+                    return Err(ShipError::Unexpected(format!(
+                        "{other:?} inside a signature"
+                    )))
                 }
             }
         }
@@ -338,7 +374,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
 
     /// Sends one file's content, piece by piece, as deltas where the slave
     /// has a base and that is smaller.
-    async fn send_file(&mut self, path: &RelPath, sigs: Option<Vec<Signature>>) -> Result<(), ShipError> {
+    async fn send_file(
+        &mut self,
+        path: &RelPath,
+        sigs: Option<Vec<Signature>>,
+    ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
         let opened = File::open(&full).and_then(|f| {
             let md = f.metadata()?;
@@ -410,6 +450,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             })
             .await?;
         self.report.data += 1;
+        self.touched_dirs.insert(path.parent().unwrap_or_default());
         Ok(())
     }
 }

@@ -101,7 +101,10 @@ struct Checker {
 impl client::Handler for Checker {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let key = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             // Certificates would need a trusted CA; georep pins plain keys.
@@ -193,7 +196,12 @@ impl SshConnection {
                     presented: fingerprint(&presented),
                 });
             }
-            Err(source) => return Err(SshError::Ssh { target: shown, source }),
+            Err(source) => {
+                return Err(SshError::Ssh {
+                    target: shown,
+                    source,
+                })
+            }
         };
         let host_key = presented.ok_or_else(|| SshError::Ssh {
             target: shown.clone(),
@@ -231,7 +239,10 @@ impl SshConnection {
             .channel_open_session()
             .await
             .map_err(|e| self.ssh_err(e))?;
-        channel.exec(true, command).await.map_err(|e| self.ssh_err(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.ssh_err(e))?;
         Ok(channel.into_stream())
     }
 
@@ -243,7 +254,10 @@ impl SshConnection {
             .channel_open_session()
             .await
             .map_err(|e| self.ssh_err(e))?;
-        channel.exec(true, command).await.map_err(|e| self.ssh_err(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.ssh_err(e))?;
         {
             let mut w = channel.make_writer();
             w.write_all(stdin)
@@ -302,7 +316,10 @@ async fn try_key(
         })?
         .flatten();
     let res = handle
-        .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .authenticate_publickey(
+            &target.user,
+            PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+        )
         .await
         .map_err(|source| SshError::Ssh {
             target: target.to_string(),
@@ -396,7 +413,10 @@ pub fn generate_session_key(comment: &str) -> std::io::Result<(String, String)> 
     let private = key
         .to_openssh(russh::keys::ssh_key::LineEnding::LF)
         .map_err(std::io::Error::other)?;
-    let public = key.public_key().to_openssh().map_err(std::io::Error::other)?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(std::io::Error::other)?;
     Ok((private.to_string(), public))
 }
 
