@@ -171,3 +171,52 @@ fn status_table_has_the_glusterfs_columns() {
         out.0
     );
 }
+
+#[test]
+fn changes_made_while_stopped_are_healed_at_the_next_start() {
+    let s = Scenario::new();
+    let b = &s.brick;
+    fs::create_dir_all(b.join("keep/sub")).unwrap();
+    fs::write(b.join("keep/sub/file"), b"kept").unwrap();
+    fs::write(b.join("deleted-later"), b"x").unwrap();
+    fs::create_dir_all(b.join("tree-deleted-later/deep")).unwrap();
+    fs::write(b.join("tree-deleted-later/deep/f"), b"y").unwrap();
+    fs::write(b.join("renamed-later"), b"z").unwrap();
+    let t = SystemTime::now();
+    s.create_and_start(false);
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+
+    // No hook runs while stopped: none of this is journalled.
+    s.stop().ok();
+    fs::remove_file(b.join("deleted-later")).unwrap();
+    fs::remove_dir_all(b.join("tree-deleted-later")).unwrap();
+    fs::rename(b.join("renamed-later"), b.join("keep/renamed")).unwrap();
+    fs::write(b.join("keep/sub/file"), b"changed while stopped").unwrap();
+    fs::write(b.join("new-while-stopped"), b"new").unwrap();
+
+    let t = SystemTime::now();
+    s.start().ok();
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+}
+
+#[test]
+fn create_force_into_a_non_empty_slave_makes_it_an_exact_image() {
+    let s = Scenario::new();
+    fs::write(s.brick.join("wanted"), b"from the brick").unwrap();
+    fs::create_dir_all(s.slave.join("stale/dir")).unwrap();
+    fs::write(s.slave.join("stale/dir/f"), b"not on the brick").unwrap();
+    fs::write(s.slave.join("wanted"), b"old content").unwrap();
+
+    let created = s.create(true).ok();
+    assert!(
+        created.stdout().contains("not empty"),
+        "create force warns about a non-empty slave directory\n{}",
+        created.0
+    );
+    let t = SystemTime::now();
+    s.start().ok();
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+}

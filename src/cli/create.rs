@@ -88,6 +88,12 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
             args.slave.host
         );
     }
+    if !hello.root_empty {
+        println!(
+            "warning: slave directory {} is not empty; what the bricks do not hold will be removed from it at the first sync",
+            args.slave.volume
+        );
+    }
     println!(
         "slave {} host key {} fingerprint {}",
         args.slave.host,

@@ -207,16 +207,16 @@ async fn hybrid(
     start: RelPath,
     since: Option<Stime>,
 ) -> Result<(), WorkerError> {
+    // Pruning makes the slave an exact image: deletions made while no hook
+    // ran are in no journal, and on a first sync into a non-empty slave
+    // directory (`create … force`) what the brick lacks goes too.
     let mut crawl = HybridCrawl::new(
         ctx.brick.brick.clone(),
         start,
         ctx.brick.exclude.clone(),
         since,
-    );
-    if since.is_some() {
-        // Healing a gap: deletions made meanwhile are in no journal.
-        crawl = crawl.with_prune();
-    }
+    )
+    .with_prune();
     let max = ctx.plan.config.changelog_batch_size;
     while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
         ship(ctx, &batch).await?;
