@@ -14,7 +14,7 @@ use crate::crawl::journal::journal_dir;
 use crate::monitor::{BrickPlan, SessionPlan};
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
-use crate::transport::ssh::{self, Auth, HostKeyPolicy, SshTarget};
+use crate::transport::ssh::{self, Auth, SshTarget};
 
 /// The runtime for commands that talk to a slave. Multi-threaded because
 /// shipping reads files with `block_in_place`.
@@ -113,14 +113,7 @@ pub fn start(
     // here, to the operator, not only in a log.
     let rt = runtime()?;
     rt.block_on(async {
-        let (conn, link) = crate::transport::open(
-            &plan.target,
-            HostKeyPolicy::Pinned(plan.host_key.clone()),
-            &plan.auth,
-            &plan.slave_command,
-            plan.config.timeout(),
-        )
-        .await?;
+        let (conn, link) = plan.connect().await?;
         link.close().await;
         conn.close().await;
         Ok::<_, crate::transport::TransportError>(())

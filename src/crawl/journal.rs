@@ -19,19 +19,15 @@ pub struct JournalBatch {
     pub gap: Option<String>,
 }
 
-/// Reads closed journal files after `after` (and, if given, not after
-/// `upto`) until about `max_ops` operations are gathered. `None` if there is
-/// no such file.
+/// Reads closed journal files after `after` until about `max_ops`
+/// operations are gathered, or up to and including the first file that
+/// records a gap. `None` if there is no such file.
 pub fn next_batch(
     dir: &Path,
     after: Stime,
-    upto: Option<Stime>,
     max_ops: usize,
 ) -> Result<Option<JournalBatch>, ChangelogError> {
-    let files: Vec<JournalFile> = changelog::list_closed(dir, after)?
-        .into_iter()
-        .filter(|f| upto.is_none_or(|u| f.end <= u))
-        .collect();
+    let files: Vec<JournalFile> = changelog::list_closed(dir, after)?;
     if files.is_empty() {
         return Ok(None);
     }

@@ -40,6 +40,29 @@ pub struct SessionPlan {
     pub bricks: Vec<BrickPlan>,
 }
 
+impl SessionPlan {
+    /// Connects to the slave with the session key and the pinned host key,
+    /// and greets it.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            crate::transport::ssh::SshConnection,
+            crate::transport::SshLink,
+        ),
+        crate::transport::TransportError,
+    > {
+        crate::transport::open(
+            &self.target,
+            crate::transport::ssh::HostKeyPolicy::Pinned(self.host_key.clone()),
+            &self.auth,
+            &self.slave_command,
+            self.config.timeout(),
+        )
+        .await
+    }
+}
+
 /// First and longest wait between restarts of a failing worker.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);

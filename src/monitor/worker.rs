@@ -14,8 +14,7 @@ use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
 use crate::transport::ship::{ShipError, ShipReport, Shipper};
-use crate::transport::ssh::HostKeyPolicy;
-use crate::transport::{self, SshLink, TransportError};
+use crate::transport::{SshLink, TransportError};
 
 /// A file's ctime may lag the journal record that announced it by up to this
 /// much (events are read asynchronously), so a Hybrid Crawl since stime looks
@@ -94,14 +93,7 @@ pub async fn run(
             started,
         };
     }
-    let (conn, link) = transport::open(
-        &plan.target,
-        HostKeyPolicy::Pinned(plan.host_key.clone()),
-        &plan.auth,
-        &plan.slave_command,
-        plan.config.timeout(),
-    )
-    .await?;
+    let (conn, link) = plan.connect().await?;
     state.set_last_error(brick.brick_id, None)?;
     let mut ctx = Ctx {
         plan,
@@ -173,8 +165,7 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     let max = ctx.plan.config.changelog_batch_size;
     let dir = ctx.brick.journal_dir.clone();
     let after = stime.unwrap_or_default();
-    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, None, max))?
-    else {
+    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, max))? else {
         return Ok(false);
     };
     let crawl = if jb.through <= hook_started {

@@ -338,13 +338,7 @@ async fn authenticate(
         detail,
     };
     match auth {
-        Auth::Key(path) => {
-            if try_key(handle, target, load_key(path)?).await? {
-                return Ok(());
-            }
-            Err(failed(format!("the server refused key {}", path.display())))
-        }
-        Auth::Operator(Some(path)) => {
+        Auth::Key(path) | Auth::Operator(Some(path)) => {
             if try_key(handle, target, load_key(path)?).await? {
                 return Ok(());
             }
