@@ -2,6 +2,7 @@
 //! follow the journal (Changelog Crawl), shipping batches and advancing
 //! stime only after each `Committed`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::sync::watch;
 
 use super::{BrickPlan, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
-use crate::crawl::{journal, Batch, HybridCrawl};
+use crate::crawl::{journal, Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
@@ -43,6 +44,9 @@ pub struct Journal {
     /// When the running hook started: everything before it must come from
     /// old journal files or a Hybrid Crawl.
     started: Stime,
+    /// Directories where a batch was cut off: they may hold the slave's
+    /// temporary files, swept (pruned) on the next connection.
+    sweep: BTreeSet<RelPath>,
 }
 
 impl Journal {
@@ -61,6 +65,8 @@ struct Ctx<'a> {
     state: &'a State,
     link: SshLink,
     batch_id: u64,
+    /// Parent directories of the files of the batch being shipped.
+    in_flight: BTreeSet<RelPath>,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -91,6 +97,7 @@ pub async fn run(
         *journal = Journal {
             hook: Some(hook),
             started,
+            sweep: std::mem::take(&mut journal.sweep),
         };
     }
     let (conn, link) = plan.connect().await?;
@@ -101,11 +108,44 @@ pub async fn run(
         state,
         link,
         batch_id: 0,
+        in_flight: BTreeSet::new(),
     };
-    let result = follow(&mut ctx, journal, shutdown).await;
+    let mut result = sweep(&mut ctx, &mut journal.sweep).await;
+    if result.is_ok() {
+        result = follow(&mut ctx, journal, shutdown).await;
+    }
+    journal.sweep.append(&mut ctx.in_flight);
     ctx.link.close().await;
     conn.close().await;
     result
+}
+
+/// Prunes the directories where an earlier batch was cut off, so no
+/// temporary file of a dead slave process stays behind.
+async fn sweep(ctx: &mut Ctx<'_>, dirs: &mut BTreeSet<RelPath>) -> Result<(), WorkerError> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for dir in dirs.iter() {
+        let Ok(names) = std::fs::read_dir(dir.under(&ctx.brick.brick)) else {
+            continue; // gone on the master: the journal removes it
+        };
+        let keep = names
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        batch.push_entry(Entry::Prune {
+            dir: dir.clone(),
+            keep,
+        });
+    }
+    tracing::info!(
+        dirs = dirs.len(),
+        "sweeping directories of a batch that was cut off"
+    );
+    ship(ctx, &batch).await?;
+    dirs.clear();
+    Ok(())
 }
 
 fn stime_of(ctx: &Ctx<'_>) -> Result<Option<Stime>, WorkerError> {
@@ -223,14 +263,13 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         return Ok(ShipReport::default());
     }
     ctx.batch_id += 1;
+    ctx.in_flight
+        .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
     let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id)
         .ship(batch)
-        .await;
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => return Err(e.into()),
-    };
+        .await?;
+    ctx.in_flight.clear();
     ctx.state.add_counters(
         ctx.brick.brick_id,
         Counters {

@@ -256,11 +256,13 @@ impl Session {
         Ok(())
     }
 
-    /// End of session: drop a half-received file; put verified ones in place
-    /// (they are complete, so this is safe, and it leaves no temp files).
+    /// End of session without a commit: drop the half-received file and the
+    /// verified ones not yet in place. The master replays the batch anyway,
+    /// and a slave that was frozen (SIGSTOP) while a newer session took over
+    /// must not put stale content in place when it wakes up.
     fn finish(&mut self) {
         self.receiver.discard_current();
-        let _ = self.receiver.flush(&mut self.root);
+        self.receiver.discard_pending();
     }
 
     fn send_failures<W: Write>(

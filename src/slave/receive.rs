@@ -371,6 +371,12 @@ impl Receiver {
     }
 
     /// Drops the file being received (its temp file is removed).
+    /// Forgets the verified files not yet renamed into place; their temp
+    /// files are removed.
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+    }
+
     pub fn discard_current(&mut self) {
         self.current = None;
     }

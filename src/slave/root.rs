@@ -360,9 +360,17 @@ pub(crate) fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Re
 
 /// A temporary name in the same directory for the final name `name`, short
 /// enough that a 255-byte final name still works.
+/// The temporary name a file is built under before it is renamed over
+/// `name`. It carries this process's id so that two slave processes (one of
+/// them stale, e.g. frozen while the master reconnected) never share one;
+/// leftovers of a killed process are removed by the master's next prune.
 pub(crate) fn temp_name(name: &OsStr) -> String {
     let hash = blake3::hash(name.as_encoded_bytes());
-    format!(".georep.{}.tmp", &hash.to_hex()[..16])
+    format!(
+        ".georep.{}.{}.tmp",
+        &hash.to_hex()[..16],
+        std::process::id()
+    )
 }
 
 /// The owner to apply, if the slave runs as root and the master sent one.

@@ -109,18 +109,23 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         self.next_seq
     }
 
+    /// Sends one request. A slave that stops reading (frozen, or a hung
+    /// connection) fills the window; that counts as no answer too.
     pub async fn send(&mut self, req: &Request) -> Result<(), LinkError> {
         let frame = protocol::encode(req)?;
-        self.writer
-            .write_all(&frame)
+        tokio::time::timeout(self.timeout, self.writer.write_all(&frame))
             .await
+            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
             .map_err(ProtocolError::from)?;
         self.bytes_sent += frame.len() as u64;
         Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), LinkError> {
-        self.writer.flush().await.map_err(ProtocolError::from)?;
+        tokio::time::timeout(self.timeout, self.writer.flush())
+            .await
+            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
+            .map_err(ProtocolError::from)?;
         Ok(())
     }
 
@@ -138,10 +143,15 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         }
     }
 
-    /// Ends the conversation cleanly (the slave sees end of input).
+    /// Ends the conversation cleanly (the slave sees end of input); bounded
+    /// by the timeout, since the slave may be the thing that hangs.
     pub async fn close(mut self) {
-        let _ = self.writer.flush().await;
-        let _ = self.writer.shutdown().await;
+        let t = self.timeout;
+        let _ = tokio::time::timeout(t, async {
+            let _ = self.writer.flush().await;
+            let _ = self.writer.shutdown().await;
+        })
+        .await;
     }
 }
 
