@@ -95,8 +95,15 @@ async fn supervise(
     let state = State::open(&plan.state_home)?;
     let mut backoff = BACKOFF_MIN;
     let mut journal = worker::Journal::default();
+    let stime = |state: &State| {
+        state
+            .bricks_by_id(brick.brick_id)
+            .ok()
+            .flatten()
+            .and_then(|b| b.stime)
+    };
     loop {
-        let began = std::time::Instant::now();
+        let before = stime(&state);
         let outcome = worker::run(&plan, &brick, &state, &mut journal, &mut shutdown).await;
         if *shutdown.borrow() {
             break;
@@ -105,30 +112,37 @@ async fn supervise(
             Ok(()) => break,
             Err(e) => e,
         };
+        // A worker that got batches through before failing starts over with
+        // short waits; one that keeps failing waits longer and longer.
+        if stime(&state) > before {
+            backoff = BACKOFF_MIN;
+        }
         tracing::error!(brick = %brick.brick.display(), "worker failed: {err}; retrying in {} s", backoff.as_secs());
-        state.set_worker(
-            brick.brick_id,
-            WorkerStatus::Faulty,
-            CrawlStatus::NotApplicable,
-        )?;
-        state.set_last_error(brick.brick_id, Some(&err.to_string()))?;
-        state.add_counters(
-            brick.brick_id,
-            crate::state::Counters {
-                failures: 1,
-                ..Default::default()
-            },
-        )?;
+        // The status is best effort: a busy database must not end supervision.
+        let recorded = state
+            .set_worker(
+                brick.brick_id,
+                WorkerStatus::Faulty,
+                CrawlStatus::NotApplicable,
+            )
+            .and_then(|()| state.set_last_error(brick.brick_id, Some(&err.to_string())))
+            .and_then(|()| {
+                state.add_counters(
+                    brick.brick_id,
+                    crate::state::Counters {
+                        failures: 1,
+                        ..Default::default()
+                    },
+                )
+            });
+        if let Err(e) = recorded {
+            tracing::warn!("cannot record the failure in the state database: {e}");
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => break,
         }
-        // A worker that ran well for a while before failing starts over.
-        backoff = if began.elapsed() > BACKOFF_MAX * 2 {
-            BACKOFF_MIN
-        } else {
-            (backoff * 2).min(BACKOFF_MAX)
-        };
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     journal.stop();
     state.set_worker(

@@ -26,8 +26,8 @@ const CTIME_MARGIN: Duration = Duration::from_secs(5);
 pub enum WorkerError {
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("{0}")]
-    Ship(#[from] ShipError),
+    #[error("slave {target}: {source}")]
+    Ship { target: String, source: ShipError },
     #[error("journal: {0}")]
     Journal(#[from] ChangelogError),
     #[error(transparent)]
@@ -268,7 +268,11 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     let brick: &Path = &ctx.brick.brick;
     let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id)
         .ship(batch)
-        .await?;
+        .await
+        .map_err(|source| WorkerError::Ship {
+            target: ctx.plan.target.to_string(),
+            source,
+        })?;
     ctx.in_flight.clear();
     ctx.state.add_counters(
         ctx.brick.brick_id,

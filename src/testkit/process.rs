@@ -146,6 +146,47 @@ pub fn wait_for<T>(
     }
 }
 
+/// Live (not zombie) processes whose argument list satisfies `pred`: how
+/// fault tests find a monitor or a slave process to kill.
+pub fn find_processes(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && !args.is_empty() && pred(&args) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `signal` to `pid`; false if there is no such process.
+pub fn signal(pid: i32, signal: rustix::process::Signal) -> bool {
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|p| rustix::process::kill_process(p, signal).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -235,11 +235,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     .filter(|m| m.is_dir())
                     .map_or(0o755, |m| m.mode() & 0o7777),
             },
-            Entry::Create(p) | Entry::Link(p) => EntryOp::Create {
-                path: p.clone(),
-                mode: lstat(p)
-                    .filter(|m| m.is_file())
-                    .map_or(0o644, |m| m.mode() & 0o7777),
+            // Only an empty file is created as an entry: anything with content
+            // arrives whole through the data phase, so the slave never shows
+            // an empty placeholder for a file whose bytes did not make it. A
+            // rename of a file created this way finds no source and is
+            // resent whole.
+            Entry::Create(p) | Entry::Link(p) => match lstat(p) {
+                Some(m) if m.is_file() && m.size() == 0 => EntryOp::Create {
+                    path: p.clone(),
+                    mode: m.mode() & 0o7777,
+                },
+                _ => return Ok(()),
             },
             Entry::Symlink(p) => match fs::read_link(p.under(self.brick)) {
                 Ok(target) => EntryOp::Symlink {
