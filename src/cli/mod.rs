@@ -5,6 +5,7 @@
 
 pub mod config;
 mod create;
+pub mod filter;
 mod home;
 mod lifecycle;
 mod status;
