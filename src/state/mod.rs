@@ -360,7 +360,8 @@ impl State {
         self.session(id)
     }
 
-    fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
+    /// The session with row id `id`.
+    pub fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
         self.query_sessions("WHERE id = ?1", params![id])?
             .pop()
             .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
