@@ -236,9 +236,9 @@ impl SyncFilter {
     /// unlinks, rmdirs and prunes); `None` when nothing needs removing.
     ///
     /// A rename with an excluded side is dropped; if only its source was
-    /// excluded, the destination is sent as data and attributes (a file
-    /// appears; a directory moved in from an excluded name appears with the
-    /// next Hybrid Crawl).
+    /// excluded, the destination is sent as data (a file appears; a
+    /// directory moved in from an excluded name does not, until a Hybrid
+    /// Crawl walks it).
     pub fn apply(&self, batch: &Batch) -> Option<Batch> {
         if self.is_noop() {
             return None;
@@ -254,7 +254,6 @@ impl SyncFilter {
                     let (f, t) = (self.excluded(from), self.excluded(to));
                     if f && !t {
                         out.push_data(to.clone());
-                        out.push_meta(to.clone());
                     }
                     !(f || t)
                 }
