@@ -9,4 +9,5 @@ mod delta;
 mod e2e;
 mod errors;
 mod faults;
+mod ops;
 mod security;

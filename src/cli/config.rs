@@ -1,10 +1,19 @@
 //! Session settings: one validated struct whose kebab-case field names are
 //! the keys of `geo-rep config KEY VALUE`. Stored as JSON in the state
-//! database; unknown keys and bad values are refused when set.
+//! database; unknown keys and bad values are refused when set, so a worker
+//! never meets one.
+//!
+//! [`OPTIONS`] says, per key, when a change takes effect: `live` (the
+//! monitor re-reads the settings before each batch), `next start`, `at
+//! create` (fixed by `create push-pem`; changing it needs a new session) or
+//! `not yet applied` (stored and validated, but georep does not act on it
+//! yet: the listing says so rather than pretend).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::filter::{Pattern, SyncFilter};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -22,6 +31,18 @@ pub struct SessionConfig {
     pub changelog_batch_size: usize,
     /// Seconds without an answer after which the slave counts as hung.
     pub timeout: u64,
+    /// Parallel transfer streams per brick (not yet applied: one stream).
+    pub sync_jobs: u32,
+    /// Leave on the slave what is deleted on the master.
+    pub ignore_deletes: bool,
+    /// Replicate extended attributes (not yet applied).
+    pub sync_xattrs: bool,
+    /// Replicate POSIX ACLs (not yet applied).
+    pub sync_acls: bool,
+    /// Log verbosity of the monitor: error, warn, info, debug or trace.
+    pub log_level: String,
+    /// Glob patterns of paths not to replicate (see `cli::filter`).
+    pub exclude: Vec<String>,
 }
 
 impl Default for SessionConfig {
@@ -33,16 +54,163 @@ impl Default for SessionConfig {
             rollover_time: 1.0,
             changelog_batch_size: 8192,
             timeout: 120,
+            sync_jobs: 1,
+            ignore_deletes: false,
+            sync_xattrs: false,
+            sync_acls: false,
+            log_level: "info".into(),
+            exclude: Vec::new(),
         }
     }
 }
+
+/// When a change to an option takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    Live,
+    NextStart,
+    AtCreate,
+    NotYetApplied,
+}
+
+impl std::fmt::Display for Applies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Applies::Live => "live",
+            Applies::NextStart => "next start",
+            Applies::AtCreate => "at create",
+            Applies::NotYetApplied => "not yet applied",
+        })
+    }
+}
+
+/// One settable key.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    pub key: &'static str,
+    pub applies: Applies,
+    pub help: &'static str,
+}
+
+/// Every key of [`SessionConfig`], in listing order. (`checkpoint` is a
+/// key of `geo-rep config` too, but lives in the state database.)
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "changelog-batch-size",
+        applies: Applies::Live,
+        help: "most operations shipped in one batch (1..=1000000)",
+    },
+    OptionSpec {
+        key: "exclude",
+        applies: Applies::Live,
+        help: "comma-separated glob patterns of paths not to replicate",
+    },
+    OptionSpec {
+        key: "ignore-deletes",
+        applies: Applies::Live,
+        help: "true: deletions on the master are not replicated",
+    },
+    OptionSpec {
+        key: "rollover-time",
+        applies: Applies::NextStart,
+        help: "seconds between journal rollovers (0.1..=3600)",
+    },
+    OptionSpec {
+        key: "ssh-port",
+        applies: Applies::NextStart,
+        help: "SSH port of the slave (1..=65535)",
+    },
+    OptionSpec {
+        key: "timeout",
+        applies: Applies::NextStart,
+        help: "seconds without an answer before the slave counts as hung (1..=86400)",
+    },
+    OptionSpec {
+        key: "log-level",
+        applies: Applies::NextStart,
+        help: "monitor log verbosity: error, warn, info, debug, trace",
+    },
+    OptionSpec {
+        key: "remote-command",
+        applies: Applies::AtCreate,
+        help: "georep on the slave; it is the forced command in the slave's authorized_keys",
+    },
+    OptionSpec {
+        key: "authorized-keys-file",
+        applies: Applies::AtCreate,
+        help: "the slave's authorized_keys file push-pem wrote to",
+    },
+    OptionSpec {
+        key: "sync-jobs",
+        applies: Applies::NotYetApplied,
+        help: "parallel transfer streams per brick (1..=64); each brick uses one pipelined stream",
+    },
+    OptionSpec {
+        key: "sync-xattrs",
+        applies: Applies::NotYetApplied,
+        help: "replicate extended attributes; xattrs are not sent yet",
+    },
+    OptionSpec {
+        key: "sync-acls",
+        applies: Applies::NotYetApplied,
+        help: "replicate POSIX ACLs; ACLs are not sent yet",
+    },
+];
+
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid session configuration: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("unknown config option {0:?} (known: {known})", known = known_keys())]
+    UnknownKey(String),
     #[error("invalid value for {key}: {why}")]
     Value { key: &'static str, why: String },
+    #[error("{key} is fixed at create (it is part of the key installed on the slave); delete and re-create the session to change it")]
+    Fixed { key: &'static str },
+}
+
+fn known_keys() -> String {
+    let mut keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+    keys.push("checkpoint");
+    keys.join(", ")
+}
+
+/// The spec of `key`, or [`ConfigError::UnknownKey`].
+pub fn option(key: &str) -> Result<&'static OptionSpec, ConfigError> {
+    OPTIONS
+        .iter()
+        .find(|o| o.key == key)
+        .ok_or_else(|| ConfigError::UnknownKey(key.to_owned()))
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(ConfigError::Value {
+            key,
+            why: format!("{v:?} is not a boolean (true or false)"),
+        }),
+    }
+}
+
+fn parse_int<T: TryFrom<u64>>(
+    key: &'static str,
+    v: &str,
+    min: u64,
+    max: u64,
+) -> Result<T, ConfigError> {
+    let bad = |why: String| ConfigError::Value { key, why };
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(bad(format!("{n} is out of range ({min}..={max})")));
+    }
+    T::try_from(n).map_err(|_| bad(format!("{n} is out of range ({min}..={max})")))
 }
 
 impl SessionConfig {
@@ -66,14 +234,29 @@ impl SessionConfig {
         if !(0.1..=3600.0).contains(&self.rollover_time) {
             return bad("rollover-time", "must be between 0.1 and 3600 seconds");
         }
-        if self.changelog_batch_size == 0 {
-            return bad("changelog-batch-size", "must be at least 1");
+        if !(1..=1_000_000).contains(&self.changelog_batch_size) {
+            return bad("changelog-batch-size", "must be between 1 and 1000000");
         }
-        if self.timeout == 0 {
-            return bad("timeout", "must be at least 1 second");
+        if !(1..=86_400).contains(&self.timeout) {
+            return bad("timeout", "must be between 1 and 86400 seconds");
         }
         if self.ssh_port == 0 {
             return bad("ssh-port", "must be between 1 and 65535");
+        }
+        if !(1..=64).contains(&self.sync_jobs) {
+            return bad("sync-jobs", "must be between 1 and 64");
+        }
+        if !LOG_LEVELS.contains(&self.log_level.as_str()) {
+            return bad(
+                "log-level",
+                "must be one of error, warn, info, debug, trace",
+            );
+        }
+        for p in &self.exclude {
+            Pattern::parse(p).map_err(|why| ConfigError::Value {
+                key: "exclude",
+                why,
+            })?;
         }
         // Both end up inside `command="…"` in authorized_keys.
         for (key, v) in [
@@ -90,6 +273,79 @@ impl SessionConfig {
         Ok(())
     }
 
+    /// The value of `key` as `config … KEY` prints it.
+    pub fn get(&self, key: &str) -> Result<String, ConfigError> {
+        let spec = option(key)?;
+        Ok(match spec.key {
+            "changelog-batch-size" => self.changelog_batch_size.to_string(),
+            "exclude" => self.exclude.join(","),
+            "ignore-deletes" => self.ignore_deletes.to_string(),
+            "rollover-time" => self.rollover_time.to_string(),
+            "ssh-port" => self.ssh_port.to_string(),
+            "timeout" => self.timeout.to_string(),
+            "log-level" => self.log_level.clone(),
+            "remote-command" => self.remote_command.clone(),
+            "authorized-keys-file" => self.authorized_keys_file.clone(),
+            "sync-jobs" => self.sync_jobs.to_string(),
+            "sync-xattrs" => self.sync_xattrs.to_string(),
+            "sync-acls" => self.sync_acls.to_string(),
+            other => unreachable!("option {other} has no getter"),
+        })
+    }
+
+    /// `self` with `key` set to `value`, validated; `self` is untouched on
+    /// error.
+    pub fn with(&self, key: &str, value: &str) -> Result<SessionConfig, ConfigError> {
+        let spec = option(key)?;
+        let k = spec.key;
+        let mut c = self.clone();
+        match k {
+            "changelog-batch-size" => c.changelog_batch_size = parse_int(k, value, 1, 1_000_000)?,
+            "exclude" => {
+                c.exclude = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "ignore-deletes" => c.ignore_deletes = parse_bool(k, value)?,
+            "rollover-time" => {
+                let t: f64 = value.trim().parse().map_err(|_| ConfigError::Value {
+                    key: k,
+                    why: format!("{value:?} is not a number of seconds"),
+                })?;
+                if !t.is_finite() {
+                    return Err(ConfigError::Value {
+                        key: k,
+                        why: format!("{value:?} is not a number of seconds"),
+                    });
+                }
+                c.rollover_time = t;
+            }
+            "ssh-port" => c.ssh_port = parse_int(k, value, 1, 65_535)?,
+            "timeout" => c.timeout = parse_int(k, value, 1, 86_400)?,
+            "log-level" => c.log_level = value.trim().to_ascii_lowercase(),
+            "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
+            "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,
+            "sync-acls" => c.sync_acls = parse_bool(k, value)?,
+            "remote-command" | "authorized-keys-file" => return Err(ConfigError::Fixed { key: k }),
+            other => unreachable!("option {other} has no setter"),
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// `self` with `key` back at its default.
+    pub fn without(&self, key: &str) -> Result<SessionConfig, ConfigError> {
+        let spec = option(key)?;
+        if spec.applies == Applies::AtCreate {
+            return Err(ConfigError::Fixed { key: spec.key });
+        }
+        let default = SessionConfig::default().get(spec.key)?;
+        self.with(spec.key, &default)
+    }
+
     pub fn rollover(&self) -> Duration {
         Duration::from_secs_f64(self.rollover_time)
     }
@@ -101,6 +357,19 @@ impl SessionConfig {
     /// The command line the slave runs for this session.
     pub fn slave_command(&self, root: &str) -> String {
         format!("{} slave --root '{}'", self.remote_command, root)
+    }
+
+    /// What the worker leaves out of each batch.
+    pub fn filter(&self) -> SyncFilter {
+        SyncFilter {
+            // Validated when set; a pattern that no longer parses is skipped.
+            exclude: self
+                .exclude
+                .iter()
+                .filter_map(|p| Pattern::parse(p).ok())
+                .collect(),
+            ignore_deletes: self.ignore_deletes,
+        }
     }
 }
 
@@ -118,5 +387,90 @@ mod tests {
         assert!(e.to_string().contains("rollover-time"), "{e}");
         let e = SessionConfig::from_json(r#"{"remote-command": "x\" evil"}"#).unwrap_err();
         assert!(e.to_string().contains("remote-command"), "{e}");
+    }
+
+    #[test]
+    fn an_old_config_without_new_keys_gets_defaults() {
+        let c = SessionConfig::from_json(r#"{"ssh-port": 2222, "timeout": 5}"#).unwrap();
+        assert_eq!(c.ssh_port, 2222);
+        assert_eq!(c.sync_jobs, 1);
+        assert!(c.exclude.is_empty());
+    }
+
+    #[test]
+    fn every_option_gets_and_resets() {
+        let c = SessionConfig::default();
+        for o in OPTIONS {
+            let v = c.get(o.key).unwrap();
+            if o.applies == Applies::AtCreate {
+                assert!(matches!(c.with(o.key, &v), Err(ConfigError::Fixed { .. })));
+            } else {
+                assert_eq!(c.with(o.key, &v).unwrap(), c, "{}", o.key);
+                assert_eq!(c.without(o.key).unwrap(), c, "{}", o.key);
+            }
+        }
+    }
+
+    #[test]
+    fn good_values_are_taken() {
+        let c = SessionConfig::default();
+        let table: &[(&str, &str, &str)] = &[
+            ("changelog-batch-size", "10", "10"),
+            ("exclude", "*.tmp, cache/**", "*.tmp,cache/**"),
+            ("exclude", "", ""),
+            ("ignore-deletes", "yes", "true"),
+            ("ignore-deletes", "FALSE", "false"),
+            ("rollover-time", "0.5", "0.5"),
+            ("ssh-port", "2222", "2222"),
+            ("timeout", "30", "30"),
+            ("log-level", "DEBUG", "debug"),
+            ("sync-jobs", "3", "3"),
+            ("sync-xattrs", "true", "true"),
+            ("sync-acls", "off", "false"),
+        ];
+        for (key, value, shown) in table {
+            let got = c
+                .with(key, value)
+                .unwrap_or_else(|e| panic!("{key}={value}: {e}"));
+            assert_eq!(got.get(key).unwrap(), *shown, "{key}={value}");
+            assert_eq!(got.without(key).unwrap(), c, "reset {key}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_key_and_reason() {
+        let c = SessionConfig::default();
+        let table: &[(&str, &str, &str)] = &[
+            ("no-such-key", "1", "unknown config option"),
+            ("changelog-batch-size", "0", "out of range"),
+            ("changelog-batch-size", "-1", "not a whole number"),
+            ("changelog-batch-size", "lots", "not a whole number"),
+            (
+                "changelog-batch-size",
+                "99999999999999999999999",
+                "not a whole number",
+            ),
+            ("ssh-port", "65536", "out of range"),
+            ("ssh-port", "0", "out of range"),
+            ("timeout", "0", "out of range"),
+            ("rollover-time", "0.01", "between 0.1 and 3600"),
+            ("rollover-time", "NaN", "not a number"),
+            ("rollover-time", "inf", "not a number"),
+            ("rollover-time", "soon", "not a number"),
+            ("ignore-deletes", "maybe", "not a boolean"),
+            ("sync-jobs", "65", "out of range"),
+            ("log-level", "loud", "one of"),
+            ("exclude", "[abc", "unclosed"),
+            ("exclude", "/", "whole brick"),
+            ("remote-command", "/bin/sh", "fixed at create"),
+            ("authorized-keys-file", "/x", "fixed at create"),
+        ];
+        for (key, value, why) in table {
+            let e = c.with(key, value).unwrap_err().to_string();
+            assert!(e.contains(why), "{key}={value}: {e}");
+            if *key != "no-such-key" {
+                assert!(e.contains(key), "{key}={value}: {e}");
+            }
+        }
     }
 }

@@ -164,6 +164,17 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(home.session_dir(record.id));
         return Err(e);
     }
+    // A session deleted without `reset-sync-time` left its stimes: into a
+    // slave directory that still holds its data, start from them; into an
+    // empty one, sync everything.
+    if !hello.root_empty {
+        let n = state.take_kept_stimes(record.id)?;
+        if n > 0 {
+            println!("resuming from the sync time of the earlier session for {n} brick(s)");
+        }
+    } else {
+        state.forget_kept_stimes(&args.vol, &args.slave)?;
+    }
     println!(
         "Creating geo-replication session between {} & {} has been successful",
         args.vol, args.slave

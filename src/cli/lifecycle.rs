@@ -69,6 +69,7 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
         })
         .collect();
     Ok(SessionPlan {
+        session_id: session.id,
         state_home: home.root().to_owned(),
         target: SshTarget {
             host: session.slave.host.clone(),
@@ -111,15 +112,23 @@ pub fn start(
     }
     // Pre-flight: a changed host key or an unreachable slave is reported
     // here, to the operator, not only in a log.
+    // `force` (as in GlusterFS) starts anyway: the workers keep retrying
+    // with back-off and show Faulty until the slave answers.
     let rt = runtime()?;
-    rt.block_on(async {
-        let (conn, link) = plan.connect().await?;
-        link.close().await;
-        conn.close().await;
-        Ok::<_, crate::transport::TransportError>(())
-    })
-    .with_context(|| format!("cannot start {vol} -> {slave}"))?;
+    let checked = rt
+        .block_on(async {
+            let (conn, link) = plan.connect().await?;
+            link.close().await;
+            conn.close().await;
+            Ok::<_, crate::transport::TransportError>(())
+        })
+        .with_context(|| format!("cannot start {vol} -> {slave}"));
     drop(rt);
+    match checked {
+        Ok(()) => {}
+        Err(e) if force => eprintln!("geo-rep: warning: {e:#}; starting anyway (force)"),
+        Err(e) => return Err(e),
+    }
     if foreground {
         state.set_session_state(session.id, SessionState::Started, Some(std::process::id()))?;
         return run_monitor(home, &session);
@@ -135,6 +144,7 @@ pub fn start(
         .arg("--home")
         .arg(home.root())
         .args(["monitor", vol.as_str(), &slave.to_string()])
+        .env("GEOREP_LOG", &plan.config.log_level)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -152,7 +162,8 @@ pub fn stop(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> any
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     let alive = monitor_alive(session.monitor_pid);
-    if !alive && session.state != SessionState::Started && !force {
+    let started = matches!(session.state, SessionState::Started | SessionState::Paused);
+    if !alive && !started && !force {
         bail!("session {vol} -> {slave} is not running");
     }
     if let (true, Some(pid)) = (alive, session.monitor_pid) {
@@ -171,6 +182,39 @@ pub fn stop(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> any
         state.set_worker(b.id, WorkerStatus::Stopped, CrawlStatus::NotApplicable)?;
     }
     println!("Stopping geo-replication session between {vol} & {slave} has been successful");
+    Ok(())
+}
+
+/// `pause`: the workers stop shipping after the batch in flight; the
+/// journal hooks keep recording, so `resume` ships everything, from stime.
+pub fn pause(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> anyhow::Result<()> {
+    let state = home.state()?;
+    let session = find_session(&state, vol, slave)?;
+    match session.state {
+        SessionState::Paused if force => {}
+        SessionState::Paused => bail!("session {vol} -> {slave} is already paused"),
+        SessionState::Started if monitor_alive(session.monitor_pid) || force => {}
+        _ => bail!("session {vol} -> {slave} is not started; only a running session can be paused"),
+    }
+    state.set_session_state(session.id, SessionState::Paused, session.monitor_pid)?;
+    println!("Pausing geo-replication session between {vol} & {slave} has been successful");
+    Ok(())
+}
+
+/// `resume`: the workers ship again what the journal recorded meanwhile.
+pub fn resume(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> anyhow::Result<()> {
+    let state = home.state()?;
+    let session = find_session(&state, vol, slave)?;
+    match session.state {
+        SessionState::Paused => {}
+        SessionState::Started if force => {}
+        _ => bail!("session {vol} -> {slave} is not paused"),
+    }
+    state.set_session_state(session.id, SessionState::Started, session.monitor_pid)?;
+    if !monitor_alive(session.monitor_pid) {
+        eprintln!("geo-rep: warning: the monitor of {vol} -> {slave} is not running; run `geo-rep start {vol} {slave} force`");
+    }
+    println!("Resuming geo-replication session between {vol} & {slave} has been successful");
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! wrong. Errors are printed by the binary as `geo-rep: <what>: <cause>`.
 
 pub mod config;
+mod configure;
 mod create;
+mod delete;
+pub mod filter;
 mod home;
 mod lifecycle;
 mod status;
@@ -93,6 +96,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pause shipping; the journal keeps recording: MASTERVOL SLAVE [force]
+    Pause {
+        master_vol: String,
+        slave: String,
+        #[arg(num_args = 0..=1)]
+        words: Vec<String>,
+    },
+    /// Resume a paused session: MASTERVOL SLAVE [force]
+    Resume {
+        master_vol: String,
+        slave: String,
+        #[arg(num_args = 0..=1)]
+        words: Vec<String>,
+    },
+    /// Delete a stopped session: MASTERVOL SLAVE [reset-sync-time]
+    Delete {
+        master_vol: String,
+        slave: String,
+        /// `reset-sync-time`: a session re-created later starts from nothing.
+        #[arg(num_args = 0..=1)]
+        words: Vec<String>,
+        /// The operator's private key, to remove the session key from the
+        /// slave's authorized_keys (default: ~/.ssh/id_* or ssh-agent).
+        #[arg(long)]
+        identity: Option<PathBuf>,
+    },
+    /// Show or change settings: MASTERVOL SLAVE [KEY [VALUE]] or '!KEY' to reset
+    Config {
+        master_vol: String,
+        slave: String,
+        #[arg(num_args = 0..=2, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Checkpoints: `checkpoint wait MASTERVOL SLAVE [--timeout SECS]`
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointAction,
+    },
     /// Serve the slave side on stdin/stdout (run by sshd).
     Slave {
         #[arg(long)]
@@ -101,6 +142,22 @@ pub enum Command {
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointAction {
+    /// Wait until the checkpoint set with `config … checkpoint now` is
+    /// completed (exit 0), or fail with a one-line reason (exit 1).
+    Wait {
+        master_vol: String,
+        slave: String,
+        /// Give up after this many seconds (default: wait as long as it takes).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Give up once a brick has been Faulty this many seconds.
+        #[arg(long, default_value_t = 60)]
+        faulty_grace: u64,
+    },
 }
 
 /// Keywords after the positional arguments (`push-pem`, `force`, `detail`).
@@ -207,6 +264,60 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             status::status(&home, vol.as_ref(), slave.as_ref(), detail, json)
+        }
+        Command::Pause {
+            master_vol,
+            slave,
+            words,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let force = !keywords(&words, &["force"])?.is_empty();
+            lifecycle::pause(&home, &vol, &slave, force)
+        }
+        Command::Resume {
+            master_vol,
+            slave,
+            words,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let force = !keywords(&words, &["force"])?.is_empty();
+            lifecycle::resume(&home, &vol, &slave, force)
+        }
+        Command::Delete {
+            master_vol,
+            slave,
+            words,
+            identity,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            let reset = !keywords(&words, &["reset-sync-time"])?.is_empty();
+            delete::delete(&home, &vol, &slave, reset, identity)
+        }
+        Command::Config {
+            master_vol,
+            slave,
+            words,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            configure::config(&home, &vol, &slave, configure::ConfigOp::from_words(&words))
+        }
+        Command::Checkpoint {
+            action:
+                CheckpointAction::Wait {
+                    master_vol,
+                    slave,
+                    timeout,
+                    faulty_grace,
+                },
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            configure::wait(
+                &home,
+                &vol,
+                &slave,
+                timeout.map(std::time::Duration::from_secs),
+                std::time::Duration::from_secs(faulty_grace),
+            )
         }
         Command::Slave { root } => {
             let stdin = std::io::stdin().lock();

@@ -1,11 +1,96 @@
 //! `geo-rep status [MASTERVOL [SLAVE]] [detail] [--json]`: GlusterFS's table.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::lifecycle::monitor_alive;
 use super::Home;
+use crate::changelog::{self, Record};
+use crate::crawl::journal::journal_dir;
 use crate::session::{SlaveUrl, Stime, VolumeName};
 use crate::state::{BrickRecord, SessionRecord, SessionState, WorkerStatus};
+
+/// At most this many journal files are read to count pending work; beyond
+/// it the counts are lower bounds (`pending_exact` is false).
+const PENDING_FILES_MAX: usize = 10_000;
+
+/// Changes recorded in the brick's journal that are not on the slave yet:
+/// the records of closed journal files after stime (the batch in flight
+/// included), by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    /// Entry operations: create, mkdir, mknod, link, symlink, unlink, rmdir, rename.
+    pub entry: u64,
+    /// Content changes.
+    pub data: u64,
+    /// Attribute changes.
+    pub meta: u64,
+    /// False if there were too many journal files to read them all (the
+    /// counts are then lower bounds).
+    pub exact: bool,
+}
+
+/// Counts the records after `stime` in `dir`; `None` if there is no
+/// journal yet (the session never ran).
+pub fn pending(dir: &Path, stime: Option<Stime>) -> Option<Pending> {
+    let files = changelog::list_closed(dir, stime.unwrap_or(Stime(i64::MIN))).ok()?;
+    let mut p = Pending {
+        exact: files.len() <= PENDING_FILES_MAX,
+        ..Pending::default()
+    };
+    for f in files.iter().take(PENDING_FILES_MAX) {
+        // A file purged meanwhile is done; a corrupt one is healed by a
+        // Hybrid Crawl, whose size is unknown here.
+        let Ok(log) = changelog::read_file(&f.path) else {
+            continue;
+        };
+        for r in &log.records {
+            match r {
+                Record::Data(_) => p.data += 1,
+                Record::Meta(_) => p.meta += 1,
+                Record::Gap { .. } => {}
+                _ => p.entry += 1,
+            }
+        }
+    }
+    Some(p)
+}
+
+/// The latest Hybrid Crawl of a brick, with its rate.
+#[derive(Debug, Serialize)]
+struct Progress {
+    started: String,
+    started_epoch: i64,
+    /// null while it runs.
+    finished: Option<String>,
+    finished_epoch: Option<i64>,
+    running: bool,
+    files_synced: u64,
+    bytes_sent: u64,
+    files_per_second: f64,
+    bytes_per_second: f64,
+}
+
+/// The session's checkpoint as every row of the session shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Checkpoint {
+    checkpoint_time: Option<String>,
+    checkpoint_epoch: Option<i64>,
+    checkpoint_completed: bool,
+    checkpoint_completion_time: Option<String>,
+    checkpoint_completion_epoch: Option<i64>,
+}
+
+fn checkpoint(s: &SessionRecord) -> Checkpoint {
+    Checkpoint {
+        checkpoint_time: s.checkpoint.map(rfc3339),
+        checkpoint_epoch: s.checkpoint.map(Stime::secs),
+        checkpoint_completed: s.checkpoint_completed.is_some(),
+        checkpoint_completion_time: s.checkpoint_completed.map(rfc3339),
+        checkpoint_completion_epoch: s.checkpoint_completed.map(Stime::secs),
+    }
+}
 
 /// One row: a brick of a session. Field names are the `--json` keys.
 #[derive(Debug, Serialize)]
@@ -20,6 +105,8 @@ struct Row {
     crawl_status: String,
     /// RFC 3339, or null before the first sync.
     last_synced: Option<String>,
+    /// stime in whole seconds since the epoch.
+    last_synced_epoch: Option<i64>,
     /// Nanoseconds since the epoch: every change before it is on the slave.
     stime_ns: Option<i64>,
     /// Seconds between now and stime (how far the slave is behind).
@@ -30,9 +117,24 @@ struct Row {
     data_synced: u64,
     meta_synced: u64,
     failures: u64,
+    /// Journal records not yet on the slave (null: no journal yet).
+    pending_entry: Option<u64>,
+    pending_data: Option<u64>,
+    pending_meta: Option<u64>,
+    pending_exact: bool,
+    #[serde(flatten)]
+    checkpoint: Checkpoint,
+    /// The latest Hybrid Crawl (null if none ran).
+    crawl_progress: Option<Progress>,
 }
 
-fn row(node: &str, s: &SessionRecord, b: &BrickRecord, alive: bool) -> Row {
+fn row(
+    node: &str,
+    s: &SessionRecord,
+    b: &BrickRecord,
+    alive: bool,
+    pending: Option<Pending>,
+) -> Row {
     let (status, crawl, error) = match s.state {
         SessionState::Created => (
             WorkerStatus::Created.to_string(),
@@ -71,6 +173,7 @@ fn row(node: &str, s: &SessionRecord, b: &BrickRecord, alive: bool) -> Row {
         status,
         crawl_status: crawl,
         last_synced: b.stime.map(rfc3339),
+        last_synced_epoch: b.stime.map(Stime::secs),
         stime_ns: b.stime.map(Stime::nanos),
         lag_seconds: b.stime.map(|t| (now.nanos() - t.nanos()) as f64 / 1e9),
         last_error: error,
@@ -79,6 +182,26 @@ fn row(node: &str, s: &SessionRecord, b: &BrickRecord, alive: bool) -> Row {
         data_synced: b.data,
         meta_synced: b.meta,
         failures: b.failures,
+        pending_entry: pending.map(|p| p.entry),
+        pending_data: pending.map(|p| p.data),
+        pending_meta: pending.map(|p| p.meta),
+        pending_exact: pending.is_some_and(|p| p.exact),
+        checkpoint: checkpoint(s),
+        crawl_progress: b.progress.started.map(|started| {
+            let end = b.progress.finished.unwrap_or(now);
+            let secs = ((end.nanos() - started.nanos()) as f64 / 1e9).max(1e-3);
+            Progress {
+                started: rfc3339(started),
+                started_epoch: started.secs(),
+                finished: b.progress.finished.map(rfc3339),
+                finished_epoch: b.progress.finished.map(Stime::secs),
+                running: b.progress.finished.is_none(),
+                files_synced: b.progress.files,
+                bytes_sent: b.progress.bytes,
+                files_per_second: b.progress.files as f64 / secs,
+                bytes_per_second: b.progress.bytes as f64 / secs,
+            }
+        }),
     }
 }
 
@@ -97,7 +220,7 @@ fn rfc3339(t: Stime) -> String {
         .unwrap_or_default()
 }
 
-fn local(t: Stime) -> String {
+pub(super) fn local(t: Stime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     offset_time(t).format(&fmt).unwrap_or_default()
 }
@@ -129,11 +252,20 @@ pub fn status(
     }
     let mut rows = Vec::new();
     let mut stimes = Vec::new();
+    let mut checkpoints = Vec::new();
     for s in &sessions {
+        // The monitor records completion too; this catches it when the
+        // monitor is not running (best effort: status may be read-only).
+        let _ = state.note_checkpoint(s.id, Stime::now());
+        let s = &state.session(s.id)?;
         let alive = monitor_alive(s.monitor_pid);
         for b in state.bricks(s.id)? {
+            let pending = (json || detail)
+                .then(|| pending(&journal_dir(&home.session_dir(s.id), b.id), b.stime))
+                .flatten();
             stimes.push(b.stime);
-            rows.push(row(&node, s, &b, alive));
+            checkpoints.push((s.checkpoint, s.checkpoint_completed));
+            rows.push(row(&node, s, &b, alive, pending));
         }
     }
     if json {
@@ -168,8 +300,8 @@ pub fn status(
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .zip(&stimes)
-        .map(|(r, st)| {
+        .zip(stimes.iter().zip(&checkpoints))
+        .map(|(r, (st, (cp, done)))| {
             let mut c = vec![
                 r.master_node.clone(),
                 r.master_vol.clone(),
@@ -182,15 +314,26 @@ pub fn status(
                 st.map(local).unwrap_or_else(|| "N/A".into()),
             ];
             if detail {
-                // Pending counts and checkpoints are not tracked yet: say so
-                // rather than show a number that means something else.
+                let count = |n: Option<u64>| match n {
+                    Some(n) if r.pending_exact => n.to_string(),
+                    Some(n) => format!("{n}+"),
+                    None => "N/A".into(),
+                };
                 c.extend([
-                    "N/A".into(),
-                    "N/A".into(),
-                    "N/A".into(),
+                    count(r.pending_entry),
+                    count(r.pending_data),
+                    count(r.pending_meta),
                     r.failures.to_string(),
                 ]);
-                c.extend(["N/A".into(), "N/A".into(), "N/A".into()]);
+                c.extend([
+                    cp.map(local).unwrap_or_else(|| "N/A".into()),
+                    match (cp, done) {
+                        (None, _) => "N/A".into(),
+                        (Some(_), Some(_)) => "Yes".into(),
+                        (Some(_), None) => "No".into(),
+                    },
+                    done.map(local).unwrap_or_else(|| "N/A".into()),
+                ]);
             }
             c
         })
@@ -201,7 +344,7 @@ pub fn status(
 
 /// Left-aligned columns separated by four spaces, a dashed rule under the
 /// header, as GlusterFS prints it.
-fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

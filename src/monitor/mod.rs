@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cli::config::SessionConfig;
-use crate::session::BrickId;
-use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
+use crate::cli::filter::SyncFilter;
+use crate::session::{BrickId, Stime};
+use crate::state::{CrawlStatus, SessionState, State, StateError, WorkerStatus};
 use crate::transport::ssh::{Auth, SshTarget};
 
 pub use worker::WorkerError;
@@ -31,6 +32,8 @@ pub struct BrickPlan {
 /// A session as the monitor runs it.
 #[derive(Debug, Clone)]
 pub struct SessionPlan {
+    /// Row id of the session in the state database.
+    pub session_id: i64,
     pub state_home: PathBuf,
     pub target: SshTarget,
     pub host_key: russh::keys::PublicKey,
@@ -40,7 +43,45 @@ pub struct SessionPlan {
     pub bricks: Vec<BrickPlan>,
 }
 
+/// What can change while a session runs: re-read by each worker between
+/// batches (see [`SessionPlan::live`]).
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The settings as stored now; options marked `live` in
+    /// `cli::config::OPTIONS` are taken from here.
+    pub config: SessionConfig,
+    /// `geo-rep pause`: the journal keeps recording, nothing is shipped.
+    pub paused: bool,
+    pub filter: SyncFilter,
+}
+
 impl SessionPlan {
+    /// The session's settings and pause flag as stored now. If they cannot
+    /// be read, the worker goes on with what it has (and says so).
+    pub fn live(&self, state: &State) -> Live {
+        let stored = state
+            .session(self.session_id)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                let config = SessionConfig::from_json(&s.config).map_err(|e| e.to_string())?;
+                Ok((config, s.state == SessionState::Paused))
+            });
+        let (config, paused) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(
+                    "reading the live session settings: {e}; keeping the settings of the start"
+                );
+                (self.config.clone(), false)
+            }
+        };
+        Live {
+            filter: config.filter(),
+            config,
+            paused,
+        }
+    }
+
     /// Connects to the slave with the session key and the pinned host key,
     /// and greets it.
     pub async fn connect(
@@ -67,9 +108,30 @@ impl SessionPlan {
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// How often the monitor looks whether the checkpoint has completed.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
+
 /// Runs every brick's worker until `shutdown` turns true.
 pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
     let mut tasks = Vec::new();
+    {
+        let state = State::open(&plan.state_home)?;
+        let id = plan.session_id;
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                match state.note_checkpoint(id, Stime::now()) {
+                    Ok(true) => tracing::info!("checkpoint completed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("recording checkpoint completion: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        });
+    }
     for brick in plan.bricks.clone() {
         let plan = plan.clone();
         let shutdown = shutdown.clone();

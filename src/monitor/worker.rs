@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{BrickPlan, SessionPlan};
+use super::{BrickPlan, Live, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
 use crate::crawl::{journal, Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -67,6 +67,8 @@ struct Ctx<'a> {
     batch_id: u64,
     /// Parent directories of the files of the batch being shipped.
     in_flight: BTreeSet<RelPath>,
+    /// Settings and pause flag, re-read every round.
+    live: Live,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -109,6 +111,7 @@ pub async fn run(
         link,
         batch_id: 0,
         in_flight: BTreeSet::new(),
+        live: plan.live(state),
     };
     let mut result = sweep(&mut ctx, &mut journal.sweep).await;
     if result.is_ok() {
@@ -171,6 +174,20 @@ async fn follow(
                 reason: err,
             });
         }
+        ctx.live = ctx.plan.live(ctx.state);
+        if ctx.live.paused {
+            // The hook keeps recording; stime stays, so resume ships it all.
+            ctx.state.set_worker(
+                ctx.brick.brick_id,
+                WorkerStatus::Paused,
+                CrawlStatus::NotApplicable,
+            )?;
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         // Read the hook's watermark before listing files, so a file closed
         // in between is seen next round rather than skipped.
         let closed = journal.hook.as_ref().map(|h| h.closed_through());
@@ -202,7 +219,7 @@ async fn follow(
 /// also on the very first start) is healed by a Hybrid Crawl right after.
 async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, WorkerError> {
     let stime = stime_of(ctx)?;
-    let max = ctx.plan.config.changelog_batch_size;
+    let max = ctx.live.config.changelog_batch_size;
     let dir = ctx.brick.journal_dir.clone();
     let after = stime.unwrap_or_default();
     let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, max))? else {
@@ -246,19 +263,28 @@ async fn hybrid(
         start,
         ctx.brick.exclude.clone(),
         since,
-    )
-    .with_prune();
-    let max = ctx.plan.config.changelog_batch_size;
+    );
+    if !ctx.live.config.ignore_deletes {
+        crawl = crawl.with_prune();
+    }
+    let max = ctx.live.config.changelog_batch_size;
+    ctx.state.crawl_begin(ctx.brick.brick_id)?;
     while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
-        ship(ctx, &batch).await?;
+        let report = ship(ctx, &batch).await?;
+        ctx.state
+            .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;
         for e in crawl.take_errors() {
             tracing::warn!("{e}");
         }
     }
+    ctx.state.crawl_end(ctx.brick.brick_id)?;
     Ok(())
 }
 
 async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerError> {
+    // `exclude` and `ignore-deletes` (cli::filter).
+    let filtered = ctx.live.filter.apply(batch);
+    let batch = filtered.as_ref().unwrap_or(batch);
     if batch.is_empty() {
         return Ok(ShipReport::default());
     }

@@ -200,6 +200,11 @@ pub struct SessionRecord {
     pub config: String,
     pub state: SessionState,
     pub monitor_pid: Option<u32>,
+    /// The operator's checkpoint: every change made before it should reach
+    /// the slave.
+    pub checkpoint: Option<Stime>,
+    /// When every brick's stime was first seen at or past the checkpoint.
+    pub checkpoint_completed: Option<Stime>,
 }
 
 /// A stored brick with its progress.
@@ -217,6 +222,19 @@ pub struct BrickRecord {
     pub data: u64,
     pub meta: u64,
     pub failures: u64,
+    pub progress: CrawlProgress,
+}
+
+/// The brick's latest Hybrid Crawl.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrawlProgress {
+    pub started: Option<Stime>,
+    /// `None` while it runs (or if it never ran).
+    pub finished: Option<Stime>,
+    /// Files shipped as data by it so far.
+    pub files: u64,
+    /// Protocol bytes it sent so far.
+    pub bytes: u64,
 }
 
 /// Counts to add to a brick after a batch.
@@ -342,7 +360,8 @@ impl State {
         self.session(id)
     }
 
-    fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
+    /// The session with row id `id`.
+    pub fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
         self.query_sessions("WHERE id = ?1", params![id])?
             .pop()
             .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
@@ -372,7 +391,8 @@ impl State {
         args: impl rusqlite::Params,
     ) -> Result<Vec<SessionRecord>, StateError> {
         let sql = format!(
-            "SELECT id, master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state, monitor_pid
+            "SELECT id, master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state, monitor_pid,
+                    checkpoint_ns, checkpoint_completed_ns
              FROM sessions {filter} ORDER BY master_vol, slave_host, slave_volume"
         );
         let conn = self.conn();
@@ -392,12 +412,16 @@ impl State {
                     r.get::<_, String>(7)?,
                     r.get::<_, String>(8)?,
                     r.get::<_, Option<u32>>(9)?,
+                    (
+                        r.get::<_, Option<i64>>(10)?.map(Stime),
+                        r.get::<_, Option<i64>>(11)?.map(Stime),
+                    ),
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, vol, slave, port, host_key, config, state, monitor_pid) =
+            let (id, vol, slave, port, host_key, config, state, monitor_pid, checkpoint) =
                 row.map_err(|e| self.err(e))?;
             out.push(SessionRecord {
                 id,
@@ -411,6 +435,8 @@ impl State {
                 config,
                 state: state.parse()?,
                 monitor_pid,
+                checkpoint: checkpoint.0,
+                checkpoint_completed: checkpoint.1,
             });
         }
         Ok(out)
@@ -441,6 +467,124 @@ impl State {
         Ok(())
     }
 
+    /// Sets (or with `None` clears) the session's checkpoint; either way it
+    /// is not completed yet.
+    pub fn set_checkpoint(&self, id: i64, at: Option<Stime>) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET checkpoint_ns = ?2, checkpoint_completed_ns = NULL WHERE id = ?1",
+                params![id, at.map(Stime::nanos)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records the checkpoint of session `id` as completed at `now` if every
+    /// brick's stime is at or past it and it was not completed before.
+    /// True if this call completed it. One statement, so the monitor and a
+    /// `status` cannot both record it.
+    pub fn note_checkpoint(&self, id: i64, now: Stime) -> Result<bool, StateError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE sessions SET checkpoint_completed_ns = ?2
+                 WHERE id = ?1 AND checkpoint_ns IS NOT NULL AND checkpoint_completed_ns IS NULL
+                   AND EXISTS (SELECT 1 FROM bricks WHERE session_id = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM bricks WHERE session_id = ?1
+                                   AND (stime_ns IS NULL OR stime_ns < sessions.checkpoint_ns))",
+                params![id, now.nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// A Hybrid Crawl of `brick` begins: its progress starts from zero.
+    pub fn crawl_begin(&self, brick: BrickId) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET crawl_started_ns = ?2, crawl_finished_ns = NULL, crawl_files = 0, crawl_bytes = 0
+                 WHERE id = ?1",
+                params![brick.0, Stime::now().nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The running Hybrid Crawl of `brick` shipped `files` more files in
+    /// `bytes` more bytes.
+    pub fn crawl_add(&self, brick: BrickId, files: u64, bytes: u64) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET crawl_files = crawl_files + ?2, crawl_bytes = crawl_bytes + ?3 WHERE id = ?1",
+                params![brick.0, files as i64, bytes as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn crawl_end(&self, brick: BrickId) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET crawl_finished_ns = ?2 WHERE id = ?1",
+                params![brick.0, Stime::now().nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Keeps the stimes of session `id`'s bricks for a session re-created
+    /// later between the same master volume and slave (see
+    /// [`State::take_kept_stimes`]).
+    pub fn keep_stimes(&self, id: i64) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO kept_stimes (master_vol, slave_host, slave_volume, brick_path, stime_ns)
+                 SELECT s.master_vol, s.slave_host, s.slave_volume, b.path, b.stime_ns
+                 FROM bricks b JOIN sessions s ON s.id = b.session_id
+                 WHERE s.id = ?1 AND b.stime_ns IS NOT NULL",
+                params![id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets kept stimes between `vol` and `slave` (`reset-sync-time`).
+    pub fn forget_kept_stimes(&self, vol: &VolumeName, slave: &SlaveUrl) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "DELETE FROM kept_stimes WHERE master_vol = ?1 AND slave_host = ?2 AND slave_volume = ?3",
+                params![vol.as_str(), slave.host, slave.volume],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Gives session `id`'s bricks the stimes a deleted session between the
+    /// same volume and slave kept, and forgets them. Returns how many bricks
+    /// got one.
+    pub fn take_kept_stimes(&self, id: i64) -> Result<usize, StateError> {
+        let session = self.session(id)?;
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE bricks SET stime_ns = (
+                     SELECT k.stime_ns FROM kept_stimes k
+                     WHERE k.master_vol = ?2 AND k.slave_host = ?3 AND k.slave_volume = ?4 AND k.brick_path = bricks.path)
+                 WHERE session_id = ?1 AND EXISTS (
+                     SELECT 1 FROM kept_stimes k
+                     WHERE k.master_vol = ?2 AND k.slave_host = ?3 AND k.slave_volume = ?4 AND k.brick_path = bricks.path)",
+                params![
+                    id,
+                    session.master_vol.as_str(),
+                    session.slave.host,
+                    session.slave.volume
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        self.forget_kept_stimes(&session.master_vol, &session.slave)?;
+        Ok(n)
+    }
+
     pub fn delete_session(&self, id: i64) -> Result<(), StateError> {
         let conn = self.conn();
         conn.execute("DELETE FROM bricks WHERE session_id = ?1", params![id])
@@ -453,7 +597,8 @@ impl State {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures
+                "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures,
+                        crawl_started_ns, crawl_finished_ns, crawl_files, crawl_bytes
                  FROM bricks WHERE session_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -473,12 +618,19 @@ impl State {
                         r.get::<_, i64>(9)?,
                         r.get::<_, i64>(10)?,
                     ],
+                    CrawlProgress {
+                        started: r.get::<_, Option<i64>>(11)?.map(Stime),
+                        finished: r.get::<_, Option<i64>>(12)?.map(Stime),
+                        files: r.get::<_, i64>(13)? as u64,
+                        bytes: r.get::<_, i64>(14)? as u64,
+                    },
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, path, stime, status, crawl, last_error, n) = row.map_err(|e| self.err(e))?;
+            let (id, path, stime, status, crawl, last_error, n, progress) =
+                row.map_err(|e| self.err(e))?;
             out.push(BrickRecord {
                 id: BrickId(id),
                 session_id,
@@ -495,6 +647,7 @@ impl State {
                 data: n[2] as u64,
                 meta: n[3] as u64,
                 failures: n[4] as u64,
+                progress,
             });
         }
         Ok(out)
@@ -684,6 +837,109 @@ mod tests {
         )
         .unwrap();
         assert_eq!(st.bricks(s.id).unwrap()[0].bytes_sent, 5);
+    }
+
+    #[test]
+    fn checkpoint_completes_once_every_brick_passes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, s) = sample(dir.path());
+        let b: Vec<BrickId> = st.bricks(s.id).unwrap().iter().map(|b| b.id).collect();
+        assert!(
+            !st.note_checkpoint(s.id, Stime(1)).unwrap(),
+            "no checkpoint set"
+        );
+        st.set_checkpoint(s.id, Some(Stime(100))).unwrap();
+        st.set_stime(b[0], Stime(150)).unwrap();
+        assert!(
+            !st.note_checkpoint(s.id, Stime(160)).unwrap(),
+            "brick 2 has no stime"
+        );
+        st.set_stime(b[1], Stime(99)).unwrap();
+        assert!(
+            !st.note_checkpoint(s.id, Stime(170)).unwrap(),
+            "brick 2 is behind"
+        );
+        st.set_stime(b[1], Stime(100)).unwrap();
+        assert!(st.note_checkpoint(s.id, Stime(180)).unwrap());
+        assert!(!st.note_checkpoint(s.id, Stime(190)).unwrap(), "only once");
+        let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
+        assert_eq!(
+            (r.checkpoint, r.checkpoint_completed),
+            (Some(Stime(100)), Some(Stime(180)))
+        );
+        st.set_checkpoint(s.id, Some(Stime(200))).unwrap();
+        let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
+        assert_eq!(
+            (r.checkpoint, r.checkpoint_completed),
+            (Some(Stime(200)), None)
+        );
+    }
+
+    #[test]
+    fn kept_stimes_go_to_a_recreated_session_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut st, s) = sample(dir.path());
+        let b = st.bricks(s.id).unwrap()[0].id;
+        st.set_stime(b, Stime(500)).unwrap();
+        st.keep_stimes(s.id).unwrap();
+        st.delete_session(s.id).unwrap();
+        let again = st
+            .create_session(&NewSession {
+                master_vol: "gv0".parse().unwrap(),
+                slave: "root@h::/srv/x".parse().unwrap(),
+                port: 22,
+                host_key: String::new(),
+                config: "{}".into(),
+                bricks: vec![Brick::new("/b1").unwrap(), Brick::new("/b3").unwrap()],
+            })
+            .unwrap();
+        assert_eq!(st.take_kept_stimes(again.id).unwrap(), 1);
+        let stimes: Vec<Option<Stime>> = st
+            .bricks(again.id)
+            .unwrap()
+            .iter()
+            .map(|b| b.stime)
+            .collect();
+        assert_eq!(stimes, vec![Some(Stime(500)), None]);
+        assert_eq!(st.take_kept_stimes(again.id).unwrap(), 0, "taken once");
+    }
+
+    #[test]
+    fn crawl_progress_accumulates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, s) = sample(dir.path());
+        let b = st.bricks(s.id).unwrap()[0].id;
+        st.crawl_begin(b).unwrap();
+        st.crawl_add(b, 2, 100).unwrap();
+        st.crawl_add(b, 3, 50).unwrap();
+        let p = st.bricks(s.id).unwrap()[0].progress;
+        assert_eq!((p.files, p.bytes, p.finished), (5, 150, None));
+        assert!(p.started.is_some());
+        st.crawl_end(b).unwrap();
+        assert!(st.bricks(s.id).unwrap()[0].progress.finished.is_some());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("georep.db")).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO sessions (master_vol, slave_user, slave_host, slave_volume, port, host_key, config, state)
+             VALUES ('gv0', 'root', 'h', '/x', 22, 'k', '{}', 'Stopped');
+             INSERT INTO bricks (session_id, path, stime_ns, status, crawl) VALUES (1, '/b', 42, 'Stopped', 'N/A');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let st = State::open(dir.path()).unwrap();
+        let s = &st.sessions().unwrap()[0];
+        assert_eq!(s.checkpoint, None);
+        let b = &st.bricks(s.id).unwrap()[0];
+        assert_eq!(
+            (b.stime, b.progress),
+            (Some(Stime(42)), CrawlProgress::default())
+        );
     }
 
     #[test]

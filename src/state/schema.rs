@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 /// Each entry takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 0 -> 1: first schema.
     "CREATE TABLE sessions (
         id INTEGER PRIMARY KEY,
@@ -33,6 +33,23 @@ const MIGRATIONS: &[&str] = &[
         meta INTEGER NOT NULL DEFAULT 0,
         failures INTEGER NOT NULL DEFAULT 0,
         UNIQUE (session_id, path)
+    );",
+    // 1 -> 2: checkpoints, Hybrid Crawl progress, and the stimes a deleted
+    // session left behind for a re-created one (`delete` without
+    // `reset-sync-time`).
+    "ALTER TABLE sessions ADD COLUMN checkpoint_ns INTEGER;
+    ALTER TABLE sessions ADD COLUMN checkpoint_completed_ns INTEGER;
+    ALTER TABLE bricks ADD COLUMN crawl_started_ns INTEGER;
+    ALTER TABLE bricks ADD COLUMN crawl_finished_ns INTEGER;
+    ALTER TABLE bricks ADD COLUMN crawl_files INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE bricks ADD COLUMN crawl_bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE kept_stimes (
+        master_vol TEXT NOT NULL,
+        slave_host TEXT NOT NULL,
+        slave_volume TEXT NOT NULL,
+        brick_path TEXT NOT NULL,
+        stime_ns INTEGER NOT NULL,
+        PRIMARY KEY (master_vol, slave_host, slave_volume, brick_path)
     );",
 ];
 

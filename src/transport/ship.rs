@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use fast_rsync::Signature;
@@ -386,14 +386,22 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         sigs: Option<Vec<Signature>>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
-        let opened = File::open(&full).and_then(|f| {
-            let md = f.metadata()?;
-            Ok((f, md))
-        });
+        // Never follow a symlink that replaced the file since the journal
+        // saw it: that would send the content of a file outside the brick.
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&full)
+            .and_then(|f| {
+                let md = f.metadata()?;
+                Ok((f, md))
+            });
         let (file, before) = match opened {
             Ok(x) if x.1.is_file() => x,
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // ELOOP: it is a symlink now; its own journal record says so.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
             Err(e) => {
                 self.local_error("read", path, e);
                 return Ok(());

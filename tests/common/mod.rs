@@ -110,6 +110,8 @@ pub struct Scenario {
     pub brick: PathBuf,
     pub slave: PathBuf,
     pub sshd: Sshd,
+    /// Further sessions (volume, slave URL) to stop when the scenario ends.
+    others: std::cell::RefCell<Vec<(String, String)>>,
     tmp: TempDir,
 }
 
@@ -132,8 +134,91 @@ impl Scenario {
             brick,
             slave,
             sshd,
+            others: Default::default(),
             tmp,
         }
+    }
+
+    /// `root@127.0.0.1::<dir>` for another slave directory on the same sshd.
+    pub fn slave_url_of(&self, dir: &Path) -> String {
+        format!(
+            "{}@{}::{}",
+            self.sshd.user(),
+            self.sshd.host(),
+            dir.display()
+        )
+    }
+
+    /// `create VOL SLAVE push-pem [force] --brick …` for a session other
+    /// than the scenario's own; it is stopped when the scenario ends.
+    pub fn create_other(&self, vol: &str, bricks: &[&Path], slave_url: &str, force: bool) -> Run {
+        let mut args = self.create_args(bricks, slave_url, force);
+        args[1] = vol.to_owned();
+        self.others
+            .borrow_mut()
+            .push((vol.to_owned(), slave_url.to_owned()));
+        self.geo_rep(args)
+    }
+
+    /// `status VOL SLAVE --json`, parsed.
+    #[track_caller]
+    pub fn status_json_of(&self, vol: &str, slave_url: &str) -> Vec<Value> {
+        let run = self.geo_rep(["status", vol, slave_url, "--json"]).ok();
+        match serde_json::from_str::<Value>(&run.stdout()) {
+            Ok(Value::Array(rows)) => rows,
+            other => panic!("status --json is not a JSON array ({other:?})\n{}", run.0),
+        }
+    }
+
+    /// Waits until every brick of `vol` -> `slave_url` has an stime later
+    /// than `t`.
+    pub fn wait_synced_past_of(&self, vol: &str, slave_url: &str, t: SystemTime) {
+        let t_ns = nanos(t);
+        let mut last = Vec::new();
+        let r = wait_for(SYNC_TIMEOUT, POLL, || {
+            last = self.status_json_of(vol, slave_url);
+            let done = !last.is_empty()
+                && last
+                    .iter()
+                    .all(|b| b["stime_ns"].as_i64().is_some_and(|s| i128::from(s) > t_ns));
+            done.then_some(())
+        });
+        if let Err(e) = r {
+            panic!(
+                "stime of {vol} -> {slave_url} never passed {t_ns}: {e}\nlast status: {}\n{}",
+                pretty(&last),
+                self.diagnostics()
+            );
+        }
+    }
+
+    /// Waits until `pred` holds for the JSON status rows of the scenario's
+    /// session; returns them.
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut last = Vec::new();
+        let r = wait_for(SYNC_TIMEOUT, POLL, || {
+            last = self.status_json();
+            pred(&last).then_some(())
+        });
+        if let Err(e) = r {
+            panic!(
+                "status never showed {what}: {e}\nlast status: {}\n{}",
+                pretty(&last),
+                self.diagnostics()
+            );
+        }
+        last
+    }
+
+    /// The lines of the slave's authorized_keys that carry a georep session
+    /// key (comment `georep:…`).
+    pub fn session_key_lines(&self) -> Vec<String> {
+        fs::read_to_string(self.sshd.authorized_keys())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("georep:"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// A scratch path inside the scenario's directory (not created).
@@ -337,6 +422,14 @@ impl Drop for Scenario {
             .arg(&self.home)
             .args(["stop", &self.vol, &self.slave_url(), "force"]);
         let _ = run_with_timeout(&mut cmd, COMMAND_TIMEOUT);
+        for (vol, slave) in self.others.borrow().iter() {
+            let mut cmd = Command::new(GEO_REP);
+            cmd.env("GEOREP_HOME", &self.home)
+                .arg("--home")
+                .arg(&self.home)
+                .args(["stop", vol, slave, "force"]);
+            let _ = run_with_timeout(&mut cmd, COMMAND_TIMEOUT);
+        }
     }
 }
 

@@ -541,10 +541,13 @@ fn journal_dir_gone_is_a_fatal_error() {
         assert!(t0.elapsed() < TIMEOUT, "no error reported");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Whichever step failed first (writing the current file, or a timed
+    // rollover renaming it into place), the error names the journal.
+    let dir = s.journal.path().display().to_string();
     let err = s.hook().error().unwrap();
-    assert!(err.contains(CURRENT_FILE), "{err}");
+    assert!(err.contains(&dir), "{err}");
     let e = s.hook().rollover_now().unwrap_err().to_string();
-    assert!(e.contains(CURRENT_FILE), "{e}");
+    assert!(e.contains(&dir), "{e}");
     assert!(s.hook().closed_through() >= before);
     let stuck = s.hook().closed_through();
     std::thread::sleep(DEFAULT_ROLLOVER + Duration::from_millis(200));
