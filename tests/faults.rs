@@ -332,3 +332,45 @@ fn a_corrupted_journal_file_is_detected_and_healed() {
         "the corrupt file is purged once healed"
     );
 }
+
+#[test]
+fn a_hung_slave_is_given_up_after_the_timeout_and_replaced() {
+    let s = Scenario::new();
+    s.create(false).ok();
+    s.geo_rep(["config", &s.vol, &s.slave_url(), "timeout", "3"])
+        .ok();
+    let t = SystemTime::now();
+    s.start().ok();
+    s.wait_synced_past(t);
+
+    // The slave process freezes: the connection stays up, nothing answers.
+    let frozen = slave_pids(&s);
+    assert!(!frozen.is_empty(), "a slave process serves the session");
+    for &p in &frozen {
+        signal(p, Signal::STOP);
+    }
+    fs::write(s.brick.join("while-frozen"), random_bytes(100_000, 3)).unwrap();
+    let error = wait_for(WAIT, POLL, || {
+        let st = s.status_json();
+        (st[0]["status"] == "Faulty").then(|| st[0]["last_error"].to_string())
+    })
+    .unwrap_or_else(|e| panic!("a frozen slave was never given up: {e}"));
+    assert!(
+        error.contains("3 s"),
+        "the error says the slave stopped answering: {error}"
+    );
+
+    // The worker reconnects to a fresh slave process and catches up; the
+    // frozen one, woken up, must not put anything stale in place.
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    for &p in &frozen {
+        signal(p, Signal::CONT);
+    }
+    wait_until(WAIT, POLL, || {
+        frozen.iter().all(|p| !slave_pids(&s).contains(p))
+    })
+    .unwrap_or_else(|e| panic!("the woken slave process did not exit: {e}"));
+    assert_trees_equal(&s.brick, &s.slave);
+    assert!(temp_files(&s.slave).is_empty());
+}

@@ -31,6 +31,9 @@ pub struct SessionConfig {
     pub changelog_batch_size: usize,
     /// Seconds without an answer after which the slave counts as hung.
     pub timeout: u64,
+    /// Longest wait, in seconds, between retries of a failing worker (the
+    /// wait starts at 1 s and doubles).
+    pub retry_max_interval: u64,
     /// Parallel transfer streams per brick (not yet applied: one stream).
     pub sync_jobs: u32,
     /// Leave on the slave what is deleted on the master.
@@ -54,6 +57,7 @@ impl Default for SessionConfig {
             rollover_time: 1.0,
             changelog_batch_size: 8192,
             timeout: 120,
+            retry_max_interval: 60,
             sync_jobs: 1,
             ignore_deletes: false,
             sync_xattrs: false,
@@ -124,6 +128,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "timeout",
         applies: Applies::NextStart,
         help: "seconds without an answer before the slave counts as hung (1..=86400)",
+    },
+    OptionSpec {
+        key: "retry-max-interval",
+        applies: Applies::NextStart,
+        help: "longest wait in seconds between retries of a failing worker (1..=3600)",
     },
     OptionSpec {
         key: "log-level",
@@ -240,6 +249,9 @@ impl SessionConfig {
         if !(1..=86_400).contains(&self.timeout) {
             return bad("timeout", "must be between 1 and 86400 seconds");
         }
+        if !(1..=3600).contains(&self.retry_max_interval) {
+            return bad("retry-max-interval", "must be between 1 and 3600 seconds");
+        }
         if self.ssh_port == 0 {
             return bad("ssh-port", "must be between 1 and 65535");
         }
@@ -283,6 +295,7 @@ impl SessionConfig {
             "rollover-time" => self.rollover_time.to_string(),
             "ssh-port" => self.ssh_port.to_string(),
             "timeout" => self.timeout.to_string(),
+            "retry-max-interval" => self.retry_max_interval.to_string(),
             "log-level" => self.log_level.clone(),
             "remote-command" => self.remote_command.clone(),
             "authorized-keys-file" => self.authorized_keys_file.clone(),
@@ -325,6 +338,7 @@ impl SessionConfig {
             }
             "ssh-port" => c.ssh_port = parse_int(k, value, 1, 65_535)?,
             "timeout" => c.timeout = parse_int(k, value, 1, 86_400)?,
+            "retry-max-interval" => c.retry_max_interval = parse_int(k, value, 1, 3600)?,
             "log-level" => c.log_level = value.trim().to_ascii_lowercase(),
             "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
             "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,

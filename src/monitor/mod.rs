@@ -104,9 +104,9 @@ impl SessionPlan {
     }
 }
 
-/// First and longest wait between restarts of a failing worker.
+/// First wait between restarts of a failing worker; the longest is the
+/// `retry-max-interval` option.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// How often the monitor looks whether the checkpoint has completed.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
@@ -156,6 +156,7 @@ async fn supervise(
 ) -> Result<(), StateError> {
     let state = State::open(&plan.state_home)?;
     let mut backoff = BACKOFF_MIN;
+    let backoff_max = Duration::from_secs(plan.config.retry_max_interval).max(BACKOFF_MIN);
     let mut journal = worker::Journal::default();
     let stime = |state: &State| {
         state
@@ -204,7 +205,7 @@ async fn supervise(
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => break,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = (backoff * 2).min(backoff_max);
     }
     journal.stop();
     state.set_worker(
