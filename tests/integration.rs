@@ -4,6 +4,7 @@
 //! slave directory), so they run in parallel.
 
 mod common;
+mod confinement;
 
 mod delta;
 mod e2e;

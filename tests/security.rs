@@ -127,3 +127,63 @@ fn a_changed_host_key_makes_start_fail_naming_host_and_both_fingerprints() {
         run.0
     );
 }
+
+#[test]
+fn the_session_key_cannot_run_sh_c_id() {
+    let s = Scenario::new();
+    s.create(false).ok();
+    let out = run_with_timeout(
+        s.sshd.ssh_command(&s.session_key()).arg("sh -c id"),
+        COMMAND_TIMEOUT,
+    )
+    .unwrap();
+    assert!(
+        !out.stdout_str().contains("uid="),
+        "the session key ran `sh -c id`\n{out}"
+    );
+}
+
+/// `known_hosts` line for the scenario's sshd with `key` (an OpenSSH public
+/// key line).
+fn known_hosts_line(s: &Scenario, key: &str) -> String {
+    let mut parts = key.split_whitespace();
+    let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
+    format!("[127.0.0.1]:{} {kind} {blob}\n", s.sshd.port())
+}
+
+#[test]
+fn create_checks_the_slave_key_against_the_operators_known_hosts() {
+    let s = Scenario::new();
+    // The operator's known_hosts says the slave has another key (here: the
+    // operator's own public key plays the impostor's).
+    let other = fs::read_to_string(format!("{}.pub", s.sshd.operator_key().display())).unwrap();
+    let ssh_dir = s.path(".ssh");
+    fs::create_dir_all(&ssh_dir).unwrap();
+    fs::write(ssh_dir.join("known_hosts"), known_hosts_line(&s, &other)).unwrap();
+    let run = s.create(false).fails_with(1).stderr_mentions("known_hosts");
+    let err = run.stderr();
+    let presented = s.sshd.host_key_fingerprint().unwrap();
+    assert!(
+        err.contains(&presented),
+        "names the presented key\n{}",
+        run.0
+    );
+    assert!(
+        err.contains("line 1"),
+        "names the known_hosts line\n{}",
+        run.0
+    );
+    assert!(
+        s.session_key_lines().is_empty(),
+        "nothing was installed on the slave"
+    );
+
+    // With the right key listed, create says it matched.
+    fs::write(
+        ssh_dir.join("known_hosts"),
+        known_hosts_line(&s, &s.sshd.host_key_pub()),
+    )
+    .unwrap();
+    let run = s.create(false).ok();
+    assert!(run.stdout().contains("matches"), "{}", run.0);
+}

@@ -26,6 +26,9 @@ pub struct CreateArgs {
     pub identity: Option<PathBuf>,
     pub remote_command: String,
     pub authorized_keys_file: Option<String>,
+    /// OpenSSH known_hosts to check the slave's key against at first contact
+    /// (default `~/.ssh/known_hosts` when it exists).
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// Shell-quotes `s` for a POSIX shell.
@@ -68,11 +71,17 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     let slave_cmd = config.slave_command(&args.slave.volume);
 
     // 1. Reach the slave as the operator; record its host key; check it.
+    let known_hosts = args.known_hosts.clone().or_else(|| {
+        let p = PathBuf::from(std::env::var_os("HOME")?).join(".ssh/known_hosts");
+        p.exists().then_some(p)
+    });
     let operator = Auth::Operator(args.identity.clone());
     let (conn, link) = rt
         .block_on(transport::open(
             &target,
-            HostKeyPolicy::Record,
+            HostKeyPolicy::Record {
+                known_hosts: known_hosts.clone(),
+            },
             &operator,
             &slave_cmd,
             config.timeout(),
@@ -95,10 +104,19 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "slave {} host key {} fingerprint {}",
+        "slave {} host key {} fingerprint {}{}",
         args.slave.host,
         host_key.algorithm(),
-        ssh::fingerprint(&host_key)
+        ssh::fingerprint(&host_key),
+        match &known_hosts {
+            Some(p)
+                if russh::keys::check_known_hosts_path(&target.host, target.port, &host_key, p)
+                    .unwrap_or(false) =>
+            {
+                format!(" (matches {})", p.display())
+            }
+            _ => " (first contact: recorded for this session)".into(),
+        }
     );
 
     // 2. Record the session and make its key.

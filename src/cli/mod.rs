@@ -69,6 +69,9 @@ pub enum Command {
         /// authorized_keys file on the slave (default ~/.ssh/authorized_keys of the slave user).
         #[arg(long)]
         authorized_keys_file: Option<String>,
+        /// known_hosts file to check the slave's host key against (default ~/.ssh/known_hosts if present).
+        #[arg(long)]
+        known_hosts: Option<PathBuf>,
     },
     /// Start replicating (runs a background monitor).
     Start {
@@ -203,6 +206,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             identity,
             remote_command,
             authorized_keys_file,
+            known_hosts,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             let words = keywords(&words, &["push-pem", "force"])?;
@@ -223,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     identity,
                     remote_command,
                     authorized_keys_file,
+                    known_hosts,
                 },
             )
         }

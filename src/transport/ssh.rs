@@ -31,8 +31,10 @@ impl std::fmt::Display for SshTarget {
 /// How to judge the key the server presents.
 #[derive(Debug, Clone)]
 pub enum HostKeyPolicy {
-    /// First contact (`create`): accept any key; the caller records it.
-    Record,
+    /// First contact (`create`): accept the key the caller then records,
+    /// unless this known_hosts file (OpenSSH format) lists another key of
+    /// the same type for the host.
+    Record { known_hosts: Option<PathBuf> },
     /// The key recorded at `create`; anything else is refused.
     Pinned(PublicKey),
 }
@@ -66,6 +68,19 @@ pub enum SshError {
         expected: String,
         presented: String,
     },
+    #[error(
+        "host key of {host} port {port} does not match {known_hosts} line {line}: that file \
+         records {expected}, the host presented {presented}. Check with the slave's \
+         administrator; if the key changed on purpose, fix that line (ssh-keygen -R {host})"
+    )]
+    KnownHostsMismatch {
+        host: String,
+        port: u16,
+        known_hosts: String,
+        line: usize,
+        expected: String,
+        presented: String,
+    },
     #[error("authentication as {target} failed: {detail}")]
     Auth { target: String, detail: String },
     #[error("cannot read key {path}: {detail}")]
@@ -93,7 +108,31 @@ pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// The line and key of `path` that contradict `key` for `host`, if any.
+/// An unreadable or missing file contradicts nothing.
+fn known_hosts_conflict(
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    path: &Path,
+) -> Option<(usize, PublicKey)> {
+    let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path).ok()?;
+    let same_type: Vec<_> = recorded
+        .into_iter()
+        .filter(|(_, k)| k.algorithm() == key.algorithm())
+        .collect();
+    if same_type
+        .iter()
+        .any(|(_, k)| k.key_data() == key.key_data())
+    {
+        return None;
+    }
+    same_type.into_iter().next()
+}
+
 struct Checker {
+    host: String,
+    port: u16,
     policy: HostKeyPolicy,
     seen: Arc<Mutex<Option<PublicKey>>>,
 }
@@ -112,7 +151,10 @@ impl client::Handler for Checker {
         };
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
         Ok(match &self.policy {
-            HostKeyPolicy::Record => true,
+            HostKeyPolicy::Record { known_hosts: None } => true,
+            HostKeyPolicy::Record {
+                known_hosts: Some(path),
+            } => known_hosts_conflict(&self.host, self.port, &key, path).is_none(),
             HostKeyPolicy::Pinned(pinned) => pinned.key_data() == key.key_data(),
         })
     }
@@ -157,6 +199,8 @@ impl SshConnection {
         let shown = target.to_string();
         let seen = Arc::new(Mutex::new(None));
         let checker = Checker {
+            host: target.host.clone(),
+            port: target.port,
             policy: policy.clone(),
             seen: seen.clone(),
         };
@@ -183,6 +227,26 @@ impl SshConnection {
         let mut handle = match connected {
             Ok(h) => h,
             Err(russh::Error::UnknownKey) => {
+                if let (
+                    HostKeyPolicy::Record {
+                        known_hosts: Some(path),
+                    },
+                    Some(presented),
+                ) = (&policy, &presented)
+                {
+                    if let Some((line, expected)) =
+                        known_hosts_conflict(&target.host, target.port, presented, path)
+                    {
+                        return Err(SshError::KnownHostsMismatch {
+                            host: target.host.clone(),
+                            port: target.port,
+                            known_hosts: path.display().to_string(),
+                            line,
+                            expected: fingerprint(&expected),
+                            presented: fingerprint(presented),
+                        });
+                    }
+                }
                 let (HostKeyPolicy::Pinned(pinned), Some(presented)) = (&policy, presented) else {
                     return Err(SshError::Ssh {
                         target: shown,

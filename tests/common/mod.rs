@@ -244,7 +244,10 @@ impl Scenario {
         S: AsRef<OsStr>,
     {
         let mut cmd = Command::new(GEO_REP);
+        // HOME too: the operator's ~/.ssh (known_hosts, default keys) is the
+        // scenario's own, never the machine's.
         cmd.env("GEOREP_HOME", &self.home)
+            .env("HOME", self.tmp.path())
             .env_remove("SSH_AUTH_SOCK")
             .arg("--home")
             .arg(&self.home)
