@@ -11,4 +11,5 @@ mod e2e;
 mod errors;
 mod faults;
 mod ops;
+mod robustness;
 mod security;
