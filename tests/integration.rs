@@ -10,6 +10,7 @@ mod delta;
 mod e2e;
 mod errors;
 mod faults;
+mod nonroot;
 mod ops;
 mod robustness;
 mod security;
