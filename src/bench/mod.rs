@@ -87,6 +87,9 @@ pub struct Profile {
     pub incr_changes: usize,
     pub latency_tree: usize,
     pub latency_writes: usize,
+    /// Longest random pause before each latency write (one rollover period
+    /// spreads the writes over its phases).
+    pub latency_pause: Duration,
     pub burst_files: usize,
     pub storm_files: usize,
     pub storm_one_by_one: usize,
@@ -101,20 +104,21 @@ impl Profile {
         Profile {
             name: "quick",
             runs: 1,
-            small_files: 2_000,
-            small_dirs: 20,
-            big_bytes: 16 << 20,
+            small_files: 1_000,
+            small_dirs: 10,
+            big_bytes: 8 << 20,
             delta_bytes: 1 << 20,
-            incr_trees: vec![2_000],
+            incr_trees: vec![1_000],
             incr_changes: 20,
             latency_tree: 200,
-            latency_writes: 5,
+            latency_writes: 3,
+            latency_pause: Duration::from_millis(300),
             burst_files: 100,
-            storm_files: 1_000,
-            storm_one_by_one: 200,
-            pipe_bytes: 64 << 20,
-            wan_small_files: 300,
-            wan_big_bytes: 8 << 20,
+            storm_files: 500,
+            storm_one_by_one: 100,
+            pipe_bytes: 32 << 20,
+            wan_small_files: 200,
+            wan_big_bytes: 4 << 20,
             sync_timeout: Duration::from_secs(120),
         }
     }
@@ -131,6 +135,7 @@ impl Profile {
             incr_changes: 100,
             latency_tree: 1_000,
             latency_writes: 30,
+            latency_pause: Duration::from_secs(1),
             burst_files: 1_000,
             storm_files: 10_000,
             storm_one_by_one: 2_000,
@@ -153,6 +158,7 @@ impl Profile {
             incr_changes: 100,
             latency_tree: 1_000,
             latency_writes: 200,
+            latency_pause: Duration::from_secs(1),
             burst_files: 1_000,
             storm_files: 50_000,
             storm_one_by_one: 10_000,
@@ -195,6 +201,7 @@ pub struct Ctx {
     pub pipe_mbs: std::cell::Cell<Option<f64>>,
     seq: std::cell::Cell<u32>,
     small: std::cell::OnceCell<fixtures::SmallTree>,
+    storm: std::cell::OnceCell<(PathBuf, fixtures::SmallTree, std::time::Instant)>,
 }
 
 impl Ctx {
@@ -204,6 +211,24 @@ impl Ctx {
         let n = self.seq.get() + 1;
         self.seq.set(n);
         self.work.join(format!("{n:03}-{name}"))
+    }
+
+    /// The master of `rename-storm`: `storm0/` holding the files, built
+    /// once; with the moment it was complete. Built early in the run, so the
+    /// files have aged by the time they are renamed.
+    pub fn storm_tree(&self) -> Result<(PathBuf, &fixtures::SmallTree, std::time::Instant)> {
+        if let Some((m, t, w)) = self.storm.get() {
+            return Ok((m.clone(), t, *w));
+        }
+        let n = self.profile.storm_files;
+        progress(&format!("building the rename-storm directory of {n} files"));
+        let master = self.fresh("storm-master");
+        std::fs::create_dir(&master)?;
+        let tree = fixtures::small_tree(&master.join("storm0"), n, 1, 13)?;
+        let (m, t, w) = self
+            .storm
+            .get_or_init(|| (master, tree, std::time::Instant::now()));
+        Ok((m.clone(), t, *w))
     }
 
     /// The small-file tree of `small-initial` (built once, never changed).
@@ -251,7 +276,9 @@ pub fn run(opts: Opts) -> Result<()> {
     };
     let geo_rep = geo_rep_binary()?;
     let tmp = match &opts.dir {
-        Some(d) => tempfile::Builder::new().prefix("georep-bench-").tempdir_in(d),
+        Some(d) => tempfile::Builder::new()
+            .prefix("georep-bench-")
+            .tempdir_in(d),
         None => tempfile::Builder::new().prefix("georep-bench-").tempdir(),
     }
     .context("creating the working directory")?;
@@ -276,12 +303,17 @@ pub fn run(opts: Opts) -> Result<()> {
         pipe_mbs: Default::default(),
         seq: Default::default(),
         small: Default::default(),
+        storm: Default::default(),
     };
+    if selected.contains(&"rename-storm") {
+        ctx.storm_tree()?;
+    }
     let mut limits_text = String::new();
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for w in selected {
         progress(&format!("== {w}"));
+        let began = std::time::Instant::now();
         let result = match w {
             "limits" => workloads::limits(&ctx).map(|t| {
                 limits_text = t;
@@ -296,6 +328,10 @@ pub fn run(opts: Opts) -> Result<()> {
             "wan" => workloads::wan(&ctx),
             other => bail!("unknown workload {other}"),
         };
+        progress(&format!(
+            "{w} took {}",
+            fmt_secs(began.elapsed().as_secs_f64())
+        ));
         match result {
             Ok(r) => rows.extend(r),
             Err(e) => {
@@ -384,7 +420,13 @@ pub fn table(rows: &[Row]) -> String {
     }
     let cols = header.len();
     let widths: Vec<usize> = (0..cols)
-        .map(|c| cells.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for (i, row) in cells.iter().enumerate() {

@@ -35,8 +35,7 @@ pub fn find_pids(pred: impl Fn(&[String]) -> bool) -> Vec<u32> {
 pub fn monitor_pid(home: &Path) -> Option<u32> {
     let home = home.to_string_lossy().into_owned();
     find_pids(|a| {
-        a.iter().any(|x| x == "monitor")
-            && a.windows(2).any(|w| w[0] == "--home" && w[1] == home)
+        a.iter().any(|x| x == "monitor") && a.windows(2).any(|w| w[0] == "--home" && w[1] == home)
     })
     .into_iter()
     .next()

@@ -159,6 +159,10 @@ mod tests {
         let mut b = [0u8; 5];
         c.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"hello");
-        assert!(t0.elapsed() >= Duration::from_millis(50), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }
