@@ -96,6 +96,9 @@ pub async fn run(
             rollover: plan.config.rollover(),
             exclude: brick.exclude.clone(),
         })?;
+        // Close the first journal file (it holds the start-up gap) now, so
+        // the healing Hybrid Crawl starts at once instead of a rollover later.
+        hook.rollover_now()?;
         *journal = Journal {
             hook: Some(hook),
             started,
@@ -163,7 +166,10 @@ async fn follow(
     journal: &mut Journal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let poll = ctx.plan.config.rollover().min(Duration::from_secs(1)) / 2;
+    // Listing the journal directory is cheap; polling often keeps the time
+    // from a rollover to its shipment short.
+    let poll = (ctx.plan.config.rollover() / 10)
+        .clamp(Duration::from_millis(20), Duration::from_millis(100));
     loop {
         if *shutdown.borrow() {
             return Ok(());
