@@ -943,6 +943,33 @@ mod tests {
     }
 
     #[test]
+    fn a_database_locked_by_another_process_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, s) = sample(dir.path());
+        let b = st.bricks(s.id).unwrap()[0].id;
+        // Another process holds the write lock for longer than we wait.
+        let other = Connection::open(dir.path().join("georep.db")).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let err = st.set_stime(b, Stime(1)).unwrap_err().to_string();
+        assert!(err.contains("locked by another process"), "{err}");
+        assert!(err.contains("georep.db"), "names the database: {err}");
+        other.execute_batch("ROLLBACK").unwrap();
+        st.set_stime(b, Stime(1)).unwrap();
+    }
+
+    #[test]
+    fn the_state_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        drop(State::open(&home).unwrap());
+        let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(sample(dir.path()));
