@@ -67,6 +67,8 @@ struct Ctx<'a> {
     batch_id: u64,
     /// Parent directories of the files of the batch being shipped.
     in_flight: BTreeSet<RelPath>,
+    /// STATUS and CRAWL STATUS last written, so polling does not rewrite them.
+    shown: Option<(WorkerStatus, CrawlStatus)>,
     /// Settings and pause flag, re-read every round.
     live: Live,
 }
@@ -114,6 +116,7 @@ pub async fn run(
         link,
         batch_id: 0,
         in_flight: BTreeSet::new(),
+        shown: None,
         live: plan.live(state),
     };
     let mut result = sweep(&mut ctx, &mut journal.sweep).await;
@@ -183,16 +186,19 @@ async fn follow(
         ctx.live = ctx.plan.live(ctx.state);
         if ctx.live.paused {
             // The hook keeps recording; stime stays, so resume ships it all.
-            ctx.state.set_worker(
-                ctx.brick.brick_id,
-                WorkerStatus::Paused,
-                CrawlStatus::NotApplicable,
-            )?;
+            show(ctx, WorkerStatus::Paused, CrawlStatus::NotApplicable)?;
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => {}
             }
             continue;
+        }
+        // Close what the hook has gathered so far instead of waiting for the
+        // next timed rollover: whenever the worker is free, changes go out
+        // within a poll interval. While it is busy shipping, files still roll
+        // over at `rollover-time` and are batched together.
+        if let Some(hook) = journal.hook.as_ref() {
+            hook.rollover_now()?;
         }
         // Read the hook's watermark before listing files, so a file closed
         // in between is seen next round rather than skipped.
@@ -200,11 +206,7 @@ async fn follow(
         if drain_journal(ctx, journal.started).await? {
             continue;
         }
-        ctx.state.set_worker(
-            ctx.brick.brick_id,
-            WorkerStatus::Active,
-            CrawlStatus::Changelog,
-        )?;
+        show(ctx, WorkerStatus::Active, CrawlStatus::Changelog)?;
         // Quiet journal: stime may follow the hook's watermark, but only once
         // the gap that every hook start records (changes made before it ran)
         // has been healed; until then stime is below the hook's start.
@@ -236,16 +238,11 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     } else {
         CrawlStatus::Changelog
     };
-    ctx.state
-        .set_worker(ctx.brick.brick_id, WorkerStatus::Active, crawl)?;
+    show(ctx, WorkerStatus::Active, crawl)?;
     ship(ctx, &jb.batch).await?;
     if let Some(reason) = &jb.gap {
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
-        ctx.state.set_worker(
-            ctx.brick.brick_id,
-            WorkerStatus::Active,
-            CrawlStatus::Hybrid,
-        )?;
+        show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
         hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
     }
     advance(ctx, jb.through)?;
@@ -323,6 +320,15 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         ctx.state.set_last_error(ctx.brick.brick_id, Some(e))?;
     }
     Ok(report)
+}
+
+/// Records the worker's STATUS and CRAWL STATUS if they changed.
+fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(), WorkerError> {
+    if ctx.shown != Some((status, crawl)) {
+        ctx.state.set_worker(ctx.brick.brick_id, status, crawl)?;
+        ctx.shown = Some((status, crawl));
+    }
+    Ok(())
 }
 
 /// Moves stime forward to `to` (never back).

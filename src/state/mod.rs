@@ -276,6 +276,11 @@ impl State {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| state.err(e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| state.err(e))?;
+        // A power loss may lose the last few updates, never corrupt the
+        // database. Losing stime updates is safe: stime only lags, and a
+        // replay is harmless. The worker updates it many times a second.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| state.err(e))?;
         schema::migrate(&mut conn).map_err(|e| match e {
             schema::MigrateError::TooNew { found, known } => StateError::TooNew {
                 path: state.path.clone(),
