@@ -142,6 +142,10 @@ fn save(
         Applies::NextStart if running => {
             println!("note: {key} takes effect at the next start (stop and start the session)")
         }
+        Applies::Reload if running => println!(
+            "note: {key} takes effect at the next reload (systemctl reload, or SIGHUP to the monitor pid {}) or start",
+            session.monitor_pid.unwrap_or(0)
+        ),
         Applies::NotYetApplied => println!("note: {key} is stored but not yet applied by georep"),
         _ => {}
     }

@@ -10,7 +10,8 @@ mod delete;
 pub mod filter;
 mod home;
 mod lifecycle;
-mod status;
+pub mod logging;
+pub(crate) mod status;
 
 use std::path::PathBuf;
 
@@ -188,6 +189,21 @@ fn find_session(
     state.find_session(vol, slave)?.with_context(|| {
         format!("no session from {vol} to {slave}; create it first with `geo-rep create {vol} {slave} push-pem --brick DIR`")
     })
+}
+
+impl Cli {
+    /// Whether this command runs a monitor, which logs to its session's
+    /// file ([`logging::init_session`]) rather than to stderr only.
+    pub fn runs_monitor(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Monitor { .. }
+                | Command::Start {
+                    foreground: true,
+                    ..
+                }
+        )
+    }
 }
 
 /// Runs the parsed command.
