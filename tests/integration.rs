@@ -11,3 +11,4 @@ mod errors;
 mod faults;
 mod ops;
 mod security;
+mod service;

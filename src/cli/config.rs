@@ -215,6 +215,12 @@ pub enum ConfigError {
     Value { key: &'static str, why: String },
     #[error("{key} is fixed at create (it is part of the key installed on the slave); delete and re-create the session to change it")]
     Fixed { key: &'static str },
+    #[error("{file}:{line}: {why}")]
+    File {
+        file: String,
+        line: usize,
+        why: String,
+    },
 }
 
 fn known_keys() -> String {
@@ -412,6 +418,43 @@ impl SessionConfig {
         Ok(c)
     }
 
+    /// `self` with every `key = value` line of a config file applied (see
+    /// `config/georep.conf`; `#` starts a comment). All or nothing: the
+    /// first bad line is the error, naming `file` and the line. A key
+    /// fixed at create may appear with its current value only.
+    pub fn with_file(&self, file: &str, text: &str) -> Result<SessionConfig, ConfigError> {
+        let mut c = self.clone();
+        for (i, raw) in text.lines().enumerate() {
+            let at = |why: String| ConfigError::File {
+                file: file.to_owned(),
+                line: i + 1,
+                why,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(at(format!("expected `key = value`, found {line:?}")));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key == "checkpoint" {
+                return Err(at(
+                    "checkpoint is not a setting; use `geo-rep config … checkpoint now`".into(),
+                ));
+            }
+            let spec = option(key).map_err(|e| at(e.to_string()))?;
+            if spec.applies == Applies::AtCreate {
+                if c.get(key).map_err(|e| at(e.to_string()))? != value {
+                    return Err(at(ConfigError::Fixed { key: spec.key }.to_string()));
+                }
+                continue;
+            }
+            c = c.with(key, value).map_err(|e| at(e.to_string()))?;
+        }
+        Ok(c)
+    }
+
     /// The options whose values differ in `other`: (option, old, new).
     pub fn changes(&self, other: &SessionConfig) -> Vec<(&'static OptionSpec, String, String)> {
         OPTIONS
@@ -501,6 +544,47 @@ mod tests {
                 assert_eq!(c.without(o.key).unwrap(), c, "{}", o.key);
             }
         }
+    }
+
+    #[test]
+    fn the_shipped_config_file_documents_every_option_at_its_default() {
+        let text = include_str!("../../config/georep.conf");
+        let c = SessionConfig::default();
+        assert_eq!(c.with_file("georep.conf", text).unwrap(), c);
+        for o in OPTIONS {
+            let line = format!("\n{} = {}", o.key, c.get(o.key).unwrap());
+            assert!(text.contains(line.trim_end()), "georep.conf lacks {line:?}");
+        }
+    }
+
+    #[test]
+    fn config_files_are_all_or_nothing_and_errors_name_the_line() {
+        let c = SessionConfig::default();
+        let got = c
+            .with_file(
+                "f",
+                "# comment\n\ntimeout = 30 # seconds\nexclude = *.tmp, cache\n",
+            )
+            .unwrap();
+        assert_eq!((got.timeout, got.exclude.len()), (30, 2));
+        for (text, why) in [
+            (
+                "timeout = 30\ntimeout = 0\n",
+                "f:2: invalid value for timeout",
+            ),
+            ("timeout 30\n", "f:1: expected `key = value`"),
+            ("nope = 1\n", "f:1: unknown config option"),
+            ("checkpoint = now\n", "f:1: checkpoint is not a setting"),
+            ("remote-command = /bin/sh\n", "f:1: remote-command is fixed"),
+        ] {
+            let e = c.with_file("f", text).unwrap_err().to_string();
+            assert!(e.starts_with(why), "{text:?}: {e}");
+        }
+        assert_eq!(
+            c.with_file("f", "remote-command = geo-rep\n").unwrap(),
+            c,
+            "a fixed key with its current value is fine"
+        );
     }
 
     #[test]

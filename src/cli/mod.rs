@@ -129,6 +129,9 @@ pub enum Command {
         slave: String,
         #[arg(num_args = 0..=2, allow_hyphen_values = true)]
         words: Vec<String>,
+        /// Set every `key = value` of FILE (see config/georep.conf); all or nothing.
+        #[arg(long, value_name = "FILE", conflicts_with = "words")]
+        load: Option<PathBuf>,
     },
     /// Checkpoints: `checkpoint wait MASTERVOL SLAVE [--timeout SECS]`
     Checkpoint {
@@ -313,9 +316,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             master_vol,
             slave,
             words,
+            load,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
-            configure::config(&home, &vol, &slave, configure::ConfigOp::from_words(&words))
+            let op = match load {
+                Some(file) => configure::ConfigOp::Load(file),
+                None => configure::ConfigOp::from_words(&words),
+            };
+            configure::config(&home, &vol, &slave, op)
         }
         Command::Checkpoint {
             action:
