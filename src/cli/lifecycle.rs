@@ -368,7 +368,7 @@ async fn progress_bars(
     let Ok(state) = crate::state::State::open(&state_home) else {
         return;
     };
-    let counted = ProgressStyle::with_template("{prefix} [{bar:30}] {wide_msg}")
+    let counted = ProgressStyle::with_template("{prefix} [{bar:20}] {wide_msg}")
         .expect("template")
         .progress_chars("=> ");
     let counting = ProgressStyle::with_template("{prefix} {spinner} {wide_msg}").expect("template");
