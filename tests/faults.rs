@@ -55,10 +55,11 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 }
 
 fn monitor_log(s: &Scenario) -> String {
+    // Every session's log under `logs/`, rotated ones included.
     let mut out = String::new();
-    if let Ok(rd) = fs::read_dir(s.home.join("sessions")) {
+    if let Ok(rd) = fs::read_dir(s.home.join("logs")) {
         for e in rd.flatten() {
-            out.push_str(&fs::read_to_string(e.path().join("monitor.log")).unwrap_or_default());
+            out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
         }
     }
     out

@@ -14,3 +14,4 @@ mod nonroot;
 mod ops;
 mod robustness;
 mod security;
+mod service;

@@ -56,7 +56,13 @@ fn config_lists_gets_sets_and_resets_with_validation() {
             .lines()
             .find(|l| l.split_whitespace().next() == Some(key))
             .unwrap_or_else(|| panic!("config listing lacks {key}\n{list}"));
-        let applies = ["live", "next start", "at create", "not yet applied"];
+        let applies = [
+            "live",
+            "reload",
+            "next start",
+            "at create",
+            "not yet applied",
+        ];
         assert!(
             applies.iter().any(|a| line.ends_with(a)),
             "{key}: no APPLIES column: {line}"

@@ -6,15 +6,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = georep::cli::Cli::parse();
-    // The slave speaks the protocol on stdout: logs go to stderr only.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GEOREP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // A monitor logs to its session's file, set up once the session is
+    // known; everything else (the slave speaks the protocol on stdout) logs
+    // to stderr.
+    if !cli.runs_monitor() {
+        georep::cli::logging::init_stderr();
+    }
     match georep::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

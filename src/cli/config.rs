@@ -46,6 +46,15 @@ pub struct SessionConfig {
     pub log_level: String,
     /// Glob patterns of paths not to replicate (see `cli::filter`).
     pub exclude: Vec<String>,
+    /// Monitor log lines: `human` or `json` (one object per line).
+    pub log_format: String,
+    /// The session log is rotated when it would grow past this many MiB.
+    pub log_rotate_size: u64,
+    /// Rotated session logs kept besides the current one.
+    pub log_rotate_keep: u32,
+    /// `HOST:PORT` where the monitor serves Prometheus metrics at
+    /// `/metrics`; empty: no endpoint.
+    pub metrics_addr: String,
 }
 
 impl Default for SessionConfig {
@@ -64,6 +73,10 @@ impl Default for SessionConfig {
             sync_acls: false,
             log_level: "info".into(),
             exclude: Vec::new(),
+            log_format: "human".into(),
+            log_rotate_size: 10,
+            log_rotate_keep: 5,
+            metrics_addr: String::new(),
         }
     }
 }
@@ -72,6 +85,8 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applies {
     Live,
+    /// On SIGHUP to the monitor (`systemctl reload`), or the next start.
+    Reload,
     NextStart,
     AtCreate,
     NotYetApplied,
@@ -81,6 +96,7 @@ impl std::fmt::Display for Applies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Applies::Live => "live",
+            Applies::Reload => "reload",
             Applies::NextStart => "next start",
             Applies::AtCreate => "at create",
             Applies::NotYetApplied => "not yet applied",
@@ -136,8 +152,28 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         key: "log-level",
-        applies: Applies::NextStart,
+        applies: Applies::Reload,
         help: "monitor log verbosity: error, warn, info, debug, trace",
+    },
+    OptionSpec {
+        key: "log-format",
+        applies: Applies::NextStart,
+        help: "session log lines: human, or json (one object per line)",
+    },
+    OptionSpec {
+        key: "log-rotate-size",
+        applies: Applies::NextStart,
+        help: "MiB at which the session log is rotated (1..=1024)",
+    },
+    OptionSpec {
+        key: "log-rotate-keep",
+        applies: Applies::NextStart,
+        help: "rotated session logs kept (1..=100)",
+    },
+    OptionSpec {
+        key: "metrics-addr",
+        applies: Applies::NextStart,
+        help: "HOST:PORT of the Prometheus endpoint GET /metrics; empty: off",
     },
     OptionSpec {
         key: "remote-command",
@@ -167,6 +203,7 @@ pub const OPTIONS: &[OptionSpec] = &[
 ];
 
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+pub const LOG_FORMATS: &[&str] = &["human", "json"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -178,6 +215,12 @@ pub enum ConfigError {
     Value { key: &'static str, why: String },
     #[error("{key} is fixed at create (it is part of the key installed on the slave); delete and re-create the session to change it")]
     Fixed { key: &'static str },
+    #[error("{file}:{line}: {why}")]
+    File {
+        file: String,
+        line: usize,
+        why: String,
+    },
 }
 
 fn known_keys() -> String {
@@ -264,6 +307,23 @@ impl SessionConfig {
                 "must be one of error, warn, info, debug, trace",
             );
         }
+        if !LOG_FORMATS.contains(&self.log_format.as_str()) {
+            return bad("log-format", "must be human or json");
+        }
+        if !(1..=1024).contains(&self.log_rotate_size) {
+            return bad("log-rotate-size", "must be between 1 and 1024 MiB");
+        }
+        if !(1..=100).contains(&self.log_rotate_keep) {
+            return bad("log-rotate-keep", "must be between 1 and 100");
+        }
+        if !self.metrics_addr.is_empty()
+            && self.metrics_addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(
+                "metrics-addr",
+                "must be IP:PORT (e.g. 127.0.0.1:9810), or empty for no endpoint",
+            );
+        }
         for p in &self.exclude {
             Pattern::parse(p).map_err(|why| ConfigError::Value {
                 key: "exclude",
@@ -297,6 +357,10 @@ impl SessionConfig {
             "timeout" => self.timeout.to_string(),
             "retry-max-interval" => self.retry_max_interval.to_string(),
             "log-level" => self.log_level.clone(),
+            "log-format" => self.log_format.clone(),
+            "log-rotate-size" => self.log_rotate_size.to_string(),
+            "log-rotate-keep" => self.log_rotate_keep.to_string(),
+            "metrics-addr" => self.metrics_addr.clone(),
             "remote-command" => self.remote_command.clone(),
             "authorized-keys-file" => self.authorized_keys_file.clone(),
             "sync-jobs" => self.sync_jobs.to_string(),
@@ -340,6 +404,10 @@ impl SessionConfig {
             "timeout" => c.timeout = parse_int(k, value, 1, 86_400)?,
             "retry-max-interval" => c.retry_max_interval = parse_int(k, value, 1, 3600)?,
             "log-level" => c.log_level = value.trim().to_ascii_lowercase(),
+            "log-format" => c.log_format = value.trim().to_ascii_lowercase(),
+            "log-rotate-size" => c.log_rotate_size = parse_int(k, value, 1, 1024)?,
+            "log-rotate-keep" => c.log_rotate_keep = parse_int(k, value, 1, 100)?,
+            "metrics-addr" => c.metrics_addr = value.trim().to_owned(),
             "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
             "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,
             "sync-acls" => c.sync_acls = parse_bool(k, value)?,
@@ -348,6 +416,54 @@ impl SessionConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// `self` with every `key = value` line of a config file applied (see
+    /// `config/georep.conf`; `#` starts a comment). All or nothing: the
+    /// first bad line is the error, naming `file` and the line. A key
+    /// fixed at create may appear with its current value only.
+    pub fn with_file(&self, file: &str, text: &str) -> Result<SessionConfig, ConfigError> {
+        let mut c = self.clone();
+        for (i, raw) in text.lines().enumerate() {
+            let at = |why: String| ConfigError::File {
+                file: file.to_owned(),
+                line: i + 1,
+                why,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(at(format!("expected `key = value`, found {line:?}")));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key == "checkpoint" {
+                return Err(at(
+                    "checkpoint is not a setting; use `geo-rep config … checkpoint now`".into(),
+                ));
+            }
+            let spec = option(key).map_err(|e| at(e.to_string()))?;
+            if spec.applies == Applies::AtCreate {
+                if c.get(key).map_err(|e| at(e.to_string()))? != value {
+                    return Err(at(ConfigError::Fixed { key: spec.key }.to_string()));
+                }
+                continue;
+            }
+            c = c.with(key, value).map_err(|e| at(e.to_string()))?;
+        }
+        Ok(c)
+    }
+
+    /// The options whose values differ in `other`: (option, old, new).
+    pub fn changes(&self, other: &SessionConfig) -> Vec<(&'static OptionSpec, String, String)> {
+        OPTIONS
+            .iter()
+            .filter_map(|o| {
+                let (old, new) = (self.get(o.key).ok()?, other.get(o.key).ok()?);
+                (old != new).then_some((o, old, new))
+            })
+            .collect()
     }
 
     /// `self` with `key` back at its default.
@@ -362,6 +478,11 @@ impl SessionConfig {
 
     pub fn rollover(&self) -> Duration {
         Duration::from_secs_f64(self.rollover_time)
+    }
+
+    /// Rotation threshold of the session log, in bytes.
+    pub fn log_rotate_bytes(&self) -> u64 {
+        self.log_rotate_size * 1024 * 1024
     }
 
     pub fn timeout(&self) -> Duration {
@@ -426,6 +547,47 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_documents_every_option_at_its_default() {
+        let text = include_str!("../../config/georep.conf");
+        let c = SessionConfig::default();
+        assert_eq!(c.with_file("georep.conf", text).unwrap(), c);
+        for o in OPTIONS {
+            let line = format!("\n{} = {}", o.key, c.get(o.key).unwrap());
+            assert!(text.contains(line.trim_end()), "georep.conf lacks {line:?}");
+        }
+    }
+
+    #[test]
+    fn config_files_are_all_or_nothing_and_errors_name_the_line() {
+        let c = SessionConfig::default();
+        let got = c
+            .with_file(
+                "f",
+                "# comment\n\ntimeout = 30 # seconds\nexclude = *.tmp, cache\n",
+            )
+            .unwrap();
+        assert_eq!((got.timeout, got.exclude.len()), (30, 2));
+        for (text, why) in [
+            (
+                "timeout = 30\ntimeout = 0\n",
+                "f:2: invalid value for timeout",
+            ),
+            ("timeout 30\n", "f:1: expected `key = value`"),
+            ("nope = 1\n", "f:1: unknown config option"),
+            ("checkpoint = now\n", "f:1: checkpoint is not a setting"),
+            ("remote-command = /bin/sh\n", "f:1: remote-command is fixed"),
+        ] {
+            let e = c.with_file("f", text).unwrap_err().to_string();
+            assert!(e.starts_with(why), "{text:?}: {e}");
+        }
+        assert_eq!(
+            c.with_file("f", "remote-command = geo-rep\n").unwrap(),
+            c,
+            "a fixed key with its current value is fine"
+        );
+    }
+
+    #[test]
     fn good_values_are_taken() {
         let c = SessionConfig::default();
         let table: &[(&str, &str, &str)] = &[
@@ -438,6 +600,12 @@ mod tests {
             ("ssh-port", "2222", "2222"),
             ("timeout", "30", "30"),
             ("log-level", "DEBUG", "debug"),
+            ("log-format", "JSON", "json"),
+            ("log-rotate-size", "1", "1"),
+            ("log-rotate-keep", "2", "2"),
+            ("metrics-addr", "127.0.0.1:9810", "127.0.0.1:9810"),
+            ("metrics-addr", "[::1]:9810", "[::1]:9810"),
+            ("metrics-addr", "", ""),
             ("sync-jobs", "3", "3"),
             ("sync-xattrs", "true", "true"),
             ("sync-acls", "off", "false"),
@@ -474,6 +642,11 @@ mod tests {
             ("ignore-deletes", "maybe", "not a boolean"),
             ("sync-jobs", "65", "out of range"),
             ("log-level", "loud", "one of"),
+            ("log-format", "xml", "human or json"),
+            ("log-rotate-size", "0", "out of range"),
+            ("log-rotate-keep", "101", "out of range"),
+            ("metrics-addr", "localhost", "IP:PORT"),
+            ("metrics-addr", "127.0.0.1", "IP:PORT"),
             ("exclude", "[abc", "unclosed"),
             ("exclude", "/", "whole brick"),
             ("remote-command", "/bin/sh", "fixed at create"),

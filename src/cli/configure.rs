@@ -19,6 +19,8 @@ pub enum ConfigOp {
     Get(String),
     Set(String, String),
     Reset(String),
+    /// `--load FILE`: every `key = value` of a config file.
+    Load(std::path::PathBuf),
 }
 
 impl ConfigOp {
@@ -121,6 +123,26 @@ pub fn config(home: &Home, vol: &VolumeName, slave: &SlaveUrl, op: ConfigOp) -> 
             let new = config.without(&key).map_err(usage)?;
             save(&state, &session, &new, &key, running)?;
         }
+        ConfigOp::Load(file) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let new = config
+                .with_file(&file.display().to_string(), &text)
+                .map_err(usage)?;
+            let changes = config.changes(&new);
+            state.set_config(session.id, &new.to_json())?;
+            println!(
+                "geo-replication config loaded from {}: {} setting(s) changed",
+                file.display(),
+                changes.len()
+            );
+            for (spec, old, value) in changes {
+                println!(
+                    "{} = {value} (was {old}; applies: {})",
+                    spec.key, spec.applies
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -142,6 +164,10 @@ fn save(
         Applies::NextStart if running => {
             println!("note: {key} takes effect at the next start (stop and start the session)")
         }
+        Applies::Reload if running => println!(
+            "note: {key} takes effect at the next reload (systemctl reload, or SIGHUP to the monitor pid {}) or start",
+            session.monitor_pid.unwrap_or(0)
+        ),
         Applies::NotYetApplied => println!("note: {key} is stored but not yet applied by georep"),
         _ => {}
     }

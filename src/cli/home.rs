@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::state::{State, StateError};
+use crate::state::{SessionRecord, State, StateError};
 
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -31,7 +31,32 @@ impl Home {
         self.session_dir(id).join("secret.pem")
     }
 
-    pub fn monitor_log(&self, id: i64) -> PathBuf {
-        self.session_dir(id).join("monitor.log")
+    /// Where the monitors' logs are.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The session's log: `logs/<vol>--<slavehost>--<id>.log` (rotated
+    /// copies get `.1`, `.2`, … appended).
+    pub fn session_log(&self, s: &SessionRecord) -> PathBuf {
+        let host: String = s
+            .slave
+            .host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.logs_dir()
+            .join(format!("{}--{host}--{}.log", s.master_vol, s.id))
+    }
+
+    /// What a background monitor writes outside its logger (a panic).
+    pub fn session_stderr(&self, s: &SessionRecord) -> PathBuf {
+        self.session_log(s).with_extension("stderr")
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rustix::process::{Pid, Signal};
 
-use super::config::SessionConfig;
+use super::config::{Applies, SessionConfig};
+use super::logging;
 use super::{find_session, Home};
 use crate::crawl::journal::journal_dir;
 use crate::monitor::{BrickPlan, SessionPlan};
@@ -70,6 +71,8 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
         .collect();
     Ok(SessionPlan {
         session_id: session.id,
+        master_vol: session.master_vol.to_string(),
+        slave: session.slave.to_string(),
         state_home: home.root().to_owned(),
         target: SshTarget {
             host: session.slave.host.clone(),
@@ -131,9 +134,14 @@ pub fn start(
     }
     if foreground {
         state.set_session_state(session.id, SessionState::Started, Some(std::process::id()))?;
-        return run_monitor(home, &session);
+        return run_monitor(home, &session, true);
     }
-    let log_path = home.monitor_log(session.id);
+    // The monitor logs to its session file itself; its stderr only catches
+    // what bypasses the logger (a panic).
+    let log_path = home.session_stderr(&session);
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -144,7 +152,6 @@ pub fn start(
         .arg("--home")
         .arg(home.root())
         .args(["monitor", vol.as_str(), &slave.to_string()])
-        .env("GEOREP_LOG", &plan.config.log_level)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -222,31 +229,188 @@ pub fn resume(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> a
 pub fn monitor(home: &Home, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Result<()> {
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
-    run_monitor(home, &session)
+    run_monitor(home, &session, false)
 }
 
-fn run_monitor(home: &Home, session: &SessionRecord) -> anyhow::Result<()> {
+/// Runs the monitor in this process until SIGTERM or SIGINT; SIGHUP
+/// reloads the settings. `foreground` (`start --foreground`): log lines go
+/// to stderr too, and on a terminal a progress bar shows a Hybrid Crawl.
+fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow::Result<()> {
     let plan = plan(home, session)?;
+    let bars = (foreground && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(indicatif::MultiProgress::new);
+    let log_file = home.session_log(session);
+    let log = logging::init_session(logging::SessionLog {
+        file: &log_file,
+        max_bytes: plan.config.log_rotate_bytes(),
+        keep: plan.config.log_rotate_keep,
+        json: plan.config.log_format == "json",
+        level: &plan.config.log_level,
+        stderr: foreground.then(|| logging::Stderr(bars.clone())),
+    })?;
     let rt = runtime()?;
-    tracing::info!(session = %format!("{} -> {}", session.master_vol, session.slave), "monitor starting");
+    tracing::info!(
+        session = %format!("{} -> {}", session.master_vol, session.slave),
+        pid = std::process::id(),
+        "monitor starting"
+    );
+    let home = home.clone();
+    let id = session.id;
     rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let running = plan.config.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
             ) else {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
                 return;
             };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+            let mut running = running;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => reload(&home, id, &mut running, &log),
+                }
             }
             tracing::info!("monitor stopping");
             let _ = tx.send(true);
         });
+        if let Some(bars) = bars {
+            tokio::spawn(progress_bars(
+                bars,
+                plan.state_home.clone(),
+                plan.session_id,
+                rx.clone(),
+            ));
+        }
         crate::monitor::run(plan, rx).await
     })?;
     Ok(())
+}
+
+/// SIGHUP: re-reads the session's settings and applies what can change
+/// while running (`live` options are read by the workers before each
+/// batch; `log-level` is applied here). Logs each change and whether it
+/// needs a restart. `running` is what is in effect.
+fn reload(home: &Home, id: i64, running: &mut SessionConfig, log: &logging::LogHandle) {
+    let stored = home
+        .state()
+        .map_err(anyhow::Error::from)
+        .and_then(|st| Ok(st.session(id)?))
+        .and_then(|s| Ok(SessionConfig::from_json(&s.config)?));
+    let new = match stored {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "config reload: cannot read the session settings: {e:#}; keeping the current ones"
+            );
+            return;
+        }
+    };
+    let changes = running.changes(&new);
+    if changes.is_empty() {
+        tracing::info!("config reload: nothing changed");
+    }
+    for (spec, old, value) in changes {
+        let (how, applied) = match spec.applies {
+            Applies::Live => (
+                "applied (the workers read it before each batch)".to_string(),
+                true,
+            ),
+            Applies::Reload if spec.key == "log-level" => match log.set_level(&value) {
+                Ok(()) => ("applied".to_string(), true),
+                Err(e) => (format!("not applied: {e:#}"), false),
+            },
+            Applies::Reload => ("applied".to_string(), true),
+            Applies::NextStart => (
+                "needs a restart (geo-rep stop, then start)".to_string(),
+                false,
+            ),
+            Applies::AtCreate => ("fixed at create; not applied".to_string(), false),
+            Applies::NotYetApplied => ("stored; not yet applied by georep".to_string(), false),
+        };
+        tracing::info!(
+            key = spec.key,
+            old = %old,
+            new = %value,
+            "config reload: {} changed from {old:?} to {value:?}: {how}",
+            spec.key
+        );
+        if applied {
+            if let Ok(c) = running.with(spec.key, &value) {
+                *running = c;
+            }
+        }
+    }
+    tracing::debug!(settings = %running.to_json(), "config reload: settings in effect");
+}
+
+/// Draws a bar per brick while its Hybrid Crawl runs (`start
+/// --foreground` on a terminal).
+async fn progress_bars(
+    bars: indicatif::MultiProgress,
+    state_home: std::path::PathBuf,
+    session_id: i64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    use crate::monitor::progress::describe;
+    use crate::session::Stime;
+
+    let Ok(state) = crate::state::State::open(&state_home) else {
+        return;
+    };
+    let counted = ProgressStyle::with_template("{prefix} [{bar:20}] {wide_msg}")
+        .expect("template")
+        .progress_chars("=> ");
+    let counting = ProgressStyle::with_template("{prefix} {spinner} {wide_msg}").expect("template");
+    let mut shown: HashMap<crate::session::BrickId, (ProgressBar, Stime, bool)> = HashMap::new();
+    while !*shutdown.borrow() {
+        let now = Stime::now();
+        for b in state.bricks(session_id).unwrap_or_default() {
+            let p = b.progress;
+            let Some(started) = p.started else { continue };
+            let fresh = shown.get(&b.id).is_none_or(|(_, s, _)| *s != started);
+            if fresh && p.finished.is_some() {
+                continue; // an old crawl: nothing to show
+            }
+            if fresh {
+                let bar = bars.add(ProgressBar::new(0));
+                bar.set_style(counting.clone());
+                bar.set_prefix(format!("Hybrid Crawl {}", b.brick));
+                shown.insert(b.id, (bar, started, false));
+            }
+            let Some((bar, _, done)) = shown.get_mut(&b.id) else {
+                continue;
+            };
+            if *done {
+                continue;
+            }
+            if let Some(t) = p.total_files {
+                if bar.length() != Some(t) {
+                    bar.set_style(counted.clone());
+                    bar.set_length(t);
+                }
+            }
+            bar.set_position(p.files);
+            bar.set_message(describe(&p, now).unwrap_or_default());
+            bar.tick();
+            if p.finished.is_some() {
+                bar.finish();
+                *done = true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }

@@ -10,7 +10,8 @@ mod delete;
 pub mod filter;
 mod home;
 mod lifecycle;
-mod status;
+pub mod logging;
+pub(crate) mod status;
 
 use std::path::PathBuf;
 
@@ -131,6 +132,9 @@ pub enum Command {
         slave: String,
         #[arg(num_args = 0..=2, allow_hyphen_values = true)]
         words: Vec<String>,
+        /// Set every `key = value` of FILE (see config/georep.conf); all or nothing.
+        #[arg(long, value_name = "FILE", conflicts_with = "words")]
+        load: Option<PathBuf>,
     },
     /// Checkpoints: `checkpoint wait MASTERVOL SLAVE [--timeout SECS]`
     Checkpoint {
@@ -191,6 +195,21 @@ fn find_session(
     state.find_session(vol, slave)?.with_context(|| {
         format!("no session from {vol} to {slave}; create it first with `geo-rep create {vol} {slave} push-pem --brick DIR`")
     })
+}
+
+impl Cli {
+    /// Whether this command runs a monitor, which logs to its session's
+    /// file ([`logging::init_session`]) rather than to stderr only.
+    pub fn runs_monitor(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Monitor { .. }
+                | Command::Start {
+                    foreground: true,
+                    ..
+                }
+        )
+    }
 }
 
 /// Runs the parsed command.
@@ -302,9 +321,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             master_vol,
             slave,
             words,
+            load,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
-            configure::config(&home, &vol, &slave, configure::ConfigOp::from_words(&words))
+            let op = match load {
+                Some(file) => configure::ConfigOp::Load(file),
+                None => configure::ConfigOp::from_words(&words),
+            };
+            configure::config(&home, &vol, &slave, op)
         }
         Command::Checkpoint {
             action:

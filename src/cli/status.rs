@@ -9,7 +9,7 @@ use super::Home;
 use crate::changelog::{self, Record};
 use crate::crawl::journal::journal_dir;
 use crate::session::{SlaveUrl, Stime, VolumeName};
-use crate::state::{BrickRecord, SessionRecord, SessionState, WorkerStatus};
+use crate::state::{BrickRecord, CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 
 /// At most this many journal files are read to count pending work; beyond
 /// it the counts are lower bounds (`pending_exact` is false).
@@ -70,6 +70,17 @@ struct Progress {
     bytes_sent: u64,
     files_per_second: f64,
     bytes_per_second: f64,
+    /// Files and bytes the crawl has to ship in all: null until counted
+    /// (a walk beside the crawl).
+    total_files: Option<u64>,
+    total_bytes: Option<u64>,
+    /// Share of `total_files` shipped, 0..=100.
+    percent: Option<f64>,
+    /// Seconds left at the rate so far (0 once finished; null until counted
+    /// and the first file shipped).
+    eta_seconds: Option<f64>,
+    /// The same in words, as `status detail` prints it.
+    summary: String,
 }
 
 /// The session's checkpoint as every row of the session shows it.
@@ -187,10 +198,9 @@ fn row(
         pending_meta: pending.map(|p| p.meta),
         pending_exact: pending.is_some_and(|p| p.exact),
         checkpoint: checkpoint(s),
-        crawl_progress: b.progress.started.map(|started| {
-            let end = b.progress.finished.unwrap_or(now);
-            let secs = ((end.nanos() - started.nanos()) as f64 / 1e9).max(1e-3);
-            Progress {
+        crawl_progress: b.progress.started.and_then(|started| {
+            let e = crate::monitor::progress::estimate(&b.progress, now)?;
+            Some(Progress {
                 started: rfc3339(started),
                 started_epoch: started.secs(),
                 finished: b.progress.finished.map(rfc3339),
@@ -198,9 +208,14 @@ fn row(
                 running: b.progress.finished.is_none(),
                 files_synced: b.progress.files,
                 bytes_sent: b.progress.bytes,
-                files_per_second: b.progress.files as f64 / secs,
-                bytes_per_second: b.progress.bytes as f64 / secs,
-            }
+                files_per_second: e.files_per_second,
+                bytes_per_second: e.bytes_per_second,
+                total_files: b.progress.total_files,
+                total_bytes: b.progress.total_bytes,
+                percent: e.percent,
+                eta_seconds: e.eta_seconds,
+                summary: crate::monitor::progress::describe(&b.progress, now).unwrap_or_default(),
+            })
         }),
     }
 }
@@ -339,6 +354,23 @@ pub fn status(
         })
         .collect();
     print!("{}", render_table(&header, &cells));
+    if detail {
+        // A Hybrid Crawl in progress (of a running monitor), under the table.
+        let crawls: Vec<String> = rows
+            .iter()
+            .filter(|r| r.crawl_status == CrawlStatus::Hybrid.to_string())
+            .filter_map(|r| {
+                let p = r.crawl_progress.as_ref().filter(|p| p.running)?;
+                Some(format!("Hybrid Crawl {}: {}", r.master_brick, p.summary))
+            })
+            .collect();
+        if !crawls.is_empty() {
+            println!();
+            for c in crawls {
+                println!("{c}");
+            }
+        }
+    }
     Ok(())
 }
 

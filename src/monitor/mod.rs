@@ -2,13 +2,19 @@
 //! journal hook and a worker (crawl + ship), restarts a failing worker with
 //! capped exponential back-off, and keeps each brick's status in the state
 //! database for `geo-rep status`.
+//!
+//! Each worker runs inside a `worker` span with the `brick` and `slave`
+//! fields, so every line it logs names both (see `cli::logging`).
 
+pub mod metrics;
+pub mod progress;
 mod worker;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cli::config::SessionConfig;
 use crate::cli::filter::SyncFilter;
@@ -34,6 +40,9 @@ pub struct BrickPlan {
 pub struct SessionPlan {
     /// Row id of the session in the state database.
     pub session_id: i64,
+    /// `MASTERVOL` and `[user@]host::dir`, as the operator names them.
+    pub master_vol: String,
+    pub slave: String,
     pub state_home: PathBuf,
     pub target: SshTarget,
     pub host_key: russh::keys::PublicKey,
@@ -132,12 +141,26 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
             }
         });
     }
+    if let Ok(addr) = plan.config.metrics_addr.parse() {
+        let src = metrics::Source {
+            state_home: plan.state_home.clone(),
+            session_id: plan.session_id,
+            session_dir: crate::cli::Home::new(plan.state_home.clone())
+                .session_dir(plan.session_id),
+        };
+        tokio::spawn(metrics::serve(addr, src, shutdown.clone()));
+    }
     for brick in plan.bricks.clone() {
+        let span = tracing::info_span!(
+            "worker",
+            brick = %brick.brick.display(),
+            slave = %plan.slave,
+        );
         let plan = plan.clone();
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            supervise(plan, brick, shutdown).await
-        }));
+        tasks.push(tokio::spawn(
+            async move { supervise(plan, brick, shutdown).await }.instrument(span),
+        ));
     }
     for t in tasks {
         match t.await {
@@ -180,7 +203,7 @@ async fn supervise(
         if stime(&state) > before {
             backoff = BACKOFF_MIN;
         }
-        tracing::error!(brick = %brick.brick.display(), "worker failed: {err}; retrying in {} s", backoff.as_secs());
+        tracing::error!("worker failed: {err}; retrying in {} s", backoff.as_secs());
         // The status is best effort: a busy database must not end supervision.
         let recorded = state
             .set_worker(

@@ -263,7 +263,7 @@ async fn hybrid(
     // directory (`create … force`) what the brick lacks goes too.
     let mut crawl = HybridCrawl::new(
         ctx.brick.brick.clone(),
-        start,
+        start.clone(),
         ctx.brick.exclude.clone(),
         since,
     );
@@ -271,7 +271,15 @@ async fn hybrid(
         crawl = crawl.with_prune();
     }
     let max = ctx.live.config.changelog_batch_size;
-    ctx.state.crawl_begin(ctx.brick.brick_id)?;
+    let started = ctx.state.crawl_begin(ctx.brick.brick_id)?;
+    super::progress::CrawlScope {
+        brick: ctx.brick.brick.clone(),
+        start: start.clone(),
+        exclude: ctx.brick.exclude.clone(),
+        filter: ctx.live.filter.clone(),
+        since,
+    }
+    .count_in_background(ctx.plan.state_home.clone(), ctx.brick.brick_id, started);
     while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
         let report = ship(ctx, &batch).await?;
         ctx.state

@@ -235,6 +235,10 @@ pub struct CrawlProgress {
     pub files: u64,
     /// Protocol bytes it sent so far.
     pub bytes: u64,
+    /// Files it has to ship in all, once counted (a walk beside the crawl).
+    pub total_files: Option<u64>,
+    /// Their size in bytes.
+    pub total_bytes: Option<u64>,
 }
 
 /// Counts to add to a brick after a batch.
@@ -504,12 +508,35 @@ impl State {
     }
 
     /// A Hybrid Crawl of `brick` begins: its progress starts from zero.
-    pub fn crawl_begin(&self, brick: BrickId) -> Result<(), StateError> {
+    /// Returns its start, which identifies it for [`State::crawl_total`].
+    pub fn crawl_begin(&self, brick: BrickId) -> Result<Stime, StateError> {
+        let started = Stime::now();
         self.conn()
             .execute(
-                "UPDATE bricks SET crawl_started_ns = ?2, crawl_finished_ns = NULL, crawl_files = 0, crawl_bytes = 0
+                "UPDATE bricks SET crawl_started_ns = ?2, crawl_finished_ns = NULL, crawl_files = 0, crawl_bytes = 0,
+                        crawl_total_files = NULL, crawl_total_bytes = NULL
                  WHERE id = ?1",
-                params![brick.0, Stime::now().nanos()],
+                params![brick.0, started.nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(started)
+    }
+
+    /// The Hybrid Crawl of `brick` that began at `started` has `files`
+    /// files of `bytes` bytes to ship in all. Ignored if another crawl
+    /// began meanwhile.
+    pub fn crawl_total(
+        &self,
+        brick: BrickId,
+        started: Stime,
+        files: u64,
+        bytes: u64,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET crawl_total_files = ?3, crawl_total_bytes = ?4
+                 WHERE id = ?1 AND crawl_started_ns = ?2",
+                params![brick.0, started.nanos(), files as i64, bytes as i64],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -603,7 +630,8 @@ impl State {
         let mut stmt = conn
             .prepare(
                 "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures,
-                        crawl_started_ns, crawl_finished_ns, crawl_files, crawl_bytes
+                        crawl_started_ns, crawl_finished_ns, crawl_files, crawl_bytes,
+                        crawl_total_files, crawl_total_bytes
                  FROM bricks WHERE session_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -628,6 +656,8 @@ impl State {
                         finished: r.get::<_, Option<i64>>(12)?.map(Stime),
                         files: r.get::<_, i64>(13)? as u64,
                         bytes: r.get::<_, i64>(14)? as u64,
+                        total_files: r.get::<_, Option<i64>>(15)?.map(|n| n as u64),
+                        total_bytes: r.get::<_, Option<i64>>(16)?.map(|n| n as u64),
                     },
                 ))
             })
@@ -914,12 +944,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (st, s) = sample(dir.path());
         let b = st.bricks(s.id).unwrap()[0].id;
-        st.crawl_begin(b).unwrap();
+        let started = st.crawl_begin(b).unwrap();
         st.crawl_add(b, 2, 100).unwrap();
         st.crawl_add(b, 3, 50).unwrap();
         let p = st.bricks(s.id).unwrap()[0].progress;
         assert_eq!((p.files, p.bytes, p.finished), (5, 150, None));
-        assert!(p.started.is_some());
+        assert_eq!(p.started, Some(started));
+        assert_eq!(p.total_files, None);
+        st.crawl_total(b, started, 10, 4096).unwrap();
+        st.crawl_total(b, Stime(started.0 - 1), 99, 99).unwrap();
+        let p = st.bricks(s.id).unwrap()[0].progress;
+        assert_eq!((p.total_files, p.total_bytes), (Some(10), Some(4096)));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        st.crawl_begin(b).unwrap();
+        let p = st.bricks(s.id).unwrap()[0].progress;
+        assert_eq!(
+            (p.files, p.total_files),
+            (0, None),
+            "a new crawl starts afresh"
+        );
         st.crawl_end(b).unwrap();
         assert!(st.bricks(s.id).unwrap()[0].progress.finished.is_some());
     }

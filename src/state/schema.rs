@@ -51,6 +51,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         stime_ns INTEGER NOT NULL,
         PRIMARY KEY (master_vol, slave_host, slave_volume, brick_path)
     );",
+    // 2 -> 3: the size of a running Hybrid Crawl (counted beside it), for
+    // an estimate of the time left.
+    "ALTER TABLE bricks ADD COLUMN crawl_total_files INTEGER;
+    ALTER TABLE bricks ADD COLUMN crawl_total_bytes INTEGER;",
 ];
 
 pub(super) enum MigrateError {
