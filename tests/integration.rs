@@ -8,4 +8,5 @@ mod common;
 mod delta;
 mod e2e;
 mod errors;
+mod model;
 mod security;
