@@ -15,6 +15,8 @@
 //!   (default 200) operations: the CI budget; `GEOREP_MODEL_SEQS=300` is 10×.
 //! - `GEOREP_MODEL_SEED`: base seed (default: random, printed).
 //! - `GEOREP_MODEL_ONLY=N`: run only sequence N (to replay a failure).
+//! - `GEOREP_MODEL_KEEP=1`: on failure, keep the brick, slave and
+//!   `GEOREP_HOME` (with `monitor.log`; `GEOREP_LOG=debug` for more).
 //!
 //! A failure prints the base seed, the sequence, the command line that
 //! replays it, and the operations of that sequence.
@@ -244,19 +246,26 @@ impl Op {
                 seed,
                 truncate,
             } => {
+                // O_NONBLOCK: a FIFO there must not block the test.
                 let f = fs::OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(*truncate)
+                    .custom_flags(libc::O_NONBLOCK)
                     .open(path)?;
                 use std::os::unix::fs::FileExt;
                 f.write_all_at(&bytes(*len, *seed), *offset)
             }
             Op::Append { path, len, seed } => fs::OpenOptions::new()
                 .append(true)
+                .custom_flags(libc::O_NONBLOCK)
                 .open(path)?
                 .write_all(&bytes(*len, *seed)),
-            Op::SetLen { path, len } => fs::OpenOptions::new().write(true).open(path)?.set_len(*len),
+            Op::SetLen { path, len } => fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)?
+                .set_len(*len),
             Op::Mkdir(d) => fs::create_dir(d),
             Op::DeepDirs { path, depth } => {
                 let mut p = path.clone();
@@ -283,9 +292,7 @@ impl Op {
             Op::Chmod { path, mode } => {
                 fs::set_permissions(path, fs::Permissions::from_mode(*mode))
             }
-            Op::Chown { path, uid, gid } => {
-                std::os::unix::fs::lchown(path, Some(*uid), Some(*gid))
-            }
+            Op::Chown { path, uid, gid } => std::os::unix::fs::lchown(path, Some(*uid), Some(*gid)),
             Op::Mtime { path, secs, nanos } => {
                 set_mtime(path, UNIX_EPOCH + Duration::new(*secs, *nanos), false)
             }
@@ -335,6 +342,7 @@ impl Op {
                     .create(true)
                     .truncate(true)
                     .mode(0o640)
+                    .custom_flags(libc::O_NONBLOCK)
                     .open(from)?;
                 f.write_all(&bytes(20_000, *seed))?;
                 fs::rename(from, to)?;
@@ -500,7 +508,7 @@ impl Gen {
                     let target = match self.rng.gen_range(0..6) {
                         0 => OsString::from("a"),
                         1 => OsString::from("../b/c"),
-                        2 => OsString::from("/etc/passwd"),
+                        2 => OsString::from("/nonexistent/georep-test-target"), /* lead: a write through a symlink to /etc/passwd overwrote the real one; never point test symlinks at real files */,
                         3 => OsString::from("/nonexistent/dangling"),
                         4 => OsString::from_vec(b"odd \xfe\nname".to_vec()),
                         _ => OsString::from(".."),
@@ -629,10 +637,7 @@ fn random_operation_sequences_leave_an_exact_image_on_the_slave() {
             assert!(
                 diffs.is_empty(),
                 "trees differ:\n{}",
-                diffs
-                    .iter()
-                    .map(|d| format!("  {d}\n"))
-                    .collect::<String>()
+                diffs.iter().map(|d| format!("  {d}\n")).collect::<String>()
             );
         }));
         if let Err(panic) = check {
@@ -649,6 +654,15 @@ fn random_operation_sequences_leave_an_exact_image_on_the_slave() {
                     Some(e) => eprintln!("  {n:3} {op}  [failed: {e}]"),
                     None => eprintln!("  {n:3} {op}"),
                 }
+            }
+            if std::env::var_os("GEOREP_MODEL_KEEP").is_some() {
+                eprintln!(
+                    "keeping brick {} and slave {} (GEOREP_MODEL_KEEP)",
+                    s.brick.display(),
+                    s.slave.display()
+                );
+                s.stop().ok();
+                std::mem::forget(s);
             }
             resume_unwind(panic);
         }

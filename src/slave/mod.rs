@@ -181,6 +181,13 @@ impl Session {
                     .map_err(|what| self.unexpected(what))?;
                 self.send_failures(out, failure)
             }
+            Request::SparsePiece { index, segments } => {
+                let failure = self
+                    .receiver
+                    .sparse_piece(&self.root, index, &segments)
+                    .map_err(|what| self.unexpected(what))?;
+                self.send_failures(out, failure)
+            }
             Request::FileEnd { attrs, hash } => {
                 let failure = self
                     .receiver
@@ -204,7 +211,7 @@ impl Session {
                 out.flush().map_err(|e| self.stream(e))
             }
             other if self.receiver.in_file() => Err(self.unexpected(format!(
-                "{} while a file is being received (expected Piece, FileEnd or FileAbort)",
+                "{} while a file is being received (expected Piece, SparsePiece, FileEnd or FileAbort)",
                 request_name(&other)
             ))),
             Request::FileBegin { seq, path, size } => {
@@ -311,6 +318,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Signature { .. } => "Signature",
         Request::FileBegin { .. } => "FileBegin",
         Request::Piece { .. } => "Piece",
+        Request::SparsePiece { .. } => "SparsePiece",
         Request::FileEnd { .. } => "FileEnd",
         Request::FileAbort => "FileAbort",
         Request::SetAttr { .. } => "SetAttr",

@@ -34,6 +34,7 @@ fn attrs(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Attrs {
         gid: None,
         mtime_sec,
         mtime_nsec,
+        xattrs: None,
     }
 }
 
@@ -1014,8 +1015,9 @@ fn owner_is_applied_when_running_as_root() {
         gid: Some(5678),
         mtime_sec: 1,
         mtime_nsec: 0,
+        xattrs: None,
     };
-    let mut reqs = ship(1, "f", b"data", owned);
+    let mut reqs = ship(1, "f", b"data", owned.clone());
     reqs.push(Request::SetAttr {
         seq: 2,
         path: rp("l"),

@@ -26,7 +26,7 @@ pub struct CompareOptions {
     /// root).
     pub owner: bool,
     /// Compare hard-link groups: the names of a regular file that share its
-    /// inode inside the tree, and its link count.
+    /// inode inside the tree (shown with its link count).
     pub hard_links: bool,
     /// Compare where regular files have data and where they have holes
     /// (`SEEK_DATA`/`SEEK_HOLE`), so a sparse file filled with zeros differs.
@@ -343,9 +343,15 @@ pub fn compare_trees(a: &Path, b: &Path, opts: &CompareOptions) -> Vec<Differenc
             continue;
         }
         if opts.hard_links && (x.nlink > 1 || y.nlink > 1) {
-            let ga = links_a.get(&x.inode).cloned().unwrap_or_default();
-            let gb = links_b.get(&y.inode).cloned().unwrap_or_default();
-            if x.nlink != y.nlink || ga != gb {
+            // A name alone in the tree is no group, whatever its link count.
+            let group =
+                |g: Option<&Vec<PathBuf>>| g.filter(|g| g.len() > 1).cloned().unwrap_or_default();
+            let ga = group(links_a.get(&x.inode));
+            let gb = group(links_b.get(&y.inode));
+            // The link count itself may include names outside the tree
+            // (e.g. a name moved out of a brick), so only the names inside
+            // are compared.
+            if ga != gb {
                 push(DifferenceKind::HardLinks {
                     a: (x.nlink, ga),
                     b: (y.nlink, gb),
