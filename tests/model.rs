@@ -251,23 +251,27 @@ impl Op {
                     .write(true)
                     .create(true)
                     .truncate(*truncate)
-                    .custom_flags(libc::O_NONBLOCK)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                     .open(path)?;
                 use std::os::unix::fs::FileExt;
                 f.write_all_at(&bytes(*len, *seed), *offset)
             }
             Op::Append { path, len, seed } => fs::OpenOptions::new()
                 .append(true)
-                .custom_flags(libc::O_NONBLOCK)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                 .open(path)?
                 .write_all(&bytes(*len, *seed)),
             Op::SetLen { path, len } => fs::OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_NONBLOCK)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                 .open(path)?
                 .set_len(*len),
             Op::Mkdir(d) => fs::create_dir(d),
             Op::DeepDirs { path, depth } => {
+                // Only below a new name: never through an existing symlink.
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(io::ErrorKind::AlreadyExists.into());
+                }
                 let mut p = path.clone();
                 for i in 0..*depth {
                     p.push(format!("{}", i % 10));
@@ -289,7 +293,12 @@ impl Op {
             }
             Op::HardLink { from, to } => fs::hard_link(from, to),
             Op::Symlink { path, target } => symlink(target, path),
+            // Only files and directories are picked; a symlink is refused
+            // rather than followed.
             Op::Chmod { path, mode } => {
+                if fs::symlink_metadata(path)?.file_type().is_symlink() {
+                    return Err(io::ErrorKind::InvalidInput.into());
+                }
                 fs::set_permissions(path, fs::Permissions::from_mode(*mode))
             }
             Op::Chown { path, uid, gid } => std::os::unix::fs::lchown(path, Some(*uid), Some(*gid)),
@@ -342,7 +351,7 @@ impl Op {
                     .create(true)
                     .truncate(true)
                     .mode(0o640)
-                    .custom_flags(libc::O_NONBLOCK)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
                     .open(from)?;
                 f.write_all(&bytes(20_000, *seed))?;
                 fs::rename(from, to)?;
@@ -508,7 +517,9 @@ impl Gen {
                     let target = match self.rng.gen_range(0..6) {
                         0 => OsString::from("a"),
                         1 => OsString::from("../b/c"),
-                        2 => OsString::from("/nonexistent/georep-test-target"), /* lead: a write through a symlink to /etc/passwd overwrote the real one; never point test symlinks at real files */,
+                        // Never a real file: the ops below refuse to follow
+                        // symlinks, and this keeps it so if one slips by.
+                        2 => OsString::from("/nonexistent/georep-test-target"),
                         3 => OsString::from("/nonexistent/dangling"),
                         4 => OsString::from_vec(b"odd \xfe\nname".to_vec()),
                         _ => OsString::from(".."),

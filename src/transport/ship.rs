@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -733,10 +733,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         sigs: Option<Vec<Signature>>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
-        let opened = File::open(&full).and_then(|f| {
-            let md = f.metadata()?;
-            Ok((f, md))
-        });
+        // Never follow a symlink out of the brick, and never block on a FIFO
+        // that took the file's place since it was listed.
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&full)
+            .and_then(|f| {
+                let md = f.metadata()?;
+                Ok((f, md))
+            });
         let (file, before) = match opened {
             Ok(x) if x.1.is_file() => x,
             Ok(_) => return Ok(()),
