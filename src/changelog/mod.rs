@@ -98,7 +98,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use format::{list_closed, purge, read_file, write_closed};
-pub use hook::{Hook, HookConfig};
+pub use hook::{Hook, HookConfig, RENAME_RESCAN_MARGIN};
 
 use crate::relpath::RelPath;
 use crate::session::Stime;

@@ -232,6 +232,20 @@ impl LinkIndex {
     }
 }
 
+/// Directories made or renamed by recent batches, per brick, re-walked by
+/// the batches of the next [`RECENT_DIR_WINDOW`] (see `Shipper::resync_dirs`).
+#[allow(clippy::type_complexity)]
+static RECENT_DIRS: std::sync::LazyLock<
+    Mutex<HashMap<PathBuf, Vec<(RelPath, std::time::Instant)>>>,
+> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// How long a made or renamed directory is re-walked after its batch: the
+/// journal hook's own window for stale names after a directory rename.
+const RECENT_DIR_WINDOW: std::time::Duration = crate::changelog::RENAME_RESCAN_MARGIN;
+
+/// Most directories remembered for re-walking per brick.
+const RECENT_DIRS_MAX: usize = 4096;
+
 /// The link index of each brick of this process, kept across batches and
 /// worker restarts.
 static LINK_INDEXES: std::sync::LazyLock<Mutex<HashMap<PathBuf, LinkIndex>>> =
@@ -319,7 +333,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.send_entry(entry).await?;
         }
         self.barrier().await?;
-        let extra = self.heal().await?;
+        let mut extra = self.heal().await?;
+        if let Some(since) = batch.resync_since() {
+            self.resync_dirs(batch, since, &mut extra).await?;
+        }
         self.send_content(
             batch.data().iter().chain(extra.data()),
             batch.meta().iter().chain(extra.meta()),
@@ -436,6 +453,74 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // Failures that led to a resend are healed, not failures.
         self.heal_failures.clear();
         Ok(extra)
+    }
+
+    /// Re-walks every directory a `Mkdir` or `Rename` of `batch` produced
+    /// that is a directory on the brick now, for entries changed since
+    /// `since`, pruning what the brick does not have (see
+    /// [`Batch::set_resync_since`]).
+    async fn resync_dirs(
+        &mut self,
+        batch: &Batch,
+        since: crate::session::Stime,
+        extra: &mut Batch,
+    ) -> Result<(), ShipError> {
+        let now = std::time::Instant::now();
+        let fresh: Vec<RelPath> = batch
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Mkdir(p) | Entry::Rename { to: p, .. } => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        // Directories renamed or made by recent batches too: the hook may
+        // attribute changes inside them to stale names for a while.
+        let recent = {
+            let mut all = match RECENT_DIRS.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let list = all.entry(self.brick.to_owned()).or_default();
+            list.retain(|(_, when)| now.duration_since(*when) < RECENT_DIR_WINDOW);
+            let out: Vec<RelPath> = list.iter().map(|(p, _)| p.clone()).collect();
+            for p in &fresh {
+                if list.len() < RECENT_DIRS_MAX {
+                    list.push((p.clone(), now));
+                }
+            }
+            out
+        };
+        let mut roots: Vec<RelPath> = fresh
+            .into_iter()
+            .chain(recent)
+            .filter(|p| fs::symlink_metadata(p.under(self.brick)).is_ok_and(|m| m.is_dir()))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        let mut done: Vec<RelPath> = Vec::new();
+        for root in roots {
+            if done.iter().any(|d| root.starts_with(d)) {
+                continue;
+            }
+            done.push(root.clone());
+            let mut walk =
+                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), Some(since)).with_prune();
+            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+                for e in b.entries() {
+                    self.send_entry(e).await?;
+                }
+                with_link_index(self.brick, |ix| {
+                    for (inode, path) in b.link_names() {
+                        ix.note(*inode, path);
+                    }
+                });
+                b.data().iter().for_each(|p| extra.push_data(p.clone()));
+                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
+            }
+            self.report.local_errors.extend(walk.take_errors());
+        }
+        Ok(())
     }
 
     /// Records a reply that is not the one being waited for.
