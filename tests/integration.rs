@@ -8,5 +8,6 @@ mod common;
 mod delta;
 mod e2e;
 mod errors;
+mod fidelity;
 mod model;
 mod security;

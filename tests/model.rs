@@ -229,7 +229,7 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     // Some runs of zeros, so deltas and sparse detection see them.
-    if len > 64 && seed % 3 == 0 {
+    if len > 64 && seed.is_multiple_of(3) {
         let a = (seed as usize) % (len / 2);
         v[a..a + len / 4].fill(0);
     }
