@@ -949,3 +949,51 @@ fn gone(e: &io::Error) -> bool {
 fn nix_is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn link_index_follows_renames_and_forgets_stale_names() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        fs::create_dir(b.join("d")).unwrap();
+        fs::write(b.join("d/a"), b"x").unwrap();
+        fs::hard_link(b.join("d/a"), b.join("c")).unwrap();
+        let m = fs::metadata(b.join("c")).unwrap();
+        let inode = (m.dev(), m.ino());
+        let mut ix = LinkIndex::default();
+        ix.note(inode, &p("d/a"));
+        ix.note(inode, &p("c"));
+        ix.note(inode, &p("c"));
+        assert_eq!(ix.names, 2);
+        fs::rename(b.join("d"), b.join("e")).unwrap();
+        ix.rename(&p("d"), &p("e"));
+        assert_eq!(ix.verified(b, inode), vec![p("c"), p("e/a")]);
+        fs::remove_file(b.join("c")).unwrap();
+        assert_eq!(ix.verified(b, inode), vec![p("e/a")]);
+        assert_eq!(ix.names, 1);
+    }
+
+    #[test]
+    fn data_ranges_of_a_piece_report_holes_only() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("f");
+        let f = File::create(&path).unwrap();
+        f.write_all_at(&[1u8; 8192], 1 << 20).unwrap();
+        f.set_len(4 << 20).unwrap();
+        let f = File::open(&path).unwrap();
+        let r = data_ranges(&f, 0, 4 << 20).unwrap();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].0 <= 1 << 20 && r[0].1 >= (1 << 20) + 8192, "{r:?}");
+        // A piece that is all data has no holes to report.
+        assert_eq!(data_ranges(&f, 1 << 20, (1 << 20) + 4096), None);
+        fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(data_ranges(&File::open(&path).unwrap(), 0, 100), None);
+    }
+}
