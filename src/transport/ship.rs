@@ -10,6 +10,27 @@
 //! A file that changes while it is being read is abandoned (`FileAbort`):
 //! the write that changed it happened after this batch's journal files were
 //! closed, so a later batch sends it again. Nothing torn is ever marked synced.
+//!
+//! Fidelity beyond bytes:
+//! * **Hard links**: a [`LinkIndex`] per brick remembers the names of every
+//!   multiply-linked file seen (journal entries, data sent, Hybrid Crawl
+//!   walks). Within a batch the content of such a file is sent once, under
+//!   one name; its other known names are then linked to that name again
+//!   (`EntryOp::Link`), since putting new content in place made a new inode.
+//! * **Holes**: each piece's data ranges come from `SEEK_DATA`/`SEEK_HOLE`;
+//!   a piece with holes goes as `SparsePiece` (data segments only).
+//! * **xattrs**: the `user.*` set of files and directories travels in
+//!   `Attrs::xattrs` when [`Shipper::with_xattrs`] is on (default).
+//! * **Healing**: an entry the slave cannot apply because its tree diverged
+//!   from the journal (`SourceMissing`, `Conflict`, `Unsafe`) makes the
+//!   master resend the paths concerned from the brick as they are now (the
+//!   directories above made directories again, then a Hybrid Crawl with
+//!   pruning); content and attribute failures of that kind are healed the
+//!   same way, at most `HEAL_ROUNDS` times per batch, then they count as
+//!   failures. Journal batches also re-walk the directories their `Mkdir`s
+//!   and `Rename`s produced (and those of the last seconds) for entries
+//!   changed since stime: the hook journals its scans of new and renamed
+//!   directories as it finds them, which can be ahead of events still queued.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
