@@ -1207,7 +1207,7 @@ fn user_xattrs_are_set_exactly_on_files_and_directories() {
     reqs.push(Request::Commit { batch: 1 });
     no_failures(&session(root, &reqs));
     let get = |p: &str, k: &str| {
-        let mut buf = vec![0u8; 64];
+        let mut buf = [0u8; 64];
         rustix::fs::lgetxattr(root.join(p), k, &mut buf[..])
             .ok()
             .map(|n| buf[..n].to_vec())
