@@ -178,7 +178,8 @@ impl HybridCrawl {
             batch.push_entry(Entry::Symlink(path.clone()));
             batch.push_meta(path);
         } else if ft.is_fifo() || ft.is_block_device() || ft.is_char_device() || ft.is_socket() {
-            batch.push_entry(Entry::Mknod(path));
+            batch.push_entry(Entry::Mknod(path.clone()));
+            batch.push_meta(path);
         }
     }
 }

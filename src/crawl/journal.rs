@@ -94,7 +94,8 @@ fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
         }
         Record::Mknod(p) => {
             batch.push_meta(parent(&p));
-            batch.push_entry(Entry::Mknod(p));
+            batch.push_entry(Entry::Mknod(p.clone()));
+            batch.push_meta(p);
         }
         Record::Symlink(p) => {
             batch.push_meta(parent(&p));
