@@ -16,7 +16,8 @@
 //! - `GEOREP_MODEL_SEED`: base seed (default: random, printed).
 //! - `GEOREP_MODEL_ONLY=N`: run only sequence N (to replay a failure).
 //! - `GEOREP_MODEL_KEEP=1`: on failure, keep the brick, slave and
-//!   `GEOREP_HOME` (with `monitor.log`; `GEOREP_LOG=debug` for more).
+//!   `GEOREP_HOME` (with `monitor.log`; `GEOREP_LOG=debug` for more). The
+//!   scenario's sshd keeps running then: stop it by its pid when done.
 //!
 //! A failure prints the base seed, the sequence, the command line that
 //! replays it, and the operations of that sequence.

@@ -264,6 +264,10 @@ static RECENT_DIRS: std::sync::LazyLock<
 /// journal hook's own window for stale names after a directory rename.
 const RECENT_DIR_WINDOW: std::time::Duration = crate::changelog::RENAME_RESCAN_MARGIN;
 
+/// Directories with more entries than this are not listed again after a
+/// batch touched them (the name list would cost more than it saves).
+const TOUCHED_PRUNE_MAX: usize = 10_000;
+
 /// Most directories remembered for re-walking per brick.
 const RECENT_DIRS_MAX: usize = 4096;
 
@@ -512,6 +516,47 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             out
         };
+        // Every directory an entry of this batch touched is listed again as
+        // the brick has it now: the slave drops names it should not have
+        // (left by entries journalled out of order), and the directory's
+        // attributes are set afterwards.
+        let mut touched: Vec<RelPath> = batch
+            .entries()
+            .iter()
+            .flat_map(|e| match e {
+                Entry::Rename { from, to } => vec![from.parent(), to.parent()],
+                Entry::Mkdir(p)
+                | Entry::Create(p)
+                | Entry::Mknod(p)
+                | Entry::Symlink(p)
+                | Entry::Link(p)
+                | Entry::Unlink(p)
+                | Entry::Rmdir(p) => vec![p.parent()],
+                Entry::Prune { .. } => vec![],
+            })
+            .flatten()
+            .collect();
+        touched.sort();
+        touched.dedup();
+        for dir in touched {
+            let full = dir.under(self.brick);
+            let Ok(rd) = fs::read_dir(&full) else {
+                continue;
+            };
+            let keep: Vec<std::ffi::OsString> = rd
+                .take(TOUCHED_PRUNE_MAX + 1)
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
+            if keep.len() > TOUCHED_PRUNE_MAX {
+                continue;
+            }
+            self.send_entry(&Entry::Prune {
+                dir: dir.clone(),
+                keep,
+            })
+            .await?;
+            extra.push_meta(dir);
+        }
         let mut roots: Vec<RelPath> = fresh
             .into_iter()
             .chain(recent)
