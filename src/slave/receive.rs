@@ -382,6 +382,21 @@ impl Receiver {
         if let Err(e) = verdict {
             return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
         }
+        // The content goes in place even if the slave's file system cannot
+        // hold the xattrs; that is reported as a failure of its own.
+        let xattr_failure = match &attrs.xattrs {
+            Some(x) => set_user_xattrs(inc.out.as_fd(), x)
+                .and_then(|()| {
+                    // Setting xattrs does not touch mtime, but be exact.
+                    rfs::futimens(&inc.out, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
+                })
+                .err()
+                .map(|e| {
+                    root.error(&inc.path, "cannot set extended attributes", e)
+                        .into_failure(inc.seq, inc.path.clone())
+                }),
+            None => None,
+        };
         let Incoming {
             seq,
             path,
@@ -401,7 +416,7 @@ impl Receiver {
             final_name,
             temp,
         });
-        Ok(None)
+        Ok(xattr_failure)
     }
 
     /// `FileAbort`: drop the current file. `Err` is a protocol error.
@@ -502,9 +517,6 @@ fn apply_file_attrs(file: &File, attrs: &Attrs) -> Result<(), Errno> {
         rfs::fchown(file, u, g)?;
     }
     rfs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))?;
-    if let Some(x) = &attrs.xattrs {
-        set_user_xattrs(file.as_fd(), x)?;
-    }
     rfs::futimens(file, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
 }
 

@@ -70,6 +70,7 @@ pub(crate) fn kind_of(e: Errno) -> FailureKind {
     match e {
         Errno::NOSPC | Errno::DQUOT => FailureKind::NoSpace,
         Errno::ACCESS | Errno::PERM => FailureKind::Permission,
+        Errno::NOTSUP => FailureKind::Unsupported,
         Errno::NOTEMPTY
         | Errno::INVAL
         | Errno::EXIST
@@ -416,7 +417,13 @@ pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), 
         if !x.name.starts_with(b"user.") {
             continue;
         }
-        rfs::fsetxattr(fd, x.name.as_slice(), &x.value, rfs::XattrFlags::empty())?;
+        match rfs::fsetxattr(fd, x.name.as_slice(), &x.value, rfs::XattrFlags::empty()) {
+            Ok(()) => {}
+            // The file system cannot hold this attribute (ext4 keeps them in
+            // one block): retrying will not help.
+            Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) => return Err(Errno::NOTSUP),
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

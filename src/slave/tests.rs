@@ -1236,3 +1236,23 @@ fn user_xattrs_are_set_exactly_on_files_and_directories() {
     assert_eq!(get("f", "user.b"), Some(b"2".to_vec()));
     assert_eq!(get("d", "user.a"), Some(b"1".to_vec()));
 }
+
+#[test]
+fn a_file_is_placed_even_if_its_xattrs_do_not_fit_on_the_slave() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut a = attrs(0o644, 5, 0);
+    a.xattrs = Some(vec![Xattr {
+        name: serde_bytes::ByteBuf::from(b"user.huge".to_vec()),
+        value: serde_bytes::ByteBuf::from(vec![7u8; 60_000]),
+    }]);
+    let mut reqs = ship(1, "f", b"content", a);
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(root, &reqs);
+    assert_eq!(fs::read(root.join("f")).unwrap(), b"content");
+    // ext4 cannot hold a 60 kB value (others can): then a permanent
+    // failure is reported, never a retry.
+    for f in failures(&replies) {
+        assert_eq!(f.kind, FailureKind::Unsupported, "{f:?}");
+    }
+}
