@@ -199,7 +199,7 @@ fn a_file_that_keeps_changing_while_shipped_ends_up_exact() {
 }
 
 #[test]
-fn modes_owners_mtimes_and_user_xattrs_are_replicated() {
+fn modes_owners_mtimes_user_xattrs_and_acls_are_replicated() {
     let s = started();
     let b = &s.brick;
     fs::create_dir(b.join("dir")).unwrap();
@@ -220,10 +220,42 @@ fn modes_owners_mtimes_and_user_xattrs_are_replicated() {
     .unwrap();
     synced_exactly(&s);
 
+    // POSIX ACLs: a named user on the file, a default ACL on the directory.
+    let acl = acl_xattr(&[
+        (0x01, 6, u32::MAX),
+        (0x02, 4, 1000),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ]);
+    x(&b.join("dir/f"), "system.posix_acl_access", &acl);
+    x(&b.join("dir"), "system.posix_acl_default", &acl);
+    synced_exactly(&s);
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::lgetxattr(
+        s.slave.join("dir/f"),
+        "system.posix_acl_access",
+        &mut buf[..],
+    )
+    .unwrap();
+    assert_eq!(&buf[..n], &acl[..]);
+
     rustix::fs::lremovexattr(b.join("dir/f"), "user.one").unwrap();
+    rustix::fs::lremovexattr(b.join("dir"), "system.posix_acl_default").unwrap();
     x(&b.join("dir/f"), "user.two", b"2");
     fs::set_permissions(b.join("dir"), fs::Permissions::from_mode(0o750)).unwrap();
     synced_exactly(&s);
+}
+
+/// The `system.posix_acl_*` xattr value of `(tag, perm, id)` entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! replicates it; after each sequence the slave must be an exact image of
 //! the brick: type, content, size, holes, mode, owner, mtime (files,
 //! directories, symlinks), symlink target, hard-link groups, `user.*` xattrs
-//! ([`CompareOptions::exact`]).
+//! and POSIX ACLs ([`CompareOptions::exact`]).
 //!
 //! Each sequence works in its own directory `m<NNN>` of the brick and is
 //! generated from its own seed, so a failing sequence can be replayed alone.
@@ -157,6 +157,12 @@ enum Op {
         path: PathBuf,
         name: String,
     },
+    /// A POSIX ACL naming user `uid` (a default ACL if `default`).
+    SetAcl {
+        path: PathBuf,
+        uid: u32,
+        default: bool,
+    },
     Mkfifo(PathBuf),
     MoveOut {
         path: PathBuf,
@@ -211,6 +217,12 @@ impl fmt::Debug for Op {
                 path, name, len, ..
             } => write!(f, "setxattr {name} ({len} bytes) {}", p(path)),
             Op::RemoveXattr { path, name } => write!(f, "removexattr {name} {}", p(path)),
+            Op::SetAcl { path, uid, default } => write!(
+                f,
+                "setfacl {}u:{uid}:r {}",
+                if *default { "-d " } else { "" },
+                p(path)
+            ),
             Op::Mkfifo(x) => write!(f, "mkfifo {}", p(x)),
             Op::MoveOut { path, .. } => write!(f, "move out of the brick: {}", p(path)),
             Op::MoveIn { path, dir, .. } => write!(
@@ -320,6 +332,27 @@ impl Op {
             .map_err(io::Error::from),
             Op::RemoveXattr { path, name } => {
                 rustix::fs::lremovexattr(path, name.as_str()).map_err(io::Error::from)
+            }
+            Op::SetAcl { path, uid, default } => {
+                let mut v = 2u32.to_le_bytes().to_vec();
+                for (tag, perm, id) in [
+                    (0x01u16, 6u16, u32::MAX),
+                    (0x02, 4, *uid),
+                    (0x04, 4, u32::MAX),
+                    (0x10, 4, u32::MAX),
+                    (0x20, 0, u32::MAX),
+                ] {
+                    v.extend_from_slice(&tag.to_le_bytes());
+                    v.extend_from_slice(&perm.to_le_bytes());
+                    v.extend_from_slice(&id.to_le_bytes());
+                }
+                let name = if *default {
+                    "system.posix_acl_default"
+                } else {
+                    "system.posix_acl_access"
+                };
+                rustix::fs::lsetxattr(path, name, &v, rustix::fs::XattrFlags::empty())
+                    .map_err(io::Error::from)
             }
             Op::Mkfifo(x) => rustix::fs::mknodat(
                 rustix::fs::CWD,
@@ -554,12 +587,22 @@ impl Gen {
                         len: self.rng.gen_range(0..300),
                         seed: self.rng.gen(),
                     }),
-                87 => self
-                    .pick(&all, &[Kind::File, Kind::Dir])
-                    .map(|path| Op::RemoveXattr {
-                        path,
-                        name: format!("user.k{}", self.rng.gen_range(0..3)),
-                    }),
+                87 => {
+                    if self.rng.gen_bool(0.5) {
+                        self.pick(&all, &[Kind::File, Kind::Dir])
+                            .map(|path| Op::RemoveXattr {
+                                path,
+                                name: format!("user.k{}", self.rng.gen_range(0..3)),
+                            })
+                    } else {
+                        self.pick(&all, &[Kind::File, Kind::Dir])
+                            .map(|path| Op::SetAcl {
+                                default: path.is_dir() && self.rng.gen_bool(0.5),
+                                path,
+                                uid: self.rng.gen_range(1000..1004),
+                            })
+                    }
+                }
                 88..=89 => Some(Op::Mkfifo(self.path(&all))),
                 90..=92 => self.pick(&all, &any).map(|path| Op::MoveOut {
                     path,

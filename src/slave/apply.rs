@@ -13,7 +13,7 @@ use super::root::{
     timestamps, OpError, Root,
 };
 use crate::relpath::RelPath;
-use crate::transport::protocol::{Attrs, EntryOp, FailureKind, SpecialKind, Xattr};
+use crate::transport::protocol::{Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, Xattr};
 
 /// Applies one entry operation. `Err` names the path it concerns, which is
 /// returned alongside (for `Link` and `Rename` it may be either path).
@@ -38,13 +38,68 @@ pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpErr
             remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e))
         }
         EntryOp::Rename { from, to } => rename(root, from, to),
-        EntryOp::Prune { path, keep } => prune(root, path, keep).map_err(|e| (path.clone(), e)),
+        EntryOp::Prune { path, keep, kinds } => prune(root, path, keep, kinds),
     }
 }
 
 /// Removes what the master no longer has in directory `path`. A missing
 /// directory has nothing to prune.
-fn prune(root: &mut Root, path: &RelPath, keep: &[serde_bytes::ByteBuf]) -> Result<(), OpError> {
+fn prune(
+    root: &mut Root,
+    path: &RelPath,
+    keep: &[serde_bytes::ByteBuf],
+    kinds: &[NodeKind],
+) -> Result<(), (RelPath, OpError)> {
+    prune_names(root, path, keep).map_err(|e| (path.clone(), e))?;
+    if kinds.is_empty() || kinds.len() != keep.len() {
+        return Ok(());
+    }
+    let opened;
+    let dir_fd = if path.is_root() {
+        root.fd()
+    } else {
+        let Ok(p) = root.parent(path, false) else {
+            return Ok(());
+        };
+        match rfs::openat(&p.dir, p.name, super::root::DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => {
+                opened = fd;
+                opened.as_fd()
+            }
+            Err(_) => return Ok(()),
+        }
+    };
+    for (name, kind) in keep.iter().zip(kinds) {
+        let Ok(Some(st)) = lstat(dir_fd, OsStr::from_bytes(name)) else {
+            continue;
+        };
+        let have = match file_type(&st) {
+            FileType::RegularFile => NodeKind::File,
+            FileType::Directory => NodeKind::Dir,
+            FileType::Symlink => NodeKind::Symlink,
+            _ => NodeKind::Other,
+        };
+        if have != *kind {
+            let Ok(child) = path.join(OsStr::from_bytes(name)) else {
+                continue;
+            };
+            let e = root.refuse(
+                &child,
+                FailureKind::Conflict,
+                &format!("is a {have:?} here but a {kind:?} on the master"),
+            );
+            return Err((child, e));
+        }
+    }
+    Ok(())
+}
+
+/// Removes every entry of `path` whose name is not in `keep`.
+fn prune_names(
+    root: &mut Root,
+    path: &RelPath,
+    keep: &[serde_bytes::ByteBuf],
+) -> Result<(), OpError> {
     let fail = |root: &Root, e| root.error(path, "cannot prune directory", e);
     let dir = if path.is_root() {
         rustix::io::fcntl_dupfd_cloexec(root.fd(), 0).map_err(|e| fail(root, e))?

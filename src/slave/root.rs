@@ -20,7 +20,7 @@ use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
 use crate::relpath::RelPath;
-use crate::transport::protocol::Xattr;
+use crate::transport::protocol::{is_synced_xattr, Xattr};
 use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
@@ -391,8 +391,8 @@ pub(crate) fn owner(
     }
 }
 
-/// Makes the `user.*` xattrs of the open file or directory `fd` exactly
-/// `want` (other namespaces are left alone).
+/// Makes the synced xattrs (`user.*`, POSIX ACLs) of the open file or
+/// directory `fd` exactly `want` (other names are left alone).
 pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
     let mut list = vec![0u8; 64 * 1024];
     let n = match rfs::flistxattr(fd, &mut list[..]) {
@@ -406,7 +406,7 @@ pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), 
         Err(e) => return Err(e),
     };
     for name in list[..n].split(|b| *b == 0) {
-        if name.starts_with(b"user.") && !want.iter().any(|x| x.name.as_slice() == name) {
+        if is_synced_xattr(name) && !want.iter().any(|x| x.name.as_slice() == name) {
             match rfs::fremovexattr(fd, name) {
                 Ok(()) | Err(Errno::NODATA) => {}
                 Err(e) => return Err(e),
@@ -414,7 +414,7 @@ pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), 
         }
     }
     for x in want {
-        if !x.name.starts_with(b"user.") {
+        if !is_synced_xattr(&x.name) {
             continue;
         }
         match rfs::fsetxattr(fd, x.name.as_slice(), &x.value, rfs::XattrFlags::empty()) {

@@ -1256,3 +1256,29 @@ fn a_file_is_placed_even_if_its_xattrs_do_not_fit_on_the_slave() {
         assert_eq!(f.kind, FailureKind::Unsupported, "{f:?}");
     }
 }
+
+#[test]
+fn prune_reports_a_kept_name_of_another_type_as_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("d/b")).unwrap();
+    fs::write(root.join("d/b/f"), b"x").unwrap();
+    fs::write(root.join("d/gone"), b"x").unwrap();
+    let reqs = vec![
+        entry(
+            1,
+            EntryOp::Prune {
+                path: rp("d"),
+                keep: vec![serde_bytes::ByteBuf::from(b"b".to_vec())],
+                kinds: vec![crate::transport::protocol::NodeKind::Symlink],
+            },
+        ),
+        Request::Commit { batch: 1 },
+    ];
+    let replies = session(root, &reqs);
+    let f = failures(&replies);
+    assert_eq!(f.len(), 1, "{replies:?}");
+    assert_eq!(f[0].kind, FailureKind::Conflict);
+    assert_eq!(f[0].path, rp("d/b"));
+    assert!(!root.join("d/gone").exists());
+}

@@ -31,7 +31,8 @@ pub struct CompareOptions {
     /// Compare where regular files have data and where they have holes
     /// (`SEEK_DATA`/`SEEK_HOLE`), so a sparse file filled with zeros differs.
     pub holes: bool,
-    /// Compare `user.*` extended attributes of files and directories.
+    /// Compare `user.*` extended attributes and POSIX ACLs of files and
+    /// directories.
     pub xattrs: bool,
 }
 
@@ -553,7 +554,8 @@ fn user_xattrs(p: &Path) -> io::Result<Vec<String>> {
     let n = llistxattr(p, &mut list[..])?;
     let mut out = Vec::new();
     for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if !name.starts_with(b"user.") {
+        let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
+        if !name.starts_with(b"user.") && !acl {
             continue;
         }
         let mut value = vec![0u8; 64 * 1024];

@@ -42,8 +42,8 @@
 //! inode and, after putting new content in place under one name, links the
 //! other names to it again (a temp file renamed over one name would split
 //! the group). FIFOs, sockets and device nodes are [`EntryOp::Mknod`] (the
-//! slave needs to be root for devices). `user.*` extended attributes travel
-//! in [`Attrs::xattrs`] when the session syncs them.
+//! slave needs to be root for devices). `user.*` extended attributes and
+//! POSIX ACLs travel in [`Attrs::xattrs`] when the session syncs them.
 //!
 //! # Versions
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
@@ -86,11 +86,21 @@ pub struct Attrs {
     pub gid: Option<u32>,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
-    /// The complete set of `user.*` extended attributes (name, value) of a
-    /// regular file or directory: the slave sets these and removes its other
-    /// `user.*` ones. `None`: leave the slave's alone (xattrs not synced, or
-    /// not applicable, e.g. a symlink).
+    /// The complete set of synced extended attributes (see
+    /// [`is_synced_xattr`]: `user.*` and the POSIX ACLs) of a regular file or
+    /// directory: the slave sets these and removes its other synced ones.
+    /// `None`: leave the slave's alone (xattrs not synced, or not
+    /// applicable, e.g. a symlink).
     pub xattrs: Option<Vec<Xattr>>,
+}
+
+/// Whether an extended attribute is replicated: `user.*`, and the POSIX
+/// ACLs (`system.posix_acl_access`, `system.posix_acl_default`; their ids
+/// are numeric, like owners).
+pub fn is_synced_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
 }
 
 /// One extended attribute.
@@ -112,6 +122,15 @@ pub enum SpecialKind {
     Socket,
     CharDevice,
     BlockDevice,
+}
+
+/// The type of a directory entry, as far as [`EntryOp::Prune`] compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
 }
 
 /// One data segment of a [`Request::SparsePiece`].
@@ -156,9 +175,14 @@ pub enum EntryOp {
     Rmdir { path: RelPath },
     /// Remove every entry of the directory `path` whose name is not in
     /// `keep`: how a Hybrid Crawl heals deletions the journal never saw.
+    ///
+    /// `kinds`, when not empty, gives the type of each kept name on the
+    /// master: a kept name of another type on the slave is reported as
+    /// [`FailureKind::Conflict`] (with its path), so the master resends it.
     Prune {
         path: RelPath,
         keep: Vec<serde_bytes::ByteBuf>,
+        kinds: Vec<NodeKind>,
     },
     /// Rename; replaces whatever is at `to`. A missing `from` is reported as
     /// [`FailureKind::SourceMissing`] so the master can resend `to`.

@@ -44,8 +44,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::{LinkError, SlaveLink};
 use super::protocol::{
-    Attrs, EntryOp, Failure, FailureKind, PieceKind, Reply, Request, Segment, SpecialKind, Xattr,
-    DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
+    is_synced_xattr, Attrs, EntryOp, Failure, FailureKind, NodeKind, PieceKind, Reply, Request,
+    Segment, SpecialKind, Xattr, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -105,8 +105,8 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
     }
 }
 
-/// The `user.*` xattrs of `path` (not following a symlink), or of the open
-/// `file`. `Ok(None)` if the file system does not support them.
+/// The synced xattrs (`user.*`, POSIX ACLs) of `path` (not following a
+/// symlink), or of the open `file`. `Ok(None)` if the file system does not support them.
 fn user_xattrs(path: &Path, file: Option<&File>) -> io::Result<Option<Vec<Xattr>>> {
     use rustix::io::Errno;
     let list_into = |buf: &mut Vec<u8>| -> Result<usize, Errno> {
@@ -129,7 +129,7 @@ fn user_xattrs(path: &Path, file: Option<&File>) -> io::Result<Option<Vec<Xattr>
     let mut total = 0;
     let mut value = vec![0u8; 64 * 1024];
     for name in list[..n].split(|b| *b == 0) {
-        if !name.starts_with(b"user.") {
+        if !is_synced_xattr(name) {
             continue;
         }
         let got = match file {
@@ -708,13 +708,35 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     to: to.clone(),
                 }
             }
-            Entry::Prune { dir, keep } => EntryOp::Prune {
-                path: dir.clone(),
-                keep: keep
+            Entry::Prune { dir, keep } => {
+                let full = dir.under(self.brick);
+                let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
-                    .map(|k| serde_bytes::ByteBuf::from(k.clone().into_encoded_bytes()))
-                    .collect(),
-            },
+                    .map(|k| {
+                        fs::symlink_metadata(full.join(k)).ok().map(|m| {
+                            let ft = m.file_type();
+                            if ft.is_file() {
+                                NodeKind::File
+                            } else if ft.is_dir() {
+                                NodeKind::Dir
+                            } else if ft.is_symlink() {
+                                NodeKind::Symlink
+                            } else {
+                                NodeKind::Other
+                            }
+                        })
+                    })
+                    .collect();
+                EntryOp::Prune {
+                    path: dir.clone(),
+                    keep: keep
+                        .iter()
+                        .map(|k| serde_bytes::ByteBuf::from(k.clone().into_encoded_bytes()))
+                        .collect(),
+                    // A name gone meanwhile: compare no types this time.
+                    kinds: kinds.unwrap_or_default(),
+                }
+            }
         };
         let seq = self.link.next_seq();
         let paths = match &op {
@@ -725,10 +747,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             | EntryOp::Symlink { path, .. }
             | EntryOp::Mknod { path, .. }
             | EntryOp::Unlink { path }
-            | EntryOp::Rmdir { path }
-            | EntryOp::Prune { path, .. } => vec![path.clone()],
+            | EntryOp::Rmdir { path } => vec![path.clone()],
+            // Its failures name the path concerned (the directory, or a
+            // child of another type).
+            EntryOp::Prune { .. } => vec![],
         };
-        self.entry_paths.insert(seq, paths);
+        if !paths.is_empty() {
+            self.entry_paths.insert(seq, paths);
+        }
         tracing::debug!(batch = self.batch_id, seq, "entry {op:?}");
         self.link.send(&Request::Entry { seq, op }).await?;
         self.report.entries += 1;
