@@ -535,6 +535,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Entry::Prune { .. } => vec![],
             })
             .flatten()
+            // A directory the brick no longer has may still be on the slave,
+            // made as a parent of a path replayed out of order: its nearest
+            // ancestor the brick has drops it.
+            .map(|mut d| {
+                while !d.is_root()
+                    && !fs::symlink_metadata(d.under(self.brick)).is_ok_and(|m| m.is_dir())
+                {
+                    d = d.parent().unwrap_or_default();
+                }
+                d
+            })
             .collect();
         touched.sort();
         touched.dedup();
