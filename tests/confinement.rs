@@ -125,6 +125,7 @@ fn attrs() -> Attrs {
         gid: Some(65534),
         mtime_sec: 0,
         mtime_nsec: 0,
+        xattrs: Some(Vec::new()),
     }
 }
 
@@ -180,6 +181,7 @@ fn attempts_through(via: &str) -> Vec<Request> {
             EntryOp::Prune {
                 path: p("sub"),
                 keep: Vec::new(),
+                kinds: Vec::new(),
             },
         ),
         Request::SetAttr {

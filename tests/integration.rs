@@ -10,6 +10,8 @@ mod delta;
 mod e2e;
 mod errors;
 mod faults;
+mod fidelity;
+mod model;
 mod nonroot;
 mod ops;
 mod robustness;

@@ -60,9 +60,27 @@ fn monitor_pid(s: &Scenario) -> i32 {
     pids[0]
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
-    assert!(ok, "mkfifo {}", path.display());
+/// A slave directory made immutable (`chattr +i`): nothing can be created
+/// in it, even by root, so a file sent there fails for good. Undone on drop.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(dir: &std::path::Path) -> Immutable {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chattr +i {} (the tests run as root)", dir.display());
+        Immutable(dir.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
 }
 
 #[test]
@@ -114,10 +132,14 @@ fn sighup_reloads_settings_and_says_what_needs_a_restart() {
 
     // Human-readable failure lines name the brick (span), the path and the
     // slave.
-    mkfifo(&s.brick.join("a-fifo"));
-    let fifo = s.brick.join("a-fifo").display().to_string();
-    let log = wait_log(&s, "the FIFO failure", |l| l.contains(&fifo));
-    let line = log.lines().find(|l| l.contains(&fifo)).unwrap();
+    fs::create_dir(s.brick.join("locked")).unwrap();
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    let _locked = Immutable::set(&s.slave.join("locked"));
+    fs::write(s.brick.join("locked/file"), b"cannot land").unwrap();
+    let failed = s.slave.join("locked/file").display().to_string();
+    let log = wait_log(&s, "the failure", |l| l.contains(&failed));
+    let line = log.lines().find(|l| l.contains(&failed)).unwrap();
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains(&format!("brick={}", s.brick.display())) && line.contains(&slave),
@@ -132,12 +154,15 @@ fn json_logs_parse_and_a_failure_names_brick_path_and_slave() {
     let (vol, slave) = (s.vol.clone(), s.slave_url());
     s.geo_rep(["config", &vol, &slave, "log-format", "json"])
         .ok();
-    mkfifo(&s.brick.join("pipe"));
+    fs::create_dir(s.brick.join("locked")).unwrap();
+    fs::write(s.brick.join("locked/file"), b"cannot land").unwrap();
+    fs::create_dir(s.slave.join("locked")).unwrap();
+    let _locked = Immutable::set(&s.slave.join("locked"));
     fs::write(s.brick.join("file"), b"data").unwrap();
     s.start().ok();
     s.wait_active();
-    let fifo = s.brick.join("pipe").display().to_string();
-    let log = wait_log(&s, "the FIFO failure", |l| l.contains(&fifo));
+    let fifo = s.slave.join("locked/file").display().to_string();
+    let log = wait_log(&s, "the failure", |l| l.contains(&fifo));
     let mut failure = None;
     for line in log.lines().filter(|l| !l.is_empty()) {
         let v: Value =

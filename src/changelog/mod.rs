@@ -73,8 +73,9 @@
 //!   (files created before its watch was in place give no events), with a
 //!   `Data` for each non-empty regular file.
 //! * `Link`: a regular file appeared that has more than one hard link; the
-//!   other name is unknown. It replaces `Create` and is followed by `Data` if
-//!   the file is non-empty, so the slave can build it as a copy.
+//!   other name is not recorded (the shipper knows the names of linked files
+//!   it has seen and links them again on the slave). It replaces `Create` and
+//!   is followed by `Data` if the file is non-empty.
 //! * `Unlink`: a non-directory (or an entry of unknown type) was removed or
 //!   moved out of the brick. `Rmdir`: a directory was removed.
 //! * `Rename { from, to }`: one rename inside the brick, exactly one record
@@ -98,7 +99,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use format::{list_closed, purge, read_file, write_closed};
-pub use hook::{Hook, HookConfig};
+pub use hook::{Hook, HookConfig, RENAME_RESCAN_MARGIN};
 
 use crate::relpath::RelPath;
 use crate::session::Stime;

@@ -39,6 +39,8 @@ pub struct Batch {
     meta: Vec<RelPath>,
     data_seen: HashSet<RelPath>,
     meta_seen: HashSet<RelPath>,
+    links: Vec<((u64, u64), RelPath)>,
+    resync_since: Option<crate::session::Stime>,
 }
 
 impl Batch {
@@ -85,12 +87,47 @@ impl Batch {
         }
     }
 
+    /// Notes that `path` is a name of the multiply-linked file `inode`
+    /// (`(dev, ino)`), even if nothing is sent for it: the shipper then
+    /// knows which names to link again when the file's content is replaced.
+    pub fn push_link_name(&mut self, inode: (u64, u64), path: RelPath) {
+        self.links.push((inode, path));
+    }
+
+    /// Journal batches: entries changed since this time may have been
+    /// journalled out of order (the hook scans new and renamed directories
+    /// as they are when it sees them, which can be later than events still
+    /// queued). The shipper then re-walks each directory that a `Mkdir` or a
+    /// `Rename` of this batch produced, after replaying the entries, for
+    /// entries changed since then: a directory's own listing is compared
+    /// (`Prune`), files whose ctime is older are not re-sent.
+    pub fn set_resync_since(&mut self, since: crate::session::Stime) {
+        self.resync_since = Some(since);
+    }
+
+    /// See [`Batch::set_resync_since`].
+    pub fn resync_since(&self) -> Option<crate::session::Stime> {
+        self.resync_since
+    }
+
+    /// The names noted with [`Batch::push_link_name`].
+    pub fn link_names(&self) -> &[((u64, u64), RelPath)] {
+        &self.links
+    }
+
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     pub fn data(&self) -> &[RelPath] {
         &self.data
+    }
+
+    /// Every path whose attributes must be set, including those also in
+    /// [`Batch::data`] (the shipper skips those whose content it sent: a
+    /// data path may no longer be a regular file when it is shipped).
+    pub fn meta(&self) -> &[RelPath] {
+        &self.meta
     }
 
     /// Paths whose attributes must be set and that are not sent as data

@@ -113,7 +113,12 @@ impl HybridCrawl {
         let md = match fs::symlink_metadata(&full) {
             Ok(md) => md,
             // Gone since it was listed: the journal describes what happened.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return
+            }
             Err(e) => {
                 self.errors
                     .push(format!("cannot stat {}: {e}", full.display()));
@@ -121,6 +126,9 @@ impl HybridCrawl {
             }
         };
         let ft = md.file_type();
+        if ft.is_file() && md.nlink() > 1 {
+            batch.push_link_name((md.dev(), md.ino()), path.clone());
+        }
         if ft.is_dir() {
             let mut names = match fs::read_dir(&full) {
                 Ok(rd) => rd
@@ -170,7 +178,8 @@ impl HybridCrawl {
             batch.push_entry(Entry::Symlink(path.clone()));
             batch.push_meta(path);
         } else if ft.is_fifo() || ft.is_block_device() || ft.is_char_device() || ft.is_socket() {
-            batch.push_entry(Entry::Mknod(path));
+            batch.push_entry(Entry::Mknod(path.clone()));
+            batch.push_meta(path);
         }
     }
 }

@@ -9,11 +9,11 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::root::{
-    chmod_nofollow, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps,
-    OpError, Root,
+    chmod_nofollow, file_type, lstat, owner, remove_any, remove_tree, set_user_xattrs, temp_name,
+    timestamps, OpError, Root,
 };
 use crate::relpath::RelPath;
-use crate::transport::protocol::{Attrs, EntryOp, FailureKind};
+use crate::transport::protocol::{Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, Xattr};
 
 /// Applies one entry operation. `Err` names the path it concerns, which is
 /// returned alongside (for `Link` and `Rename` it may be either path).
@@ -25,6 +25,12 @@ pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpErr
             symlink(root, path, target).map_err(|e| (path.clone(), e))
         }
         EntryOp::Link { path, target } => link(root, path, target),
+        EntryOp::Mknod {
+            path,
+            kind,
+            mode,
+            rdev,
+        } => mknod(root, path, *kind, *mode, *rdev).map_err(|e| (path.clone(), e)),
         EntryOp::Unlink { path } => {
             remove(root, path, "cannot unlink").map_err(|e| (path.clone(), e))
         }
@@ -32,13 +38,68 @@ pub(crate) fn entry(root: &mut Root, op: &EntryOp) -> Result<(), (RelPath, OpErr
             remove(root, path, "cannot remove directory").map_err(|e| (path.clone(), e))
         }
         EntryOp::Rename { from, to } => rename(root, from, to),
-        EntryOp::Prune { path, keep } => prune(root, path, keep).map_err(|e| (path.clone(), e)),
+        EntryOp::Prune { path, keep, kinds } => prune(root, path, keep, kinds),
     }
 }
 
 /// Removes what the master no longer has in directory `path`. A missing
 /// directory has nothing to prune.
-fn prune(root: &mut Root, path: &RelPath, keep: &[serde_bytes::ByteBuf]) -> Result<(), OpError> {
+fn prune(
+    root: &mut Root,
+    path: &RelPath,
+    keep: &[serde_bytes::ByteBuf],
+    kinds: &[NodeKind],
+) -> Result<(), (RelPath, OpError)> {
+    prune_names(root, path, keep).map_err(|e| (path.clone(), e))?;
+    if kinds.is_empty() || kinds.len() != keep.len() {
+        return Ok(());
+    }
+    let opened;
+    let dir_fd = if path.is_root() {
+        root.fd()
+    } else {
+        let Ok(p) = root.parent(path, false) else {
+            return Ok(());
+        };
+        match rfs::openat(&p.dir, p.name, super::root::DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => {
+                opened = fd;
+                opened.as_fd()
+            }
+            Err(_) => return Ok(()),
+        }
+    };
+    for (name, kind) in keep.iter().zip(kinds) {
+        let Ok(Some(st)) = lstat(dir_fd, OsStr::from_bytes(name)) else {
+            continue;
+        };
+        let have = match file_type(&st) {
+            FileType::RegularFile => NodeKind::File,
+            FileType::Directory => NodeKind::Dir,
+            FileType::Symlink => NodeKind::Symlink,
+            _ => NodeKind::Other,
+        };
+        if have != *kind {
+            let Ok(child) = path.join(OsStr::from_bytes(name)) else {
+                continue;
+            };
+            let e = root.refuse(
+                &child,
+                FailureKind::Conflict,
+                &format!("is a {have:?} here but a {kind:?} on the master"),
+            );
+            return Err((child, e));
+        }
+    }
+    Ok(())
+}
+
+/// Removes every entry of `path` whose name is not in `keep`.
+fn prune_names(
+    root: &mut Root,
+    path: &RelPath,
+    keep: &[serde_bytes::ByteBuf],
+) -> Result<(), OpError> {
     let fail = |root: &Root, e| root.error(path, "cannot prune directory", e);
     let dir = if path.is_root() {
         rustix::io::fcntl_dupfd_cloexec(root.fd(), 0).map_err(|e| fail(root, e))?
@@ -190,6 +251,57 @@ fn link(root: &mut Root, path: &RelPath, target: &RelPath) -> Result<(), (RelPat
     Ok(())
 }
 
+fn mknod(
+    root: &mut Root,
+    path: &RelPath,
+    kind: SpecialKind,
+    mode: u32,
+    rdev: u64,
+) -> Result<(), OpError> {
+    let ft = match kind {
+        SpecialKind::Fifo => FileType::Fifo,
+        SpecialKind::Socket => FileType::Socket,
+        SpecialKind::CharDevice => FileType::CharacterDevice,
+        SpecialKind::BlockDevice => FileType::BlockDevice,
+    };
+    let is_dev = matches!(kind, SpecialKind::CharDevice | SpecialKind::BlockDevice);
+    let p = root.parent(path, true)?;
+    let fail = |root: &Root, e| root.error(path, "cannot create special file", e);
+    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
+        Some(st) if file_type(&st) == ft && (!is_dev || st.st_rdev == rdev) => return Ok(()),
+        Some(st) if file_type(&st) == FileType::Directory => {
+            remove_tree(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?
+        }
+        _ => {}
+    }
+    let tmp = temp_name(p.name);
+    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(|e| fail(root, e))?;
+    let made = rfs::mknodat(
+        &p.dir,
+        tmp.as_str(),
+        ft,
+        Mode::from_raw_mode(mode & 0o7777),
+        if is_dev { rdev } else { 0 },
+    );
+    match made {
+        Ok(()) => {}
+        Err(Errno::PERM) if is_dev => {
+            return Err(root.refuse(
+                path,
+                FailureKind::Unsupported,
+                "device nodes can only be created when the slave runs as root",
+            ))
+        }
+        Err(e) => return Err(fail(root, e)),
+    }
+    if let Err(e) = rfs::renameat(&p.dir, tmp.as_str(), &p.dir, p.name) {
+        let _ = rfs::unlinkat(&p.dir, tmp.as_str(), AtFlags::empty());
+        return Err(fail(root, e));
+    }
+    root.note_changed(p.dir.as_fd());
+    Ok(())
+}
+
 /// `Unlink` and `Rmdir`: the journal may not know the type, so whatever is
 /// there goes; nothing there (even no parent) is success.
 fn remove(root: &mut Root, path: &RelPath, what: &str) -> Result<(), OpError> {
@@ -284,6 +396,9 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
                 rfs::fchown(fd, u, g)?;
             }
             rfs::fchmod(fd, mode)?;
+            if let Some(x) = &attrs.xattrs {
+                set_user_xattrs(fd, x)?;
+            }
             rfs::futimens(fd, &times)
         })();
         return r.map_err(|e| root.error(path, "cannot set attributes", e));
@@ -303,6 +418,9 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
         if file_type(&st) != FileType::Symlink {
             chmod_nofollow(p.dir.as_fd(), p.name, attrs.mode)?;
         }
+        if let Some(x) = &attrs.xattrs {
+            set_xattrs_at(p.dir.as_fd(), p.name, file_type(&st), x)?;
+        }
         rfs::utimensat(&p.dir, p.name, &times, AtFlags::SYMLINK_NOFOLLOW)
     })();
     match r {
@@ -312,4 +430,24 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
         }
         Err(e) => Err(root.error(path, "cannot set attributes", e)),
     }
+}
+
+/// `user.*` xattrs of a regular file or directory `name` in `dir`, opened
+/// without following a symlink (other types cannot hold them).
+fn set_xattrs_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    ft: FileType,
+    want: &[Xattr],
+) -> Result<(), Errno> {
+    let flags = match ft {
+        FileType::RegularFile => OFlags::RDONLY,
+        FileType::Directory => OFlags::RDONLY | OFlags::DIRECTORY,
+        _ => return Ok(()),
+    } | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::NOCTTY
+        | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::empty())?;
+    set_user_xattrs(fd.as_fd(), want)
 }

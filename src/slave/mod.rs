@@ -23,6 +23,15 @@
 //! `Committed` is sent only after everything before the `Commit` is durable:
 //! pending renames done, then `syncfs` of every file system touched.
 //!
+//! Beyond bytes: a `SparsePiece` leaves the gaps between its segments as
+//! holes (the temp file is sought over, then sized at `FileEnd`); `Mknod`
+//! makes FIFOs, sockets and (as root) device nodes; `Attrs::xattrs`, when
+//! present, makes the `user.*` xattrs of a file or directory exactly that
+//! set. Errors showing that the tree is not in the state an operation
+//! expects (a non-empty directory in the way of a rename, …) are reported as
+//! `FailureKind::Conflict`, which the master heals by resending from its
+//! brick.
+//!
 //! A request that fails is answered with `Reply::Failed` and the session goes
 //! on; a frame out of place (e.g. a `Piece` with no `FileBegin`) or a broken
 //! stream ends it with `Reply::Fatal` (when it can still be sent) and an
@@ -181,6 +190,13 @@ impl Session {
                     .map_err(|what| self.unexpected(what))?;
                 self.send_failures(out, failure)
             }
+            Request::SparsePiece { index, segments } => {
+                let failure = self
+                    .receiver
+                    .sparse_piece(&self.root, index, &segments)
+                    .map_err(|what| self.unexpected(what))?;
+                self.send_failures(out, failure)
+            }
             Request::FileEnd { attrs, hash } => {
                 let failure = self
                     .receiver
@@ -204,7 +220,7 @@ impl Session {
                 out.flush().map_err(|e| self.stream(e))
             }
             other if self.receiver.in_file() => Err(self.unexpected(format!(
-                "{} while a file is being received (expected Piece, FileEnd or FileAbort)",
+                "{} while a file is being received (expected Piece, SparsePiece, FileEnd or FileAbort)",
                 request_name(&other)
             ))),
             Request::FileBegin { seq, path, size } => {
@@ -313,6 +329,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Signature { .. } => "Signature",
         Request::FileBegin { .. } => "FileBegin",
         Request::Piece { .. } => "Piece",
+        Request::SparsePiece { .. } => "SparsePiece",
         Request::FileEnd { .. } => "FileEnd",
         Request::FileAbort => "FileAbort",
         Request::SetAttr { .. } => "SetAttr",

@@ -12,7 +12,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
@@ -21,12 +21,12 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::root::{
-    errno_of, file_type, lstat, owner, remove_any, remove_tree, temp_name, timestamps, OpError,
-    Root,
+    errno_of, file_type, lstat, owner, remove_any, remove_tree, set_user_xattrs, temp_name,
+    timestamps, OpError, Root,
 };
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
-    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, PIECE_SIZE,
+    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, Segment, PIECE_SIZE,
     SIG_BLOCK_SIZE, SIG_STRONG_LEN,
 };
 
@@ -65,9 +65,68 @@ struct Incoming {
     written: u64,
     next_index: u32,
     hasher: blake3::Hasher,
+    /// Some bytes were left as holes: the size is set at the end.
+    holes: bool,
 }
 
 impl Incoming {
+    /// Leaves `len` bytes a hole (they read as zeros).
+    fn skip(&mut self, root: &Root, len: u64) -> Result<(), OpError> {
+        if self.written.saturating_add(len) > self.size {
+            return Err(root.refuse(
+                &self.path,
+                FailureKind::Mismatch,
+                &format!(
+                    "received more than the announced {} bytes (at least {})",
+                    self.size,
+                    self.written.saturating_add(len)
+                ),
+            ));
+        }
+        self.out.seek(SeekFrom::Current(len as i64)).map_err(|e| {
+            root.error(
+                &self.path,
+                "cannot seek in the temporary file",
+                errno_of(&e),
+            )
+        })?;
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.hasher.update(&ZEROS[..n]);
+            left -= n as u64;
+        }
+        self.written += len;
+        self.holes = true;
+        Ok(())
+    }
+
+    /// Piece `index` given as data segments, holes elsewhere.
+    fn sparse(&mut self, root: &Root, index: u32, segments: &[Segment]) -> Result<(), OpError> {
+        let start = u64::from(index) * PIECE_SIZE;
+        let piece_len = self.size.saturating_sub(start).min(PIECE_SIZE);
+        let mut pos = 0u64;
+        for seg in segments {
+            let off = u64::from(seg.offset);
+            let end = off.saturating_add(seg.data.len() as u64);
+            if off < pos || end > piece_len {
+                return Err(root.refuse(
+                    &self.path,
+                    FailureKind::Mismatch,
+                    &format!(
+                        "sparse piece {index}: segment at {off} of {} bytes is out of order or past the piece ({piece_len} bytes)",
+                        seg.data.len()
+                    ),
+                ));
+            }
+            self.skip(root, off - pos)?;
+            self.write(root, &seg.data)?;
+            pos = end;
+        }
+        self.skip(root, piece_len - pos)
+    }
+
     fn write(&mut self, root: &Root, data: &[u8]) -> Result<(), OpError> {
         let len = data.len() as u64;
         if self.written.saturating_add(len) > self.size {
@@ -209,6 +268,25 @@ impl Receiver {
         kind: PieceKind,
         data: &[u8],
     ) -> Result<Option<Failure>, String> {
+        self.any_piece(root, index, Ok((kind, data)))
+    }
+
+    /// A piece with holes; see [`Receiver::piece`].
+    pub fn sparse_piece(
+        &mut self,
+        root: &Root,
+        index: u32,
+        segments: &[Segment],
+    ) -> Result<Option<Failure>, String> {
+        self.any_piece(root, index, Err(segments))
+    }
+
+    fn any_piece(
+        &mut self,
+        root: &Root,
+        index: u32,
+        piece: Result<(PieceKind, &[u8]), &[Segment]>,
+    ) -> Result<Option<Failure>, String> {
         let Receiver {
             current,
             base_buf,
@@ -228,9 +306,10 @@ impl Receiver {
             ));
         }
         inc.next_index = index.saturating_add(1);
-        let result = match kind {
-            PieceKind::Literal => inc.write(root, data),
-            PieceKind::Delta => {
+        let result = match piece {
+            Err(segments) => inc.sparse(root, index, segments),
+            Ok((PieceKind::Literal, data)) => inc.write(root, data),
+            Ok((PieceKind::Delta, data)) => {
                 let n = match &inc.base {
                     Some(base) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
                         root.error(&inc.path, "cannot read the current file", errno_of(&e))
@@ -290,12 +369,34 @@ impl Receiver {
                 "the rebuilt file does not match the announced BLAKE3 hash",
             ))
         } else {
-            apply_file_attrs(&inc.out, attrs)
+            let sized = if inc.holes {
+                // A hole at the end is only a size.
+                rfs::ftruncate(&inc.out, inc.size)
+            } else {
+                Ok(())
+            };
+            sized
+                .and_then(|()| apply_file_attrs(&inc.out, attrs))
                 .map_err(|e| root.error(&inc.path, "cannot set attributes", e))
         };
         if let Err(e) = verdict {
             return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
         }
+        // The content goes in place even if the slave's file system cannot
+        // hold the xattrs; that is reported as a failure of its own.
+        let xattr_failure = match &attrs.xattrs {
+            Some(x) => set_user_xattrs(inc.out.as_fd(), x)
+                .and_then(|()| {
+                    // Setting xattrs does not touch mtime, but be exact.
+                    rfs::futimens(&inc.out, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
+                })
+                .err()
+                .map(|e| {
+                    root.error(&inc.path, "cannot set extended attributes", e)
+                        .into_failure(inc.seq, inc.path.clone())
+                }),
+            None => None,
+        };
         let Incoming {
             seq,
             path,
@@ -315,7 +416,7 @@ impl Receiver {
             final_name,
             temp,
         });
-        Ok(None)
+        Ok(xattr_failure)
     }
 
     /// `FileAbort`: drop the current file. `Err` is a protocol error.
@@ -411,6 +512,7 @@ fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incomin
         written: 0,
         next_index: 0,
         hasher: blake3::Hasher::new(),
+        holes: false,
     })
 }
 

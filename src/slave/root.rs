@@ -20,6 +20,7 @@ use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
 use crate::relpath::RelPath;
+use crate::transport::protocol::{is_synced_xattr, Xattr};
 use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
@@ -69,6 +70,14 @@ pub(crate) fn kind_of(e: Errno) -> FailureKind {
     match e {
         Errno::NOSPC | Errno::DQUOT => FailureKind::NoSpace,
         Errno::ACCESS | Errno::PERM => FailureKind::Permission,
+        Errno::NOTSUP => FailureKind::Unsupported,
+        Errno::NOTEMPTY
+        | Errno::INVAL
+        | Errno::EXIST
+        | Errno::NOTDIR
+        | Errno::ISDIR
+        | Errno::LOOP
+        | Errno::MLINK => FailureKind::Conflict,
         _ => FailureKind::Io,
     }
 }
@@ -388,6 +397,43 @@ pub(crate) fn owner(
     } else {
         Some((uid, gid))
     }
+}
+
+/// Makes the synced xattrs (`user.*`, POSIX ACLs) of the open file or
+/// directory `fd` exactly `want` (other names are left alone).
+pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
+    let mut list = vec![0u8; 64 * 1024];
+    let n = match rfs::flistxattr(fd, &mut list[..]) {
+        Ok(n) => n,
+        Err(Errno::RANGE) => {
+            let len = rfs::flistxattr_query(fd)?;
+            list.resize(len, 0);
+            rfs::flistxattr(fd, &mut list[..])?
+        }
+        Err(Errno::NOTSUP) if want.is_empty() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in list[..n].split(|b| *b == 0) {
+        if is_synced_xattr(name) && !want.iter().any(|x| x.name.as_slice() == name) {
+            match rfs::fremovexattr(fd, name) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for x in want {
+        if !is_synced_xattr(&x.name) {
+            continue;
+        }
+        match rfs::fsetxattr(fd, x.name.as_slice(), &x.value, rfs::XattrFlags::empty()) {
+            Ok(()) => {}
+            // The file system cannot hold this attribute (ext4 keeps them in
+            // one block): retrying will not help.
+            Err(Errno::NOSPC | Errno::TOOBIG | Errno::RANGE) => return Err(Errno::NOTSUP),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Modification (and access) time as `utimensat` wants them.

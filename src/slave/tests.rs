@@ -9,7 +9,8 @@ use rand::{RngCore, SeedableRng};
 use super::*;
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
-    encode, Attrs, EntryOp, Failure, FailureKind, PieceKind, PIECE_SIZE, SIG_BLOCK_SIZE,
+    encode, Attrs, EntryOp, Failure, FailureKind, PieceKind, Segment, SpecialKind, Xattr,
+    PIECE_SIZE, SIG_BLOCK_SIZE,
 };
 
 fn rp(s: &str) -> RelPath {
@@ -34,6 +35,7 @@ fn attrs(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Attrs {
         gid: None,
         mtime_sec,
         mtime_nsec,
+        xattrs: None,
     }
 }
 
@@ -1014,8 +1016,9 @@ fn owner_is_applied_when_running_as_root() {
         gid: Some(5678),
         mtime_sec: 1,
         mtime_nsec: 0,
+        xattrs: None,
     };
-    let mut reqs = ship(1, "f", b"data", owned);
+    let mut reqs = ship(1, "f", b"data", owned.clone());
     reqs.push(Request::SetAttr {
         seq: 2,
         path: rp("l"),
@@ -1074,4 +1077,208 @@ fn symlink_as_last_component_is_replaced_never_followed() {
         fs::metadata(outside.join("sentinel")).unwrap().mode() & 0o777,
         0o777
     );
+}
+
+#[test]
+fn a_sparse_piece_leaves_holes_and_the_size_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let size: u64 = 3 << 20;
+    let mut content = vec![0u8; size as usize];
+    let data = b"data in the middle".repeat(200);
+    content[1 << 20..(1 << 20) + data.len()].copy_from_slice(&data);
+    let reqs = vec![
+        Request::FileBegin {
+            seq: 1,
+            path: rp("sparse"),
+            size,
+        },
+        Request::SparsePiece {
+            index: 0,
+            segments: vec![Segment {
+                offset: 1 << 20,
+                data: data.clone(),
+            }],
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1, 0),
+            hash: *blake3::hash(&content).as_bytes(),
+        },
+        Request::Commit { batch: 1 },
+    ];
+    let replies = session(root, &reqs);
+    no_failures(&replies);
+    assert_eq!(fs::read(root.join("sparse")).unwrap(), content);
+    let ranges = crate::testkit::data_ranges(&root.join("sparse")).unwrap();
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert!(
+        ranges[0].0 <= 1 << 20 && ranges[0].1 < 2 << 20,
+        "{ranges:?}"
+    );
+}
+
+#[test]
+fn a_sparse_segment_past_its_piece_is_a_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let reqs = vec![
+        Request::FileBegin {
+            seq: 1,
+            path: rp("f"),
+            size: 100,
+        },
+        Request::SparsePiece {
+            index: 0,
+            segments: vec![Segment {
+                offset: 90,
+                data: vec![1; 20],
+            }],
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1, 0),
+            hash: [0; 32],
+        },
+        Request::Commit { batch: 1 },
+    ];
+    let replies = session(dir.path(), &reqs);
+    let f = failures(&replies);
+    assert_eq!(f.len(), 1, "{replies:?}");
+    assert_eq!(f[0].kind, FailureKind::Mismatch);
+    assert!(!dir.path().join("f").exists());
+}
+
+#[test]
+fn mknod_makes_fifos_and_replaces_what_is_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::write(root.join("p"), b"a file first").unwrap();
+    let reqs = vec![
+        Request::Entry {
+            seq: 1,
+            op: EntryOp::Mknod {
+                path: rp("p"),
+                kind: SpecialKind::Fifo,
+                mode: 0o600,
+                rdev: 0,
+            },
+        },
+        Request::Entry {
+            seq: 2,
+            op: EntryOp::Mknod {
+                path: rp("d/q"),
+                kind: SpecialKind::Fifo,
+                mode: 0o644,
+                rdev: 0,
+            },
+        },
+        Request::Commit { batch: 1 },
+    ];
+    no_failures(&session(root, &reqs));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(root.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(fs::symlink_metadata(root.join("d/q"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}
+
+#[test]
+fn user_xattrs_are_set_exactly_on_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir(root.join("d")).unwrap();
+    let x = |k: &str, v: &[u8]| Xattr {
+        name: serde_bytes::ByteBuf::from(k.as_bytes().to_vec()),
+        value: serde_bytes::ByteBuf::from(v.to_vec()),
+    };
+    let mut with = attrs(0o644, 5, 0);
+    with.xattrs = Some(vec![x("user.a", b"1"), x("user.b", b"")]);
+    let mut reqs = ship(1, "f", b"content", with.clone());
+    reqs.push(Request::SetAttr {
+        seq: 2,
+        path: rp("d"),
+        attrs: Attrs {
+            mode: 0o755,
+            ..with.clone()
+        },
+    });
+    reqs.push(Request::Commit { batch: 1 });
+    no_failures(&session(root, &reqs));
+    let get = |p: &str, k: &str| {
+        let mut buf = [0u8; 64];
+        rustix::fs::lgetxattr(root.join(p), k, &mut buf[..])
+            .ok()
+            .map(|n| buf[..n].to_vec())
+    };
+    assert_eq!(get("f", "user.a"), Some(b"1".to_vec()));
+    assert_eq!(get("f", "user.b"), Some(Vec::new()));
+    assert_eq!(get("d", "user.a"), Some(b"1".to_vec()));
+    // The set is exact: what is not listed goes; `None` leaves them alone.
+    let mut only_b = attrs(0o644, 5, 0);
+    only_b.xattrs = Some(vec![x("user.b", b"2")]);
+    let reqs = vec![
+        Request::SetAttr {
+            seq: 1,
+            path: rp("f"),
+            attrs: only_b,
+        },
+        Request::SetAttr {
+            seq: 2,
+            path: rp("d"),
+            attrs: attrs(0o755, 5, 0),
+        },
+        Request::Commit { batch: 2 },
+    ];
+    no_failures(&session(root, &reqs));
+    assert_eq!(get("f", "user.a"), None);
+    assert_eq!(get("f", "user.b"), Some(b"2".to_vec()));
+    assert_eq!(get("d", "user.a"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_file_is_placed_even_if_its_xattrs_do_not_fit_on_the_slave() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut a = attrs(0o644, 5, 0);
+    a.xattrs = Some(vec![Xattr {
+        name: serde_bytes::ByteBuf::from(b"user.huge".to_vec()),
+        value: serde_bytes::ByteBuf::from(vec![7u8; 60_000]),
+    }]);
+    let mut reqs = ship(1, "f", b"content", a);
+    reqs.push(Request::Commit { batch: 1 });
+    let replies = session(root, &reqs);
+    assert_eq!(fs::read(root.join("f")).unwrap(), b"content");
+    // ext4 cannot hold a 60 kB value (others can): then a permanent
+    // failure is reported, never a retry.
+    for f in failures(&replies) {
+        assert_eq!(f.kind, FailureKind::Unsupported, "{f:?}");
+    }
+}
+
+#[test]
+fn prune_reports_a_kept_name_of_another_type_as_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("d/b")).unwrap();
+    fs::write(root.join("d/b/f"), b"x").unwrap();
+    fs::write(root.join("d/gone"), b"x").unwrap();
+    let reqs = vec![
+        entry(
+            1,
+            EntryOp::Prune {
+                path: rp("d"),
+                keep: vec![serde_bytes::ByteBuf::from(b"b".to_vec())],
+                kinds: vec![crate::transport::protocol::NodeKind::Symlink],
+            },
+        ),
+        Request::Commit { batch: 1 },
+    ];
+    let replies = session(root, &reqs);
+    let f = failures(&replies);
+    assert_eq!(f.len(), 1, "{replies:?}");
+    assert_eq!(f[0].kind, FailureKind::Conflict);
+    assert_eq!(f[0].path, rp("d/b"));
+    assert!(!root.join("d/gone").exists());
 }

@@ -26,8 +26,8 @@ pub use fixtures::{copy_tree, random_bytes, sample_tree, set_mtime, SampleTree};
 pub use process::{find_processes, run_with_timeout, signal, wait_for, wait_until, CommandOutput};
 pub use sshd::Sshd;
 pub use tree::{
-    assert_trees_equal, assert_trees_equal_with, compare_trees, display_path, CompareOptions,
-    Difference, DifferenceKind, EntryType,
+    assert_trees_equal, assert_trees_equal_with, compare_trees, data_ranges, display_path,
+    CompareOptions, Difference, DifferenceKind, EntryType,
 };
 
 use std::path::PathBuf;

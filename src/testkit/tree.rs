@@ -1,6 +1,6 @@
 //! Comparing two directory trees entry by entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -22,6 +22,18 @@ pub struct CompareOptions {
     pub dir_mtime: bool,
     /// Relative paths left out on both sides, with everything below them.
     pub exclude: Vec<PathBuf>,
+    /// Compare numeric owner and group (meaningful when both sides ran as
+    /// root).
+    pub owner: bool,
+    /// Compare hard-link groups: the names of a regular file that share its
+    /// inode inside the tree (shown with its link count).
+    pub hard_links: bool,
+    /// Compare where regular files have data and where they have holes
+    /// (`SEEK_DATA`/`SEEK_HOLE`), so a sparse file filled with zeros differs.
+    pub holes: bool,
+    /// Compare `user.*` extended attributes and POSIX ACLs of files and
+    /// directories.
+    pub xattrs: bool,
 }
 
 impl Default for CompareOptions {
@@ -32,6 +44,10 @@ impl Default for CompareOptions {
             symlink_mtime: true,
             dir_mtime: true,
             exclude: Vec::new(),
+            owner: false,
+            hard_links: false,
+            holes: false,
+            xattrs: false,
         }
     }
 }
@@ -41,6 +57,18 @@ impl CompareOptions {
     pub fn exclude(mut self, rel: impl Into<PathBuf>) -> Self {
         self.exclude.push(rel.into());
         self
+    }
+
+    /// Everything [`Default`] compares, plus owner, hard-link groups, holes
+    /// and `user.*` xattrs: what an exact replica must match.
+    pub fn exact() -> Self {
+        CompareOptions {
+            owner: true,
+            hard_links: true,
+            holes: true,
+            xattrs: true,
+            ..CompareOptions::default()
+        }
     }
 
     /// Does not compare directory mtimes.
@@ -110,6 +138,27 @@ pub enum DifferenceKind {
         a: PathBuf,
         b: PathBuf,
     },
+    /// Numeric `(uid, gid)`.
+    Owner {
+        a: (u32, u32),
+        b: (u32, u32),
+    },
+    /// The names sharing this file's inode (itself included) and its link
+    /// count differ.
+    HardLinks {
+        a: (u64, Vec<PathBuf>),
+        b: (u64, Vec<PathBuf>),
+    },
+    /// The data ranges `[start, end)` differ (holes elsewhere).
+    Holes {
+        a: Vec<(u64, u64)>,
+        b: Vec<(u64, u64)>,
+    },
+    /// `user.*` extended attributes differ: names with `hash` of the values.
+    Xattrs {
+        a: Vec<String>,
+        b: Vec<String>,
+    },
     /// The entry could not be read on one side.
     Unreadable {
         side: char,
@@ -143,6 +192,27 @@ impl fmt::Display for Difference {
                 display_path(a),
                 display_path(b)
             ),
+            DifferenceKind::Owner { a, b } => {
+                write!(f, "{p}: owner {}:{} vs {}:{}", a.0, a.1, b.0, b.1)
+            }
+            DifferenceKind::HardLinks { a, b } => {
+                let names = |v: &[PathBuf]| {
+                    v.iter()
+                        .map(|x| display_path(x))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                write!(
+                    f,
+                    "{p}: hard links nlink={} [{}] vs nlink={} [{}]",
+                    a.0,
+                    names(&a.1),
+                    b.0,
+                    names(&b.1)
+                )
+            }
+            DifferenceKind::Holes { a, b } => write!(f, "{p}: data ranges {a:?} vs {b:?}"),
+            DifferenceKind::Xattrs { a, b } => write!(f, "{p}: xattrs {a:?} vs {b:?}"),
             DifferenceKind::Unreadable { side, error } => {
                 write!(f, "{p}: unreadable in {side}: {error}")
             }
@@ -172,6 +242,12 @@ struct Entry {
     mode: u32,
     mtime: (i64, i64),
     target: Option<PathBuf>,
+    owner: (u32, u32),
+    nlink: u64,
+    /// `(dev, ino)`.
+    inode: (u64, u64),
+    /// `user.*` xattrs, names with a hash of the value (when asked for).
+    xattrs: Vec<String>,
 }
 
 /// Every difference between the trees under `a` and `b`, in path order.
@@ -181,6 +257,8 @@ pub fn compare_trees(a: &Path, b: &Path, opts: &CompareOptions) -> Vec<Differenc
     let mut diffs = Vec::new();
     let ea = scan(a, 'a', opts, &mut diffs);
     let eb = scan(b, 'b', opts, &mut diffs);
+    let links_a = link_groups(&ea);
+    let links_b = link_groups(&eb);
     for (rel, x) in &ea {
         let Some(y) = eb.get(rel) else {
             diffs.push(Difference {
@@ -249,6 +327,51 @@ pub fn compare_trees(a: &Path, b: &Path, opts: &CompareOptions) -> Vec<Differenc
                 a: x.mtime,
                 b: y.mtime,
             });
+        }
+        if opts.owner && x.owner != y.owner {
+            push(DifferenceKind::Owner {
+                a: x.owner,
+                b: y.owner,
+            });
+        }
+        if opts.xattrs && x.xattrs != y.xattrs {
+            push(DifferenceKind::Xattrs {
+                a: x.xattrs.clone(),
+                b: y.xattrs.clone(),
+            });
+        }
+        if x.ty != EntryType::File {
+            continue;
+        }
+        if opts.hard_links && (x.nlink > 1 || y.nlink > 1) {
+            // A name alone in the tree is no group, whatever its link count.
+            let group =
+                |g: Option<&Vec<PathBuf>>| g.filter(|g| g.len() > 1).cloned().unwrap_or_default();
+            let ga = group(links_a.get(&x.inode));
+            let gb = group(links_b.get(&y.inode));
+            // The link count itself may include names outside the tree
+            // (e.g. a name moved out of a brick), so only the names inside
+            // are compared.
+            if ga != gb {
+                push(DifferenceKind::HardLinks {
+                    a: (x.nlink, ga),
+                    b: (y.nlink, gb),
+                });
+            }
+        }
+        if opts.holes && x.size == y.size {
+            match (data_ranges(&a.join(rel)), data_ranges(&b.join(rel))) {
+                (Ok(ra), Ok(rb)) if ra != rb => push(DifferenceKind::Holes { a: ra, b: rb }),
+                (Ok(_), Ok(_)) => {}
+                (Err(e), _) => push(DifferenceKind::Unreadable {
+                    side: 'a',
+                    error: e.to_string(),
+                }),
+                (_, Err(e)) => push(DifferenceKind::Unreadable {
+                    side: 'b',
+                    error: e.to_string(),
+                }),
+            }
         }
     }
     for rel in eb.keys() {
@@ -330,7 +453,7 @@ fn scan(
             if opts.exclude.iter().any(|x| rel.starts_with(x)) {
                 continue;
             }
-            match entry(&de.path()) {
+            match entry(&de.path(), opts) {
                 Ok(e) => {
                     if e.ty == EntryType::Dir {
                         stack.push(rel.clone());
@@ -350,7 +473,7 @@ fn scan(
     out
 }
 
-fn entry(p: &Path) -> io::Result<Entry> {
+fn entry(p: &Path, opts: &CompareOptions) -> io::Result<Entry> {
     let md = fs::symlink_metadata(p)?;
     let ft = md.file_type();
     let ty = if ft.is_symlink() {
@@ -373,13 +496,78 @@ fn entry(p: &Path) -> io::Result<Entry> {
     } else {
         None
     };
+    let xattrs = if opts.xattrs && matches!(ty, EntryType::File | EntryType::Dir) {
+        user_xattrs(p)?
+    } else {
+        Vec::new()
+    };
     Ok(Entry {
         ty,
         size: md.len(),
         mode: md.mode() & 0o7777,
         mtime: (md.mtime(), md.mtime_nsec()),
         target,
+        owner: (md.uid(), md.gid()),
+        nlink: md.nlink(),
+        inode: (md.dev(), md.ino()),
+        xattrs,
     })
+}
+
+/// For each inode of a regular file with more than one link: its names in
+/// the tree, sorted.
+fn link_groups(entries: &BTreeMap<PathBuf, Entry>) -> HashMap<(u64, u64), Vec<PathBuf>> {
+    let mut groups: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
+    for (rel, e) in entries {
+        if e.ty == EntryType::File && e.nlink > 1 {
+            groups.entry(e.inode).or_default().push(rel.clone());
+        }
+    }
+    groups
+}
+
+/// The `[start, end)` ranges of `p` that hold data, from `SEEK_DATA` and
+/// `SEEK_HOLE`; everything else is a hole.
+pub fn data_ranges(p: &Path) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let f = fs::File::open(p)?;
+    let size = f.metadata()?.len();
+    let mut ranges = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let start = match seek(&f, SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(&f, SeekFrom::Hole(start))?;
+        ranges.push((start, end));
+        pos = end;
+    }
+    Ok(ranges)
+}
+
+/// `user.*` xattrs of `p` (not following a symlink) as `name=<hash>`, sorted.
+fn user_xattrs(p: &Path) -> io::Result<Vec<String>> {
+    use rustix::fs::{lgetxattr, llistxattr};
+    let mut list = vec![0u8; 64 * 1024];
+    let n = llistxattr(p, &mut list[..])?;
+    let mut out = Vec::new();
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
+        if !name.starts_with(b"user.") && !acl {
+            continue;
+        }
+        let mut value = vec![0u8; 64 * 1024];
+        let len = lgetxattr(p, name, &mut value[..])?;
+        out.push(format!(
+            "{}={}",
+            String::from_utf8_lossy(name),
+            &blake3::hash(&value[..len]).to_hex()[..16]
+        ));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn hash(p: &Path) -> io::Result<String> {
@@ -604,6 +792,57 @@ mod tests {
         fs::write(a.join("dir/only-in-a"), b"").unwrap();
         fs::write(b.join("only-in-b"), b"").unwrap();
         assert_trees_equal(&a, &b);
+    }
+
+    #[test]
+    fn exact_detects_hard_links_holes_xattrs_and_owner() {
+        let (_t, a, b) = pair();
+        let exact = CompareOptions::exact().without_dir_mtime();
+        assert_eq!(compare_trees(&a, &b, &exact), vec![]);
+        // Hard links: a/file and a/file2 are one inode, b has two copies.
+        fs::hard_link(a.join("file"), a.join("dir/file2")).unwrap();
+        fs::copy(b.join("file"), b.join("dir/file2")).unwrap();
+        set_mtime(&b.join("dir/file2"), mtime_of(&a.join("file")), true).unwrap();
+        let d = compare_trees(&a, &b, &exact);
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(matches!(&d[0].kind, DifferenceKind::HardLinks { a, b } if a.0 == 2 && b.0 == 1));
+        fs::remove_file(b.join("dir/file2")).unwrap();
+        fs::hard_link(b.join("file"), b.join("dir/file2")).unwrap();
+        assert_eq!(compare_trees(&a, &b, &exact), vec![]);
+        // Holes: same bytes, but one side sparse.
+        let f = fs::File::create(a.join("sparse")).unwrap();
+        f.set_len(1 << 20).unwrap();
+        fs::write(b.join("sparse"), vec![0u8; 1 << 20]).unwrap();
+        set_mtime(&b.join("sparse"), mtime_of(&a.join("sparse")), true).unwrap();
+        let d = only(&a, &b, &exact);
+        assert!(matches!(d.kind, DifferenceKind::Holes { .. }), "{d}");
+        assert_eq!(data_ranges(&a.join("sparse")).unwrap(), vec![]);
+        fs::remove_file(b.join("sparse")).unwrap();
+        fs::remove_file(a.join("sparse")).unwrap();
+        // Xattrs.
+        rustix::fs::setxattr(
+            a.join("file"),
+            "user.k",
+            b"v",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        // (Both names of the linked inode show it.)
+        let d = compare_trees(&a, &b, &exact);
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(
+            matches!(d[1].kind, DifferenceKind::Xattrs { .. }),
+            "{}",
+            d[1]
+        );
+        rustix::fs::setxattr(
+            b.join("file"),
+            "user.k",
+            b"v",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(compare_trees(&a, &b, &exact), vec![]);
     }
 
     fn mtime_of(p: &Path) -> SystemTime {

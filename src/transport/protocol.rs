@@ -31,6 +31,23 @@
 //! the file size. The slave writes the new content to a temporary file,
 //! checks its size and BLAKE3 hash against [`Request::FileEnd`], and only then
 //! renames it over the final name (DESIGN.md invariants 1 and 6).
+//!
+//! A piece of a sparse file that contains holes is sent as
+//! [`Request::SparsePiece`]: only its data segments travel, and the slave
+//! leaves the rest of the piece a hole (it seeks instead of writing zeros),
+//! so holes stay holes. The hash covers the zeros a hole reads as.
+//!
+//! # Hard links, special files, xattrs
+//! Hard links are [`EntryOp::Link`]: the master knows which names share an
+//! inode and, after putting new content in place under one name, links the
+//! other names to it again (a temp file renamed over one name would split
+//! the group). FIFOs, sockets and device nodes are [`EntryOp::Mknod`] (the
+//! slave needs to be root for devices). `user.*` extended attributes and
+//! POSIX ACLs travel in [`Attrs::xattrs`] when the session syncs them.
+//!
+//! # Versions
+//! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
+//! `Request::SparsePiece`, `FailureKind::Conflict`.
 
 use std::io::{self, Read, Write};
 
@@ -40,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -60,7 +77,7 @@ pub const SIG_BLOCK_SIZE: u32 = 4096;
 pub const SIG_STRONG_LEN: u32 = 8;
 
 /// Mode, ownership and modification time of one file, directory or symlink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
     /// Permission bits (`st_mode & 0o7777`); ignored for symlinks.
     pub mode: u32,
@@ -69,6 +86,60 @@ pub struct Attrs {
     pub gid: Option<u32>,
     pub mtime_sec: i64,
     pub mtime_nsec: u32,
+    /// The complete set of synced extended attributes (see
+    /// [`is_synced_xattr`]: `user.*` and the POSIX ACLs) of a regular file or
+    /// directory: the slave sets these and removes its other synced ones.
+    /// `None`: leave the slave's alone (xattrs not synced, or not
+    /// applicable, e.g. a symlink).
+    pub xattrs: Option<Vec<Xattr>>,
+}
+
+/// Whether an extended attribute is replicated: `user.*`, and the POSIX
+/// ACLs (`system.posix_acl_access`, `system.posix_acl_default`; their ids
+/// are numeric, like owners).
+pub fn is_synced_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+}
+
+/// One extended attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: serde_bytes::ByteBuf,
+    pub value: serde_bytes::ByteBuf,
+}
+
+/// Total bytes of names and values of one entry's xattrs that are sent;
+/// more is reported as a failure on the master (Linux allows 64 KiB per
+/// value on most file systems, so this is plenty for `user.*`).
+pub const MAX_XATTR_BYTES: usize = 1024 * 1024;
+
+/// The type of a special file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecialKind {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// The type of a directory entry, as far as [`EntryOp::Prune`] compares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One data segment of a [`Request::SparsePiece`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Offset within the piece.
+    pub offset: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// An entry operation, applied by path in journal order. Every one of them is
@@ -86,17 +157,32 @@ pub enum EntryOp {
         #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
-    /// Make `path` another name of the file at `target`.
+    /// Make `path` another name of the file at `target` (replacing what is
+    /// at `path`). A missing `target` is [`FailureKind::SourceMissing`].
     Link { path: RelPath, target: RelPath },
+    /// Make (or replace with) a FIFO, socket or device node; an entry of the
+    /// same kind (and device number) is kept. Devices need a root slave,
+    /// else [`FailureKind::Unsupported`].
+    Mknod {
+        path: RelPath,
+        kind: SpecialKind,
+        mode: u32,
+        rdev: u64,
+    },
     /// Remove a non-directory; nothing there is success.
     Unlink { path: RelPath },
     /// Remove a directory and everything below it; nothing there is success.
     Rmdir { path: RelPath },
     /// Remove every entry of the directory `path` whose name is not in
     /// `keep`: how a Hybrid Crawl heals deletions the journal never saw.
+    ///
+    /// `kinds`, when not empty, gives the type of each kept name on the
+    /// master: a kept name of another type on the slave is reported as
+    /// [`FailureKind::Conflict`] (with its path), so the master resends it.
     Prune {
         path: RelPath,
         keep: Vec<serde_bytes::ByteBuf>,
+        kinds: Vec<NodeKind>,
     },
     /// Rename; replaces whatever is at `to`. A missing `from` is reported as
     /// [`FailureKind::SourceMissing`] so the master can resend `to`.
@@ -141,6 +227,13 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Piece number `index` of the current file, with holes: the bytes of
+    /// the piece outside `segments` are a hole (read as zeros). Segments are
+    /// in order and do not overlap.
+    SparsePiece {
+        index: u32,
+        segments: Vec<Segment>,
+    },
     /// The current file is complete: verify, apply `attrs`, put it in place.
     FileEnd {
         attrs: Attrs,
@@ -179,6 +272,11 @@ pub enum FailureKind {
     Unsafe,
     /// The operation is not possible here (e.g. a device node as non-root).
     Unsupported,
+    /// The slave's tree is not in the state the operation expects (e.g. a
+    /// rename onto a non-empty directory, a file where a directory should
+    /// be): the journal and the slave diverged, and the master heals it by
+    /// resending the paths concerned from the brick as they are now.
+    Conflict,
     /// Any other I/O error.
     Io,
 }

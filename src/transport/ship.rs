@@ -10,19 +10,42 @@
 //! A file that changes while it is being read is abandoned (`FileAbort`):
 //! the write that changed it happened after this batch's journal files were
 //! closed, so a later batch sends it again. Nothing torn is ever marked synced.
+//!
+//! Fidelity beyond bytes:
+//! * **Hard links**: a [`LinkIndex`] per brick remembers the names of every
+//!   multiply-linked file seen (journal entries, data sent, Hybrid Crawl
+//!   walks). Within a batch the content of such a file is sent once, under
+//!   one name; its other known names are then linked to that name again
+//!   (`EntryOp::Link`), since putting new content in place made a new inode.
+//! * **Holes**: each piece's data ranges come from `SEEK_DATA`/`SEEK_HOLE`;
+//!   a piece with holes goes as `SparsePiece` (data segments only).
+//! * **xattrs**: the `user.*` set of files and directories travels in
+//!   `Attrs::xattrs` when [`Shipper::with_xattrs`] is on (default).
+//! * **Healing**: an entry the slave cannot apply because its tree diverged
+//!   from the journal (`SourceMissing`, `Conflict`, `Unsafe`) makes the
+//!   master resend the paths concerned from the brick as they are now (the
+//!   directories above made directories again, then a Hybrid Crawl with
+//!   pruning); content and attribute failures of that kind are healed the
+//!   same way, at most `HEAL_ROUNDS` times per batch, then they count as
+//!   failures. Journal batches also re-walk the directories their `Mkdir`s
+//!   and `Rename`s produced (and those of the last seconds) for entries
+//!   changed since stime: the hook journals its scans of new and renamed
+//!   directories as it finds them, which can be ahead of events still queued.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::{LinkError, SlaveLink};
 use super::protocol::{
-    Attrs, EntryOp, Failure, FailureKind, PieceKind, Reply, Request, DELTA_MIN_SIZE, PIECE_SIZE,
+    is_synced_xattr, Attrs, EntryOp, Failure, FailureKind, NodeKind, PieceKind, Reply, Request,
+    Segment, SpecialKind, Xattr, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -32,6 +55,10 @@ const SIG_WINDOW: usize = 8;
 
 /// Size of the batches a resync of a missing rename source is cut into.
 const RESYNC_BATCH: usize = 4096;
+
+/// How many times content or attribute failures that show a diverged slave
+/// tree are healed within one batch before they count as failures.
+const HEAL_ROUNDS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -66,7 +93,7 @@ pub struct ShipReport {
     pub local_errors: Vec<String>,
 }
 
-/// Attributes of a master file, as sent.
+/// Attributes of a master file, as sent (`xattrs` filled in by the caller).
 fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
     Attrs {
         mode: md.permissions().mode() & 0o7777,
@@ -74,7 +101,187 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
         gid: with_owner.then(|| md.gid()),
         mtime_sec: md.mtime(),
         mtime_nsec: md.mtime_nsec() as u32,
+        xattrs: None,
     }
+}
+
+/// The synced xattrs (`user.*`, POSIX ACLs) of `path` (not following a
+/// symlink), or of the open `file`. `Ok(None)` if the file system does not support them.
+fn user_xattrs(path: &Path, file: Option<&File>) -> io::Result<Option<Vec<Xattr>>> {
+    use rustix::io::Errno;
+    let list_into = |buf: &mut Vec<u8>| -> Result<usize, Errno> {
+        match file {
+            Some(f) => rustix::fs::flistxattr(f, &mut buf[..]),
+            None => rustix::fs::llistxattr(path, &mut buf[..]),
+        }
+    };
+    let mut list = vec![0u8; 64 * 1024];
+    let n = match list_into(&mut list) {
+        Ok(n) => n,
+        Err(Errno::RANGE) => {
+            list.resize(MAX_XATTR_BYTES, 0);
+            list_into(&mut list)?
+        }
+        Err(Errno::NOTSUP) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut value = vec![0u8; 64 * 1024];
+    for name in list[..n].split(|b| *b == 0) {
+        if !is_synced_xattr(name) {
+            continue;
+        }
+        let got = match file {
+            Some(f) => rustix::fs::fgetxattr(f, name, &mut value[..]),
+            None => rustix::fs::lgetxattr(path, name, &mut value[..]),
+        };
+        let len = match got {
+            Ok(len) => len,
+            // Removed since it was listed.
+            Err(Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        total += name.len() + len;
+        if total > MAX_XATTR_BYTES {
+            return Err(io::Error::other(format!(
+                "its user.* extended attributes exceed {MAX_XATTR_BYTES} bytes"
+            )));
+        }
+        out.push(Xattr {
+            name: serde_bytes::ByteBuf::from(name.to_vec()),
+            value: serde_bytes::ByteBuf::from(value[..len].to_vec()),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The data ranges of `file` within `[start, end)`, relative to `start`;
+/// `None` if it is all data (or the file system cannot tell).
+fn data_ranges(file: &File, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut ranges = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let d = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if d >= end {
+            break;
+        }
+        let h = seek(file, SeekFrom::Hole(d)).ok()?.min(end);
+        if h <= d {
+            return None;
+        }
+        ranges.push((d - start, h - start));
+        pos = h;
+    }
+    if ranges == [(0, end - start)] {
+        None
+    } else {
+        Some(ranges)
+    }
+}
+
+/// The names of multiply-linked files of one brick, by `(dev, ino)`, as far
+/// as the master has seen them (journal entries, data sent, Hybrid Crawl
+/// walks). Every name is checked against the brick before it is used, so a
+/// stale one costs nothing; one never seen is not relinked. Bounded by
+/// [`LINK_INDEX_MAX`] names.
+#[derive(Debug, Default)]
+pub struct LinkIndex {
+    by_inode: HashMap<(u64, u64), BTreeSet<RelPath>>,
+    names: usize,
+    full_warned: bool,
+}
+
+/// Most names a [`LinkIndex`] holds (memory stays bounded; beyond it, new
+/// hard links may arrive as copies, and a warning says so).
+pub const LINK_INDEX_MAX: usize = 1_000_000;
+
+impl LinkIndex {
+    /// Remembers that `path` is a name of `inode`.
+    pub fn note(&mut self, inode: (u64, u64), path: &RelPath) {
+        if self.names >= LINK_INDEX_MAX {
+            if !self.full_warned {
+                self.full_warned = true;
+                tracing::warn!(
+                    "more than {LINK_INDEX_MAX} hard-linked names: further hard links may be replicated as copies"
+                );
+            }
+            return;
+        }
+        if self.by_inode.entry(inode).or_default().insert(path.clone()) {
+            self.names += 1;
+        }
+    }
+
+    /// A rename: names at or below `from` are now below `to`.
+    pub fn rename(&mut self, from: &RelPath, to: &RelPath) {
+        for names in self.by_inode.values_mut() {
+            if !names.iter().any(|n| n.starts_with(from)) {
+                continue;
+            }
+            let moved: BTreeSet<RelPath> = names
+                .iter()
+                .map(|n| n.rebase(from, to).unwrap_or_else(|| n.clone()))
+                .collect();
+            self.names -= names.len() - moved.len();
+            *names = moved;
+        }
+    }
+
+    /// The known names of `inode` that are still names of it on `brick`
+    /// (forgetting the others).
+    pub fn verified(&mut self, brick: &Path, inode: (u64, u64)) -> Vec<RelPath> {
+        let Some(names) = self.by_inode.get_mut(&inode) else {
+            return Vec::new();
+        };
+        let before = names.len();
+        names.retain(|n| {
+            fs::symlink_metadata(n.under(brick))
+                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == inode)
+        });
+        self.names -= before - names.len();
+        let out: Vec<RelPath> = names.iter().cloned().collect();
+        if names.is_empty() {
+            self.by_inode.remove(&inode);
+        }
+        out
+    }
+}
+
+/// Directories made or renamed by recent batches, per brick, re-walked by
+/// the batches of the next [`RECENT_DIR_WINDOW`] (see `Shipper::resync_dirs`).
+#[allow(clippy::type_complexity)]
+static RECENT_DIRS: std::sync::LazyLock<
+    Mutex<HashMap<PathBuf, Vec<(RelPath, std::time::Instant)>>>,
+> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// How long a made or renamed directory is re-walked after its batch: the
+/// journal hook's own window for stale names after a directory rename.
+const RECENT_DIR_WINDOW: std::time::Duration = crate::changelog::RENAME_RESCAN_MARGIN;
+
+/// Directories with more entries than this are not listed again after a
+/// batch touched them (the name list would cost more than it saves).
+const TOUCHED_PRUNE_MAX: usize = 10_000;
+
+/// Most directories remembered for re-walking per brick.
+const RECENT_DIRS_MAX: usize = 4096;
+
+/// The link index of each brick of this process, kept across batches and
+/// worker restarts.
+static LINK_INDEXES: std::sync::LazyLock<Mutex<HashMap<PathBuf, LinkIndex>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn with_link_index<T>(brick: &Path, f: impl FnOnce(&mut LinkIndex) -> T) -> T {
+    let mut all = match LINK_INDEXES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    f(all.entry(brick.to_owned()).or_default())
 }
 
 /// The identity of a file's content: if any of this changes while reading,
@@ -97,14 +304,27 @@ pub struct Shipper<'a, S> {
     batch_id: u64,
     /// Send numeric owners (only meaningful when the slave runs as root).
     pub with_owner: bool,
+    /// Send `user.*` extended attributes (`sync-xattrs`, default on).
+    pub with_xattrs: bool,
+    /// `Link` requests that relink names of a file sent in this batch: a
+    /// missing target there only means the file did not land (it is sent
+    /// again by a later batch), so it is no failure.
+    relink_seqs: HashSet<u64>,
+    /// Regular files whose content (with attributes) was sent, or abandoned
+    /// because it changed meanwhile (a later batch sends both again).
+    content_sent: HashSet<RelPath>,
     report: ShipReport,
     transient: Vec<Failure>,
-    /// Destinations of renames whose source the slave did not have.
-    resend: Vec<RelPath>,
+    /// Paths to resend whole from the brick (see [`Shipper::heal`]).
+    heal_paths: Vec<RelPath>,
+    /// The failures behind `heal_paths`; they count as failures only if
+    /// healing runs out of rounds.
+    heal_failures: Vec<Failure>,
     /// Parent directories of the files sent.
     touched_dirs: std::collections::BTreeSet<RelPath>,
-    /// Destination of each rename sent, by request sequence number.
-    rename_dest: std::collections::HashMap<u64, RelPath>,
+    /// The paths each entry sent concerns (for a rename: its destination,
+    /// then its source), by request sequence number.
+    entry_paths: HashMap<u64, Vec<RelPath>>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -114,10 +334,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             brick,
             batch_id,
             with_owner: nix_is_root(),
+            with_xattrs: true,
+            relink_seqs: HashSet::new(),
+            content_sent: HashSet::new(),
             report: ShipReport::default(),
             transient: Vec::new(),
-            resend: Vec::new(),
-            rename_dest: std::collections::HashMap::new(),
+            heal_paths: Vec::new(),
+            heal_failures: Vec::new(),
+            entry_paths: HashMap::new(),
             touched_dirs: std::collections::BTreeSet::new(),
         }
     }
@@ -125,42 +349,34 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Ships `batch` and returns once the slave acknowledged it as durable.
     pub async fn ship(mut self, batch: &Batch) -> Result<ShipReport, ShipError> {
         let start_bytes = self.link.bytes_sent();
+        with_link_index(self.brick, |ix| {
+            for (inode, path) in batch.link_names() {
+                ix.note(*inode, path);
+            }
+        });
         for entry in batch.entries() {
             self.send_entry(entry).await?;
         }
         self.barrier().await?;
-        let mut extra = Batch::new();
-        for to in std::mem::take(&mut self.resend) {
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), to, Vec::new(), None).with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
-                }
-                b.data().iter().for_each(|p| extra.push_data(p.clone()));
-                b.meta_only().for_each(|p| extra.push_meta(p.clone()));
-            }
-            self.report.local_errors.extend(walk.take_errors());
+        let mut extra = self.heal().await?;
+        if let Some(since) = batch.resync_since() {
+            self.resync_dirs(batch, since, &mut extra).await?;
         }
-        let data = batch.data().iter().chain(extra.data());
-        self.send_files(data).await?;
-        // Putting a file in place on the slave (temp file, rename) touches
-        // its directory's mtime, so each such directory gets its attributes
-        // again, after the last file.
-        let mut meta: Vec<&RelPath> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let parents: Vec<RelPath> = std::mem::take(&mut self.touched_dirs).into_iter().collect();
-        for path in batch
-            .meta_only()
-            .chain(extra.meta_only())
-            .chain(parents.iter())
-        {
-            if seen.insert(path) {
-                meta.push(path);
+        self.send_content(
+            batch.data().iter().chain(extra.data()),
+            batch.meta().iter().chain(extra.meta()),
+        )
+        .await?;
+        // Content or attributes that could not be applied because the
+        // slave's tree diverged are healed too, a bounded number of times.
+        for _ in 0..HEAL_ROUNDS {
+            self.barrier().await?;
+            if self.heal_paths.is_empty() {
+                break;
             }
-        }
-        for path in meta {
-            self.send_meta(path).await?;
+            let extra = self.heal().await?;
+            self.send_content(extra.data().iter(), extra.meta().iter())
+                .await?;
         }
         self.link
             .send(&Request::Commit {
@@ -175,20 +391,239 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         }
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
+        for f in std::mem::take(&mut self.heal_failures) {
+            tracing::warn!(path = %f.path, kind = ?f.kind, "{}", f.message);
+            self.report.failures.push(f);
+        }
         if !self.transient.is_empty() {
             return Err(ShipError::Transient(self.transient));
         }
         Ok(self.report)
     }
 
+    /// Files, then attributes (of `meta`, of the directories the files were
+    /// put in, but not of files whose content carried them).
+    async fn send_content(
+        &mut self,
+        data: impl Iterator<Item = &RelPath>,
+        meta: impl Iterator<Item = &RelPath>,
+    ) -> Result<(), ShipError> {
+        self.send_files(data).await?;
+        // Putting a file in place on the slave (temp file, rename) touches
+        // its directory's mtime, so each such directory gets its attributes
+        // again, after the last file.
+        let parents: Vec<RelPath> = std::mem::take(&mut self.touched_dirs).into_iter().collect();
+        let sent = std::mem::take(&mut self.content_sent);
+        let mut seen = HashSet::new();
+        let mut todo: Vec<RelPath> = Vec::new();
+        for path in meta.filter(|p| !sent.contains(*p)).cloned().chain(parents) {
+            if seen.insert(path.clone()) {
+                todo.push(path);
+            }
+        }
+        for path in &todo {
+            self.send_meta(path).await?;
+        }
+        Ok(())
+    }
+
+    /// Resends, from the brick as it is now, the paths the slave reported
+    /// missing or in an unexpected state: the directories above each (made
+    /// directories again if something else is there), then a Hybrid Crawl
+    /// of it with pruning. Returns the content and attribute work found.
+    async fn heal(&mut self) -> Result<Batch, ShipError> {
+        let mut paths: Vec<RelPath> = std::mem::take(&mut self.heal_paths).into_iter().collect();
+        paths.sort();
+        paths.dedup();
+        let mut extra = Batch::new();
+        let mut done: Vec<RelPath> = Vec::new();
+        for path in paths {
+            // The nearest path that the brick still has.
+            let mut target = path;
+            while !target.is_root() && fs::symlink_metadata(target.under(self.brick)).is_err() {
+                target = target.parent().unwrap_or_default();
+            }
+            if done.iter().any(|d| target.starts_with(d)) {
+                continue;
+            }
+            tracing::debug!(batch = self.batch_id, path = %target, "resending from the brick");
+            done.push(target.clone());
+            let mut ancestors = Vec::new();
+            let mut a = target.parent();
+            while let Some(p) = a.filter(|p| !p.is_root()) {
+                a = p.parent();
+                ancestors.push(p);
+            }
+            for dir in ancestors.into_iter().rev() {
+                self.send_entry(&Entry::Mkdir(dir.clone())).await?;
+                extra.push_meta(dir);
+            }
+            extra.push_meta(target.parent().unwrap_or_default());
+            let mut walk =
+                HybridCrawl::new(self.brick.to_owned(), target, Vec::new(), None).with_prune();
+            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+                for e in b.entries() {
+                    self.send_entry(e).await?;
+                }
+                with_link_index(self.brick, |ix| {
+                    for (inode, path) in b.link_names() {
+                        ix.note(*inode, path);
+                    }
+                });
+                b.data().iter().for_each(|p| extra.push_data(p.clone()));
+                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
+            }
+            self.report.local_errors.extend(walk.take_errors());
+        }
+        // Failures that led to a resend are healed, not failures.
+        self.heal_failures.clear();
+        Ok(extra)
+    }
+
+    /// Re-walks every directory a `Mkdir` or `Rename` of `batch` produced
+    /// that is a directory on the brick now, for entries changed since
+    /// `since`, pruning what the brick does not have (see
+    /// [`Batch::set_resync_since`]).
+    async fn resync_dirs(
+        &mut self,
+        batch: &Batch,
+        since: crate::session::Stime,
+        extra: &mut Batch,
+    ) -> Result<(), ShipError> {
+        let now = std::time::Instant::now();
+        let fresh: Vec<RelPath> = batch
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Mkdir(p) | Entry::Rename { to: p, .. } => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        // Directories renamed or made by recent batches too: the hook may
+        // attribute changes inside them to stale names for a while.
+        let recent = {
+            let mut all = match RECENT_DIRS.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let list = all.entry(self.brick.to_owned()).or_default();
+            list.retain(|(_, when)| now.duration_since(*when) < RECENT_DIR_WINDOW);
+            let out: Vec<RelPath> = list.iter().map(|(p, _)| p.clone()).collect();
+            for p in &fresh {
+                if list.len() < RECENT_DIRS_MAX {
+                    list.push((p.clone(), now));
+                }
+            }
+            out
+        };
+        // Every directory an entry of this batch touched is listed again as
+        // the brick has it now: the slave drops names it should not have
+        // (left by entries journalled out of order), and the directory's
+        // attributes are set afterwards.
+        let mut touched: Vec<RelPath> = batch
+            .entries()
+            .iter()
+            .flat_map(|e| match e {
+                Entry::Rename { from, to } => vec![from.parent(), to.parent()],
+                Entry::Mkdir(p)
+                | Entry::Create(p)
+                | Entry::Mknod(p)
+                | Entry::Symlink(p)
+                | Entry::Link(p)
+                | Entry::Unlink(p)
+                | Entry::Rmdir(p) => vec![p.parent()],
+                Entry::Prune { .. } => vec![],
+            })
+            .flatten()
+            // A directory the brick no longer has may still be on the slave,
+            // made as a parent of a path replayed out of order: its nearest
+            // ancestor the brick has drops it.
+            .map(|mut d| {
+                while !d.is_root()
+                    && !fs::symlink_metadata(d.under(self.brick)).is_ok_and(|m| m.is_dir())
+                {
+                    d = d.parent().unwrap_or_default();
+                }
+                d
+            })
+            .collect();
+        touched.sort();
+        touched.dedup();
+        for dir in touched {
+            let full = dir.under(self.brick);
+            let Ok(rd) = fs::read_dir(&full) else {
+                continue;
+            };
+            let keep: Vec<std::ffi::OsString> = rd
+                .take(TOUCHED_PRUNE_MAX + 1)
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
+            if keep.len() > TOUCHED_PRUNE_MAX {
+                continue;
+            }
+            self.send_entry(&Entry::Prune {
+                dir: dir.clone(),
+                keep,
+            })
+            .await?;
+            extra.push_meta(dir);
+        }
+        let mut roots: Vec<RelPath> = fresh
+            .into_iter()
+            .chain(recent)
+            .filter(|p| fs::symlink_metadata(p.under(self.brick)).is_ok_and(|m| m.is_dir()))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        let mut done: Vec<RelPath> = Vec::new();
+        for root in roots {
+            if done.iter().any(|d| root.starts_with(d)) {
+                continue;
+            }
+            done.push(root.clone());
+            let mut walk =
+                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), Some(since)).with_prune();
+            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+                for e in b.entries() {
+                    self.send_entry(e).await?;
+                }
+                with_link_index(self.brick, |ix| {
+                    for (inode, path) in b.link_names() {
+                        ix.note(*inode, path);
+                    }
+                });
+                b.data().iter().for_each(|p| extra.push_data(p.clone()));
+                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
+            }
+            self.report.local_errors.extend(walk.take_errors());
+        }
+        Ok(())
+    }
+
     /// Records a reply that is not the one being waited for.
     fn absorb(&mut self, reply: Reply) -> Result<(), ShipError> {
         match reply {
-            Reply::Failed(f) if f.kind == FailureKind::SourceMissing => {
-                // The slave never had the source: send the destination whole.
-                match self.rename_dest.get(&f.seq) {
-                    Some(to) => self.resend.push(to.clone()),
-                    None => self.resend.push(f.path),
+            Reply::Failed(f)
+                if f.kind == FailureKind::SourceMissing && self.relink_seqs.contains(&f.seq) =>
+            {
+                tracing::debug!(path = %f.path, "not relinked: {}", f.message);
+                Ok(())
+            }
+            Reply::Failed(f)
+                if matches!(
+                    f.kind,
+                    FailureKind::SourceMissing | FailureKind::Conflict | FailureKind::Unsafe
+                ) =>
+            {
+                // The slave never had the source, or its tree is not what
+                // the journal expects: send the paths concerned whole.
+                tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
+                match self.entry_paths.remove(&f.seq) {
+                    Some(paths) => self.heal_paths.extend(paths),
+                    None => self.heal_paths.push(f.path.clone()),
+                }
+                if f.kind != FailureKind::SourceMissing {
+                    self.heal_failures.push(f);
                 }
                 Ok(())
             }
@@ -240,13 +675,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             // an empty placeholder for a file whose bytes did not make it. A
             // rename of a file created this way finds no source and is
             // resent whole.
-            Entry::Create(p) | Entry::Link(p) => match lstat(p) {
-                Some(m) if m.is_file() && m.size() == 0 => EntryOp::Create {
-                    path: p.clone(),
-                    mode: m.mode() & 0o7777,
-                },
-                _ => return Ok(()),
-            },
+            Entry::Create(p) | Entry::Link(p) => {
+                let md = lstat(p).filter(|m| m.is_file());
+                if let Some(m) = md.as_ref().filter(|m| m.nlink() > 1) {
+                    with_link_index(self.brick, |ix| ix.note((m.dev(), m.ino()), p));
+                }
+                match md {
+                    Some(m) if m.size() == 0 => EntryOp::Create {
+                        path: p.clone(),
+                        mode: m.mode() & 0o7777,
+                    },
+                    _ => return Ok(()),
+                }
+            }
             Entry::Symlink(p) => match fs::read_link(p.under(self.brick)) {
                 Ok(target) => EntryOp::Symlink {
                     path: p.clone(),
@@ -256,32 +697,84 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Err(_) => return Ok(()),
             },
             Entry::Mknod(p) => {
-                let msg = format!(
-                    "special file {} not replicated (FIFOs and devices are not supported yet)",
-                    p.under(self.brick).display()
-                );
-                tracing::warn!("{msg}");
-                self.report.local_errors.push(msg);
-                return Ok(());
+                let Some(md) = lstat(p) else { return Ok(()) };
+                let ft = md.file_type();
+                let kind = if ft.is_fifo() {
+                    SpecialKind::Fifo
+                } else if ft.is_socket() {
+                    SpecialKind::Socket
+                } else if ft.is_char_device() {
+                    SpecialKind::CharDevice
+                } else if ft.is_block_device() {
+                    SpecialKind::BlockDevice
+                } else {
+                    // Not a special file any more: a later record says what.
+                    return Ok(());
+                };
+                EntryOp::Mknod {
+                    path: p.clone(),
+                    kind,
+                    mode: md.mode() & 0o7777,
+                    rdev: md.rdev(),
+                }
             }
             Entry::Unlink(p) => EntryOp::Unlink { path: p.clone() },
             Entry::Rmdir(p) => EntryOp::Rmdir { path: p.clone() },
-            Entry::Rename { from, to } => EntryOp::Rename {
-                from: from.clone(),
-                to: to.clone(),
-            },
-            Entry::Prune { dir, keep } => EntryOp::Prune {
-                path: dir.clone(),
-                keep: keep
+            Entry::Rename { from, to } => {
+                with_link_index(self.brick, |ix| ix.rename(from, to));
+                EntryOp::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                }
+            }
+            Entry::Prune { dir, keep } => {
+                let full = dir.under(self.brick);
+                let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
-                    .map(|k| serde_bytes::ByteBuf::from(k.clone().into_encoded_bytes()))
-                    .collect(),
-            },
+                    .map(|k| {
+                        fs::symlink_metadata(full.join(k)).ok().map(|m| {
+                            let ft = m.file_type();
+                            if ft.is_file() {
+                                NodeKind::File
+                            } else if ft.is_dir() {
+                                NodeKind::Dir
+                            } else if ft.is_symlink() {
+                                NodeKind::Symlink
+                            } else {
+                                NodeKind::Other
+                            }
+                        })
+                    })
+                    .collect();
+                EntryOp::Prune {
+                    path: dir.clone(),
+                    keep: keep
+                        .iter()
+                        .map(|k| serde_bytes::ByteBuf::from(k.clone().into_encoded_bytes()))
+                        .collect(),
+                    // A name gone meanwhile: compare no types this time.
+                    kinds: kinds.unwrap_or_default(),
+                }
+            }
         };
         let seq = self.link.next_seq();
-        if let EntryOp::Rename { to, .. } = &op {
-            self.rename_dest.insert(seq, to.clone());
+        let paths = match &op {
+            EntryOp::Rename { from, to } => vec![to.clone(), from.clone()],
+            EntryOp::Link { path, target } => vec![path.clone(), target.clone()],
+            EntryOp::Mkdir { path, .. }
+            | EntryOp::Create { path, .. }
+            | EntryOp::Symlink { path, .. }
+            | EntryOp::Mknod { path, .. }
+            | EntryOp::Unlink { path }
+            | EntryOp::Rmdir { path } => vec![path.clone()],
+            // Its failures name the path concerned (the directory, or a
+            // child of another type).
+            EntryOp::Prune { .. } => vec![],
+        };
+        if !paths.is_empty() {
+            self.entry_paths.insert(seq, paths);
         }
+        tracing::debug!(batch = self.batch_id, seq, "entry {op:?}");
         self.link.send(&Request::Entry { seq, op }).await?;
         self.report.entries += 1;
         Ok(())
@@ -290,14 +783,22 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
         let md = match fs::symlink_metadata(path.under(self.brick)) {
             Ok(md) => md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if gone(&e) => return Ok(()),
             Err(e) => {
                 self.local_error("stat", path, e);
                 return Ok(());
             }
         };
         let seq = self.link.next_seq();
-        let attrs = attrs_of(&md, self.with_owner);
+        let mut attrs = attrs_of(&md, self.with_owner);
+        if self.with_xattrs && (md.is_file() || md.is_dir()) {
+            match user_xattrs(&path.under(self.brick), None) {
+                Ok(x) => attrs.xattrs = x,
+                Err(e) if gone(&e) => return Ok(()),
+                Err(e) => self.local_error("read the extended attributes of", path, e),
+            }
+        }
+        tracing::debug!(batch = self.batch_id, seq, path = %path, "set attributes");
         self.link
             .send(&Request::SetAttr {
                 seq,
@@ -312,17 +813,28 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     async fn send_files(&mut self, paths: impl Iterator<Item = &RelPath>) -> Result<(), ShipError> {
         // Large files wait here for their signatures, in request order.
         let mut waiting: VecDeque<(RelPath, u64)> = VecDeque::new();
+        // Multiply-linked files: the one name per inode whose content is
+        // sent; its other names are linked to it afterwards.
+        let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
         for path in paths {
             let md = match fs::symlink_metadata(path.under(self.brick)) {
                 Ok(md) if md.is_file() => md,
                 // Gone, or not a regular file any more: later records say.
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if gone(&e) => continue,
                 Err(e) => {
                     self.local_error("stat", path, e);
                     continue;
                 }
             };
+            if md.nlink() > 1 {
+                let inode = (md.dev(), md.ino());
+                with_link_index(self.brick, |ix| ix.note(inode, path));
+                if primaries.contains_key(&inode) {
+                    continue;
+                }
+                primaries.insert(inode, path.clone());
+            }
             if md.size() < DELTA_MIN_SIZE {
                 self.send_file(path, None).await?;
                 continue;
@@ -346,6 +858,37 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         while let Some((p, seq)) = waiting.pop_front() {
             let sigs = self.receive_signatures(seq).await?;
             self.send_file(&p, sigs).await?;
+        }
+        self.relink(primaries).await
+    }
+
+    /// Links every known name of each multiply-linked file sent to the name
+    /// its content went to: putting the new content in place (temp file,
+    /// rename) made that name a new inode on the slave.
+    async fn relink(&mut self, primaries: HashMap<(u64, u64), RelPath>) -> Result<(), ShipError> {
+        let mut primaries: Vec<_> = primaries.into_iter().collect();
+        primaries.sort_by(|a, b| a.1.cmp(&b.1));
+        for (inode, primary) in primaries {
+            let names = with_link_index(self.brick, |ix| ix.verified(self.brick, inode));
+            for name in names {
+                if name == primary {
+                    continue;
+                }
+                let seq = self.link.next_seq();
+                self.relink_seqs.insert(seq);
+                tracing::debug!(batch = self.batch_id, seq, path = %name, target = %primary, "relink");
+                self.link
+                    .send(&Request::Entry {
+                        seq,
+                        op: EntryOp::Link {
+                            path: name.clone(),
+                            target: primary.clone(),
+                        },
+                    })
+                    .await?;
+                self.report.entries += 1;
+                self.touched_dirs.insert(name.parent().unwrap_or_default());
+            }
         }
         Ok(())
     }
@@ -386,11 +929,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         sigs: Option<Vec<Signature>>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
-        // Never follow a symlink that replaced the file since the journal
-        // saw it: that would send the content of a file outside the brick.
+        // Never follow a symlink out of the brick, and never block on a FIFO
+        // that took the file's place since it was listed.
         let opened = fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&full)
             .and_then(|f| {
                 let md = f.metadata()?;
@@ -399,7 +942,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let (file, before) = match opened {
             Ok(x) if x.1.is_file() => x,
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if gone(&e) => return Ok(()),
             // ELOOP: it is a symlink now; its own journal record says so.
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
             Err(e) => {
@@ -408,7 +951,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         };
         let size = before.size();
+        self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
+        tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
         self.link
             .send(&Request::FileBegin {
                 seq,
@@ -422,22 +967,36 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for index in 0..pieces {
             let len = (size - index * PIECE_SIZE).min(PIECE_SIZE) as usize;
             let sig = sigs.as_ref().and_then(|s| s.get(index as usize));
+            let start = index * PIECE_SIZE;
             let piece = tokio::task::block_in_place(|| {
-                read_piece(&file, index * PIECE_SIZE, len, &mut buf)?;
+                read_piece(&file, start, len, &mut buf)?;
                 hasher.update(&buf);
-                Ok::<_, io::Error>(encode_piece(&buf, sig))
-            });
-            match piece {
-                Ok((kind, data)) => {
-                    self.link
-                        .send(&Request::Piece {
+                let request = match data_ranges(&file, start, start + len as u64) {
+                    Some(ranges) => Request::SparsePiece {
+                        index: index as u32,
+                        segments: ranges
+                            .into_iter()
+                            .map(|(a, b)| Segment {
+                                offset: a as u32,
+                                data: buf[a as usize..b as usize].to_vec(),
+                            })
+                            .collect(),
+                    },
+                    None => {
+                        let (kind, data) = encode_piece(&buf, sig);
+                        Request::Piece {
                             index: index as u32,
                             kind,
                             data,
-                        })
-                        .await?
-                }
+                        }
+                    }
+                };
+                Ok::<_, io::Error>(request)
+            });
+            match piece {
+                Ok(request) => self.link.send(&request).await?,
                 Err(e) => {
+                    self.touched_dirs.insert(path.parent().unwrap_or_default());
                     self.link.send(&Request::FileAbort).await?;
                     if e.kind() != io::ErrorKind::UnexpectedEof {
                         self.local_error("read", path, e);
@@ -451,12 +1010,20 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // Also catch a write that landed during the read but left the stamp
         // as it was (coarse timestamps): the path must still be this file.
         let same_file = matches!(fs::symlink_metadata(&full), Ok(m) if m.ino() == before.ino());
+        // The slave made (and will remove) a temp file next to it.
+        self.touched_dirs.insert(path.parent().unwrap_or_default());
         if !(unchanged && same_file) {
             tracing::debug!(path = %path, "changed while being sent; a later batch resends it");
             self.link.send(&Request::FileAbort).await?;
             return Ok(());
         }
-        let attrs = attrs_of(&before, self.with_owner);
+        let mut attrs = attrs_of(&before, self.with_owner);
+        if self.with_xattrs {
+            match user_xattrs(&full, Some(&file)) {
+                Ok(x) => attrs.xattrs = x,
+                Err(e) => self.local_error("read the extended attributes of", path, e),
+            }
+        }
         self.link
             .send(&Request::FileEnd {
                 attrs,
@@ -464,7 +1031,6 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             })
             .await?;
         self.report.data += 1;
-        self.touched_dirs.insert(path.parent().unwrap_or_default());
         Ok(())
     }
 }
@@ -487,6 +1053,60 @@ fn encode_piece(piece: &[u8], sig: Option<&Signature>) -> (PieceKind, Vec<u8>) {
     (PieceKind::Literal, piece.to_vec())
 }
 
+/// The path is not there (any more): a missing component, or a component
+/// that is no longer a directory. Later journal records say what happened.
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
 fn nix_is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    #[test]
+    fn link_index_follows_renames_and_forgets_stale_names() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        fs::create_dir(b.join("d")).unwrap();
+        fs::write(b.join("d/a"), b"x").unwrap();
+        fs::hard_link(b.join("d/a"), b.join("c")).unwrap();
+        let m = fs::metadata(b.join("c")).unwrap();
+        let inode = (m.dev(), m.ino());
+        let mut ix = LinkIndex::default();
+        ix.note(inode, &p("d/a"));
+        ix.note(inode, &p("c"));
+        ix.note(inode, &p("c"));
+        assert_eq!(ix.names, 2);
+        fs::rename(b.join("d"), b.join("e")).unwrap();
+        ix.rename(&p("d"), &p("e"));
+        assert_eq!(ix.verified(b, inode), vec![p("c"), p("e/a")]);
+        fs::remove_file(b.join("c")).unwrap();
+        assert_eq!(ix.verified(b, inode), vec![p("e/a")]);
+        assert_eq!(ix.names, 1);
+    }
+
+    #[test]
+    fn data_ranges_of_a_piece_report_holes_only() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("f");
+        let f = File::create(&path).unwrap();
+        f.write_all_at(&[1u8; 8192], 1 << 20).unwrap();
+        f.set_len(4 << 20).unwrap();
+        let f = File::open(&path).unwrap();
+        let r = data_ranges(&f, 0, 4 << 20).unwrap();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].0 <= 1 << 20 && r[0].1 >= (1 << 20) + 8192, "{r:?}");
+        // A piece that is all data has no holes to report.
+        assert_eq!(data_ranges(&f, 1 << 20, (1 << 20) + 4096), None);
+        fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(data_ranges(&File::open(&path).unwrap(), 0, 100), None);
+    }
 }
