@@ -177,11 +177,7 @@ impl Scenario {
         let mut last = Vec::new();
         let r = wait_for(SYNC_TIMEOUT, POLL, || {
             last = self.status_json_of(vol, slave_url);
-            let done = !last.is_empty()
-                && last
-                    .iter()
-                    .all(|b| b["stime_ns"].as_i64().is_some_and(|s| i128::from(s) > t_ns));
-            done.then_some(())
+            synced_and_idle(&last, t_ns).then_some(())
         });
         if let Err(e) = r {
             panic!(
@@ -363,11 +359,7 @@ impl Scenario {
         let mut last = Vec::new();
         let r = wait_for(timeout, POLL, || {
             last = self.status_json();
-            let done = !last.is_empty()
-                && last
-                    .iter()
-                    .all(|b| b["stime_ns"].as_i64().is_some_and(|s| i128::from(s) > t_ns));
-            done.then_some(())
+            synced_and_idle(&last, t_ns).then_some(())
         });
         if let Err(e) = r {
             panic!(
@@ -434,6 +426,23 @@ impl Drop for Scenario {
             let _ = run_with_timeout(&mut cmd, COMMAND_TIMEOUT);
         }
     }
+}
+
+/// Every brick's stime is past `t_ns` and no journal work is pending (no
+/// batch in flight): only then is comparing the trees meaningful, since a
+/// batch in flight may hold a temporary file in a directory whose mtime it
+/// has not set back yet.
+fn synced_and_idle(rows: &[Value], t_ns: i128) -> bool {
+    let pending = |b: &Value| {
+        ["pending_entry", "pending_data", "pending_meta"]
+            .iter()
+            .map(|k| b[*k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    !rows.is_empty()
+        && rows.iter().all(|b| {
+            b["stime_ns"].as_i64().is_some_and(|s| i128::from(s) > t_ns) && pending(b) == 0
+        })
 }
 
 /// Nanoseconds since the epoch.
