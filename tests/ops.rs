@@ -68,8 +68,8 @@ fn config_lists_gets_sets_and_resets_with_validation() {
             "{key}: no APPLIES column: {line}"
         );
     }
-    let sync_xattrs = list.lines().find(|l| l.starts_with("sync-xattrs")).unwrap();
-    assert!(sync_xattrs.ends_with("not yet applied"), "{sync_xattrs}");
+    let sync_acls = list.lines().find(|l| l.starts_with("sync-acls")).unwrap();
+    assert!(sync_acls.ends_with("not yet applied"), "{sync_acls}");
 
     assert_eq!(cfg(&["timeout"]).ok().stdout().trim(), "120");
     cfg(&["timeout", "30"]).ok();

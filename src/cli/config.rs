@@ -38,9 +38,10 @@ pub struct SessionConfig {
     pub sync_jobs: u32,
     /// Leave on the slave what is deleted on the master.
     pub ignore_deletes: bool,
-    /// Replicate extended attributes (not yet applied).
+    /// Replicate `user.*` extended attributes and POSIX ACLs.
     pub sync_xattrs: bool,
-    /// Replicate POSIX ACLs (not yet applied).
+    /// A separate switch for ACLs (not yet applied: ACLs follow
+    /// `sync_xattrs`).
     pub sync_acls: bool,
     /// Log verbosity of the monitor: error, warn, info, debug or trace.
     pub log_level: String,
@@ -69,8 +70,8 @@ impl Default for SessionConfig {
             retry_max_interval: 60,
             sync_jobs: 1,
             ignore_deletes: false,
-            sync_xattrs: false,
-            sync_acls: false,
+            sync_xattrs: true,
+            sync_acls: true,
             log_level: "info".into(),
             exclude: Vec::new(),
             log_format: "human".into(),
@@ -192,13 +193,13 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         key: "sync-xattrs",
-        applies: Applies::NotYetApplied,
-        help: "replicate extended attributes; xattrs are not sent yet",
+        applies: Applies::Live,
+        help: "replicate user.* extended attributes and POSIX ACLs (true/false)",
     },
     OptionSpec {
         key: "sync-acls",
         applies: Applies::NotYetApplied,
-        help: "replicate POSIX ACLs; ACLs are not sent yet",
+        help: "a separate switch for ACLs; ACLs follow sync-xattrs for now",
     },
 ];
 

@@ -303,7 +303,9 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
-    let report = Shipper::new(&mut ctx.link, brick, ctx.batch_id)
+    let mut shipper = Shipper::new(&mut ctx.link, brick, ctx.batch_id);
+    shipper.with_xattrs = ctx.live.config.sync_xattrs;
+    let report = shipper
         .ship(batch)
         .await
         .map_err(|source| WorkerError::Ship {
