@@ -20,7 +20,7 @@ mod stats;
 mod workloads;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -450,42 +450,9 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// `geo-rep` next to this executable; under `cargo run` it is (re)built
-/// first, because cargo builds only the binary it was asked to run.
 fn geo_rep_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the bench executable")?;
-    let geo_rep = exe.with_file_name("geo-rep");
-    if let (Some(cargo), Some(manifest_dir)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) {
-        let target_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .context("the bench executable is not in a cargo target directory")?;
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", "geo-rep", "--manifest-path"])
-            .arg(Path::new(&manifest_dir).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().context("running cargo build --bin geo-rep")?;
-        if !status.success() {
-            bail!("cargo build --bin geo-rep failed ({status})");
-        }
-    }
-    if !geo_rep.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release --bins`",
-            geo_rep.display()
-        );
-    }
-    if cfg!(debug_assertions) {
-        progress("WARNING: debug build; use --release for meaningful figures");
-    }
-    Ok(geo_rep)
+    georep::testkit::geo_rep_beside_current_exe()
+        .context("locating or building geo-rep for the benchmark")
 }
 
 #[cfg(test)]

@@ -127,41 +127,9 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// `geo-rep` next to this executable. Under `cargo run` it is (re)built
-/// first, because cargo builds only the binary it was asked to run.
 fn geo_rep_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the demo executable")?;
-    let geo_rep = exe.with_file_name("geo-rep");
-    if let (Some(cargo), Some(manifest_dir)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) {
-        // <target-dir>/<profile>/georep-demo
-        let target_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .context("the demo executable is not in a cargo target directory")?;
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", "geo-rep", "--manifest-path"])
-            .arg(Path::new(&manifest_dir).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        println!("== building geo-rep");
-        let status = cmd.status().context("running cargo build --bin geo-rep")?;
-        if !status.success() {
-            bail!("cargo build --bin geo-rep failed ({status})");
-        }
-    }
-    if !geo_rep.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build --release --bins`",
-            geo_rep.display()
-        );
-    }
-    Ok(geo_rep)
+    georep::testkit::geo_rep_beside_current_exe()
+        .context("locating or building geo-rep for the demo")
 }
 
 /// Calls of the `geo-rep` CLI for one session; stops it on the way out if

@@ -23,7 +23,10 @@ mod sshd;
 mod tree;
 
 pub use fixtures::{copy_tree, random_bytes, sample_tree, set_mtime, SampleTree};
-pub use process::{find_processes, run_with_timeout, signal, wait_for, wait_until, CommandOutput};
+pub use process::{
+    find_processes, geo_rep_beside_current_exe, run_with_timeout, signal, wait_for, wait_until,
+    CommandOutput,
+};
 pub use sshd::Sshd;
 pub use tree::{
     assert_trees_equal, assert_trees_equal_with, compare_trees, data_ranges, display_path,

@@ -187,6 +187,49 @@ pub fn signal(pid: i32, signal: rustix::process::Signal) -> bool {
         .is_some_and(|p| rustix::process::kill_process(p, signal).is_ok())
 }
 
+/// The `geo-rep` binary next to the running executable (the demo, the
+/// benchmark). Under `cargo run` it is (re)built first into the same target
+/// directory, because cargo builds only the binary it was asked to run.
+pub fn geo_rep_beside_current_exe() -> std::io::Result<std::path::PathBuf> {
+    use std::io::Error;
+    use std::path::Path;
+    let exe = std::env::current_exe()?;
+    let geo_rep = exe.with_file_name("geo-rep");
+    if let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) {
+        // <target-dir>/<profile>/<this executable>
+        let target_dir = exe.parent().and_then(Path::parent).ok_or_else(|| {
+            Error::other(format!(
+                "{} is not in a cargo target directory",
+                exe.display()
+            ))
+        })?;
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bin", "geo-rep", "--manifest-path"])
+            .arg(Path::new(&manifest_dir).join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        if !status.success() {
+            return Err(Error::other(format!(
+                "cargo build --bin geo-rep failed ({status})"
+            )));
+        }
+    }
+    if !geo_rep.is_file() {
+        return Err(Error::other(format!(
+            "{} not found: build it with `cargo build --release --bins`",
+            geo_rep.display()
+        )));
+    }
+    Ok(geo_rep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
