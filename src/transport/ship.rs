@@ -306,6 +306,12 @@ pub struct Shipper<'a, S> {
     pub with_owner: bool,
     /// Send `user.*` extended attributes (`sync-xattrs`, default on).
     pub with_xattrs: bool,
+    /// Absolute directories of the brick the re-walks never enter (the
+    /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
+    pub exclude: Vec<std::path::PathBuf>,
+    /// The brick is a GlusterFS brick: send the mtime its clients see
+    /// (`trusted.glusterfs.mdata`) rather than the brick inode's.
+    pub gluster_times: bool,
     /// `Link` requests that relink names of a file sent in this batch: a
     /// missing target there only means the file did not land (it is sent
     /// again by a later batch), so it is no failure.
@@ -335,6 +341,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch_id,
             with_owner: nix_is_root(),
             with_xattrs: true,
+            exclude: Vec::new(),
+            gluster_times: false,
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
@@ -460,7 +468,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             extra.push_meta(target.parent().unwrap_or_default());
             let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), target, Vec::new(), None).with_prune();
+                HybridCrawl::new(self.brick.to_owned(), target, self.exclude.clone(), None)
+                    .with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
@@ -581,8 +590,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 continue;
             }
             done.push(root.clone());
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), Some(since)).with_prune();
+            let mut walk = HybridCrawl::new(
+                self.brick.to_owned(),
+                root,
+                self.exclude.clone(),
+                Some(since),
+            )
+            .with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
@@ -780,6 +794,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    fn client_times(&self, full: &Path, attrs: &mut Attrs) {
+        if let Some((sec, nsec)) = self
+            .gluster_times
+            .then(|| crate::changelog::glusterfs::client_mtime(full))
+            .flatten()
+        {
+            attrs.mtime_sec = sec;
+            attrs.mtime_nsec = nsec;
+        }
+    }
+
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
         let md = match fs::symlink_metadata(path.under(self.brick)) {
             Ok(md) => md,
@@ -791,6 +816,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         };
         let seq = self.link.next_seq();
         let mut attrs = attrs_of(&md, self.with_owner);
+        self.client_times(&path.under(self.brick), &mut attrs);
         if self.with_xattrs && (md.is_file() || md.is_dir()) {
             match user_xattrs(&path.under(self.brick), None) {
                 Ok(x) => attrs.xattrs = x,
@@ -1018,6 +1044,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             return Ok(());
         }
         let mut attrs = attrs_of(&before, self.with_owner);
+        self.client_times(&full, &mut attrs);
         if self.with_xattrs {
             match user_xattrs(&full, Some(&file)) {
                 Ok(x) => attrs.xattrs = x,
