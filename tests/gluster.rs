@@ -175,13 +175,25 @@ fn a_real_volume_replicates_through_its_changelogs() {
 #[test]
 fn a_restart_replays_the_history_from_the_changelogs() {
     let Some(g) = glusterd() else { return };
-    let s = Scenario::new();
+    let mut s = Scenario::new();
     let v = volume(&g, &s, "b");
     let m = &v.mount;
-    s.geo_rep(s.create_args(&[&v.brick], &s.slave_url(), false))
-        .ok();
+    // No --brick: `create` asks `gluster volume info` for the local bricks.
+    s.vol = v.name.clone();
+    let created = s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
+    assert!(
+        created
+            .stdout()
+            .contains(&format!("brick {}", v.brick.display())),
+        "{}",
+        created.0
+    );
     s.start().ok();
     s.wait_active();
+    assert_eq!(
+        s.status_json()[0]["master_brick"],
+        v.brick.display().to_string()
+    );
     write(&m.join("a"), b"one");
     fs::create_dir(m.join("dir")).unwrap();
     let t = SystemTime::now();
@@ -199,9 +211,8 @@ fn a_restart_replays_the_history_from_the_changelogs() {
     s.start().ok();
     let t = SystemTime::now();
     s.wait_synced_past(t);
-    let log = session_log(&s);
-    eprintln!("{}", &log[before.min(log.len())..]);
     assert_slave_matches(&v, &s);
+    let log = session_log(&s);
     let after = &log[before.min(log.len())..];
     assert!(
         after.contains("History Crawl"),
