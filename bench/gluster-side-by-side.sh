@@ -15,7 +15,8 @@
 # directory, so this uses the system's default glusterd: it starts one if
 # none runs (and stops it at the end), and creates and deletes its own two
 # volumes (gbm, gbs). Its sshd listens on 127.0.0.1 only, with its own
-# host key and authorized_keys; ~/.ssh is not touched.
+# host key and authorized_keys; ~/.ssh is not touched. KEEP=1 keeps the
+# work directory (georep's home with its log, both slaves).
 set -euo pipefail
 
 FILES=${1:-2000}
@@ -45,7 +46,7 @@ cleanup() {
     done
     [[ -f $W/sshd/pid ]] && kill "$(cat "$W/sshd/pid")"
     [[ -n $started_glusterd ]] && kill "$started_glusterd"
-    rm -rf "$W"
+    if [[ -n ${KEEP:-} ]]; then echo "kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
@@ -94,6 +95,7 @@ export GEOREP_HOME=$W/home
 "$GEO_REP" --home "$W/home" create gbm "$slave_url" push-pem --brick "$W/m" --ssh-port "$PORT" \
     --identity "$W/sshd/operator" --authorized-keys-file "$W/sshd/authorized_keys" \
     --remote-command "$GEO_REP" --known-hosts /dev/null >/dev/null
+[[ -n ${KEEP:-} ]] && "$GEO_REP" --home "$W/home" config gbm "$slave_url" log-level debug >/dev/null
 "$GEO_REP" --home "$W/home" start gbm "$slave_url" >/dev/null
 
 # Both sessions Active before the workload.

@@ -13,6 +13,10 @@ pub struct IndexEntry {
     /// The file, or `None` for an interval without changes (GlusterFS
     /// names those `changelog.<ts>` in lower case and keeps no file).
     pub file: Option<PathBuf>,
+    /// Two non-empty intervals of this second were both renamed to
+    /// `CHANGELOG.<ts>`: the second replaced the first, whose records are
+    /// lost.
+    pub clobbered: bool,
 }
 
 /// Reads a brick's newest HTIME file incrementally: each refresh parses
@@ -134,6 +138,7 @@ fn entry(changelogs: &Path, path: &[u8]) -> Option<IndexEntry> {
     Some(IndexEntry {
         ts: digits.parse().ok()?,
         file,
+        clobbered: false,
     })
 }
 
@@ -144,6 +149,8 @@ fn push(out: &mut Vec<IndexEntry>, entry: IndexEntry) {
         Some(last) if last.ts == entry.ts => {
             if last.file.is_none() {
                 last.file = entry.file;
+            } else if entry.file.is_some() {
+                last.clobbered = true;
             }
         }
         Some(last) if last.ts > entry.ts => {}
@@ -179,7 +186,8 @@ mod tests {
             same,
             vec![IndexEntry {
                 ts: 10,
-                file: Some(dir.join("2026/01/02/CHANGELOG.10"))
+                file: Some(dir.join("2026/01/02/CHANGELOG.10")),
+                clobbered: false,
             }]
         );
         assert_eq!(
@@ -202,7 +210,8 @@ mod tests {
             got,
             vec![IndexEntry {
                 ts: 10,
-                file: Some(dir.join("2026/01/02/CHANGELOG.10"))
+                file: Some(dir.join("2026/01/02/CHANGELOG.10")),
+                clobbered: false,
             }]
         );
     }
@@ -235,6 +244,11 @@ mod tests {
         let (_, got) = r.refresh().unwrap().unwrap();
         assert_eq!(got.iter().map(|e| e.ts).collect::<Vec<_>>(), [6, 7, 8]);
         assert!(got[2].file.is_some(), "{got:?}");
+        assert!(!got[2].clobbered);
+        // A second non-empty interval of second 8: the first was replaced.
+        write!(f, "{}", line(8, true)).unwrap();
+        let (_, got) = r.refresh().unwrap().unwrap();
+        assert!(got[2].clobbered, "{got:?}");
         r.forget_through(7);
         let (_, got) = r.refresh().unwrap().unwrap();
         assert_eq!(got.iter().map(|e| e.ts).collect::<Vec<_>>(), [8]);

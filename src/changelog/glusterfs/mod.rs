@@ -30,7 +30,9 @@
 //! `changelog.<ts>` in lower case and has no file. Several rollovers can
 //! fall in one second and then share a name (the first entry is always
 //! listed twice): an interval is read only once its second is over, and a
-//! name listed both empty and not is read as the file. Everything that happened before second `<ts>` is in files
+//! name listed both empty and not is read as the file. A name listed twice
+//! as non-empty means GlusterFS renamed a second file over the first and
+//! its records are lost: a gap. Everything that happened before second `<ts>` is in files
 //! named `<= ts`, so `ts` seconds is the stime a file lets the brick reach.
 //! When the changelog is turned off and on again a new HTIME file starts;
 //! stime before its `<ts0>` means changes may be missing (a gap, healed by
@@ -170,6 +172,17 @@ impl GlusterBrick {
         for ((e, mut records), failure) in entries.iter().zip(resolved).zip(failed) {
             if let Some(reason) = failure {
                 records.insert(0, Record::Gap { reason });
+            }
+            if e.clobbered {
+                records.insert(
+                    0,
+                    Record::Gap {
+                        reason: format!(
+                            "GlusterFS closed two changelogs in second {} and the second replaced the first",
+                            e.ts
+                        ),
+                    },
+                );
             }
             if out.is_empty() && after < Stime::from_secs(started) {
                 records.insert(
