@@ -11,6 +11,7 @@ mod e2e;
 mod errors;
 mod faults;
 mod fidelity;
+mod gaps;
 mod model;
 mod nonroot;
 mod ops;
