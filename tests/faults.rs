@@ -22,12 +22,6 @@ use crate::common::Scenario;
 const WAIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
 
-/// The session's monitor process(es).
-fn monitor_pids(s: &Scenario) -> Vec<i32> {
-    let home = s.home.display().to_string();
-    find_processes(|a| a.iter().any(|x| x == "monitor") && a.iter().any(|x| x == &home))
-}
-
 /// The `geo-rep slave` processes sshd runs for this scenario.
 fn slave_pids(s: &Scenario) -> Vec<i32> {
     let root = s.slave.display().to_string();
@@ -55,15 +49,21 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn monitor_log(s: &Scenario) -> String {
-    // Every session's log under `logs/`, rotated ones included.
-    let mut out = String::new();
-    if let Ok(rd) = fs::read_dir(s.home.join("logs")) {
+/// Total size of the regular files under `root`.
+fn tree_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
-            out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
         }
     }
-    out
+    total
 }
 
 fn kill_all(pids: &[i32]) -> usize {
@@ -125,10 +125,10 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
         rounds += 1;
         thread::sleep(Duration::from_millis(rng.gen_range(100..900)));
         if rng.gen_bool(0.5) {
-            let pids = monitor_pids(&s);
+            let pids = s.monitor_pids();
             if kill_all(&pids) > 0 {
                 monitor_kills += 1;
-                wait_until(WAIT, POLL, || monitor_pids(&s).is_empty()).unwrap();
+                wait_until(WAIT, POLL, || s.monitor_pids().is_empty()).unwrap();
                 s.start().ok();
             }
         } else {
@@ -138,7 +138,7 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
     stop.store(true, Ordering::Relaxed);
     let files = writer.join().unwrap();
     // A last restart after the last kill, in case the monitor is the one down.
-    if monitor_pids(&s).is_empty() {
+    if s.monitor_pids().is_empty() {
         s.start().ok();
     }
     let t = SystemTime::now();
@@ -153,10 +153,18 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
         monitor_kills >= 5 && slave_kills >= 5,
         "too few kills to mean anything: {monitor_kills} monitor, {slave_kills} slave"
     );
+    // What the replay cost, for comparing changes to the re-walks (a
+    // figure, not an assertion: the kill moments decide how much replays).
+    let st = s.status_json();
+    let sum = |k: &str| st.iter().map(|b| b[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let brick_bytes = tree_bytes(&s.brick);
     println!(
         "crash loop: {monitor_kills} monitor kills, {slave_kills} slave kills, {files} files written, \
-         converged {:.1} s after the workload began",
-        began.elapsed().as_secs_f64()
+         converged {:.1} s after the workload began; shipped {} files ({} bytes) for a final tree \
+         of {brick_bytes} bytes",
+        began.elapsed().as_secs_f64(),
+        sum("data_synced"),
+        sum("bytes_sent"),
     );
 }
 
@@ -318,7 +326,7 @@ fn a_corrupted_journal_file_is_detected_and_healed() {
     s.start().ok();
     s.wait_synced_past(t);
     assert_trees_equal(&s.brick, &s.slave);
-    let log = monitor_log(&s);
+    let log = s.monitor_log();
     let name = file
         .path
         .file_name()

@@ -40,7 +40,7 @@ pub struct Batch {
     data_seen: HashSet<RelPath>,
     meta_seen: HashSet<RelPath>,
     links: Vec<((u64, u64), RelPath)>,
-    resync_since: Option<crate::session::Stime>,
+    journal: bool,
 }
 
 impl Batch {
@@ -94,20 +94,16 @@ impl Batch {
         self.links.push((inode, path));
     }
 
-    /// Journal batches: entries changed since this time may have been
-    /// journalled out of order (the hook scans new and renamed directories
-    /// as they are when it sees them, which can be later than events still
-    /// queued). The shipper then re-walks each directory that a `Mkdir` or a
-    /// `Rename` of this batch produced, after replaying the entries, for
-    /// entries changed since then: a directory's own listing is compared
-    /// (`Prune`), files whose ctime is older are not re-sent.
-    pub fn set_resync_since(&mut self, since: crate::session::Stime) {
-        self.resync_since = Some(since);
+    /// Marks a batch made from journal files: after its entries, the
+    /// shipper lists again each directory they touched, so the slave drops
+    /// names the brick does not have (see `Shipper::prune_touched`).
+    pub fn mark_journal(&mut self) {
+        self.journal = true;
     }
 
-    /// See [`Batch::set_resync_since`].
-    pub fn resync_since(&self) -> Option<crate::session::Stime> {
-        self.resync_since
+    /// See [`Batch::mark_journal`].
+    pub fn is_journal(&self) -> bool {
+        self.journal
     }
 
     /// The names noted with [`Batch::push_link_name`].

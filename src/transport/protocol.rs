@@ -103,6 +103,43 @@ pub fn is_synced_xattr(name: &[u8]) -> bool {
         || name == b"system.posix_acl_default"
 }
 
+/// Which of the synced extended attributes a session replicates
+/// (`sync-xattrs`, `sync-acls`). The slave makes its synced set exactly the
+/// one sent, so with one class off the slave's copies have none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XattrScope {
+    /// `user.*`.
+    pub user: bool,
+    /// `system.posix_acl_access` and `system.posix_acl_default`.
+    pub acls: bool,
+}
+
+impl Default for XattrScope {
+    fn default() -> Self {
+        XattrScope {
+            user: true,
+            acls: true,
+        }
+    }
+}
+
+impl XattrScope {
+    /// Whether anything is replicated at all (else [`Attrs::xattrs`] is
+    /// `None` and the slave leaves its attributes alone).
+    pub fn any(self) -> bool {
+        self.user || self.acls
+    }
+
+    /// Whether the attribute `name` is sent.
+    pub fn includes(self, name: &[u8]) -> bool {
+        if name.starts_with(b"user.") {
+            self.user
+        } else {
+            self.acls && is_synced_xattr(name)
+        }
+    }
+}
+
 /// One extended attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {
