@@ -32,7 +32,7 @@ fn glusterd() -> Option<Arc<Glusterd>> {
 
 fn volume(g: &Arc<Glusterd>, s: &Scenario, tag: &str) -> Volume {
     let name = format!("georep{}{tag}", std::process::id());
-    Volume::create(g, &name, &s.path("gluster"))
+    Volume::create(g, &name, &s.path(&format!("gluster-{tag}")))
         .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"))
 }
 
@@ -80,9 +80,12 @@ fn session_log(s: &Scenario) -> String {
 #[test]
 fn a_real_volume_replicates_through_its_changelogs() {
     let Some(g) = glusterd() else { return };
-    let s = Scenario::new();
+    let mut s = Scenario::new();
     let v = volume(&g, &s, "a");
     let m = &v.mount;
+    // The slave is a GlusterFS volume too, mounted on the slave host.
+    let slave_vol = volume(&g, &s, "s");
+    s.slave = slave_vol.mount.clone();
     // Before the session: the first sync finds these with a Hybrid Crawl.
     fs::create_dir(m.join("old")).unwrap();
     write(&m.join("old/kept"), b"from before");
@@ -218,8 +221,12 @@ fn a_restart_replays_the_history_from_the_changelogs() {
         after.contains("History Crawl"),
         "no History Crawl after the restart:\n{after}"
     );
+    // Only a changelog GlusterFS itself lost (two closed in one second,
+    // the second renamed over the first) may call for a Hybrid Crawl.
+    let hybrids = after.matches("Hybrid Crawl").count();
+    let clobbered = after.matches("the second replaced the first").count();
     assert!(
-        !after.contains("Hybrid Crawl"),
+        hybrids == 0 || clobbered > 0,
         "a Hybrid Crawl ran although the changelogs were intact:\n{after}"
     );
 }

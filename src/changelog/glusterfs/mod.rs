@@ -30,7 +30,9 @@
 //! `changelog.<ts>` in lower case and has no file. Several rollovers can
 //! fall in one second and then share a name (the first entry is always
 //! listed twice): an interval is read only once its second is over, and a
-//! name listed both empty and not is read as the file. Everything that happened before second `<ts>` is in files
+//! name listed both empty and not is read as the file. A name listed twice
+//! as non-empty means GlusterFS renamed a second file over the first and
+//! its records are lost: a gap. Everything that happened before second `<ts>` is in files
 //! named `<= ts`, so `ts` seconds is the stime a file lets the brick reach.
 //! When the changelog is turned off and on again a new HTIME file starts;
 //! stime before its `<ts0>` means changes may be missing (a gap, healed by
@@ -82,6 +84,7 @@ mod mdata;
 mod resolve;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub use format::{parse, EntryOp, GRecord, HEADER};
 pub use mdata::client_mtime;
@@ -96,16 +99,20 @@ const SECOND_SETTLED: std::time::Duration = std::time::Duration::from_millis(200
 /// Most closed files read (and resolved together) per call.
 pub const MAX_FILES: usize = 2048;
 
-/// A brick whose changes come from GlusterFS's changelogs.
+/// A brick whose changes come from GlusterFS's changelogs. Clones share
+/// one index reader.
 #[derive(Debug, Clone)]
 pub struct GlusterBrick {
     brick: PathBuf,
+    index: Arc<Mutex<htime::IndexReader>>,
 }
 
 impl GlusterBrick {
     pub fn new(brick: impl Into<PathBuf>) -> Self {
+        let brick = brick.into();
         GlusterBrick {
-            brick: brick.into(),
+            index: Arc::new(Mutex::new(htime::IndexReader::new(changelogs_dir(&brick)))),
+            brick,
         }
     }
 
@@ -120,19 +127,21 @@ impl GlusterBrick {
     /// index began (first sync, or the changelog was off for a while); an
     /// unreadable file becomes a Gap in its place.
     pub fn read_after(&self, after: Stime) -> Result<Vec<Changelog>, ChangelogError> {
-        let dir = changelogs_dir(&self.brick);
-        let index = htime::read(&dir)?.ok_or_else(|| ChangelogError::Gluster {
-            brick: self.brick.clone(),
-            reason: format!(
-                "no changelog index in {} (is `changelog.changelog` on for the volume?)",
-                dir.join("htime").display()
-            ),
-        })?;
+        let mut reader = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        reader.forget_through(after.secs());
+        let Some((started, all)) = reader.refresh()? else {
+            return Err(ChangelogError::Gluster {
+                brick: self.brick.clone(),
+                reason: format!(
+                    "no changelog index in {} (is `changelog.changelog` on for the volume?)",
+                    changelogs_dir(&self.brick).join("htime").display()
+                ),
+            });
+        };
         // Rollovers within one second share its name: a second is read
         // only once it is over, so no later file of it can be missed.
         let over = Stime::now().minus(SECOND_SETTLED);
-        let entries: Vec<&htime::IndexEntry> = index
-            .entries
+        let entries: Vec<&htime::IndexEntry> = all
             .iter()
             .filter(|e| Stime::from_secs(e.ts) > after && Stime::from_secs(e.ts + 1) <= over)
             .take(MAX_FILES)
@@ -164,13 +173,24 @@ impl GlusterBrick {
             if let Some(reason) = failure {
                 records.insert(0, Record::Gap { reason });
             }
-            if out.is_empty() && after < Stime::from_secs(index.started) {
+            if e.clobbered {
+                records.insert(
+                    0,
+                    Record::Gap {
+                        reason: format!(
+                            "GlusterFS closed two changelogs in second {} and the second replaced the first",
+                            e.ts
+                        ),
+                    },
+                );
+            }
+            if out.is_empty() && after < Stime::from_secs(started) {
                 records.insert(
                     0,
                     Record::Gap {
                         reason: format!(
                             "changes before the brick's changelog began (at {}) are in no changelog",
-                            index.started
+                            started
                         ),
                     },
                 );
