@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use georep::testkit::{
-    assert_trees_equal, find_processes, random_bytes, signal, wait_for, wait_until,
-};
+use georep::testkit::{assert_trees_equal, random_bytes, signal, wait_for, wait_until};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustix::process::Signal;
@@ -21,14 +19,6 @@ use crate::common::Scenario;
 // Generous: convergence after a crash loop replays a lot on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
-
-/// The `geo-rep slave` processes sshd runs for this scenario.
-fn slave_pids(s: &Scenario) -> Vec<i32> {
-    let root = s.slave.display().to_string();
-    find_processes(|a| {
-        a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == root)
-    })
-}
 
 /// Temporary files the slave left behind (`.georep.*.tmp`), anywhere.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
@@ -132,7 +122,7 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
                 s.start().ok();
             }
         } else {
-            slave_kills += kill_all(&slave_pids(&s)).min(1);
+            slave_kills += kill_all(&s.slave_pids()).min(1);
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -179,7 +169,7 @@ fn the_slave_host_down_for_a_while_is_faulty_then_resumes_without_resending() {
 
     // The host goes away: no daemon, and the established session dies too.
     s.sshd.stop();
-    kill_all(&slave_pids(&s));
+    kill_all(&s.slave_pids());
     let new_bytes = 3 * 200_000;
     for i in 0..3 {
         fs::write(
@@ -354,7 +344,7 @@ fn a_hung_slave_is_given_up_after_the_timeout_and_replaced() {
     s.wait_synced_past(t);
 
     // The slave process freezes: the connection stays up, nothing answers.
-    let frozen = slave_pids(&s);
+    let frozen = s.slave_pids();
     assert!(!frozen.is_empty(), "a slave process serves the session");
     for &p in &frozen {
         signal(p, Signal::STOP);
@@ -378,7 +368,7 @@ fn a_hung_slave_is_given_up_after_the_timeout_and_replaced() {
         signal(p, Signal::CONT);
     }
     wait_until(WAIT, POLL, || {
-        frozen.iter().all(|p| !slave_pids(&s).contains(p))
+        frozen.iter().all(|p| !s.slave_pids().contains(p))
     })
     .unwrap_or_else(|e| panic!("the woken slave process did not exit: {e}"));
     assert_trees_equal(&s.brick, &s.slave);

@@ -125,6 +125,14 @@ fn hard_links_arrive_as_one_inode_and_survive_unlinks_and_writes() {
     synced_exactly(&s);
     assert_eq!(ino(&s.slave.join("single")), ino(&s.slave.join("d/second")));
 
+    // New content written through one name that is unlinked before the
+    // write is shipped still reaches the other name.
+    paused(&s);
+    fs::write(b.join("d/second"), b"written through a name that goes away").unwrap();
+    fs::remove_file(b.join("d/second")).unwrap();
+    s.geo_rep(["resume", &s.vol, &s.slave_url()]).ok();
+    synced_exactly(&s);
+
     // A group that existed before the session started is found by the
     // Hybrid Crawl of a later restart too.
     s.stop().ok();
@@ -526,4 +534,76 @@ fn a_file_created_and_deleted_within_one_catch_up_ships_nothing() {
         "{} bytes sent for files that no longer exist",
         bytes - bytes0
     );
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM for {pid}:\n{status}"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Size of the big file of [`a_big_file_replicates_with_memory_bounded`],
+/// in MiB: `GEOREP_BIG_FILE_MIB`, 512 by default (CI: a file that held in
+/// memory alone would break the bound twice over); the 4 GiB
+/// is `GEOREP_BIG_FILE_MIB=4096`.
+fn big_file_mib() -> u64 {
+    std::env::var("GEOREP_BIG_FILE_MIB")
+        .ok()
+        .map(|v| v.trim().parse().expect("GEOREP_BIG_FILE_MIB is a number"))
+        .unwrap_or(512)
+}
+
+#[test]
+fn a_big_file_replicates_with_memory_bounded() {
+    const LIMIT: u64 = 256 << 20;
+    let size = big_file_mib() << 20;
+    let s = started();
+    // Random data (not sparse, not compressible): one random 8 MiB block,
+    // its words mixed with the block's index so no two blocks are alike.
+    let block = random_bytes(8 << 20, 11);
+    let mut f = fs::File::create(s.brick.join("big")).unwrap();
+    let mut buf = block.clone();
+    for i in 0..size.div_ceil(8 << 20) {
+        for (out, inp) in buf.chunks_exact_mut(8).zip(block.chunks_exact(8)) {
+            let w =
+                u64::from_le_bytes(inp.try_into().unwrap()) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            out.copy_from_slice(&w.to_le_bytes());
+        }
+        let len = (size - i * (8 << 20)).min(8 << 20) as usize;
+        f.write_all(&buf[..len]).unwrap();
+    }
+    drop(f);
+    synced_exactly(&s);
+    let mut peaks = Vec::new();
+    for pid in s.monitor_pids() {
+        peaks.push(("monitor", pid, peak_rss(pid)));
+    }
+    for pid in s.slave_pids() {
+        peaks.push(("slave", pid, peak_rss(pid)));
+    }
+    assert!(
+        peaks.iter().any(|p| p.0 == "monitor") && peaks.iter().any(|p| p.0 == "slave"),
+        "both sides measured: {peaks:?}"
+    );
+    println!(
+        "{} MiB file, peak RSS (role, pid, bytes): {peaks:?}",
+        size >> 20
+    );
+    for (role, pid, peak) in peaks {
+        assert!(
+            peak < LIMIT,
+            "{role} process {pid} peaked at {} MiB shipping a {} MiB file",
+            peak >> 20,
+            size >> 20
+        );
+    }
 }

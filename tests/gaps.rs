@@ -59,7 +59,7 @@ fn an_overflowing_event_queue_is_a_gap_healed_by_a_hybrid_crawl() {
         .trim()
         .parse()
         .unwrap();
-    let files = limit / 2 + 1000;
+    let files = limit + 1000;
     {
         // (In a directory watched already: a new one would not be watched
         // before the hook reads its creation, and then it is scanned.)

@@ -761,17 +761,19 @@ impl Worker {
     /// a directory renamed moments ago (that old name no longer exists); else
     /// `path` itself. Without this a write or chmod right after a directory
     /// rename would be journalled for a path the slave no longer has.
+    ///
+    /// Only paths strictly below an old name are stale: those come from the
+    /// moved directory's own watch. The old name itself is reported by the
+    /// parent's watch, which is right (a new entry of that name, perhaps
+    /// moved away again); the moved directory's events about itself are
+    /// reported by its new parent too.
     fn unstale(&mut self, path: &Path) -> PathBuf {
         self.moved
             .retain(|(_, _, when)| when.elapsed() < RENAME_RESCAN_MARGIN);
         for (from, to, _) in self.moved.iter().rev() {
             if let Ok(rest) = path.strip_prefix(from) {
-                if fs::symlink_metadata(from).is_err() {
-                    return if rest.as_os_str().is_empty() {
-                        to.clone()
-                    } else {
-                        to.join(rest)
-                    };
+                if !rest.as_os_str().is_empty() && fs::symlink_metadata(from).is_err() {
+                    return to.join(rest);
                 }
                 break;
             }

@@ -75,6 +75,14 @@ impl OriginIndex {
         }
     }
 
+    /// The brick entry the slave's `path` was last made from, if noted.
+    pub fn inode_of(&self, path: &RelPath) -> Option<Inode> {
+        self.newer
+            .get(path.as_bytes())
+            .or_else(|| self.older.get(path.as_bytes()))
+            .copied()
+    }
+
     /// The slave's `path` and everything below it are gone or unknown.
     pub fn forget(&mut self, path: &RelPath) {
         for map in [&mut self.newer, &mut self.older] {
@@ -86,12 +94,7 @@ impl OriginIndex {
 
     /// The slave's `path` is now another name of what `target` was made from.
     pub fn link(&mut self, path: &RelPath, target: &RelPath) {
-        let got = self
-            .newer
-            .get(target.as_bytes())
-            .or_else(|| self.older.get(target.as_bytes()))
-            .copied();
-        match got {
+        match self.inode_of(target) {
             Some(inode) => self.made(path, inode),
             None => self.forget(path),
         }

@@ -225,6 +225,11 @@ impl LinkIndex {
         }
     }
 
+    /// Whether any name of `inode` is known.
+    pub fn knows(&self, inode: (u64, u64)) -> bool {
+        self.by_inode.contains_key(&inode)
+    }
+
     /// A rename: names at or below `from` are now below `to`.
     pub fn rename(&mut self, from: &RelPath, to: &RelPath) {
         for names in self.by_inode.values_mut() {
@@ -362,6 +367,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for (inode, path) in batch.link_names() {
             self.memory.links.note(*inode, path);
         }
+        let written = self.written_through_lost_names(batch);
         for entry in batch.entries() {
             self.send_entry(entry).await?;
         }
@@ -371,6 +377,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.prune_touched(batch, &mut extra).await?;
         }
         self.resend_stale(&mut extra).await?;
+        for inode in written {
+            for name in self.memory.links.verified(self.brick, inode) {
+                extra.push_data(name);
+            }
+        }
         self.find_link_names(batch.data().iter().chain(extra.data()));
         self.send_content(
             batch.data().iter().chain(extra.data()),
@@ -569,14 +580,37 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     extra.push_data(path);
                 } else if ft.is_dir() {
                     extra.push_meta(path);
-                } else if ft.is_symlink() {
-                    self.send_entry(&Entry::Symlink(path)).await?;
                 } else {
-                    self.send_entry(&Entry::Mknod(path)).await?;
+                    let entry = if ft.is_symlink() {
+                        Entry::Symlink(path.clone())
+                    } else {
+                        Entry::Mknod(path.clone())
+                    };
+                    self.send_entry(&entry).await?;
+                    extra.push_meta(path.parent().unwrap_or_default());
+                    extra.push_meta(path);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The multiply-linked files that the data records of `batch` may have
+    /// changed under a name that no longer leads to them (written through
+    /// `f`, then `f` unlinked or replaced): their other names must get the
+    /// new content, though no record names them.
+    fn written_through_lost_names(&self, batch: &Batch) -> HashSet<(u64, u64)> {
+        batch
+            .data()
+            .iter()
+            .filter_map(|p| {
+                let noted = self.memory.origins.inode_of(p)?;
+                let now = fs::symlink_metadata(p.under(self.brick))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
+                (now != Some(noted) && self.memory.links.knows(noted)).then_some(noted)
+            })
+            .collect()
     }
 
     /// Notes the other names of the multiply-linked files among `data` that

@@ -428,6 +428,14 @@ impl Scenario {
         })
     }
 
+    /// The pids of the `geo-rep slave` processes sshd runs for this scenario.
+    pub fn slave_pids(&self) -> Vec<i32> {
+        let root = self.slave.display().to_string();
+        georep::testkit::find_processes(|a| {
+            a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == root)
+        })
+    }
+
     /// Every session log under `logs/`, rotated ones included.
     pub fn monitor_log(&self) -> String {
         let mut out = String::new();
