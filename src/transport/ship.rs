@@ -1009,6 +1009,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         };
         let size = before.size();
+        let may_have_holes = before.blocks().saturating_mul(512) < size;
         self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
@@ -1029,7 +1030,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let piece = tokio::task::block_in_place(|| {
                 read_piece(&file, start, len, &mut buf)?;
                 hasher.update(&buf);
-                let request = match data_ranges(&file, start, start + len as u64) {
+                // Only a file with fewer blocks than bytes can have holes.
+                let ranges = if may_have_holes {
+                    data_ranges(&file, start, start + len as u64)
+                } else {
+                    None
+                };
+                let request = match ranges {
                     Some(ranges) => Request::SparsePiece {
                         index: index as u32,
                         segments: ranges
