@@ -12,6 +12,7 @@ mod errors;
 mod faults;
 mod fidelity;
 mod gaps;
+mod gluster;
 mod model;
 mod nonroot;
 mod ops;

@@ -93,6 +93,7 @@
 //! always consults the file system.
 
 mod format;
+pub mod glusterfs;
 mod hook;
 
 use std::io;
@@ -171,6 +172,8 @@ pub enum ChangelogError {
     Watch { brick: PathBuf, reason: String },
     #[error("journal hook of brick {brick:?} failed: {reason}")]
     Hook { brick: PathBuf, reason: String },
+    #[error("GlusterFS changelogs of brick {brick:?}: {reason}")]
+    Gluster { brick: PathBuf, reason: String },
 }
 
 impl ChangelogError {

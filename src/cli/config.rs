@@ -55,6 +55,10 @@ pub struct SessionConfig {
     /// `HOST:PORT` where the monitor serves Prometheus metrics at
     /// `/metrics`; empty: no endpoint.
     pub metrics_addr: String,
+    /// Where changes are found: `auto` (a brick holding
+    /// `.glusterfs/changelogs` uses GlusterFS's changelogs, any other the
+    /// notify hook), `glusterfs` or `notify`.
+    pub change_detector: String,
 }
 
 impl Default for SessionConfig {
@@ -77,6 +81,7 @@ impl Default for SessionConfig {
             log_rotate_size: 10,
             log_rotate_keep: 5,
             metrics_addr: String::new(),
+            change_detector: "auto".into(),
         }
     }
 }
@@ -134,6 +139,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "rollover-time",
         applies: Applies::NextStart,
         help: "seconds between journal rollovers (0.1..=3600)",
+    },
+    OptionSpec {
+        key: "change-detector",
+        applies: Applies::NextStart,
+        help:
+            "auto, glusterfs (the brick's GlusterFS changelogs) or notify (georep's journal hook)",
     },
     OptionSpec {
         key: "ssh-port",
@@ -204,6 +215,7 @@ pub const OPTIONS: &[OptionSpec] = &[
 
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 pub const LOG_FORMATS: &[&str] = &["human", "json"];
+pub const CHANGE_DETECTORS: &[&str] = &["auto", "glusterfs", "notify"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -307,6 +319,9 @@ impl SessionConfig {
                 "must be one of error, warn, info, debug, trace",
             );
         }
+        if !CHANGE_DETECTORS.contains(&self.change_detector.as_str()) {
+            return bad("change-detector", "must be auto, glusterfs or notify");
+        }
         if !LOG_FORMATS.contains(&self.log_format.as_str()) {
             return bad("log-format", "must be human or json");
         }
@@ -361,6 +376,7 @@ impl SessionConfig {
             "log-rotate-size" => self.log_rotate_size.to_string(),
             "log-rotate-keep" => self.log_rotate_keep.to_string(),
             "metrics-addr" => self.metrics_addr.clone(),
+            "change-detector" => self.change_detector.clone(),
             "remote-command" => self.remote_command.clone(),
             "authorized-keys-file" => self.authorized_keys_file.clone(),
             "sync-jobs" => self.sync_jobs.to_string(),
@@ -408,6 +424,7 @@ impl SessionConfig {
             "log-rotate-size" => c.log_rotate_size = parse_int(k, value, 1, 1024)?,
             "log-rotate-keep" => c.log_rotate_keep = parse_int(k, value, 1, 100)?,
             "metrics-addr" => c.metrics_addr = value.trim().to_owned(),
+            "change-detector" => c.change_detector = value.trim().to_ascii_lowercase(),
             "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
             "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,
             "sync-acls" => c.sync_acls = parse_bool(k, value)?,
@@ -609,6 +626,8 @@ mod tests {
             ("sync-jobs", "3", "3"),
             ("sync-xattrs", "true", "true"),
             ("sync-acls", "off", "false"),
+            ("change-detector", "GlusterFS", "glusterfs"),
+            ("change-detector", "notify", "notify"),
         ];
         for (key, value, shown) in table {
             let got = c

@@ -1,10 +1,12 @@
 //! History and Changelog Crawl: journal records after stime, in order,
-//! turned into batches.
+//! turned into batches. The records come from a [`ChangeSource`]: georep's
+//! own journal (the notify hook) or the brick's GlusterFS changelogs.
 
 use std::path::{Path, PathBuf};
 
 use super::batch::{Batch, Entry};
-use crate::changelog::{self, ChangelogError, JournalFile, Record};
+use crate::changelog::glusterfs::GlusterBrick;
+use crate::changelog::{self, Changelog, ChangelogError, Record};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 
@@ -19,16 +21,55 @@ pub struct JournalBatch {
     pub gap: Option<String>,
 }
 
+/// Where a brick's changes come from.
+#[derive(Debug, Clone)]
+pub enum ChangeSource {
+    /// georep's own journal directory, written by the notify hook.
+    Notify(PathBuf),
+    /// GlusterFS's changelogs inside the brick (read only, never purged).
+    Glusterfs(GlusterBrick),
+}
+
+/// Closed intervals after some stime, oldest first: each ends at the
+/// `Stime` given, and its records may fail to read.
+type Intervals = Box<dyn Iterator<Item = (Stime, Result<Changelog, ChangelogError>)>>;
+
+impl ChangeSource {
+    fn after(&self, after: Stime) -> Result<Intervals, ChangelogError> {
+        Ok(match self {
+            ChangeSource::Notify(dir) => Box::new(
+                changelog::list_closed(dir, after)?
+                    .into_iter()
+                    .map(|f| (f.end, changelog::read_file(&f.path))),
+            ),
+            ChangeSource::Glusterfs(brick) => Box::new(
+                brick
+                    .read_after(after)?
+                    .into_iter()
+                    .map(|log| (log.end, Ok(log))),
+            ),
+        })
+    }
+
+    /// Drops the journal files stime has passed: only georep's own.
+    pub fn purge(&self, through: Stime) -> Result<usize, ChangelogError> {
+        match self {
+            ChangeSource::Notify(dir) => changelog::purge(dir, through),
+            ChangeSource::Glusterfs(_) => Ok(0),
+        }
+    }
+}
+
 /// Reads closed journal files after `after` until about `max_ops`
 /// operations are gathered, or up to and including the first file that
 /// records a gap. `None` if there is no such file.
 pub fn next_batch(
-    dir: &Path,
+    source: &ChangeSource,
     after: Stime,
     max_ops: usize,
 ) -> Result<Option<JournalBatch>, ChangelogError> {
-    let files: Vec<JournalFile> = changelog::list_closed(dir, after)?;
-    if files.is_empty() {
+    let mut files = source.after(after)?.peekable();
+    if files.peek().is_none() {
         return Ok(None);
     }
     let mut out = JournalBatch {
@@ -37,8 +78,8 @@ pub fn next_batch(
         gap: None,
     };
     out.batch.mark_journal();
-    for file in files {
-        match changelog::read_file(&file.path) {
+    for (end, log) in files {
+        match log {
             Ok(log) => {
                 for record in log.records {
                     if let Some(reason) = add_record(&mut out.batch, record) {
@@ -51,18 +92,12 @@ pub fn next_batch(
                 out.gap.get_or_insert(e.to_string());
             }
         }
-        out.through = file.end;
+        out.through = end;
         if out.batch.len() >= max_ops || out.gap.is_some() {
             break;
         }
     }
     Ok(Some(out))
-}
-
-/// The journal directory files of a brick are purged from once stime has
-/// passed them.
-pub fn purge(dir: &Path, through: Stime) -> Result<usize, ChangelogError> {
-    changelog::purge(dir, through)
 }
 
 fn parent(p: &RelPath) -> RelPath {

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use super::{BrickPlan, Live, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
-use crate::crawl::{journal, Batch, Entry, HybridCrawl};
+use crate::crawl::journal::{self, ChangeSource};
+use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
@@ -95,7 +96,12 @@ pub async fn run(
         tracing::error!("journal hook failed: {err}; restarting it");
         journal.stop();
     }
-    if journal.hook.is_none() {
+    let own_journal = matches!(brick.source, ChangeSource::Notify(_));
+    if !own_journal {
+        // GlusterFS journals the brick itself: files closed before this
+        // start are history.
+        journal.started = Stime::now();
+    } else if journal.hook.is_none() {
         let started = Stime::now();
         let hook = Hook::start(HookConfig {
             brick: brick.brick.clone(),
@@ -236,9 +242,9 @@ async fn follow(
 async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, WorkerError> {
     let stime = stime_of(ctx)?;
     let max = ctx.live.config.changelog_batch_size;
-    let dir = ctx.brick.journal_dir.clone();
+    let source = &ctx.brick.source;
     let after = stime.unwrap_or_default();
-    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, max))? else {
+    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(source, after, max))? else {
         return Ok(false);
     };
     let crawl = if jb.through <= hook_started {
@@ -260,7 +266,7 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
         hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
     }
     advance(ctx, jb.through)?;
-    if let Err(e) = journal::purge(&dir, jb.through) {
+    if let Err(e) = ctx.brick.source.purge(jb.through) {
         tracing::warn!("purging journal files: {e}");
     }
     Ok(true)
@@ -322,6 +328,8 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         user: ctx.live.config.sync_xattrs,
         acls: ctx.live.config.sync_acls,
     };
+    shipper.exclude = ctx.brick.exclude.clone();
+    shipper.gluster_times = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     let report = shipper
         .ship(batch)
         .await
@@ -352,6 +360,7 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
 /// Records the worker's STATUS and CRAWL STATUS if they changed.
 fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(), WorkerError> {
     if ctx.shown != Some((status, crawl)) {
+        tracing::info!("worker {status}, {crawl}");
         ctx.state.set_worker(ctx.brick.brick_id, status, crawl)?;
         ctx.shown = Some((status, crawl));
     }

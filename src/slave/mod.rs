@@ -232,6 +232,11 @@ impl Session {
             }
             Request::Entry { seq, op } => {
                 self.flush_pending(out)?;
+                // Anything but a `Mkdir` may move or remove a directory
+                // (making one keeps an existing directory).
+                if !matches!(op, crate::transport::protocol::EntryOp::Mkdir { .. }) {
+                    self.root.forget_dirs();
+                }
                 let failure = apply::entry(&mut self.root, &op)
                     .err()
                     .map(|(path, e)| e.into_failure(seq, path));
@@ -251,6 +256,9 @@ impl Session {
             }
             Request::Commit { batch } => {
                 self.flush_pending(out)?;
+                // Changes made behind the slave's back are seen from the
+                // next batch on.
+                self.root.forget_dirs();
                 self.root.sync_all().map_err(|e| SlaveError::Sync {
                     root: self.root_path.clone(),
                     source: e.into(),

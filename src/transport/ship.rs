@@ -301,6 +301,12 @@ pub struct Shipper<'a, S> {
     batch_id: u64,
     /// Send numeric owners (only meaningful when the slave runs as root).
     pub with_owner: bool,
+    /// Absolute directories of the brick the re-walks never enter (the
+    /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
+    pub exclude: Vec<std::path::PathBuf>,
+    /// The brick is a GlusterFS brick: send the mtime its clients see
+    /// (`trusted.glusterfs.mdata`) rather than the brick inode's.
+    pub gluster_times: bool,
     /// The extended attributes sent (`sync-xattrs`, `sync-acls`; both on by
     /// default).
     pub xattrs: XattrScope,
@@ -340,6 +346,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             memory,
             batch_id,
             with_owner: nix_is_root(),
+            exclude: Vec::new(),
+            gluster_times: false,
             xattrs: XattrScope::default(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
@@ -473,7 +481,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             extra.push_meta(target.parent().unwrap_or_default());
             let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), target, Vec::new(), None).with_prune();
+                HybridCrawl::new(self.brick.to_owned(), target, self.exclude.clone(), None)
+                    .with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
@@ -815,6 +824,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    fn client_times(&self, full: &Path, attrs: &mut Attrs) {
+        if let Some((sec, nsec)) = self
+            .gluster_times
+            .then(|| crate::changelog::glusterfs::client_mtime(full))
+            .flatten()
+        {
+            attrs.mtime_sec = sec;
+            attrs.mtime_nsec = nsec;
+        }
+    }
+
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
         let md = match fs::symlink_metadata(path.under(self.brick)) {
             Ok(md) => md,
@@ -826,6 +846,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         };
         let seq = self.link.next_seq();
         let mut attrs = attrs_of(&md, self.with_owner);
+        self.client_times(&path.under(self.brick), &mut attrs);
         if self.xattrs.any() && (md.is_file() || md.is_dir()) {
             match synced_xattrs(&path.under(self.brick), None, self.xattrs) {
                 Ok(x) => attrs.xattrs = x,
@@ -988,6 +1009,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         };
         let size = before.size();
+        let may_have_holes = before.blocks().saturating_mul(512) < size;
         self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
@@ -1008,7 +1030,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let piece = tokio::task::block_in_place(|| {
                 read_piece(&file, start, len, &mut buf)?;
                 hasher.update(&buf);
-                let request = match data_ranges(&file, start, start + len as u64) {
+                // Only a file with fewer blocks than bytes can have holes.
+                let ranges = if may_have_holes {
+                    data_ranges(&file, start, start + len as u64)
+                } else {
+                    None
+                };
+                let request = match ranges {
                     Some(ranges) => Request::SparsePiece {
                         index: index as u32,
                         segments: ranges
@@ -1057,6 +1085,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             return Ok(());
         }
         let mut attrs = attrs_of(&before, self.with_owner);
+        self.client_times(&full, &mut attrs);
         if self.xattrs.any() {
             match synced_xattrs(&full, Some(&file), self.xattrs) {
                 Ok(x) => attrs.xattrs = x,
