@@ -727,8 +727,17 @@ impl Worker {
                 _ => Ok(()),
             },
             EventKind::Create(k) => self.appeared(path, k == CreateKind::Folder),
-            EventKind::Remove(RemoveKind::Folder) => self.emit(Record::Rmdir(rel)),
-            EventKind::Remove(_) => self.emit(Record::Unlink(rel)),
+            EventKind::Remove(k) => {
+                self.emit(if k == RemoveKind::Folder {
+                    Record::Rmdir(rel)
+                } else {
+                    Record::Unlink(rel)
+                })?;
+                if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                    self.rewatch(path)?;
+                }
+                Ok(())
+            }
             _ => self.emit(Record::Data(rel)),
         }
     }
@@ -755,6 +764,18 @@ impl Worker {
             Err(_) if dir_hint => self.emit(Record::Mkdir(rel)),
             Err(_) => self.emit(Record::Create(rel)),
         }
+    }
+
+    /// A directory was reported removed, but `full` is a directory (again).
+    /// notify keys its watches by path: when the `IN_DELETE_SELF` of a
+    /// directory replaced by a rename (or removed and made again) comes after
+    /// notify watched the new one, notify drops the new watch and every watch
+    /// below it. So watch it again and record it whole, as if it appeared.
+    fn rewatch(&mut self, full: &Path) -> Result<(), ChangelogError> {
+        if let Err(e) = self.watcher.watch(full, RecursiveMode::Recursive) {
+            self.gap(format!("cannot watch {} again: {e}", full.display()))?;
+        }
+        self.appeared(full, true)
     }
 
     /// The current name of `path` if notify reported it under the old name of

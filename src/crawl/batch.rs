@@ -41,6 +41,7 @@ pub struct Batch {
     meta_seen: HashSet<RelPath>,
     links: Vec<((u64, u64), RelPath)>,
     journal: bool,
+    quick_check: bool,
 }
 
 impl Batch {
@@ -104,6 +105,29 @@ impl Batch {
     /// See [`Batch::mark_journal`].
     pub fn is_journal(&self) -> bool {
         self.journal
+    }
+
+    /// Marks a batch of a Hybrid Crawl: the slave probably holds most of
+    /// its files already, so the shipper asks for their size and mtime and
+    /// sends only those that differ (rsync's quick check).
+    pub fn mark_quick_check(&mut self) {
+        self.quick_check = true;
+    }
+
+    /// See [`Batch::mark_quick_check`].
+    pub fn quick_check(&self) -> bool {
+        self.quick_check
+    }
+
+    /// An empty batch of the same kind, with the same link names: what a
+    /// filter builds its result from.
+    pub fn empty_like(&self) -> Batch {
+        Batch {
+            journal: self.journal,
+            quick_check: self.quick_check,
+            links: self.links.clone(),
+            ..Batch::default()
+        }
     }
 
     /// The names noted with [`Batch::push_link_name`].

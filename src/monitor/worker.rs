@@ -300,7 +300,8 @@ async fn hybrid(
         since,
     }
     .count_in_background(ctx.plan.state_home.clone(), ctx.brick.brick_id, started);
-    while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+    while let Some(mut batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+        batch.mark_quick_check();
         let report = ship(ctx, &batch).await?;
         ctx.state
             .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;

@@ -47,8 +47,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
-    Attrs, EntryOp, Failure, FailureKind, NodeKind, PieceKind, Reply, Request, Segment,
-    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
+    Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply, Request, Segment,
+    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -383,8 +383,21 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         }
         self.find_link_names(batch.data().iter().chain(extra.data()));
+        let mut unchanged = HashSet::new();
+        if batch.quick_check() {
+            for (path, md) in self.unchanged_on_slave(batch.data()).await? {
+                // Its content is there; its attributes may not be.
+                self.memory.origins.made(&path, (md.dev(), md.ino()));
+                extra.push_meta(path.clone());
+                unchanged.insert(path);
+            }
+        }
         self.send_content(
-            batch.data().iter().chain(extra.data()),
+            batch
+                .data()
+                .iter()
+                .filter(|p| !unchanged.contains(*p))
+                .chain(extra.data()),
             batch.meta().iter().chain(extra.meta()),
         )
         .await?;
@@ -626,6 +639,56 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for (inode, name) in self.memory.origins.names_of(&inodes) {
             self.memory.links.note(inode, &name);
         }
+    }
+
+    /// The regular files among `paths` (with one name: a multiply-linked
+    /// file goes through the data phase, which keeps its names together)
+    /// that the slave already holds with the brick's size and mtime.
+    async fn unchanged_on_slave(
+        &mut self,
+        paths: &[RelPath],
+    ) -> Result<Vec<(RelPath, fs::Metadata)>, ShipError> {
+        let mut out = Vec::new();
+        for chunk in paths.chunks(STAT_MAX) {
+            let local: Vec<(RelPath, fs::Metadata)> = chunk
+                .iter()
+                .filter_map(|p| {
+                    let md = fs::symlink_metadata(p.under(self.brick)).ok()?;
+                    (md.is_file() && md.nlink() == 1).then(|| (p.clone(), md))
+                })
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            let seq = self.link.next_seq();
+            let paths = local.iter().map(|(p, _)| p.clone()).collect();
+            self.link.send(&Request::Stat { seq, paths }).await?;
+            self.link.flush().await?;
+            let files = loop {
+                match self.link.recv().await? {
+                    Reply::Stat { seq: got, files } if got == seq => break files,
+                    other => self.absorb(other)?,
+                }
+            };
+            if files.len() != local.len() {
+                return Err(ShipError::Unexpected(format!(
+                    "{} answers to a Stat of {} paths",
+                    files.len(),
+                    local.len()
+                )));
+            }
+            for ((path, md), remote) in local.into_iter().zip(files) {
+                let here = FileStamp {
+                    size: md.size(),
+                    mtime_sec: md.mtime(),
+                    mtime_nsec: md.mtime_nsec() as u32,
+                };
+                if remote == Some(here) {
+                    out.push((path, md));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Records a reply that is not the one being waited for.

@@ -605,3 +605,41 @@ fn a_scan_is_journalled_after_the_events_queued_before_it() {
     let order = s.journal.path().join(ORDER_DIR);
     assert_eq!(fs::read_dir(order).unwrap().count(), 0);
 }
+
+#[test]
+fn a_directory_reported_removed_but_present_is_watched_and_recorded_again() {
+    // What notify reports when the IN_DELETE_SELF of a replaced directory
+    // arrives after the new one is watched: a removal of a path that is a
+    // directory. The hook must record it whole and watch it again.
+    let s = Setup::new(&[], DEFAULT_ROLLOVER);
+    fs::create_dir(s.b("d")).unwrap();
+    fs::write(s.b("d/x"), b"x").unwrap();
+    s.settle("m");
+    let d = s.brick.path().canonicalize().unwrap().join("d");
+    inject(
+        &s,
+        vec![ev(
+            EventKind::Remove(RemoveKind::Folder),
+            std::slice::from_ref(&d),
+            None,
+        )],
+    );
+    let recs = s.wait_for("the rescan", |r| {
+        r.iter().filter(|r| **r == Record::Create(p("d/x"))).count() >= 2
+    });
+    let tail: Vec<Record> = recs
+        .into_iter()
+        .skip_while(|r| *r != Record::Rmdir(p("d")))
+        .collect();
+    assert_subsequence(
+        &tail,
+        &[
+            Record::Rmdir(p("d")),
+            Record::Mkdir(p("d")),
+            Record::Create(p("d/x")),
+        ],
+    );
+    // Still watched: a later change inside is journalled.
+    fs::write(s.b("d/y"), b"y").unwrap();
+    s.wait_for("d/y", |r| r.contains(&Record::Create(p("d/y"))));
+}
