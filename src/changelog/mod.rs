@@ -100,7 +100,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use format::{list_closed, purge, read_file, write_closed};
-pub use hook::{Hook, HookConfig, RENAME_RESCAN_MARGIN};
+pub use hook::{Hook, HookConfig, RENAME_CTIME_MARGIN, START_GAP};
 
 use crate::relpath::RelPath;
 use crate::session::Stime;

@@ -38,10 +38,9 @@ pub struct SessionConfig {
     pub sync_jobs: u32,
     /// Leave on the slave what is deleted on the master.
     pub ignore_deletes: bool,
-    /// Replicate `user.*` extended attributes and POSIX ACLs.
+    /// Replicate `user.*` extended attributes.
     pub sync_xattrs: bool,
-    /// A separate switch for ACLs (not yet applied: ACLs follow
-    /// `sync_xattrs`).
+    /// Replicate POSIX ACLs.
     pub sync_acls: bool,
     /// Log verbosity of the monitor: error, warn, info, debug or trace.
     pub log_level: String,
@@ -205,12 +204,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "sync-xattrs",
         applies: Applies::Live,
-        help: "replicate user.* extended attributes and POSIX ACLs (true/false)",
+        help: "replicate user.* extended attributes (true/false)",
     },
     OptionSpec {
         key: "sync-acls",
-        applies: Applies::NotYetApplied,
-        help: "a separate switch for ACLs; ACLs follow sync-xattrs for now",
+        applies: Applies::Live,
+        help: "replicate POSIX ACLs (system.posix_acl_access/default) (true/false)",
     },
 ];
 

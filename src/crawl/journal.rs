@@ -10,11 +10,6 @@ use crate::changelog::{self, Changelog, ChangelogError, Record};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 
-/// How far before stime the re-walk of new and renamed directories looks
-/// (ctime of an entry may lag its journal record; see
-/// [`Batch::set_resync_since`]).
-pub const RESYNC_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// One batch made from consecutive journal files.
 #[derive(Debug)]
 pub struct JournalBatch {
@@ -82,7 +77,7 @@ pub fn next_batch(
         through: after,
         gap: None,
     };
-    out.batch.set_resync_since(after.minus(RESYNC_MARGIN));
+    out.batch.mark_journal();
     for (end, log) in files {
         match log {
             Ok(log) => {

@@ -15,7 +15,8 @@ use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
-use crate::transport::ship::{ShipError, ShipReport, Shipper};
+use crate::transport::protocol::XattrScope;
+use crate::transport::ship::{ShipError, ShipMemory, ShipReport, Shipper};
 use crate::transport::{SshLink, TransportError};
 
 /// A file's ctime may lag the journal record that announced it by up to this
@@ -48,6 +49,8 @@ pub struct Journal {
     /// Directories where a batch was cut off: they may hold the slave's
     /// temporary files, swept (pruned) on the next connection.
     sweep: BTreeSet<RelPath>,
+    /// What the shipper remembers between batches.
+    memory: ShipMemory,
 }
 
 impl Journal {
@@ -72,6 +75,8 @@ struct Ctx<'a> {
     shown: Option<(WorkerStatus, CrawlStatus)>,
     /// Settings and pause flag, re-read every round.
     live: Live,
+    /// Lent by the [`Journal`], which outlives this connection.
+    memory: ShipMemory,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -111,6 +116,7 @@ pub async fn run(
             hook: Some(hook),
             started,
             sweep: std::mem::take(&mut journal.sweep),
+            memory: std::mem::take(&mut journal.memory),
         };
     }
     let (conn, link) = plan.connect().await?;
@@ -124,12 +130,14 @@ pub async fn run(
         in_flight: BTreeSet::new(),
         shown: None,
         live: plan.live(state),
+        memory: std::mem::take(&mut journal.memory),
     };
     let mut result = sweep(&mut ctx, &mut journal.sweep).await;
     if result.is_ok() {
         result = follow(&mut ctx, journal, shutdown).await;
     }
     journal.sweep.append(&mut ctx.in_flight);
+    journal.memory = std::mem::take(&mut ctx.memory);
     ctx.link.close().await;
     conn.close().await;
     result
@@ -248,6 +256,12 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     ship(ctx, &jb.batch).await?;
     if let Some(reason) = &jb.gap {
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
+        // Lost events (overflow, watch limit) are the operator's business;
+        // the gap of a hook start is routine.
+        if !reason.starts_with(crate::changelog::START_GAP) {
+            let shown = format!("journal gap, healed by a Hybrid Crawl: {reason}");
+            ctx.state.set_last_error(ctx.brick.brick_id, Some(&shown))?;
+        }
         show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
         hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
     }
@@ -286,7 +300,8 @@ async fn hybrid(
         since,
     }
     .count_in_background(ctx.plan.state_home.clone(), ctx.brick.brick_id, started);
-    while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+    while let Some(mut batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+        batch.mark_quick_check();
         let report = ship(ctx, &batch).await?;
         ctx.state
             .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;
@@ -309,8 +324,11 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
-    let mut shipper = Shipper::new(&mut ctx.link, brick, ctx.batch_id);
-    shipper.with_xattrs = ctx.live.config.sync_xattrs;
+    let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
+    shipper.xattrs = XattrScope {
+        user: ctx.live.config.sync_xattrs,
+        acls: ctx.live.config.sync_acls,
+    };
     shipper.exclude = ctx.brick.exclude.clone();
     shipper.gluster_times = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     let report = shipper

@@ -232,6 +232,11 @@ impl Session {
             }
             Request::Entry { seq, op } => {
                 self.flush_pending(out)?;
+                // Anything but a `Mkdir` may move or remove a directory
+                // (making one keeps an existing directory).
+                if !matches!(op, crate::transport::protocol::EntryOp::Mkdir { .. }) {
+                    self.root.forget_dirs();
+                }
                 let failure = apply::entry(&mut self.root, &op)
                     .err()
                     .map(|(path, e)| e.into_failure(seq, path));
@@ -244,6 +249,12 @@ impl Session {
                     .map(|e| e.into_failure(seq, path));
                 self.send_failures(out, failure)
             }
+            Request::Stat { seq, paths } => {
+                self.flush_pending(out)?;
+                let files = paths.iter().map(|p| self.root.stamp(p)).collect();
+                self.send(out, &Reply::Stat { seq, files })?;
+                out.flush().map_err(|e| self.stream(e))
+            }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
                 self.send(out, &Reply::Barrier { id })?;
@@ -251,6 +262,9 @@ impl Session {
             }
             Request::Commit { batch } => {
                 self.flush_pending(out)?;
+                // Changes made behind the slave's back are seen from the
+                // next batch on.
+                self.root.forget_dirs();
                 self.root.sync_all().map_err(|e| SlaveError::Sync {
                     root: self.root_path.clone(),
                     source: e.into(),
@@ -335,5 +349,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::SetAttr { .. } => "SetAttr",
         Request::Barrier { .. } => "Barrier",
         Request::Commit { .. } => "Commit",
+        Request::Stat { .. } => "Stat",
     }
 }

@@ -15,14 +15,15 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
 use fast_rsync::{Signature, SignatureOptions};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::root::{
-    errno_of, file_type, lstat, owner, remove_any, remove_tree, set_user_xattrs, temp_name,
-    timestamps, OpError, Root,
+    errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
+    timestamps, DirInfo, OpError, Root,
 };
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
@@ -30,8 +31,9 @@ use crate::transport::protocol::{
     SIG_BLOCK_SIZE, SIG_STRONG_LEN,
 };
 
-/// Flush the pending renames when this many files wait...
-pub(crate) const MAX_PENDING_FILES: usize = 1024;
+/// Flush the pending renames when this many files wait (each holds only a
+/// share of its directory's fd; every flush is a `syncfs`)...
+pub(crate) const MAX_PENDING_FILES: usize = 16 * 1024;
 /// ...or when they hold this many bytes.
 pub(crate) const MAX_PENDING_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -39,7 +41,9 @@ const PIECE: usize = PIECE_SIZE as usize;
 
 /// A temp file that is removed when dropped, unless disarmed.
 struct TempGuard {
-    dir: OwnedFd,
+    dir: Rc<OwnedFd>,
+    /// What is known of `dir`.
+    info: DirInfo,
     name: String,
     armed: bool,
 }
@@ -59,7 +63,8 @@ struct Incoming {
     final_name: OsString,
     // Field order matters: `out` is closed before `temp` may unlink it.
     out: File,
-    base: Option<File>,
+    /// The current file, the base of delta pieces: opened at the first one.
+    base: Option<Option<File>>,
     temp: TempGuard,
     size: u64,
     written: u64,
@@ -310,11 +315,15 @@ impl Receiver {
             Err(segments) => inc.sparse(root, index, segments),
             Ok((PieceKind::Literal, data)) => inc.write(root, data),
             Ok((PieceKind::Delta, data)) => {
+                if inc.base.is_none() {
+                    let base = open_regular_at(inc.temp.dir.as_fd(), &inc.final_name);
+                    inc.base = Some(base.unwrap_or(None));
+                }
                 let n = match &inc.base {
-                    Some(base) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
+                    Some(Some(base)) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
                         root.error(&inc.path, "cannot read the current file", errno_of(&e))
                     }),
-                    None => Ok(0),
+                    _ => Ok(0),
                 };
                 n.and_then(|n| {
                     out_buf.clear();
@@ -376,7 +385,7 @@ impl Receiver {
                 Ok(())
             };
             sized
-                .and_then(|()| apply_file_attrs(&inc.out, attrs))
+                .and_then(|()| apply_owner_mode(&inc.out, attrs))
                 .map_err(|e| root.error(&inc.path, "cannot set attributes", e))
         };
         if let Err(e) = verdict {
@@ -385,11 +394,7 @@ impl Receiver {
         // The content goes in place even if the slave's file system cannot
         // hold the xattrs; that is reported as a failure of its own.
         let xattr_failure = match &attrs.xattrs {
-            Some(x) => set_user_xattrs(inc.out.as_fd(), x)
-                .and_then(|()| {
-                    // Setting xattrs does not touch mtime, but be exact.
-                    rfs::futimens(&inc.out, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
-                })
+            Some(x) => set_fresh_xattrs(inc.out.as_fd(), x, inc.temp.info.inherits_xattrs)
                 .err()
                 .map(|e| {
                     root.error(&inc.path, "cannot set extended attributes", e)
@@ -397,6 +402,11 @@ impl Receiver {
                 }),
             None => None,
         };
+        // Last, as setting anything else may touch the times.
+        if let Err(e) = rfs::futimens(&inc.out, &timestamps(attrs.mtime_sec, attrs.mtime_nsec)) {
+            let e = root.error(&inc.path, "cannot set attributes", e);
+            return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
+        }
         let Incoming {
             seq,
             path,
@@ -408,7 +418,7 @@ impl Receiver {
             ..
         } = *inc;
         drop((out, base));
-        root.note_changed(temp.dir.as_fd());
+        root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending.push(Pending {
             seq,
@@ -452,6 +462,7 @@ impl Receiver {
             let result = match rfs::renameat(dir, tmp, dir, &p.final_name) {
                 // A directory is in the way: the file replaces it.
                 Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
+                    root.forget_dirs();
                     remove_tree(dir, p.final_name.as_os_str())
                         .and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name))
                 }
@@ -460,7 +471,7 @@ impl Receiver {
             match result {
                 Ok(()) => {
                     p.temp.armed = false;
-                    root.note_changed(dir);
+                    root.note_changed_dev(p.temp.info.dev, dir);
                 }
                 Err(e) => failures.push(
                     root.error(&p.path, "cannot rename the received file into place", e)
@@ -485,26 +496,31 @@ impl Receiver {
 
 fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incoming, OpError> {
     let p = root.parent(path, true)?;
-    let base = open_regular_at(p.dir.as_fd(), p.name)
-        .map_err(|e| root.error(path, "cannot open the current file as delta base", e))?;
     let tmp = temp_name(p.name);
     let fail = |e| root.error(path, &format!("cannot create temporary file {tmp}"), e);
-    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(fail)?;
-    let fd = rfs::openat(
-        &p.dir,
-        tmp.as_str(),
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
+    let create = || {
+        rfs::openat(
+            &p.dir,
+            tmp.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+    };
+    let fd = match create() {
+        // A leftover of this process (a file it abandoned): replace it.
+        Err(Errno::EXIST) => remove_any(p.dir.as_fd(), tmp.as_ref()).and_then(|()| create()),
+        other => other,
+    }
     .map_err(fail)?;
     Ok(Incoming {
         seq,
         path: path.clone(),
         final_name: p.name.to_owned(),
         out: File::from(fd),
-        base,
+        base: None,
         temp: TempGuard {
             dir: p.dir,
+            info: p.info,
             name: tmp,
             armed: true,
         },
@@ -516,14 +532,13 @@ fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incomin
     })
 }
 
-/// Owner (as root), mode and times of a received file, on its open fd. The
-/// owner goes first: `chown` clears set-user-ID bits.
-fn apply_file_attrs(file: &File, attrs: &Attrs) -> Result<(), Errno> {
+/// Owner (as root) and mode of a received file, on its open fd. The owner
+/// goes first: `chown` clears set-user-ID bits.
+fn apply_owner_mode(file: &File, attrs: &Attrs) -> Result<(), Errno> {
     if let Some((u, g)) = owner(attrs.uid, attrs.gid) {
         rfs::fchown(file, u, g)?;
     }
-    rfs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))?;
-    rfs::futimens(file, &timestamps(attrs.mtime_sec, attrs.mtime_nsec))
+    rfs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))
 }
 
 /// The regular file at `path`, opened for reading without following a

@@ -7,6 +7,12 @@
 //! chain stops the walk with [`FailureKind::Unsafe`]. The last component is
 //! then used only with `*at` calls that do not follow symlinks.
 //!
+//! Opened parent directories are kept (up to [`DIR_CACHE_MAX`]) so that
+//! files of the same directory do not walk the path again; the cache is
+//! dropped whenever an operation may have moved or removed a directory
+//! ([`Root::forget_dirs`]) and at every commit, so a cached fd always names
+//! what a fresh walk would find, as far as the slave's own changes go.
+//!
 //! This module also remembers which file systems were changed since the last
 //! commit, so a commit can `syncfs` each of them (a mount point below the root
 //! is a different file system than the root itself).
@@ -15,12 +21,13 @@ use std::ffi::{CStr, OsStr};
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
 use crate::relpath::RelPath;
-use crate::transport::protocol::{is_synced_xattr, Xattr};
+use crate::transport::protocol::{is_synced_xattr, FileStamp, Xattr};
 use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
@@ -87,10 +94,40 @@ pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)
 }
 
+/// Most parent directories kept open between requests.
+const DIR_CACHE_MAX: usize = 1024;
+
 /// The parent directory of a path, opened, and the path's last component.
 pub(crate) struct Parent<'a> {
-    pub dir: OwnedFd,
+    pub dir: Rc<OwnedFd>,
     pub name: &'a OsStr,
+    /// What is known of `dir`.
+    pub info: DirInfo,
+}
+
+/// Facts about an opened directory, learnt once per cached directory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirInfo {
+    /// Its file system.
+    pub dev: u64,
+    /// Whether new files in it may inherit an ACL (it has a default ACL, or
+    /// that cannot be told): only then can a freshly created file carry a
+    /// synced extended attribute of its own.
+    pub inherits_xattrs: bool,
+}
+
+impl DirInfo {
+    fn of(dir: BorrowedFd<'_>) -> Result<DirInfo, Errno> {
+        let dev = rfs::fstat(dir)?.st_dev;
+        let inherits_xattrs = !matches!(
+            rfs::fgetxattr(dir, "system.posix_acl_default", &mut [0u8; 0][..]),
+            Err(Errno::NODATA | Errno::NOTSUP)
+        );
+        Ok(DirInfo {
+            dev,
+            inherits_xattrs,
+        })
+    }
 }
 
 /// The slave root: its directory fd, how to show it, and the file systems
@@ -101,6 +138,8 @@ pub(crate) struct Root {
     dev: u64,
     /// One directory fd per other file system changed since the last commit.
     other_devs: Vec<(u64, OwnedFd)>,
+    /// Opened parent directories by path (see the module docs).
+    dirs: std::collections::HashMap<RelPath, (Rc<OwnedFd>, DirInfo)>,
 }
 
 impl Root {
@@ -119,6 +158,7 @@ impl Root {
             shown: path.display().to_string(),
             dev,
             other_devs: Vec::new(),
+            dirs: std::collections::HashMap::new(),
         })
     }
 
@@ -163,6 +203,19 @@ impl Root {
         }
     }
 
+    /// Size and mtime of the regular file at `rel`, if there is one that can
+    /// be looked at safely (a quick check for the master, which then sends
+    /// it only if they differ from the brick's).
+    pub fn stamp(&mut self, rel: &RelPath) -> Option<FileStamp> {
+        let p = self.parent(rel, false).ok()?;
+        let st = lstat(p.dir.as_fd(), p.name).ok()??;
+        (file_type(&st) == FileType::RegularFile).then_some(FileStamp {
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+        })
+    }
+
     /// Opens the parent directory of `rel` without following any symlink.
     ///
     /// With `create`, missing parent directories are made (mode 0755): the
@@ -178,6 +231,13 @@ impl Root {
                 "this operation is not allowed on the slave root itself",
             ));
         };
+        if let Some((dir, info)) = self.dirs.get(&parent) {
+            return Ok(Parent {
+                dir: dir.clone(),
+                name,
+                info: *info,
+            });
+        }
         let mut cur = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
             .map_err(|e| self.error(rel, "cannot duplicate the root fd", e))?;
         let mut walked: Vec<u8> = Vec::new();
@@ -228,7 +288,20 @@ impl Root {
                 }
             };
         }
-        Ok(Parent { dir: cur, name })
+        let info = DirInfo::of(cur.as_fd())
+            .map_err(|e| self.error(rel, "cannot look at the parent directory", e))?;
+        let dir = Rc::new(cur);
+        if self.dirs.len() >= DIR_CACHE_MAX {
+            self.dirs.clear();
+        }
+        self.dirs.insert(parent, (dir.clone(), info));
+        Ok(Parent { dir, name, info })
+    }
+
+    /// Drops the cached directories: an operation may have renamed or
+    /// removed one of them (or one above).
+    pub fn forget_dirs(&mut self) {
+        self.dirs.clear();
     }
 
     fn shown_bytes(&self, walked: &[u8]) -> String {
@@ -244,11 +317,16 @@ impl Root {
         // If fstat fails we cannot tell the file system: sync the root's only
         // (the directory fd is still valid, so this practically never happens).
         let Ok(st) = rfs::fstat(dir) else { return };
-        if st.st_dev == self.dev || self.other_devs.iter().any(|(d, _)| *d == st.st_dev) {
+        self.note_changed_dev(st.st_dev, dir);
+    }
+
+    /// [`Root::note_changed`] for a directory whose file system is known.
+    pub fn note_changed_dev(&mut self, dev: u64, dir: BorrowedFd<'_>) {
+        if dev == self.dev || self.other_devs.iter().any(|(d, _)| *d == dev) {
             return;
         }
         if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(dir, 0) {
-            self.other_devs.push((st.st_dev, fd));
+            self.other_devs.push((dev, fd));
         }
     }
 
@@ -402,6 +480,27 @@ pub(crate) fn owner(
 /// Makes the synced xattrs (`user.*`, POSIX ACLs) of the open file or
 /// directory `fd` exactly `want` (other names are left alone).
 pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
+    remove_other_xattrs(fd, want)?;
+    add_xattrs(fd, want)
+}
+
+/// [`set_user_xattrs`] for a file just created in a directory whose new
+/// files inherit no ACL: it has no synced xattrs yet, so there is nothing
+/// to list or remove.
+pub(crate) fn set_fresh_xattrs(
+    fd: BorrowedFd<'_>,
+    want: &[Xattr],
+    inherits: bool,
+) -> Result<(), Errno> {
+    if inherits {
+        set_user_xattrs(fd, want)
+    } else {
+        add_xattrs(fd, want)
+    }
+}
+
+/// Removes the synced xattrs of `fd` whose name is not in `want`.
+fn remove_other_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
     let mut list = vec![0u8; 64 * 1024];
     let n = match rfs::flistxattr(fd, &mut list[..]) {
         Ok(n) => n,
@@ -421,6 +520,11 @@ pub(crate) fn set_user_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), 
             }
         }
     }
+    Ok(())
+}
+
+/// Sets each synced xattr of `want` on `fd`.
+fn add_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
     for x in want {
         if !is_synced_xattr(&x.name) {
             continue;

@@ -3,6 +3,11 @@
 //! One task reads replies into a queue as soon as they arrive, so the slave
 //! never blocks on a full pipe while the master is busy sending: requests are
 //! pipelined, and replies come back in request order.
+//!
+//! Small frames are gathered into one buffer and written together (at
+//! [`WRITE_BUFFER`] bytes, or before waiting for a reply): each write to an
+//! SSH channel is at least one packet, encrypted and woken up for on both
+//! ends, so a frame per write made small files cost a packet each.
 
 use std::time::Duration;
 
@@ -10,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::protocol::{self, ProtocolError, Reply, Request, PROTOCOL_VERSION};
+
+/// Frames are gathered up to this many bytes before they are written.
+pub const WRITE_BUFFER: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -34,6 +42,8 @@ pub struct SlaveHello {
 /// A handshaken conversation with a slave.
 pub struct SlaveLink<S> {
     writer: WriteHalf<S>,
+    /// Frames not yet written (see [`WRITE_BUFFER`]).
+    wbuf: Vec<u8>,
     replies: mpsc::UnboundedReceiver<Result<Reply, ProtocolError>>,
     reader: tokio::task::JoinHandle<()>,
     timeout: Duration,
@@ -56,6 +66,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
         let reader = tokio::spawn(read_replies(read, tx));
         let mut link = SlaveLink {
             writer,
+            wbuf: Vec::with_capacity(WRITE_BUFFER),
             replies,
             reader,
             timeout,
@@ -109,19 +120,44 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         self.next_seq
     }
 
-    /// Sends one request. A slave that stops reading (frozen, or a hung
-    /// connection) fills the window; that counts as no answer too.
+    /// Sends one request (buffered: see [`WRITE_BUFFER`]). A slave that
+    /// stops reading (frozen, or a hung connection) fills the window; that
+    /// counts as no answer too.
     pub async fn send(&mut self, req: &Request) -> Result<(), LinkError> {
         let frame = protocol::encode(req)?;
-        tokio::time::timeout(self.timeout, self.writer.write_all(&frame))
+        self.bytes_sent += frame.len() as u64;
+        if self.wbuf.len() + frame.len() > WRITE_BUFFER {
+            self.write_buffered().await?;
+        }
+        if frame.len() >= WRITE_BUFFER {
+            // A large frame goes as it is rather than through another copy.
+            return self.write_raw(&frame).await;
+        }
+        self.wbuf.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    async fn write_buffered(&mut self) -> Result<(), LinkError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let r = self.write_raw(&buf).await;
+        self.wbuf = buf;
+        self.wbuf.clear();
+        r
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        tokio::time::timeout(self.timeout, self.writer.write_all(bytes))
             .await
             .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
             .map_err(ProtocolError::from)?;
-        self.bytes_sent += frame.len() as u64;
         Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), LinkError> {
+        self.write_buffered().await?;
         tokio::time::timeout(self.timeout, self.writer.flush())
             .await
             .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
@@ -129,8 +165,12 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         Ok(())
     }
 
-    /// The next reply; a `Fatal` from the slave becomes an error.
+    /// The next reply; a `Fatal` from the slave becomes an error. Buffered
+    /// requests are written first: the reply may depend on them.
     pub async fn recv(&mut self) -> Result<Reply, LinkError> {
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
         let got = tokio::time::timeout(self.timeout, self.replies.recv())
             .await
             .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?;
@@ -148,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     pub async fn close(mut self) {
         let t = self.timeout;
         let _ = tokio::time::timeout(t, async {
-            let _ = self.writer.flush().await;
+            let _ = self.flush().await;
             let _ = self.writer.shutdown().await;
         })
         .await;
