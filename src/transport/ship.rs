@@ -678,10 +678,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 )));
             }
             for ((path, md), remote) in local.into_iter().zip(files) {
+                let (mtime_sec, mtime_nsec) = self.mtime_of(&path.under(self.brick), &md);
                 let here = FileStamp {
                     size: md.size(),
-                    mtime_sec: md.mtime(),
-                    mtime_nsec: md.mtime_nsec() as u32,
+                    mtime_sec,
+                    mtime_nsec,
                 };
                 if remote == Some(here) {
                     out.push((path, md));
@@ -888,14 +889,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     fn client_times(&self, full: &Path, attrs: &mut Attrs) {
-        if let Some((sec, nsec)) = self
-            .gluster_times
-            .then(|| crate::changelog::glusterfs::client_mtime(full))
-            .flatten()
-        {
+        if let Some((sec, nsec)) = self.client_mtime(full) {
             attrs.mtime_sec = sec;
             attrs.mtime_nsec = nsec;
         }
+    }
+
+    /// The mtime GlusterFS clients see, on a GlusterFS brick.
+    fn client_mtime(&self, full: &Path) -> Option<(i64, u32)> {
+        self.gluster_times
+            .then(|| crate::changelog::glusterfs::client_mtime(full))
+            .flatten()
+    }
+
+    /// The mtime the slave gets for a file of the brick.
+    fn mtime_of(&self, full: &Path, md: &fs::Metadata) -> (i64, u32) {
+        self.client_mtime(full)
+            .unwrap_or((md.mtime(), md.mtime_nsec() as u32))
     }
 
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
