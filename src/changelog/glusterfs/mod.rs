@@ -93,6 +93,10 @@ pub use resolve::INTERNAL;
 use super::{Changelog, ChangelogError, Record};
 use crate::session::Stime;
 
+/// How the gap before the changelog index begins is worded (routine: the
+/// first sync).
+pub const INDEX_GAP: &str = "changes before the brick's changelog began";
+
 /// How long after a second ends its last rollover is surely in the index.
 const SECOND_SETTLED: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -188,10 +192,7 @@ impl GlusterBrick {
                 records.insert(
                     0,
                     Record::Gap {
-                        reason: format!(
-                            "changes before the brick's changelog began (at {}) are in no changelog",
-                            started
-                        ),
+                        reason: format!("{INDEX_GAP} (at {started}) are in no changelog"),
                     },
                 );
             }
