@@ -305,8 +305,9 @@ pub struct Shipper<'a, S> {
     /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
     pub exclude: Vec<std::path::PathBuf>,
     /// The brick is a GlusterFS brick: send the mtime its clients see
-    /// (`trusted.glusterfs.mdata`) rather than the brick inode's.
-    pub gluster_times: bool,
+    /// (`trusted.glusterfs.mdata`) rather than the brick inode's, and do
+    /// not count the `.glusterfs` handle among a file's links.
+    pub gluster_brick: bool,
     /// The extended attributes sent (`sync-xattrs`, `sync-acls`; both on by
     /// default).
     pub xattrs: XattrScope,
@@ -347,7 +348,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch_id,
             with_owner: nix_is_root(),
             exclude: Vec::new(),
-            gluster_times: false,
+            gluster_brick: false,
             xattrs: XattrScope::default(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
@@ -654,7 +655,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 .iter()
                 .filter_map(|p| {
                     let md = fs::symlink_metadata(p.under(self.brick)).ok()?;
-                    (md.is_file() && md.nlink() == 1).then(|| (p.clone(), md))
+                    let handle = u64::from(self.gluster_brick);
+                    (md.is_file() && md.nlink() == 1 + handle).then(|| (p.clone(), md))
                 })
                 .collect();
             if local.is_empty() {
@@ -897,7 +899,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
 
     /// The mtime GlusterFS clients see, on a GlusterFS brick.
     fn client_mtime(&self, full: &Path) -> Option<(i64, u32)> {
-        self.gluster_times
+        self.gluster_brick
             .then(|| crate::changelog::glusterfs::client_mtime(full))
             .flatten()
     }
