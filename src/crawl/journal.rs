@@ -144,6 +144,9 @@ fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
             batch.push_meta(parent(&from));
             batch.push_meta(parent(&to));
             batch.rename_pending(&from, &to);
+            // A directory moved to another parent gets a new `..` entry, which
+            // sets its mtime: on the slave too, when the rename is replayed.
+            batch.push_meta(to.clone());
             batch.push_entry(Entry::Rename { from, to });
         }
         Record::Data(p) => batch.push_data(p),
