@@ -84,7 +84,8 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
                 Vec::new()
             };
             let source = change_source(&config, &brick, &journal_dir);
-            if matches!(source, ChangeSource::Glusterfs(_)) {
+            // GlusterFS's own tree is never replicated, whichever source.
+            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
                 exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
             }
             BrickPlan {

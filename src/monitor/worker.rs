@@ -254,19 +254,29 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     };
     show(ctx, WorkerStatus::Active, crawl)?;
     ship(ctx, &jb.batch).await?;
+    let mut through = jb.through;
     if let Some(reason) = &jb.gap {
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
         // Lost events (overflow, watch limit) are the operator's business;
         // the gap of a hook start is routine.
-        if !reason.starts_with(crate::changelog::START_GAP) {
+        if !reason.starts_with(crate::changelog::START_GAP)
+            && !reason.starts_with(crate::changelog::glusterfs::INDEX_GAP)
+        {
             let shown = format!("journal gap, healed by a Hybrid Crawl: {reason}");
             ctx.state.set_last_error(ctx.brick.brick_id, Some(&shown))?;
         }
         show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
+        let walked_from = Stime::now();
         hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
+        if stime.is_none() {
+            // A full walk put on the slave everything changed before it
+            // began: older journal files need no replay (a GlusterFS brick
+            // may keep months of changelogs).
+            through = through.max(walked_from.minus(CTIME_MARGIN));
+        }
     }
-    advance(ctx, jb.through)?;
-    if let Err(e) = ctx.brick.source.purge(jb.through) {
+    advance(ctx, through)?;
+    if let Err(e) = ctx.brick.source.purge(through) {
         tracing::warn!("purging journal files: {e}");
     }
     Ok(true)
@@ -330,7 +340,7 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         acls: ctx.live.config.sync_acls,
     };
     shipper.exclude = ctx.brick.exclude.clone();
-    shipper.gluster_times = !matches!(ctx.brick.source, ChangeSource::Notify(_));
+    shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     let report = shipper
         .ship(batch)
         .await

@@ -305,8 +305,9 @@ pub struct Shipper<'a, S> {
     /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
     pub exclude: Vec<std::path::PathBuf>,
     /// The brick is a GlusterFS brick: send the mtime its clients see
-    /// (`trusted.glusterfs.mdata`) rather than the brick inode's.
-    pub gluster_times: bool,
+    /// (`trusted.glusterfs.mdata`) rather than the brick inode's, and do
+    /// not count the `.glusterfs` handle among a file's links.
+    pub gluster_brick: bool,
     /// The extended attributes sent (`sync-xattrs`, `sync-acls`; both on by
     /// default).
     pub xattrs: XattrScope,
@@ -347,7 +348,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch_id,
             with_owner: nix_is_root(),
             exclude: Vec::new(),
-            gluster_times: false,
+            gluster_brick: false,
             xattrs: XattrScope::default(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
@@ -706,7 +707,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 .iter()
                 .filter_map(|p| {
                     let md = fs::symlink_metadata(p.under(self.brick)).ok()?;
-                    (md.is_file() && md.nlink() == 1).then(|| (p.clone(), md))
+                    let handle = u64::from(self.gluster_brick);
+                    (md.is_file() && md.nlink() == 1 + handle).then(|| (p.clone(), md))
                 })
                 .collect();
             if local.is_empty() {
@@ -730,10 +732,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 )));
             }
             for ((path, md), remote) in local.into_iter().zip(files) {
+                let (mtime_sec, mtime_nsec) = self.mtime_of(&path.under(self.brick), &md);
                 let here = FileStamp {
                     size: md.size(),
-                    mtime_sec: md.mtime(),
-                    mtime_nsec: md.mtime_nsec() as u32,
+                    mtime_sec,
+                    mtime_nsec,
                 };
                 if remote == Some(here) {
                     out.push((path, md));
@@ -940,14 +943,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     fn client_times(&self, full: &Path, attrs: &mut Attrs) {
-        if let Some((sec, nsec)) = self
-            .gluster_times
-            .then(|| crate::changelog::glusterfs::client_mtime(full))
-            .flatten()
-        {
+        if let Some((sec, nsec)) = self.client_mtime(full) {
             attrs.mtime_sec = sec;
             attrs.mtime_nsec = nsec;
         }
+    }
+
+    /// The mtime GlusterFS clients see, on a GlusterFS brick.
+    fn client_mtime(&self, full: &Path) -> Option<(i64, u32)> {
+        self.gluster_brick
+            .then(|| crate::changelog::glusterfs::client_mtime(full))
+            .flatten()
+    }
+
+    /// The mtime the slave gets for a file of the brick.
+    fn mtime_of(&self, full: &Path, md: &fs::Metadata) -> (i64, u32) {
+        self.client_mtime(full)
+            .unwrap_or((md.mtime(), md.mtime_nsec() as u32))
     }
 
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {

@@ -111,7 +111,9 @@ pub fn dir_location(brick: &Path, gfid: Gfid) -> Option<Location> {
 /// the brick does not keep them (`storage.gfid2path off`).
 pub fn file_locations(brick: &Path, gfid: Gfid) -> Vec<Location> {
     let handle = gfid.handle(brick);
-    let mut names = vec![0u8; 4096];
+    // The largest list Linux returns (XATTR_LIST_MAX): a file may carry
+    // many xattrs besides its gfid2path ones.
+    let mut names = vec![0u8; 65536];
     let Ok(n) = rustix::fs::llistxattr(&handle, &mut names[..]) else {
         return Vec::new();
     };
@@ -193,5 +195,39 @@ mod tests {
         let gone = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
         assert_eq!(dir_location(brick, gone), None);
         assert!(file_locations(brick, gone).is_empty());
+    }
+
+    #[test]
+    fn a_file_handle_names_its_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let f = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
+        let h = f.handle(brick);
+        std::fs::create_dir_all(h.parent().unwrap()).unwrap();
+        std::fs::write(&h, b"x").unwrap();
+        let set = |name: &str, value: &str| {
+            rustix::fs::lsetxattr(&h, name, value.as_bytes(), rustix::fs::XattrFlags::empty())
+        };
+        // trusted.* needs root; a user.* xattr stands beside them either way.
+        set("user.other", "y").unwrap();
+        if set(
+            "trusted.gfid2path.1",
+            "37cb0cef-ea72-410e-a4e0-b075f8a6c824/b",
+        )
+        .is_err()
+        {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        set(
+            "trusted.gfid2path.2",
+            "00000000-0000-0000-0000-000000000001/a",
+        )
+        .unwrap();
+        let names: Vec<Vec<u8>> = file_locations(brick, f)
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, [b"a".to_vec(), b"b".to_vec()]);
     }
 }

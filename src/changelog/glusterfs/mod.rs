@@ -93,6 +93,10 @@ pub use resolve::INTERNAL;
 use super::{Changelog, ChangelogError, Record};
 use crate::session::Stime;
 
+/// How the gap before the changelog index begins is worded (routine: the
+/// first sync).
+pub const INDEX_GAP: &str = "changes before the brick's changelog began";
+
 /// How long after a second ends its last rollover is surely in the index.
 const SECOND_SETTLED: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -141,10 +145,14 @@ impl GlusterBrick {
         // Rollovers within one second share its name: a second is read
         // only once it is over, so no later file of it can be missed.
         let over = Stime::now().minus(SECOND_SETTLED);
+        // Before the index began nothing can be replayed: one interval
+        // carries the gap, and the Hybrid Crawl that heals it decides where
+        // replaying starts.
+        let before_index = after < Stime::from_secs(started);
         let entries: Vec<&htime::IndexEntry> = all
             .iter()
             .filter(|e| Stime::from_secs(e.ts) > after && Stime::from_secs(e.ts + 1) <= over)
-            .take(MAX_FILES)
+            .take(if before_index { 1 } else { MAX_FILES })
             .collect();
         let mut parsed = Vec::with_capacity(entries.len());
         let mut failed = Vec::with_capacity(entries.len());
@@ -184,14 +192,11 @@ impl GlusterBrick {
                     },
                 );
             }
-            if out.is_empty() && after < Stime::from_secs(started) {
+            if out.is_empty() && before_index {
                 records.insert(
                     0,
                     Record::Gap {
-                        reason: format!(
-                            "changes before the brick's changelog began (at {}) are in no changelog",
-                            started
-                        ),
+                        reason: format!("{INDEX_GAP} (at {started}) are in no changelog"),
                     },
                 );
             }
@@ -209,4 +214,82 @@ impl GlusterBrick {
 
 fn changelogs_dir(brick: &Path) -> PathBuf {
     brick.join(".glusterfs").join("changelogs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts_now() -> i64 {
+        Stime::now().secs()
+    }
+
+    /// A brick with an index begun at 100: an empty interval (101), one
+    /// that made `d1` (102), a name closed twice (103), and the second
+    /// now running (not over yet).
+    fn brick() -> (tempfile::TempDir, GlusterBrick) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cl = changelogs_dir(tmp.path());
+        let day = cl.join("1970/01/01");
+        std::fs::create_dir_all(cl.join("htime")).unwrap();
+        std::fs::create_dir_all(&day).unwrap();
+        let mut rec = HEADER.to_vec();
+        rec.extend_from_slice(
+            b"E37cb0cef-ea72-410e-a4e0-b075f8a6c824\x004\x0016877\x000\x000\x0000000000-0000-0000-0000-000000000001/d1\x00",
+        );
+        std::fs::write(day.join("CHANGELOG.102"), &rec).unwrap();
+        std::fs::write(day.join("CHANGELOG.103"), HEADER).unwrap();
+        let now = ts_now();
+        let mut index = String::new();
+        for name in [
+            "changelog.101".to_owned(),
+            "CHANGELOG.102".into(),
+            "CHANGELOG.103".into(),
+            "CHANGELOG.103".into(),
+            format!("changelog.{now}"),
+        ] {
+            index.push_str(&format!(
+                "/old/place/.glusterfs/changelogs/1970/01/01/{name}\0"
+            ));
+        }
+        std::fs::write(cl.join("htime/HTIME.100"), index).unwrap();
+        let b = GlusterBrick::new(tmp.path());
+        (tmp, b)
+    }
+
+    #[test]
+    fn the_first_read_is_a_gap_then_intervals_replay_in_order() {
+        let (_tmp, b) = brick();
+        let first = b.read_after(Stime(0)).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].end, Stime::from_secs(101));
+        assert!(
+            matches!(&first[0].records[..], [Record::Gap { reason }] if reason.starts_with(INDEX_GAP)),
+            "{first:?}"
+        );
+        let next = b.read_after(first[0].end).unwrap();
+        let ends: Vec<i64> = next.iter().map(|c| c.end.secs()).collect();
+        // The second still running is not read.
+        assert_eq!(ends, [102, 103]);
+        assert_eq!(
+            next[0].records,
+            [Record::Mkdir(crate::relpath::RelPath::new("d1").unwrap())]
+        );
+        assert!(
+            matches!(&next[1].records[..], [Record::Gap { reason }] if reason.contains("replaced the first")),
+            "{next:?}"
+        );
+        assert!(b.read_after(Stime::from_secs(103)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_brick_without_changelogs_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = GlusterBrick::new(tmp.path())
+            .read_after(Stime(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("changelog.changelog"), "{err}");
+        assert!(!GlusterBrick::detect(tmp.path()));
+    }
 }
