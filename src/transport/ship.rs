@@ -376,6 +376,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut extra = self.heal().await?;
         if batch.is_journal() {
             self.prune_touched(batch, &mut extra).await?;
+            self.rewalk_renamed(&mut extra).await?;
         }
         self.resend_stale(&mut extra).await?;
         for inode in written {
@@ -385,14 +386,18 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         self.find_link_names(batch.data().iter().chain(extra.data()));
         let mut unchanged = HashSet::new();
-        if batch.quick_check() {
-            for (path, md) in self.unchanged_on_slave(batch.data()).await? {
-                // Its content is there; its attributes may not be.
-                self.memory.origins.made(&path, (md.dev(), md.ino()));
-                extra.push_meta(path.clone());
-                unchanged.insert(path);
-            }
+        let probed: &[RelPath] = if batch.quick_check() {
+            batch.data()
+        } else {
+            &[]
+        };
+        for (path, md) in self.unchanged_on_slave(probed).await? {
+            // Its content is there; its attributes may not be.
+            self.memory.origins.made(&path, (md.dev(), md.ino()));
+            extra.push_meta(path.clone());
+            unchanged.insert(path);
         }
+
         self.send_content(
             batch
                 .data()
@@ -569,6 +574,53 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             })
             .await?;
             extra.push_meta(dir);
+        }
+        Ok(())
+    }
+
+    /// Walks every directory a rename of this batch produced, as the brick
+    /// has it now, with pruning: notify watches a renamed directory again
+    /// only after the batch of events that moved it, and what changed
+    /// inside meanwhile (removals above all, which no scan can see) was
+    /// never journalled. Files go through a quick check: most are on the
+    /// slave already, moved there by the rename.
+    async fn rewalk_renamed(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
+        let mut roots: Vec<RelPath> = self
+            .renamed_to
+            .iter()
+            .filter(|p| fs::symlink_metadata(p.under(self.brick)).is_ok_and(|m| m.is_dir()))
+            .cloned()
+            .collect();
+        roots.sort();
+        roots.dedup();
+        let mut done: Vec<RelPath> = Vec::new();
+        for root in roots {
+            if done.iter().any(|d| root.starts_with(d)) {
+                continue;
+            }
+            done.push(root.clone());
+            let mut walk =
+                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), None).with_prune();
+            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+                for e in b.entries() {
+                    self.send_entry(e).await?;
+                }
+                for (inode, path) in b.link_names() {
+                    self.memory.links.note(*inode, path);
+                }
+                let unchanged = self.unchanged_on_slave(b.data()).await?;
+                let mut skip = HashSet::new();
+                for (path, md) in unchanged {
+                    self.memory.origins.made(&path, (md.dev(), md.ino()));
+                    extra.push_meta(path.clone());
+                    skip.insert(path);
+                }
+                for p in b.data().iter().filter(|p| !skip.contains(*p)) {
+                    extra.push_data(p.clone());
+                }
+                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
+            }
+            self.report.local_errors.extend(walk.take_errors());
         }
         Ok(())
     }
