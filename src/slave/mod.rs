@@ -251,6 +251,9 @@ impl Session {
             }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
+                // With several streams, the entries that follow a barrier
+                // may go over another one and move directories cached here.
+                self.root.forget_dirs();
                 self.send(out, &Reply::Barrier { id })?;
                 out.flush().map_err(|e| self.stream(e))
             }

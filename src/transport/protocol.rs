@@ -47,7 +47,7 @@
 //!
 //! # Versions
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
-//! `Request::SparsePiece`, `FailureKind::Conflict`.
+//! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `PieceKind::Same`.
 
 use std::io::{self, Read, Write};
 
@@ -57,7 +57,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -196,6 +196,10 @@ pub enum PieceKind {
     Literal,
     /// A fast_rsync delta against the slave's piece with the same index.
     Delta,
+    /// The slave's piece with the same index, unchanged (the master's
+    /// signature of its piece equals the slave's; `data` is empty). The
+    /// file's BLAKE3 hash still decides whether the result is right.
+    Same,
 }
 
 /// Master → slave.
