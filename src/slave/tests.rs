@@ -42,7 +42,7 @@ fn attrs(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Attrs {
 /// Runs a session on `reqs` (Hello is not added) and decodes every reply.
 fn run_raw(root: &Path, wire: &[u8]) -> (Result<(), SlaveError>, Vec<Reply>) {
     let mut out = Vec::new();
-    let result = serve(root, wire, &mut out);
+    let result = serve(root, std::io::Cursor::new(wire.to_vec()), &mut out);
     let mut replies = Vec::new();
     let mut r = &out[..];
     while !r.is_empty() {
