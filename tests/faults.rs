@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use georep::testkit::{
-    assert_trees_equal, find_processes, random_bytes, signal, wait_for, wait_until,
-};
+use georep::testkit::{assert_trees_equal, random_bytes, signal, wait_for, wait_until};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustix::process::Signal;
@@ -21,20 +19,6 @@ use crate::common::Scenario;
 // Generous: convergence after a crash loop replays a lot on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
-
-/// The session's monitor process(es).
-fn monitor_pids(s: &Scenario) -> Vec<i32> {
-    let home = s.home.display().to_string();
-    find_processes(|a| a.iter().any(|x| x == "monitor") && a.iter().any(|x| x == &home))
-}
-
-/// The `geo-rep slave` processes sshd runs for this scenario.
-fn slave_pids(s: &Scenario) -> Vec<i32> {
-    let root = s.slave.display().to_string();
-    find_processes(|a| {
-        a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == root)
-    })
-}
 
 /// Temporary files the slave left behind (`.georep.*.tmp`), anywhere.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
@@ -55,15 +39,21 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn monitor_log(s: &Scenario) -> String {
-    // Every session's log under `logs/`, rotated ones included.
-    let mut out = String::new();
-    if let Ok(rd) = fs::read_dir(s.home.join("logs")) {
+/// Total size of the regular files under `root`.
+fn tree_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
-            out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
         }
     }
-    out
+    total
 }
 
 fn kill_all(pids: &[i32]) -> usize {
@@ -125,20 +115,20 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
         rounds += 1;
         thread::sleep(Duration::from_millis(rng.gen_range(100..900)));
         if rng.gen_bool(0.5) {
-            let pids = monitor_pids(&s);
+            let pids = s.monitor_pids();
             if kill_all(&pids) > 0 {
                 monitor_kills += 1;
-                wait_until(WAIT, POLL, || monitor_pids(&s).is_empty()).unwrap();
+                wait_until(WAIT, POLL, || s.monitor_pids().is_empty()).unwrap();
                 s.start().ok();
             }
         } else {
-            slave_kills += kill_all(&slave_pids(&s)).min(1);
+            slave_kills += kill_all(&s.slave_pids()).min(1);
         }
     }
     stop.store(true, Ordering::Relaxed);
     let files = writer.join().unwrap();
     // A last restart after the last kill, in case the monitor is the one down.
-    if monitor_pids(&s).is_empty() {
+    if s.monitor_pids().is_empty() {
         s.start().ok();
     }
     let t = SystemTime::now();
@@ -153,10 +143,18 @@ fn killing_monitor_and_slave_at_random_moments_still_converges() {
         monitor_kills >= 5 && slave_kills >= 5,
         "too few kills to mean anything: {monitor_kills} monitor, {slave_kills} slave"
     );
+    // What the replay cost, for comparing changes to the re-walks (a
+    // figure, not an assertion: the kill moments decide how much replays).
+    let st = s.status_json();
+    let sum = |k: &str| st.iter().map(|b| b[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let brick_bytes = tree_bytes(&s.brick);
     println!(
         "crash loop: {monitor_kills} monitor kills, {slave_kills} slave kills, {files} files written, \
-         converged {:.1} s after the workload began",
-        began.elapsed().as_secs_f64()
+         converged {:.1} s after the workload began; shipped {} files ({} bytes) for a final tree \
+         of {brick_bytes} bytes",
+        began.elapsed().as_secs_f64(),
+        sum("data_synced"),
+        sum("bytes_sent"),
     );
 }
 
@@ -171,7 +169,7 @@ fn the_slave_host_down_for_a_while_is_faulty_then_resumes_without_resending() {
 
     // The host goes away: no daemon, and the established session dies too.
     s.sshd.stop();
-    kill_all(&slave_pids(&s));
+    kill_all(&s.slave_pids());
     let new_bytes = 3 * 200_000;
     for i in 0..3 {
         fs::write(
@@ -318,7 +316,7 @@ fn a_corrupted_journal_file_is_detected_and_healed() {
     s.start().ok();
     s.wait_synced_past(t);
     assert_trees_equal(&s.brick, &s.slave);
-    let log = monitor_log(&s);
+    let log = s.monitor_log();
     let name = file
         .path
         .file_name()
@@ -346,7 +344,7 @@ fn a_hung_slave_is_given_up_after_the_timeout_and_replaced() {
     s.wait_synced_past(t);
 
     // The slave process freezes: the connection stays up, nothing answers.
-    let frozen = slave_pids(&s);
+    let frozen = s.slave_pids();
     assert!(!frozen.is_empty(), "a slave process serves the session");
     for &p in &frozen {
         signal(p, Signal::STOP);
@@ -370,7 +368,7 @@ fn a_hung_slave_is_given_up_after_the_timeout_and_replaced() {
         signal(p, Signal::CONT);
     }
     wait_until(WAIT, POLL, || {
-        frozen.iter().all(|p| !slave_pids(&s).contains(p))
+        frozen.iter().all(|p| !s.slave_pids().contains(p))
     })
     .unwrap_or_else(|e| panic!("the woken slave process did not exit: {e}"));
     assert_trees_equal(&s.brick, &s.slave);

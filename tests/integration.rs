@@ -11,6 +11,8 @@ mod e2e;
 mod errors;
 mod faults;
 mod fidelity;
+mod gaps;
+mod gluster;
 mod model;
 mod nonroot;
 mod ops;

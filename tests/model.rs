@@ -11,10 +11,9 @@
 //! runs: the gap must be healed at the next start).
 //!
 //! Budget, from the environment:
-//! - `GEOREP_MODEL_SEQS` (default 12) sequences of `GEOREP_MODEL_OPS`
-//!   (default 200) operations: the CI budget, kept small because a rare
-//!   journal-ordering race (see the README) can still fail a run;
-//!   `GEOREP_MODEL_SEQS=300` is a long local run.
+//! - `GEOREP_MODEL_SEQS` (default 30) sequences of `GEOREP_MODEL_OPS`
+//!   (default 200) operations: the CI budget; `GEOREP_MODEL_SEQS=300` is
+//!   the 10× local run.
 //! - `GEOREP_MODEL_SEED`: base seed (default 1, so CI is repeatable;
 //!   `random` picks one and prints it).
 //! - `GEOREP_MODEL_ONLY=N`: run only sequence N (to replay a failure).
@@ -640,7 +639,7 @@ fn mix(base: u64, i: u64) -> u64 {
 
 #[test]
 fn random_operation_sequences_leave_an_exact_image_on_the_slave() {
-    let seqs = env_num("GEOREP_MODEL_SEQS").unwrap_or(12);
+    let seqs = env_num("GEOREP_MODEL_SEQS").unwrap_or(30);
     let ops = env_num("GEOREP_MODEL_OPS").unwrap_or(200) as usize;
     // A fixed default keeps CI repeatable; GEOREP_MODEL_SEED=random explores.
     let base = match std::env::var("GEOREP_MODEL_SEED").as_deref() {

@@ -6,7 +6,9 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::process::Command;
 use std::time::SystemTime;
 
-use georep::testkit::assert_trees_equal;
+use std::os::unix::fs::FileTypeExt;
+
+use georep::testkit::{assert_trees_equal_with, CompareOptions};
 
 use crate::common::Scenario;
 
@@ -75,13 +77,60 @@ fn an_unprivileged_slave_user_receives_the_replica() {
     fs::write(s.brick.join("dir/file"), b"owned by root on the master").unwrap();
     fs::set_permissions(s.brick.join("dir/file"), fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::symlink("dir/file", s.brick.join("link")).unwrap();
+    // A FIFO any user can make; a device node only root can.
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.brick.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.brick.join("dir/device"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
     let t = SystemTime::now();
     s.geo_rep(["start", &s.vol, &url]).ok();
     s.wait_synced_past_of(&s.vol, &url, t);
 
     // Content, modes and times arrive; owners are the slave user's, since
-    // only a root slave can keep numeric owners.
-    assert_trees_equal(&s.brick, &slave);
+    // only a root slave can keep numeric owners. The device node cannot be
+    // made: it is a failure in `status detail` and in the log, not silently
+    // dropped.
+    assert!(!slave.join("dir/device").exists());
+    assert_trees_equal_with(
+        &s.brick,
+        &slave,
+        &CompareOptions::default().exclude("dir/device"),
+    );
+    assert!(fs::symlink_metadata(slave.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let detail = s.geo_rep(["status", &s.vol, &url, "detail"]).ok().stdout();
+    // The table is aligned: the count sits under the FAILURES header.
+    let mut lines = detail.lines().skip_while(|l| l.trim().is_empty());
+    let header = lines.next().unwrap_or_default();
+    let row = lines.nth(1).unwrap_or_default();
+    let col = header.find("FAILURES").expect("a FAILURES column");
+    let failures: Option<u64> = row
+        .get(col..)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    assert!(
+        failures.is_some_and(|n| n >= 1),
+        "status detail counts the device node as a failure:\n{detail}"
+    );
+    let log = s.monitor_log();
+    assert!(
+        log.contains("dir/device"),
+        "the log names the device node that could not be made:\n{log}"
+    );
     let md = fs::metadata(slave.join("dir/file")).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((md.uid(), md.gid()), (user.uid, user.gid));

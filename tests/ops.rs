@@ -68,8 +68,10 @@ fn config_lists_gets_sets_and_resets_with_validation() {
             "{key}: no APPLIES column: {line}"
         );
     }
+    let sync_jobs = list.lines().find(|l| l.starts_with("sync-jobs")).unwrap();
+    assert!(sync_jobs.ends_with("next start"), "{sync_jobs}");
     let sync_acls = list.lines().find(|l| l.starts_with("sync-acls")).unwrap();
-    assert!(sync_acls.ends_with("not yet applied"), "{sync_acls}");
+    assert!(sync_acls.ends_with("live"), "{sync_acls}");
 
     assert_eq!(cfg(&["timeout"]).ok().stdout().trim(), "120");
     cfg(&["timeout", "30"]).ok();

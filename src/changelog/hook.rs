@@ -23,10 +23,33 @@
 //! * a moved directory is unwatched at its old name and re-watched at the new
 //!   one after the batch; changes inside it in between are lost or reported
 //!   under the old name. So after a directory rename we rescan the new name
-//!   for entries whose ctime is recent (within [`RENAME_RESCAN_MARGIN`] of the
-//!   moment we handled the rename).
+//!   for entries whose ctime is not older than the moment notify read the
+//!   rename (less [`RENAME_CTIME_MARGIN`]): notify stamps nothing, so the
+//!   hook's handler stamps every event as it receives it.
+//!
+//! Ordering of scans. A scan of a new or renamed directory sees the tree as
+//! it is when the scan runs, while events of changes made before that moment
+//! may still be on their way (in the kernel queue, in notify's thread, in our
+//! channel). Journalling the scan at once would put a later state before
+//! earlier changes, and replaying those afterwards can undo it on the slave
+//! (a rename queued behind the scan moves the scanned file's *new* content to
+//! the rename's destination). So each scan first drops a marker into the
+//! same inotify instance: it creates and removes a symlink `o.<n>` in a
+//! private directory of the journal ([`ORDER_DIR`]), then scans, and holds
+//! the scan's records back until the marker's own `Create` event arrives.
+//! One inotify instance queues all its events in one FIFO, and notify hands
+//! them to us in that order, so by then every event of a change made before
+//! the scan began has been journalled: the scan lands exactly at the point
+//! of the event stream where it was taken. Events of changes made during or
+//! after the scan come after it, and replaying them on top of the scanned
+//! state is what the slave does anyway (every record is applied from the
+//! brick as it is at shipping time). A marker that cannot arrive (events
+//! dropped or the queue overflowed) releases the held scans; that case is a
+//! Gap, healed by a Hybrid Crawl. A rollover waits (at most
+//! [`MARKER_WAIT`]) for the held scans, so a closed file never leaves out a
+//! scan taken before it was closed.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -52,10 +75,26 @@ pub const DEFAULT_ROLLOVER: Duration = Duration::from_secs(1);
 /// bounded; when it is full, events are dropped and a Gap is written.
 const CHANNEL_CAP: usize = 64 * 1024;
 
-/// After a directory rename, entries under the new name whose ctime is at
-/// most this much older than the moment we handled the rename are recorded
-/// again (see the module documentation).
+/// For this long after a directory rename, changes notify reports under
+/// the old name are recorded under the new one (see [`Worker::unstale`]).
 pub const RENAME_RESCAN_MARGIN: Duration = Duration::from_secs(10);
+
+/// After a directory rename, entries under the new name whose ctime is at
+/// most this much older than the moment notify read the rename are recorded
+/// again (see the module documentation): file-system timestamps come from a
+/// coarse clock that may lag the one events are stamped with.
+pub const RENAME_CTIME_MARGIN: Duration = Duration::from_secs(1);
+
+/// How the Gap every hook start records begins (a routine gap, unlike
+/// lost events).
+pub const START_GAP: &str = "journal hook started";
+
+/// Subdirectory of the journal directory where scan markers are made (see
+/// the module documentation).
+pub const ORDER_DIR: &str = ".order";
+
+/// Longest a rollover waits for the markers of scans taken before it.
+const MARKER_WAIT: Duration = Duration::from_secs(2);
 
 /// What the hook watches and where it writes.
 #[derive(Debug, Clone)]
@@ -86,7 +125,8 @@ impl HookConfig {
 type Reply = SyncSender<Result<(), String>>;
 
 enum Msg {
-    Event(notify::Result<notify::Event>),
+    /// An event and when notify handed it over.
+    Event(Stime, notify::Result<notify::Event>),
     Rollover(Reply),
     Stop(Reply),
 }
@@ -140,9 +180,14 @@ impl Hook {
         if journal.starts_with(&brick) {
             exclude.push(journal.clone());
         }
+        let order_dir = journal.join(ORDER_DIR);
+        // Markers of an earlier run are meaningless now.
+        let _ = fs::remove_dir_all(&order_dir);
+        fs::create_dir(&order_dir)
+            .map_err(|e| ChangelogError::io("create marker directory", &order_dir, e))?;
 
         let mut why = format!(
-            "journal hook started for {}: changes made while no hook ran are not journalled",
+            "{START_GAP} for {}: changes made while no hook ran are not journalled",
             brick.display()
         );
         let stale = journal.join(CURRENT_FILE);
@@ -158,7 +203,8 @@ impl Hook {
         let handler = {
             let tx = tx.clone();
             let dropped = dropped.clone();
-            move |ev: notify::Result<notify::Event>| match tx.try_send(Msg::Event(ev)) {
+            move |ev: notify::Result<notify::Event>| match tx.try_send(Msg::Event(Stime::now(), ev))
+            {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(_)) => {
                     dropped.fetch_add(1, Ordering::SeqCst);
@@ -184,6 +230,11 @@ impl Hook {
         watcher
             .watch(&brick, RecursiveMode::Recursive)
             .map_err(watch_err)?;
+        if !order_dir.starts_with(&brick) {
+            watcher
+                .watch(&order_dir, RecursiveMode::NonRecursive)
+                .map_err(watch_err)?;
+        }
 
         let closed = Arc::new(AtomicI64::new(t0.nanos()));
         let error = Arc::new(Mutex::new(None));
@@ -202,6 +253,10 @@ impl Hook {
             last: None,
             pending_from: None,
             moved: Vec::new(),
+            order_dir,
+            next_marker: 0,
+            held: VecDeque::new(),
+            capture: None,
             deferred: Vec::new(),
             stop: None,
         };
@@ -323,6 +378,13 @@ struct Worker {
     /// notify reports changes inside them under the old name until it has
     /// re-watched them; see [`Worker::unstale`].
     moved: Vec<(PathBuf, PathBuf, Instant)>,
+    /// Where scan markers are made ([`ORDER_DIR`]).
+    order_dir: PathBuf,
+    next_marker: u64,
+    /// Records of scans waiting for their marker's event, oldest first.
+    held: VecDeque<(u64, Vec<Record>)>,
+    /// While a scan runs, its records go here instead of the file.
+    capture: Option<Vec<Record>>,
     deferred: Vec<Reply>,
     stop: Option<Reply>,
 }
@@ -347,16 +409,16 @@ impl Worker {
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
-                Ok(Msg::Event(ev)) => self.handle(ev)?,
+                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
                 Ok(Msg::Rollover(r)) => self.deferred.push(r),
                 Ok(Msg::Stop(r)) => self.stop = Some(r),
                 Err(RecvTimeoutError::Timeout) => {
-                    self.rollover()?;
+                    self.rollover(false)?;
                     deadline = Instant::now() + self.rollover;
                 }
                 // Cannot happen while the Hook lives (it holds a sender).
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.rollover()?;
+                    self.rollover(true)?;
                     return Ok(());
                 }
             }
@@ -364,7 +426,7 @@ impl Worker {
             while !self.deferred.is_empty() || self.stop.is_some() {
                 let reqs = std::mem::take(&mut self.deferred);
                 let stop = self.stop.take();
-                self.rollover()?;
+                self.rollover(stop.is_some())?;
                 deadline = Instant::now() + self.rollover;
                 for r in reqs {
                     let _ = r.send(Ok(()));
@@ -383,18 +445,23 @@ impl Worker {
     /// Drains what notify has delivered, then closes the current file with
     /// end = the time taken before the drain, and only then advances
     /// `closed_through`.
-    fn rollover(&mut self) -> Result<(), ChangelogError> {
+    fn rollover(&mut self, last: bool) -> Result<(), ChangelogError> {
         let t = Stime(Stime::now().nanos().max(self.last_end.nanos() + 1));
         // At most what the channel could hold at `t`: a steady stream of new
         // events must not keep the file open forever.
         for _ in 0..CHANNEL_CAP {
             match self.rx.try_recv() {
-                Ok(Msg::Event(ev)) => self.handle(ev)?,
+                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
                 Ok(Msg::Rollover(r)) => self.deferred.push(r),
                 Ok(Msg::Stop(r)) => self.stop = Some(r),
                 Err(_) => break,
             }
         }
+        // Scans opened by events drained so far are part of this file; the
+        // ones that waiting itself opens may go to the next (not when
+        // stopping: there is no next file).
+        let upto = if last { u64::MAX } else { self.next_marker };
+        self.await_markers(upto)?;
         self.flush_pending_from()?;
         self.check_dropped()?;
         if let Some(f) = self.file.take() {
@@ -407,7 +474,91 @@ impl Worker {
         Ok(())
     }
 
+    /// Handles events until the marker of every held scan numbered below
+    /// `upto` has arrived, for at most [`MARKER_WAIT`]; then journals what
+    /// is still held, after a Gap (its place in the event stream is unknown).
+    fn await_markers(&mut self, upto: u64) -> Result<(), ChangelogError> {
+        let deadline = Instant::now() + MARKER_WAIT;
+        while self.held.front().is_some_and(|(n, _)| *n < upto) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
+                Ok(Msg::Rollover(r)) => self.deferred.push(r),
+                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Err(_) => {
+                    self.release_all(
+                        "the event marking the start of a directory scan did not arrive",
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals every held scan now; `why` is the Gap recorded first.
+    fn release_all(&mut self, why: &str) -> Result<(), ChangelogError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        self.gap(format!(
+            "{why}: scans of new directories journalled out of order"
+        ))?;
+        for (_, records) in held {
+            for r in records {
+                self.emit(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The marker number if `path` is a marker the hook made.
+    fn marker_of(&self, path: &Path) -> Option<Option<u64>> {
+        let name = path.strip_prefix(&self.order_dir).ok()?;
+        Some(
+            name.to_str()
+                .and_then(|n| n.strip_prefix("o."))
+                .and_then(|n| n.parse().ok()),
+        )
+    }
+
+    /// The marker's event arrived: the scans it opened are now in place.
+    fn marker_arrived(&mut self, n: u64) -> Result<(), ChangelogError> {
+        while self.held.front().is_some_and(|(m, _)| *m <= n) {
+            let (_, records) = self.held.pop_front().expect("front exists");
+            for r in records {
+                self.emit(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a marker into the event stream; the number to wait for, or
+    /// `None` if it could not be made (then the scan is journalled at once,
+    /// after a Gap).
+    fn drop_marker(&mut self) -> Result<Option<u64>, ChangelogError> {
+        let n = self.next_marker;
+        self.next_marker += 1;
+        let path = self.order_dir.join(format!("o.{n}"));
+        let made =
+            std::os::unix::fs::symlink("marker", &path).and_then(|()| fs::remove_file(&path));
+        match made {
+            Ok(()) => Ok(Some(n)),
+            Err(e) => {
+                self.gap(format!(
+                    "cannot make the scan marker {}: {e}; a directory scan is journalled out of order",
+                    path.display()
+                ))?;
+                Ok(None)
+            }
+        }
+    }
+
     fn emit(&mut self, r: Record) -> Result<(), ChangelogError> {
+        if let Some(c) = &mut self.capture {
+            c.push(r);
+            return Ok(());
+        }
         if matches!(r, Record::Data(_) | Record::Meta(_)) && self.last.as_ref() == Some(&r) {
             return Ok(());
         }
@@ -433,6 +584,8 @@ impl Worker {
             self.gap(format!(
                 "the journal hook fell behind: {n} notify events were dropped (channel of {CHANNEL_CAP} full)"
             ))?;
+            // Their markers may be among the dropped events.
+            self.release_all("events were dropped")?;
         }
         Ok(())
     }
@@ -481,7 +634,11 @@ impl Worker {
         matches!((&self.pending_from, tracker), (Some((c, _)), Some(t)) if *c == t)
     }
 
-    fn handle(&mut self, ev: notify::Result<notify::Event>) -> Result<(), ChangelogError> {
+    fn handle(
+        &mut self,
+        at: Stime,
+        ev: notify::Result<notify::Event>,
+    ) -> Result<(), ChangelogError> {
         self.check_dropped()?;
         let ev = match ev {
             Ok(ev) => ev,
@@ -498,8 +655,14 @@ impl Worker {
         };
         if ev.need_rescan() {
             self.flush_pending_from()?;
-            return self
-                .gap("inotify event queue overflowed (IN_Q_OVERFLOW): events were lost".into());
+            self.gap("inotify event queue overflowed (IN_Q_OVERFLOW): events were lost".into())?;
+            return self.release_all("the event queue overflowed");
+        }
+        if let Some(marker) = ev.paths.first().and_then(|p| self.marker_of(p)) {
+            return match (ev.kind, marker) {
+                (EventKind::Create(_), Some(n)) => self.marker_arrived(n),
+                _ => Ok(()),
+            };
         }
         let mut ev = ev;
         for p in ev.paths.iter_mut() {
@@ -532,7 +695,7 @@ impl Worker {
                 }
                 self.pending_from = None;
                 match ev.paths.get(1) {
-                    Some(to) => self.renamed(&path, &to.clone()),
+                    Some(to) => self.renamed(&path, &to.clone(), at),
                     None => Ok(()),
                 }
             }
@@ -564,8 +727,17 @@ impl Worker {
                 _ => Ok(()),
             },
             EventKind::Create(k) => self.appeared(path, k == CreateKind::Folder),
-            EventKind::Remove(RemoveKind::Folder) => self.emit(Record::Rmdir(rel)),
-            EventKind::Remove(_) => self.emit(Record::Unlink(rel)),
+            EventKind::Remove(k) => {
+                self.emit(if k == RemoveKind::Folder {
+                    Record::Rmdir(rel)
+                } else {
+                    Record::Unlink(rel)
+                })?;
+                if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                    self.rewatch(path)?;
+                }
+                Ok(())
+            }
             _ => self.emit(Record::Data(rel)),
         }
     }
@@ -594,21 +766,35 @@ impl Worker {
         }
     }
 
+    /// A directory was reported removed, but `full` is a directory (again).
+    /// notify keys its watches by path: when the `IN_DELETE_SELF` of a
+    /// directory replaced by a rename (or removed and made again) comes after
+    /// notify watched the new one, notify drops the new watch and every watch
+    /// below it. So watch it again and record it whole, as if it appeared.
+    fn rewatch(&mut self, full: &Path) -> Result<(), ChangelogError> {
+        if let Err(e) = self.watcher.watch(full, RecursiveMode::Recursive) {
+            self.gap(format!("cannot watch {} again: {e}", full.display()))?;
+        }
+        self.appeared(full, true)
+    }
+
     /// The current name of `path` if notify reported it under the old name of
     /// a directory renamed moments ago (that old name no longer exists); else
     /// `path` itself. Without this a write or chmod right after a directory
     /// rename would be journalled for a path the slave no longer has.
+    ///
+    /// Only paths strictly below an old name are stale: those come from the
+    /// moved directory's own watch. The old name itself is reported by the
+    /// parent's watch, which is right (a new entry of that name, perhaps
+    /// moved away again); the moved directory's events about itself are
+    /// reported by its new parent too.
     fn unstale(&mut self, path: &Path) -> PathBuf {
         self.moved
             .retain(|(_, _, when)| when.elapsed() < RENAME_RESCAN_MARGIN);
         for (from, to, _) in self.moved.iter().rev() {
             if let Ok(rest) = path.strip_prefix(from) {
-                if fs::symlink_metadata(from).is_err() {
-                    return if rest.as_os_str().is_empty() {
-                        to.clone()
-                    } else {
-                        to.join(rest)
-                    };
+                if !rest.as_os_str().is_empty() && fs::symlink_metadata(from).is_err() {
+                    return to.join(rest);
                 }
                 break;
             }
@@ -616,7 +802,7 @@ impl Worker {
         path.to_owned()
     }
 
-    fn renamed(&mut self, from: &Path, to: &Path) -> Result<(), ChangelogError> {
+    fn renamed(&mut self, from: &Path, to: &Path, at: Stime) -> Result<(), ChangelogError> {
         match (self.rel(from)?, self.rel(to)?) {
             (Some(f), Some(t)) if f.is_root() || t.is_root() => self.root_gone(),
             (Some(f), Some(t)) => {
@@ -627,7 +813,10 @@ impl Worker {
                 if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
                     self.moved
                         .push((from.to_owned(), to.to_owned(), Instant::now()));
-                    let since = Stime::now().minus(RENAME_RESCAN_MARGIN);
+                    // notify unwatches the old name only after it read
+                    // (at `at`) the batch holding the rename: changes it
+                    // missed inside are later than that.
+                    let since = at.minus(RENAME_CTIME_MARGIN);
                     self.barrier()?;
                     self.scan(to, &t, Some(since))?;
                 }
@@ -679,6 +868,29 @@ impl Worker {
     /// Records everything below `full` (depth first, parents before
     /// children); with `since`, only entries whose ctime is not older.
     fn scan(
+        &mut self,
+        full: &Path,
+        rel: &RelPath,
+        since: Option<Stime>,
+    ) -> Result<(), ChangelogError> {
+        let marker = self.drop_marker()?;
+        self.capture = Some(Vec::new());
+        let walked = self.walk(full, rel, since);
+        let records = self.capture.take().unwrap_or_default();
+        walked?;
+        match marker {
+            Some(n) => self.held.push_back((n, records)),
+            None => {
+                for r in records {
+                    self.emit(r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The walk of [`Worker::scan`].
+    fn walk(
         &mut self,
         full: &Path,
         rel: &RelPath,

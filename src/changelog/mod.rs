@@ -93,13 +93,14 @@
 //! always consults the file system.
 
 mod format;
+pub mod glusterfs;
 mod hook;
 
 use std::io;
 use std::path::PathBuf;
 
 pub use format::{list_closed, purge, read_file, write_closed};
-pub use hook::{Hook, HookConfig, RENAME_RESCAN_MARGIN};
+pub use hook::{Hook, HookConfig, RENAME_CTIME_MARGIN, START_GAP};
 
 use crate::relpath::RelPath;
 use crate::session::Stime;
@@ -171,6 +172,8 @@ pub enum ChangelogError {
     Watch { brick: PathBuf, reason: String },
     #[error("journal hook of brick {brick:?} failed: {reason}")]
     Hook { brick: PathBuf, reason: String },
+    #[error("GlusterFS changelogs of brick {brick:?}: {reason}")]
+    Gluster { brick: PathBuf, reason: String },
 }
 
 impl ChangelogError {

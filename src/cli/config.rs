@@ -42,10 +42,9 @@ pub struct SessionConfig {
     pub sync_jobs: u32,
     /// Leave on the slave what is deleted on the master.
     pub ignore_deletes: bool,
-    /// Replicate `user.*` extended attributes and POSIX ACLs.
+    /// Replicate `user.*` extended attributes.
     pub sync_xattrs: bool,
-    /// A separate switch for ACLs (not yet applied: ACLs follow
-    /// `sync_xattrs`).
+    /// Replicate POSIX ACLs.
     pub sync_acls: bool,
     /// Log verbosity of the monitor: error, warn, info, debug or trace.
     pub log_level: String,
@@ -60,6 +59,10 @@ pub struct SessionConfig {
     /// `HOST:PORT` where the monitor serves Prometheus metrics at
     /// `/metrics`; empty: no endpoint.
     pub metrics_addr: String,
+    /// Where changes are found: `auto` (a brick holding
+    /// `.glusterfs/changelogs` uses GlusterFS's changelogs, any other the
+    /// notify hook), `glusterfs` or `notify`.
+    pub change_detector: String,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +86,7 @@ impl Default for SessionConfig {
             log_rotate_size: 10,
             log_rotate_keep: 5,
             metrics_addr: String::new(),
+            change_detector: "auto".into(),
         }
     }
 }
@@ -140,6 +144,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "rollover-time",
         applies: Applies::NextStart,
         help: "seconds between journal rollovers (0.1..=3600)",
+    },
+    OptionSpec {
+        key: "change-detector",
+        applies: Applies::NextStart,
+        help:
+            "auto, glusterfs (the brick's GlusterFS changelogs) or notify (georep's journal hook)",
     },
     OptionSpec {
         key: "ssh-port",
@@ -204,17 +214,18 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "sync-xattrs",
         applies: Applies::Live,
-        help: "replicate user.* extended attributes and POSIX ACLs (true/false)",
+        help: "replicate user.* extended attributes (true/false)",
     },
     OptionSpec {
         key: "sync-acls",
-        applies: Applies::NotYetApplied,
-        help: "a separate switch for ACLs; ACLs follow sync-xattrs for now",
+        applies: Applies::Live,
+        help: "replicate POSIX ACLs (system.posix_acl_access/default) (true/false)",
     },
 ];
 
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 pub const LOG_FORMATS: &[&str] = &["human", "json"];
+pub const CHANGE_DETECTORS: &[&str] = &["auto", "glusterfs", "notify"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -318,6 +329,9 @@ impl SessionConfig {
                 "must be one of error, warn, info, debug, trace",
             );
         }
+        if !CHANGE_DETECTORS.contains(&self.change_detector.as_str()) {
+            return bad("change-detector", "must be auto, glusterfs or notify");
+        }
         if !LOG_FORMATS.contains(&self.log_format.as_str()) {
             return bad("log-format", "must be human or json");
         }
@@ -373,6 +387,7 @@ impl SessionConfig {
             "log-rotate-size" => self.log_rotate_size.to_string(),
             "log-rotate-keep" => self.log_rotate_keep.to_string(),
             "metrics-addr" => self.metrics_addr.clone(),
+            "change-detector" => self.change_detector.clone(),
             "remote-command" => self.remote_command.clone(),
             "authorized-keys-file" => self.authorized_keys_file.clone(),
             "sync-jobs" => self.sync_jobs.to_string(),
@@ -421,6 +436,7 @@ impl SessionConfig {
             "log-rotate-size" => c.log_rotate_size = parse_int(k, value, 1, 1024)?,
             "log-rotate-keep" => c.log_rotate_keep = parse_int(k, value, 1, 100)?,
             "metrics-addr" => c.metrics_addr = value.trim().to_owned(),
+            "change-detector" => c.change_detector = value.trim().to_ascii_lowercase(),
             "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
             "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,
             "sync-acls" => c.sync_acls = parse_bool(k, value)?,
@@ -623,6 +639,8 @@ mod tests {
             ("sync-jobs", "3", "3"),
             ("sync-xattrs", "true", "true"),
             ("sync-acls", "off", "false"),
+            ("change-detector", "GlusterFS", "glusterfs"),
+            ("change-detector", "notify", "notify"),
         ];
         for (key, value, shown) in table {
             let got = c

@@ -243,7 +243,7 @@ impl SyncFilter {
         if self.is_noop() {
             return None;
         }
-        let mut out = Batch::new();
+        let mut out = batch.empty_like();
         let mut changed = false;
         for e in batch.entries() {
             let keep = match e {

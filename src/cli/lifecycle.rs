@@ -2,6 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,8 @@ use rustix::process::{Pid, Signal};
 use super::config::{Applies, SessionConfig};
 use super::logging;
 use super::{find_session, Home};
-use crate::crawl::journal::journal_dir;
+use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
+use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::monitor::{BrickPlan, SessionPlan};
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
@@ -48,6 +50,21 @@ pub fn monitor_alive(pid: Option<u32>) -> bool {
     }
 }
 
+/// The `change-detector` of a brick: GlusterFS's changelogs where the
+/// brick has them (or they are asked for), else georep's journal hook.
+fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
+    let gluster = match config.change_detector.as_str() {
+        "glusterfs" => true,
+        "notify" => false,
+        _ => GlusterBrick::detect(brick),
+    };
+    if gluster {
+        ChangeSource::Glusterfs(GlusterBrick::new(brick))
+    } else {
+        ChangeSource::Notify(journal_dir.to_owned())
+    }
+}
+
 /// Resolves a stored session into what the monitor runs.
 fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
     let config = SessionConfig::from_json(&session.config)?;
@@ -58,15 +75,26 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
     let bricks = state
         .bricks(session.id)?
         .into_iter()
-        .map(|b| BrickPlan {
-            brick_id: b.id,
-            brick: b.brick.path().to_owned(),
-            journal_dir: journal_dir(&dir, b.id),
-            exclude: if home_abs.starts_with(b.brick.path()) {
+        .map(|b| {
+            let brick = b.brick.path().to_owned();
+            let journal_dir = journal_dir(&dir, b.id);
+            let mut exclude = if home_abs.starts_with(&brick) {
                 vec![home_abs.clone()]
             } else {
                 Vec::new()
-            },
+            };
+            let source = change_source(&config, &brick, &journal_dir);
+            // GlusterFS's own tree is never replicated, whichever source.
+            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
+                exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
+            }
+            BrickPlan {
+                brick_id: b.id,
+                brick,
+                journal_dir,
+                source,
+                exclude,
+            }
         })
         .collect();
     Ok(SessionPlan {

@@ -7,6 +7,7 @@ pub mod config;
 mod configure;
 mod create;
 mod delete;
+mod discover;
 pub mod filter;
 mod home;
 mod lifecycle;
@@ -56,8 +57,9 @@ pub enum Command {
         /// `push-pem` (required) and optionally `force` (slave dir may be non-empty).
         #[arg(num_args = 1..=2)]
         words: Vec<String>,
-        /// A master brick directory (repeat for several).
-        #[arg(long = "brick", required = true)]
+        /// A master brick directory (repeat for several). Without it, the
+        /// local bricks of MASTERVOL from `gluster volume info`.
+        #[arg(long = "brick")]
         bricks: Vec<PathBuf>,
         #[arg(long, default_value_t = 22)]
         ssh_port: u16,
@@ -235,6 +237,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into());
             }
+            let bricks = if !bricks.is_empty() {
+                bricks
+            } else if discover::gluster_present() {
+                let found = discover::local_bricks(&vol)?;
+                for b in &found {
+                    println!("brick {} (from gluster volume info {vol})", b.display());
+                }
+                found
+            } else {
+                return Err(UsageError(format!(
+                    "create needs --brick DIR (no `gluster` CLI here to find the bricks of {vol})"
+                ))
+                .into());
+            };
             create::create(
                 &home,
                 create::CreateArgs {

@@ -40,7 +40,8 @@ pub struct Batch {
     data_seen: HashSet<RelPath>,
     meta_seen: HashSet<RelPath>,
     links: Vec<((u64, u64), RelPath)>,
-    resync_since: Option<crate::session::Stime>,
+    journal: bool,
+    quick_check: bool,
 }
 
 impl Batch {
@@ -94,20 +95,39 @@ impl Batch {
         self.links.push((inode, path));
     }
 
-    /// Journal batches: entries changed since this time may have been
-    /// journalled out of order (the hook scans new and renamed directories
-    /// as they are when it sees them, which can be later than events still
-    /// queued). The shipper then re-walks each directory that a `Mkdir` or a
-    /// `Rename` of this batch produced, after replaying the entries, for
-    /// entries changed since then: a directory's own listing is compared
-    /// (`Prune`), files whose ctime is older are not re-sent.
-    pub fn set_resync_since(&mut self, since: crate::session::Stime) {
-        self.resync_since = Some(since);
+    /// Marks a batch made from journal files: after its entries, the
+    /// shipper lists again each directory they touched, so the slave drops
+    /// names the brick does not have (see `Shipper::prune_touched`).
+    pub fn mark_journal(&mut self) {
+        self.journal = true;
     }
 
-    /// See [`Batch::set_resync_since`].
-    pub fn resync_since(&self) -> Option<crate::session::Stime> {
-        self.resync_since
+    /// See [`Batch::mark_journal`].
+    pub fn is_journal(&self) -> bool {
+        self.journal
+    }
+
+    /// Marks a batch of a Hybrid Crawl: the slave probably holds most of
+    /// its files already, so the shipper asks for their size and mtime and
+    /// sends only those that differ (rsync's quick check).
+    pub fn mark_quick_check(&mut self) {
+        self.quick_check = true;
+    }
+
+    /// See [`Batch::mark_quick_check`].
+    pub fn quick_check(&self) -> bool {
+        self.quick_check
+    }
+
+    /// An empty batch of the same kind, with the same link names: what a
+    /// filter builds its result from.
+    pub fn empty_like(&self) -> Batch {
+        Batch {
+            journal: self.journal,
+            quick_check: self.quick_check,
+            links: self.links.clone(),
+            ..Batch::default()
+        }
     }
 
     /// The names noted with [`Batch::push_link_name`].

@@ -1,17 +1,14 @@
 //! History and Changelog Crawl: journal records after stime, in order,
-//! turned into batches.
+//! turned into batches. The records come from a [`ChangeSource`]: georep's
+//! own journal (the notify hook) or the brick's GlusterFS changelogs.
 
 use std::path::{Path, PathBuf};
 
 use super::batch::{Batch, Entry};
-use crate::changelog::{self, ChangelogError, JournalFile, Record};
+use crate::changelog::glusterfs::GlusterBrick;
+use crate::changelog::{self, Changelog, ChangelogError, Record};
 use crate::relpath::RelPath;
 use crate::session::Stime;
-
-/// How far before stime the re-walk of new and renamed directories looks
-/// (ctime of an entry may lag its journal record; see
-/// [`Batch::set_resync_since`]).
-pub const RESYNC_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One batch made from consecutive journal files.
 #[derive(Debug)]
@@ -24,16 +21,55 @@ pub struct JournalBatch {
     pub gap: Option<String>,
 }
 
+/// Where a brick's changes come from.
+#[derive(Debug, Clone)]
+pub enum ChangeSource {
+    /// georep's own journal directory, written by the notify hook.
+    Notify(PathBuf),
+    /// GlusterFS's changelogs inside the brick (read only, never purged).
+    Glusterfs(GlusterBrick),
+}
+
+/// Closed intervals after some stime, oldest first: each ends at the
+/// `Stime` given, and its records may fail to read.
+type Intervals = Box<dyn Iterator<Item = (Stime, Result<Changelog, ChangelogError>)>>;
+
+impl ChangeSource {
+    fn after(&self, after: Stime) -> Result<Intervals, ChangelogError> {
+        Ok(match self {
+            ChangeSource::Notify(dir) => Box::new(
+                changelog::list_closed(dir, after)?
+                    .into_iter()
+                    .map(|f| (f.end, changelog::read_file(&f.path))),
+            ),
+            ChangeSource::Glusterfs(brick) => Box::new(
+                brick
+                    .read_after(after)?
+                    .into_iter()
+                    .map(|log| (log.end, Ok(log))),
+            ),
+        })
+    }
+
+    /// Drops the journal files stime has passed: only georep's own.
+    pub fn purge(&self, through: Stime) -> Result<usize, ChangelogError> {
+        match self {
+            ChangeSource::Notify(dir) => changelog::purge(dir, through),
+            ChangeSource::Glusterfs(_) => Ok(0),
+        }
+    }
+}
+
 /// Reads closed journal files after `after` until about `max_ops`
 /// operations are gathered, or up to and including the first file that
 /// records a gap. `None` if there is no such file.
 pub fn next_batch(
-    dir: &Path,
+    source: &ChangeSource,
     after: Stime,
     max_ops: usize,
 ) -> Result<Option<JournalBatch>, ChangelogError> {
-    let files: Vec<JournalFile> = changelog::list_closed(dir, after)?;
-    if files.is_empty() {
+    let mut files = source.after(after)?.peekable();
+    if files.peek().is_none() {
         return Ok(None);
     }
     let mut out = JournalBatch {
@@ -41,9 +77,9 @@ pub fn next_batch(
         through: after,
         gap: None,
     };
-    out.batch.set_resync_since(after.minus(RESYNC_MARGIN));
-    for file in files {
-        match changelog::read_file(&file.path) {
+    out.batch.mark_journal();
+    for (end, log) in files {
+        match log {
             Ok(log) => {
                 for record in log.records {
                     if let Some(reason) = add_record(&mut out.batch, record) {
@@ -56,18 +92,12 @@ pub fn next_batch(
                 out.gap.get_or_insert(e.to_string());
             }
         }
-        out.through = file.end;
+        out.through = end;
         if out.batch.len() >= max_ops || out.gap.is_some() {
             break;
         }
     }
     Ok(Some(out))
-}
-
-/// The journal directory files of a brick are purged from once stime has
-/// passed them.
-pub fn purge(dir: &Path, through: Stime) -> Result<usize, ChangelogError> {
-    changelog::purge(dir, through)
 }
 
 fn parent(p: &RelPath) -> RelPath {
@@ -114,6 +144,9 @@ fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
             batch.push_meta(parent(&from));
             batch.push_meta(parent(&to));
             batch.rename_pending(&from, &to);
+            // A directory moved to another parent gets a new `..` entry, which
+            // sets its mtime: on the slave too, when the rename is replayed.
+            batch.push_meta(to.clone());
             batch.push_entry(Entry::Rename { from, to });
         }
         Record::Data(p) => batch.push_data(p),

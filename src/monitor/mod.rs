@@ -30,6 +30,9 @@ pub struct BrickPlan {
     pub brick_id: BrickId,
     pub brick: PathBuf,
     pub journal_dir: PathBuf,
+    /// Where the worker reads the brick's changes: the journal the hook
+    /// writes in `journal_dir`, or the brick's GlusterFS changelogs.
+    pub source: crate::crawl::journal::ChangeSource,
     /// Absolute directories inside the brick that are not replicated (the
     /// georep home, if it lives there).
     pub exclude: Vec<PathBuf>,

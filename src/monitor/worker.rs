@@ -10,11 +10,13 @@ use tokio::sync::watch;
 
 use super::{BrickPlan, Live, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
-use crate::crawl::{journal, Batch, Entry, HybridCrawl};
+use crate::crawl::journal::{self, ChangeSource};
+use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
-use crate::transport::ship::{ShipError, ShipReport, Shipper};
+use crate::transport::protocol::XattrScope;
+use crate::transport::ship::{ShipError, ShipMemory, ShipReport, Shipper};
 use crate::transport::{SshLink, TransportError};
 
 /// A file's ctime may lag the journal record that announced it by up to this
@@ -47,6 +49,8 @@ pub struct Journal {
     /// Directories where a batch was cut off: they may hold the slave's
     /// temporary files, swept (pruned) on the next connection.
     sweep: BTreeSet<RelPath>,
+    /// What the shipper remembers between batches.
+    memory: ShipMemory,
 }
 
 impl Journal {
@@ -71,6 +75,8 @@ struct Ctx<'a> {
     shown: Option<(WorkerStatus, CrawlStatus)>,
     /// Settings and pause flag, re-read every round.
     live: Live,
+    /// Lent by the [`Journal`], which outlives this connection.
+    memory: ShipMemory,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -90,7 +96,12 @@ pub async fn run(
         tracing::error!("journal hook failed: {err}; restarting it");
         journal.stop();
     }
-    if journal.hook.is_none() {
+    let own_journal = matches!(brick.source, ChangeSource::Notify(_));
+    if !own_journal {
+        // GlusterFS journals the brick itself: files closed before this
+        // start are history.
+        journal.started = Stime::now();
+    } else if journal.hook.is_none() {
         let started = Stime::now();
         let hook = Hook::start(HookConfig {
             brick: brick.brick.clone(),
@@ -105,6 +116,7 @@ pub async fn run(
             hook: Some(hook),
             started,
             sweep: std::mem::take(&mut journal.sweep),
+            memory: std::mem::take(&mut journal.memory),
         };
     }
     let (conn, link) = plan.connect().await?;
@@ -118,12 +130,14 @@ pub async fn run(
         in_flight: BTreeSet::new(),
         shown: None,
         live: plan.live(state),
+        memory: std::mem::take(&mut journal.memory),
     };
     let mut result = sweep(&mut ctx, &mut journal.sweep).await;
     if result.is_ok() {
         result = follow(&mut ctx, journal, shutdown).await;
     }
     journal.sweep.append(&mut ctx.in_flight);
+    journal.memory = std::mem::take(&mut ctx.memory);
     ctx.link.close().await;
     conn.close().await;
     result
@@ -228,9 +242,9 @@ async fn follow(
 async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, WorkerError> {
     let stime = stime_of(ctx)?;
     let max = ctx.live.config.changelog_batch_size;
-    let dir = ctx.brick.journal_dir.clone();
+    let source = &ctx.brick.source;
     let after = stime.unwrap_or_default();
-    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(&dir, after, max))? else {
+    let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(source, after, max))? else {
         return Ok(false);
     };
     let crawl = if jb.through <= hook_started {
@@ -240,13 +254,29 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     };
     show(ctx, WorkerStatus::Active, crawl)?;
     ship(ctx, &jb.batch).await?;
+    let mut through = jb.through;
     if let Some(reason) = &jb.gap {
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
+        // Lost events (overflow, watch limit) are the operator's business;
+        // the gap of a hook start is routine.
+        if !reason.starts_with(crate::changelog::START_GAP)
+            && !reason.starts_with(crate::changelog::glusterfs::INDEX_GAP)
+        {
+            let shown = format!("journal gap, healed by a Hybrid Crawl: {reason}");
+            ctx.state.set_last_error(ctx.brick.brick_id, Some(&shown))?;
+        }
         show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
+        let walked_from = Stime::now();
         hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
+        if stime.is_none() {
+            // A full walk put on the slave everything changed before it
+            // began: older journal files need no replay (a GlusterFS brick
+            // may keep months of changelogs).
+            through = through.max(walked_from.minus(CTIME_MARGIN));
+        }
     }
-    advance(ctx, jb.through)?;
-    if let Err(e) = journal::purge(&dir, jb.through) {
+    advance(ctx, through)?;
+    if let Err(e) = ctx.brick.source.purge(through) {
         tracing::warn!("purging journal files: {e}");
     }
     Ok(true)
@@ -280,7 +310,8 @@ async fn hybrid(
         since,
     }
     .count_in_background(ctx.plan.state_home.clone(), ctx.brick.brick_id, started);
-    while let Some(batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+    while let Some(mut batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
+        batch.mark_quick_check();
         let report = ship(ctx, &batch).await?;
         ctx.state
             .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;
@@ -303,8 +334,13 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
-    let mut shipper = Shipper::new(&mut ctx.link, brick, ctx.batch_id);
-    shipper.with_xattrs = ctx.live.config.sync_xattrs;
+    let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
+    shipper.xattrs = XattrScope {
+        user: ctx.live.config.sync_xattrs,
+        acls: ctx.live.config.sync_acls,
+    };
+    shipper.exclude = ctx.brick.exclude.clone();
+    shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     let report = shipper
         .ship(batch)
         .await
@@ -335,6 +371,7 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
 /// Records the worker's STATUS and CRAWL STATUS if they changed.
 fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(), WorkerError> {
     if ctx.shown != Some((status, crawl)) {
+        tracing::info!("worker {status}, {crawl}");
         ctx.state.set_worker(ctx.brick.brick_id, status, crawl)?;
         ctx.shown = Some((status, crawl));
     }

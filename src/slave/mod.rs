@@ -307,6 +307,12 @@ impl Session {
                     .map(|e| e.into_failure(seq, path));
                 self.send_failures(out, failure)
             }
+            Request::Stat { seq, paths } => {
+                self.flush_pending(out)?;
+                let files = paths.iter().map(|p| self.root.stamp(p)).collect();
+                self.send(out, &Reply::Stat { seq, files })?;
+                out.flush().map_err(|e| self.stream(e))
+            }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
                 // With several streams, the entries that follow a barrier
@@ -404,5 +410,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::SetAttr { .. } => "SetAttr",
         Request::Barrier { .. } => "Barrier",
         Request::Commit { .. } => "Commit",
+        Request::Stat { .. } => "Stat",
     }
 }

@@ -27,7 +27,7 @@ use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
 use crate::relpath::RelPath;
-use crate::transport::protocol::{is_synced_xattr, Xattr};
+use crate::transport::protocol::{is_synced_xattr, FileStamp, Xattr};
 use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
@@ -201,6 +201,19 @@ impl Root {
             errno: None,
             message: format!("{}: {why}", self.shown(rel)),
         }
+    }
+
+    /// Size and mtime of the regular file at `rel`, if there is one that can
+    /// be looked at safely (a quick check for the master, which then sends
+    /// it only if they differ from the brick's).
+    pub fn stamp(&mut self, rel: &RelPath) -> Option<FileStamp> {
+        let p = self.parent(rel, false).ok()?;
+        let st = lstat(p.dir.as_fd(), p.name).ok()??;
+        (file_type(&st) == FileType::RegularFile).then_some(FileStamp {
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+        })
     }
 
     /// Opens the parent directory of `rel` without following any symlink.

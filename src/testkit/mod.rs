@@ -13,11 +13,14 @@
 //!   target, missing and extra entries). Names are bytes, not UTF-8.
 //! - [`run_with_timeout`], [`wait_until`], [`wait_for`]: bounded waiting; a
 //!   timeout only bounds waiting, it never asserts a wall-clock budget.
+//! - [`glusterfs`]: a real GlusterFS volume (glusterd, brick with
+//!   changelogs, FUSE mount), installed and started on demand.
 //! - Fixtures: [`random_bytes`], [`sample_tree`], [`copy_tree`], [`set_mtime`].
 //!
 //! Nothing here is used by the product at run time.
 
 mod fixtures;
+pub mod glusterfs;
 mod process;
 mod sshd;
 mod tree;
@@ -63,6 +66,9 @@ pub enum TestkitError {
     },
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout { what: String, waited: Duration },
+    /// A real service (e.g. GlusterFS) could not be installed or set up.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl TestkitError {

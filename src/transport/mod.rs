@@ -3,6 +3,7 @@
 //! of a batch ([`ship`]).
 
 pub mod link;
+pub mod origin;
 pub mod protocol;
 pub mod ship;
 pub mod ssh;

@@ -47,7 +47,9 @@
 //!
 //! # Versions
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
-//! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `PieceKind::Same`.
+//! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `Request::Stat`
+//! (a Hybrid Crawl sends only files whose size or mtime differ on the slave).
+//! 4: `PieceKind::Same`.
 
 use std::io::{self, Read, Write};
 
@@ -57,7 +59,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -101,6 +103,43 @@ pub fn is_synced_xattr(name: &[u8]) -> bool {
     name.starts_with(b"user.")
         || name == b"system.posix_acl_access"
         || name == b"system.posix_acl_default"
+}
+
+/// Which of the synced extended attributes a session replicates
+/// (`sync-xattrs`, `sync-acls`). The slave makes its synced set exactly the
+/// one sent, so with one class off the slave's copies have none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XattrScope {
+    /// `user.*`.
+    pub user: bool,
+    /// `system.posix_acl_access` and `system.posix_acl_default`.
+    pub acls: bool,
+}
+
+impl Default for XattrScope {
+    fn default() -> Self {
+        XattrScope {
+            user: true,
+            acls: true,
+        }
+    }
+}
+
+impl XattrScope {
+    /// Whether anything is replicated at all (else [`Attrs::xattrs`] is
+    /// `None` and the slave leaves its attributes alone).
+    pub fn any(self) -> bool {
+        self.user || self.acls
+    }
+
+    /// Whether the attribute `name` is sent.
+    pub fn includes(self, name: &[u8]) -> bool {
+        if name.starts_with(b"user.") {
+            self.user
+        } else {
+            self.acls && is_synced_xattr(name)
+        }
+    }
 }
 
 /// One extended attribute.
@@ -258,6 +297,23 @@ pub enum Request {
     Commit {
         batch: u64,
     },
+    /// Answered with [`Reply::Stat`]: size and mtime of the regular file at
+    /// each of `paths` (at most [`STAT_MAX`]).
+    Stat {
+        seq: u64,
+        paths: Vec<RelPath>,
+    },
+}
+
+/// Most paths in one [`Request::Stat`].
+pub const STAT_MAX: usize = 1024;
+
+/// Size and modification time of a regular file on the slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
 }
 
 /// Why a request did not take effect on the slave.
@@ -338,6 +394,12 @@ pub enum Reply {
     /// The slave cannot go on; the session ends after this.
     Fatal {
         message: String,
+    },
+    /// Answer to `Stat`, one entry per path: `None` if there is no regular
+    /// file there (or it cannot be looked at safely).
+    Stat {
+        seq: u64,
+        files: Vec<Option<FileStamp>>,
     },
 }
 

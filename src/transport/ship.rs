@@ -12,7 +12,8 @@
 //! closed, so a later batch sends it again. Nothing torn is ever marked synced.
 //!
 //! Fidelity beyond bytes:
-//! * **Hard links**: a [`LinkIndex`] per brick remembers the names of every
+//! * **Hard links**: a [`LinkIndex`] per brick (owned by its worker, lent to
+//!   each `Shipper`) remembers the names of every
 //!   multiply-linked file seen (journal entries, data sent, Hybrid Crawl
 //!   walks). Within a batch the content of such a file is sent once, under
 //!   one name; its other known names are then linked to that name again
@@ -20,33 +21,35 @@
 //! * **Holes**: each piece's data ranges come from `SEEK_DATA`/`SEEK_HOLE`;
 //!   a piece with holes goes as `SparsePiece` (data segments only).
 //! * **xattrs**: the `user.*` set of files and directories travels in
-//!   `Attrs::xattrs` when [`Shipper::with_xattrs`] is on (default).
+//!   `Attrs::xattrs` when `sync-xattrs` is on, the POSIX ACLs when
+//!   `sync-acls` is on (both by default; [`Shipper::xattrs`]).
 //! * **Healing**: an entry the slave cannot apply because its tree diverged
 //!   from the journal (`SourceMissing`, `Conflict`, `Unsafe`) makes the
 //!   master resend the paths concerned from the brick as they are now (the
 //!   directories above made directories again, then a Hybrid Crawl with
 //!   pruning); content and attribute failures of that kind are healed the
 //!   same way, at most `HEAL_ROUNDS` times per batch, then they count as
-//!   failures. Journal batches also re-walk the directories their `Mkdir`s
-//!   and `Rename`s produced (and those of the last seconds) for entries
-//!   changed since stime: the hook journals its scans of new and renamed
-//!   directories as it finds them, which can be ahead of events still queued.
+//!   failures. After the entries of a journal batch, each directory they
+//!   touched is listed again as the brick has it (`Prune`). Nothing else is
+//!   re-walked: the hook journals its scans of new and renamed directories
+//!   at their place in the event stream (see `changelog::hook`), so the
+//!   journal alone rebuilds them.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::{LinkError, SlaveLink};
+use super::origin::OriginIndex;
 use super::protocol::{
-    is_synced_xattr, Attrs, EntryOp, Failure, FailureKind, NodeKind, PieceKind, Reply, Request,
-    Segment, SpecialKind, Xattr, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, SIG_BLOCK_SIZE,
-    SIG_STRONG_LEN,
+    Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply, Request, Segment,
+    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, SIG_BLOCK_SIZE,
+    SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -106,9 +109,13 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
     }
 }
 
-/// The synced xattrs (`user.*`, POSIX ACLs) of `path` (not following a
-/// symlink), or of the open `file`. `Ok(None)` if the file system does not support them.
-fn user_xattrs(path: &Path, file: Option<&File>) -> io::Result<Option<Vec<Xattr>>> {
+/// The xattrs of `path` (not following a symlink), or of the open `file`,
+/// that `scope` replicates. `Ok(None)` if the file system does not support them.
+fn synced_xattrs(
+    path: &Path,
+    file: Option<&File>,
+    scope: XattrScope,
+) -> io::Result<Option<Vec<Xattr>>> {
     use rustix::io::Errno;
     let list_into = |buf: &mut Vec<u8>| -> Result<usize, Errno> {
         match file {
@@ -130,7 +137,7 @@ fn user_xattrs(path: &Path, file: Option<&File>) -> io::Result<Option<Vec<Xattr>
     let mut total = 0;
     let mut value = vec![0u8; 64 * 1024];
     for name in list[..n].split(|b| *b == 0) {
-        if !is_synced_xattr(name) {
+        if !scope.includes(name) {
             continue;
         }
         let got = match file {
@@ -219,6 +226,11 @@ impl LinkIndex {
         }
     }
 
+    /// Whether any name of `inode` is known.
+    pub fn knows(&self, inode: (u64, u64)) -> bool {
+        self.by_inode.contains_key(&inode)
+    }
+
     /// A rename: names at or below `from` are now below `to`.
     pub fn rename(&mut self, from: &RelPath, to: &RelPath) {
         for names in self.by_inode.values_mut() {
@@ -254,36 +266,19 @@ impl LinkIndex {
     }
 }
 
-/// Directories made or renamed by recent batches, per brick, re-walked by
-/// the batches of the next [`RECENT_DIR_WINDOW`] (see `Shipper::resync_dirs`).
-#[allow(clippy::type_complexity)]
-static RECENT_DIRS: std::sync::LazyLock<
-    Mutex<HashMap<PathBuf, Vec<(RelPath, std::time::Instant)>>>,
-> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// How long a made or renamed directory is re-walked after its batch: the
-/// journal hook's own window for stale names after a directory rename.
-const RECENT_DIR_WINDOW: std::time::Duration = crate::changelog::RENAME_RESCAN_MARGIN;
+/// What the shipper remembers about one brick between batches; owned by
+/// the brick's worker, so it outlives reconnections.
+#[derive(Debug, Default)]
+pub struct ShipMemory {
+    /// Names of multiply-linked files.
+    pub links: LinkIndex,
+    /// Which brick entry each slave path was made from.
+    pub origins: OriginIndex,
+}
 
 /// Directories with more entries than this are not listed again after a
 /// batch touched them (the name list would cost more than it saves).
 const TOUCHED_PRUNE_MAX: usize = 10_000;
-
-/// Most directories remembered for re-walking per brick.
-const RECENT_DIRS_MAX: usize = 4096;
-
-/// The link index of each brick of this process, kept across batches and
-/// worker restarts.
-static LINK_INDEXES: std::sync::LazyLock<Mutex<HashMap<PathBuf, LinkIndex>>> =
-    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn with_link_index<T>(brick: &Path, f: impl FnOnce(&mut LinkIndex) -> T) -> T {
-    let mut all = match LINK_INDEXES.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    f(all.entry(brick.to_owned()).or_default())
-}
 
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
@@ -302,11 +297,21 @@ fn content_stamp(md: &fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
 pub struct Shipper<'a, S> {
     link: &'a mut SlaveLink<S>,
     brick: &'a Path,
+    /// Kept by the worker across batches.
+    memory: &'a mut ShipMemory,
     batch_id: u64,
     /// Send numeric owners (only meaningful when the slave runs as root).
     pub with_owner: bool,
-    /// Send `user.*` extended attributes (`sync-xattrs`, default on).
-    pub with_xattrs: bool,
+    /// Absolute directories of the brick the re-walks never enter (the
+    /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
+    pub exclude: Vec<std::path::PathBuf>,
+    /// The brick is a GlusterFS brick: send the mtime its clients see
+    /// (`trusted.glusterfs.mdata`) rather than the brick inode's, and do
+    /// not count the `.glusterfs` handle among a file's links.
+    pub gluster_brick: bool,
+    /// The extended attributes sent (`sync-xattrs`, `sync-acls`; both on by
+    /// default).
+    pub xattrs: XattrScope,
     /// `Link` requests that relink names of a file sent in this batch: a
     /// missing target there only means the file did not land (it is sent
     /// again by a later batch), so it is no failure.
@@ -323,6 +328,8 @@ pub struct Shipper<'a, S> {
     heal_failures: Vec<Failure>,
     /// Parent directories of the files sent.
     touched_dirs: std::collections::BTreeSet<RelPath>,
+    /// Destinations of the renames sent (see [`Shipper::resend_stale`]).
+    renamed_to: Vec<RelPath>,
     /// The paths each entry sent concerns (for a rename: its destination,
     /// then its source), by request sequence number.
     entry_paths: HashMap<u64, Vec<RelPath>>,
@@ -331,13 +338,21 @@ pub struct Shipper<'a, S> {
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
-    pub fn new(link: &'a mut SlaveLink<S>, brick: &'a Path, batch_id: u64) -> Self {
+    pub fn new(
+        link: &'a mut SlaveLink<S>,
+        brick: &'a Path,
+        memory: &'a mut ShipMemory,
+        batch_id: u64,
+    ) -> Self {
         Shipper {
             link,
             brick,
+            memory,
             batch_id,
             with_owner: nix_is_root(),
-            with_xattrs: true,
+            exclude: Vec::new(),
+            gluster_brick: false,
+            xattrs: XattrScope::default(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
@@ -346,6 +361,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             heal_failures: Vec::new(),
             entry_paths: HashMap::new(),
             entries_unsettled: false,
+            renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
         }
     }
@@ -353,21 +369,40 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Ships `batch` and returns once the slave acknowledged it as durable.
     pub async fn ship(mut self, batch: &Batch) -> Result<ShipReport, ShipError> {
         let start_bytes = self.link.bytes_sent();
-        with_link_index(self.brick, |ix| {
-            for (inode, path) in batch.link_names() {
-                ix.note(*inode, path);
-            }
-        });
+        for (inode, path) in batch.link_names() {
+            self.memory.links.note(*inode, path);
+        }
+        let written = self.written_through_lost_names(batch);
         for entry in batch.entries() {
             self.send_entry(entry).await?;
         }
         self.barrier().await?;
         let mut extra = self.heal().await?;
-        if let Some(since) = batch.resync_since() {
-            self.resync_dirs(batch, since, &mut extra).await?;
+        if batch.is_journal() {
+            self.prune_touched(batch, &mut extra).await?;
+        }
+        self.resend_stale(&mut extra).await?;
+        for inode in written {
+            for name in self.memory.links.verified(self.brick, inode) {
+                extra.push_data(name);
+            }
+        }
+        self.find_link_names(batch.data().iter().chain(extra.data()));
+        let mut unchanged = HashSet::new();
+        if batch.quick_check() {
+            for (path, md) in self.unchanged_on_slave(batch.data()).await? {
+                // Its content is there; its attributes may not be.
+                self.memory.origins.made(&path, (md.dev(), md.ino()));
+                extra.push_meta(path.clone());
+                unchanged.insert(path);
+            }
         }
         self.send_content(
-            batch.data().iter().chain(extra.data()),
+            batch
+                .data()
+                .iter()
+                .filter(|p| !unchanged.contains(*p))
+                .chain(extra.data()),
             batch.meta().iter().chain(extra.meta()),
         )
         .await?;
@@ -476,16 +511,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             extra.push_meta(target.parent().unwrap_or_default());
             let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), target, Vec::new(), None).with_prune();
+                HybridCrawl::new(self.brick.to_owned(), target, self.exclude.clone(), None)
+                    .with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
                 for e in b.entries() {
                     self.send_entry(e).await?;
                 }
-                with_link_index(self.brick, |ix| {
-                    for (inode, path) in b.link_names() {
-                        ix.note(*inode, path);
-                    }
-                });
+                for (inode, path) in b.link_names() {
+                    self.memory.links.note(*inode, path);
+                }
                 b.data().iter().for_each(|p| extra.push_data(p.clone()));
                 b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
             }
@@ -496,42 +530,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(extra)
     }
 
-    /// Re-walks every directory a `Mkdir` or `Rename` of `batch` produced
-    /// that is a directory on the brick now, for entries changed since
-    /// `since`, pruning what the brick does not have (see
-    /// [`Batch::set_resync_since`]).
-    async fn resync_dirs(
-        &mut self,
-        batch: &Batch,
-        since: crate::session::Stime,
-        extra: &mut Batch,
-    ) -> Result<(), ShipError> {
-        let now = std::time::Instant::now();
-        let fresh: Vec<RelPath> = batch
-            .entries()
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Mkdir(p) | Entry::Rename { to: p, .. } => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
-        // Directories renamed or made by recent batches too: the hook may
-        // attribute changes inside them to stale names for a while.
-        let recent = {
-            let mut all = match RECENT_DIRS.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let list = all.entry(self.brick.to_owned()).or_default();
-            list.retain(|(_, when)| now.duration_since(*when) < RECENT_DIR_WINDOW);
-            let out: Vec<RelPath> = list.iter().map(|(p, _)| p.clone()).collect();
-            for p in &fresh {
-                if list.len() < RECENT_DIRS_MAX {
-                    list.push((p.clone(), now));
-                }
-            }
-            out
-        };
+    /// Lists every directory an entry of a journal batch touched again, as
+    /// the brick has it now: the slave drops names it should not have, and
+    /// the directory's attributes are set afterwards.
+    async fn prune_touched(&mut self, batch: &Batch, extra: &mut Batch) -> Result<(), ShipError> {
         // Every directory an entry of this batch touched is listed again as
         // the brick has it now: the slave drops names it should not have
         // (left by entries journalled out of order), and the directory's
@@ -584,11 +586,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             .await?;
             extra.push_meta(dir);
         }
-        let mut roots: Vec<RelPath> = fresh
-            .into_iter()
-            .chain(recent)
-            .filter(|p| fs::symlink_metadata(p.under(self.brick)).is_ok_and(|m| m.is_dir()))
-            .collect();
+        Ok(())
+    }
+
+    /// Sends again what a replayed rename of this batch moved onto a path
+    /// where the brick has another entry (see [`OriginIndex`]): files and
+    /// directories through the data and attribute phases, the others as
+    /// entries.
+    async fn resend_stale(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
+        let mut roots = std::mem::take(&mut self.renamed_to);
         roots.sort();
         roots.dedup();
         let mut done: Vec<RelPath> = Vec::new();
@@ -597,23 +603,111 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 continue;
             }
             done.push(root.clone());
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), Some(since)).with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
+            for (path, md) in self.memory.origins.stale_under(self.brick, &root) {
+                tracing::debug!(batch = self.batch_id, path = %path, "the slave's copy came from another file: resending");
+                let ft = md.file_type();
+                if ft.is_file() {
+                    extra.push_data(path);
+                } else if ft.is_dir() {
+                    extra.push_meta(path);
+                } else {
+                    let entry = if ft.is_symlink() {
+                        Entry::Symlink(path.clone())
+                    } else {
+                        Entry::Mknod(path.clone())
+                    };
+                    self.send_entry(&entry).await?;
+                    extra.push_meta(path.parent().unwrap_or_default());
+                    extra.push_meta(path);
                 }
-                with_link_index(self.brick, |ix| {
-                    for (inode, path) in b.link_names() {
-                        ix.note(*inode, path);
-                    }
-                });
-                b.data().iter().for_each(|p| extra.push_data(p.clone()));
-                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
             }
-            self.report.local_errors.extend(walk.take_errors());
         }
         Ok(())
+    }
+
+    /// The multiply-linked files that the data records of `batch` may have
+    /// changed under a name that no longer leads to them (written through
+    /// `f`, then `f` unlinked or replaced): their other names must get the
+    /// new content, though no record names them.
+    fn written_through_lost_names(&self, batch: &Batch) -> HashSet<(u64, u64)> {
+        batch
+            .data()
+            .iter()
+            .filter_map(|p| {
+                let noted = self.memory.origins.inode_of(p)?;
+                let now = fs::symlink_metadata(p.under(self.brick))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
+                (now != Some(noted) && self.memory.links.knows(noted)).then_some(noted)
+            })
+            .collect()
+    }
+
+    /// Notes the other names of the multiply-linked files among `data` that
+    /// the slave already has (sent when they had one name; a new hard link
+    /// is journalled under its new name only), so they are linked again to
+    /// the content sent.
+    fn find_link_names<'b>(&mut self, data: impl Iterator<Item = &'b RelPath>) {
+        let inodes: HashSet<(u64, u64)> = data
+            .filter_map(|p| fs::symlink_metadata(p.under(self.brick)).ok())
+            .filter(|m| m.is_file() && m.nlink() > 1)
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        for (inode, name) in self.memory.origins.names_of(&inodes) {
+            self.memory.links.note(inode, &name);
+        }
+    }
+
+    /// The regular files among `paths` (with one name: a multiply-linked
+    /// file goes through the data phase, which keeps its names together)
+    /// that the slave already holds with the brick's size and mtime.
+    async fn unchanged_on_slave(
+        &mut self,
+        paths: &[RelPath],
+    ) -> Result<Vec<(RelPath, fs::Metadata)>, ShipError> {
+        let mut out = Vec::new();
+        for chunk in paths.chunks(STAT_MAX) {
+            let local: Vec<(RelPath, fs::Metadata)> = chunk
+                .iter()
+                .filter_map(|p| {
+                    let md = fs::symlink_metadata(p.under(self.brick)).ok()?;
+                    let handle = u64::from(self.gluster_brick);
+                    (md.is_file() && md.nlink() == 1 + handle).then(|| (p.clone(), md))
+                })
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            let seq = self.link.next_seq();
+            let paths = local.iter().map(|(p, _)| p.clone()).collect();
+            self.link.send(&Request::Stat { seq, paths }).await?;
+            self.link.flush().await?;
+            let files = loop {
+                match self.link.recv().await? {
+                    Reply::Stat { seq: got, files } if got == seq => break files,
+                    other => self.absorb(other)?,
+                }
+            };
+            if files.len() != local.len() {
+                return Err(ShipError::Unexpected(format!(
+                    "{} answers to a Stat of {} paths",
+                    files.len(),
+                    local.len()
+                )));
+            }
+            for ((path, md), remote) in local.into_iter().zip(files) {
+                let (mtime_sec, mtime_nsec) = self.mtime_of(&path.under(self.brick), &md);
+                let here = FileStamp {
+                    size: md.size(),
+                    mtime_sec,
+                    mtime_nsec,
+                };
+                if remote == Some(here) {
+                    out.push((path, md));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Records a reply that is not the one being waited for.
@@ -706,7 +800,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             Entry::Create(p) | Entry::Link(p) => {
                 let md = lstat(p).filter(|m| m.is_file());
                 if let Some(m) = md.as_ref().filter(|m| m.nlink() > 1) {
-                    with_link_index(self.brick, |ix| ix.note((m.dev(), m.ino()), p));
+                    self.memory.links.note((m.dev(), m.ino()), p);
                 }
                 match md {
                     Some(m) if m.size() == 0 => EntryOp::Create {
@@ -749,7 +843,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             Entry::Unlink(p) => EntryOp::Unlink { path: p.clone() },
             Entry::Rmdir(p) => EntryOp::Rmdir { path: p.clone() },
             Entry::Rename { from, to } => {
-                with_link_index(self.brick, |ix| ix.rename(from, to));
+                self.memory.links.rename(from, to);
                 EntryOp::Rename {
                     from: from.clone(),
                     to: to.clone(),
@@ -785,6 +879,22 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
             }
         };
+        match &op {
+            EntryOp::Rename { from, to } => {
+                self.memory.origins.rename(from, to);
+                self.renamed_to.push(to.clone());
+            }
+            EntryOp::Unlink { path } | EntryOp::Rmdir { path } => {
+                self.memory.origins.forget(path);
+            }
+            EntryOp::Mkdir { path, .. }
+            | EntryOp::Create { path, .. }
+            | EntryOp::Symlink { path, .. }
+            | EntryOp::Mknod { path, .. } => {
+                self.memory.origins.made_from_brick(self.brick, path);
+            }
+            EntryOp::Link { .. } | EntryOp::Prune { .. } => {}
+        }
         let seq = self.link.next_seq();
         let paths = match &op {
             EntryOp::Rename { from, to } => vec![to.clone(), from.clone()],
@@ -809,6 +919,26 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    fn client_times(&self, full: &Path, attrs: &mut Attrs) {
+        if let Some((sec, nsec)) = self.client_mtime(full) {
+            attrs.mtime_sec = sec;
+            attrs.mtime_nsec = nsec;
+        }
+    }
+
+    /// The mtime GlusterFS clients see, on a GlusterFS brick.
+    fn client_mtime(&self, full: &Path) -> Option<(i64, u32)> {
+        self.gluster_brick
+            .then(|| crate::changelog::glusterfs::client_mtime(full))
+            .flatten()
+    }
+
+    /// The mtime the slave gets for a file of the brick.
+    fn mtime_of(&self, full: &Path, md: &fs::Metadata) -> (i64, u32) {
+        self.client_mtime(full)
+            .unwrap_or((md.mtime(), md.mtime_nsec() as u32))
+    }
+
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
         let md = match fs::symlink_metadata(path.under(self.brick)) {
             Ok(md) => md,
@@ -820,13 +950,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         };
         let seq = self.link.next_seq();
         let mut attrs = attrs_of(&md, self.with_owner);
-        if self.with_xattrs && (md.is_file() || md.is_dir()) {
-            match user_xattrs(&path.under(self.brick), None) {
+        self.client_times(&path.under(self.brick), &mut attrs);
+        if self.xattrs.any() && (md.is_file() || md.is_dir()) {
+            match synced_xattrs(&path.under(self.brick), None, self.xattrs) {
                 Ok(x) => attrs.xattrs = x,
                 Err(e) if gone(&e) => return Ok(()),
                 Err(e) => self.local_error("read the extended attributes of", path, e),
             }
         }
+        self.memory.origins.made(path, (md.dev(), md.ino()));
         tracing::debug!(batch = self.batch_id, seq, path = %path, "set attributes");
         self.link
             .send(&Request::SetAttr {
@@ -859,7 +991,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             };
             if md.nlink() > 1 {
                 let inode = (md.dev(), md.ino());
-                with_link_index(self.brick, |ix| ix.note(inode, path));
+                self.memory.links.note(inode, path);
                 if primaries.contains_key(&inode) {
                     continue;
                 }
@@ -907,11 +1039,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut primaries: Vec<_> = primaries.into_iter().collect();
         primaries.sort_by(|a, b| a.1.cmp(&b.1));
         for (inode, primary) in primaries {
-            let names = with_link_index(self.brick, |ix| ix.verified(self.brick, inode));
+            let names = self.memory.links.verified(self.brick, inode);
             for name in names {
                 if name == primary {
                     continue;
                 }
+                self.memory.origins.link(&name, &primary);
                 let seq = self.link.next_seq();
                 self.relink_seqs.insert(seq);
                 tracing::debug!(batch = self.batch_id, seq, path = %name, target = %primary, "relink");
@@ -1014,6 +1147,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             Some(done) => done,
             None => {
                 self.touched_dirs.insert(path.parent().unwrap_or_default());
+                self.memory.origins.forget(path);
                 return Ok(());
             }
         };
@@ -1027,16 +1161,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.touched_dirs.insert(path.parent().unwrap_or_default());
         if !(unchanged && same_file) {
             tracing::debug!(path = %path, "changed while being sent; a later batch resends it");
+            self.memory.origins.forget(path);
             self.link.lane(lane).send(&Request::FileAbort).await?;
             return Ok(());
         }
         let mut attrs = attrs_of(&before, self.with_owner);
-        if self.with_xattrs {
-            match user_xattrs(&full, Some(&file)) {
+        self.client_times(&full, &mut attrs);
+        if self.xattrs.any() {
+            match synced_xattrs(&full, Some(&file), self.xattrs) {
                 Ok(x) => attrs.xattrs = x,
                 Err(e) => self.local_error("read the extended attributes of", path, e),
             }
         }
+        self.memory.origins.made(path, (before.dev(), before.ino()));
         self.link
             .lane(lane)
             .send(&Request::FileEnd {

@@ -239,7 +239,25 @@ impl Scenario {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(GEO_REP);
+        self.geo_rep_through(&[], args)
+    }
+
+    /// [`Scenario::geo_rep`] started by `wrapper`, a command line that ends
+    /// by executing the arguments it is given (e.g. `unshare … sh -c '…;
+    /// exec "$@"' sh`), so a monitor it starts lives where the wrapper put it.
+    pub fn geo_rep_through<I, S>(&self, wrapper: &[&str], args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(GEO_REP);
+                c
+            }
+            None => Command::new(GEO_REP),
+        };
         // HOME too: the operator's ~/.ssh (known_hosts, default keys) is the
         // scenario's own, never the machine's.
         cmd.env("GEOREP_HOME", &self.home)
@@ -400,6 +418,33 @@ impl Scenario {
             sessions.display()
         );
         found.into_iter().next().unwrap()
+    }
+
+    /// The pids of this session's monitor process(es).
+    pub fn monitor_pids(&self) -> Vec<i32> {
+        let home = self.home.display().to_string();
+        georep::testkit::find_processes(|a| {
+            a.iter().any(|x| x == "monitor") && a.iter().any(|x| x == &home)
+        })
+    }
+
+    /// The pids of the `geo-rep slave` processes sshd runs for this scenario.
+    pub fn slave_pids(&self) -> Vec<i32> {
+        let root = self.slave.display().to_string();
+        georep::testkit::find_processes(|a| {
+            a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == root)
+        })
+    }
+
+    /// Every session log under `logs/`, rotated ones included.
+    pub fn monitor_log(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = fs::read_dir(self.home.join("logs")) {
+            for e in rd.flatten() {
+                out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
     }
 
     /// What helps when a wait fails: the sshd log.

@@ -429,7 +429,7 @@ fn start_refuses_a_missing_brick() {
 /// Feeds hand-made notify events through the hook's own channel, in order.
 fn inject(s: &Setup, evs: Vec<notify::Result<notify::Event>>) {
     for ev in evs {
-        s.hook().tx.send(Msg::Event(ev)).unwrap();
+        s.hook().tx.send(Msg::Event(Stime::now(), ev)).unwrap();
     }
 }
 
@@ -552,4 +552,94 @@ fn journal_dir_gone_is_a_fatal_error() {
     let stuck = s.hook().closed_through();
     std::thread::sleep(DEFAULT_ROLLOVER + Duration::from_millis(200));
     assert_eq!(s.hook().closed_through(), stuck);
+}
+
+#[test]
+fn a_scan_is_journalled_after_the_events_queued_before_it() {
+    // The tree exists before the hook starts, so only the injected events
+    // speak of it: `d` "appears", and a removal of `d/y` made before the
+    // scan is still queued behind it. The scan (which finds `d/y`, made
+    // again meanwhile) must land after that removal, or replaying the
+    // journal would delete a file the brick has.
+    let brick = tempfile::tempdir().unwrap();
+    let journal = tempfile::tempdir().unwrap();
+    fs::create_dir(brick.path().join("d")).unwrap();
+    fs::write(brick.path().join("d/y"), b"y").unwrap();
+    let hook = Hook::start(HookConfig::new(brick.path(), journal.path())).unwrap();
+    let s = Setup {
+        brick,
+        journal,
+        outside: tempfile::tempdir().unwrap(),
+        hook: Some(hook),
+    };
+    s.settle("m");
+    let d = s.brick.path().canonicalize().unwrap().join("d");
+    inject(
+        &s,
+        vec![
+            ev(
+                EventKind::Create(CreateKind::Folder),
+                std::slice::from_ref(&d),
+                None,
+            ),
+            ev(EventKind::Remove(RemoveKind::File), &[d.join("y")], None),
+        ],
+    );
+    let recs = s.wait_for("the scan", |r| r.contains(&Record::Data(p("d/y"))));
+    assert_subsequence(
+        &recs,
+        &[
+            Record::Mkdir(p("d")),
+            Record::Unlink(p("d/y")),
+            Record::Create(p("d/y")),
+            Record::Data(p("d/y")),
+        ],
+    );
+    assert!(
+        !recs
+            .iter()
+            .any(|r| matches!(r, Record::Gap { reason } if !is_start_gap(r) && !reason.is_empty())),
+        "no gap: the marker arrived: {recs:#?}"
+    );
+    // The marker directory holds nothing once the scan is journalled.
+    let order = s.journal.path().join(ORDER_DIR);
+    assert_eq!(fs::read_dir(order).unwrap().count(), 0);
+}
+
+#[test]
+fn a_directory_reported_removed_but_present_is_watched_and_recorded_again() {
+    // What notify reports when the IN_DELETE_SELF of a replaced directory
+    // arrives after the new one is watched: a removal of a path that is a
+    // directory. The hook must record it whole and watch it again.
+    let s = Setup::new(&[], DEFAULT_ROLLOVER);
+    fs::create_dir(s.b("d")).unwrap();
+    fs::write(s.b("d/x"), b"x").unwrap();
+    s.settle("m");
+    let d = s.brick.path().canonicalize().unwrap().join("d");
+    inject(
+        &s,
+        vec![ev(
+            EventKind::Remove(RemoveKind::Folder),
+            std::slice::from_ref(&d),
+            None,
+        )],
+    );
+    let recs = s.wait_for("the rescan", |r| {
+        r.iter().filter(|r| **r == Record::Create(p("d/x"))).count() >= 2
+    });
+    let tail: Vec<Record> = recs
+        .into_iter()
+        .skip_while(|r| *r != Record::Rmdir(p("d")))
+        .collect();
+    assert_subsequence(
+        &tail,
+        &[
+            Record::Rmdir(p("d")),
+            Record::Mkdir(p("d")),
+            Record::Create(p("d/x")),
+        ],
+    );
+    // Still watched: a later change inside is journalled.
+    fs::write(s.b("d/y"), b"y").unwrap();
+    s.wait_for("d/y", |r| r.contains(&Record::Create(p("d/y"))));
 }

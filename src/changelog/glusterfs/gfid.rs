@@ -1,0 +1,233 @@
+//! GFIDs and where a brick keeps them: the `.glusterfs/xx/yy/<gfid>`
+//! handles and the `trusted.gfid2path.*` xattrs.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// A GlusterFS file identity (a UUID), as the changelogs spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gfid([u8; 16]);
+
+/// The gfid of every volume's root directory.
+pub const ROOT: Gfid = Gfid([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+
+/// Length of the canonical text form `8-4-4-4-12`.
+pub const TEXT_LEN: usize = 36;
+
+impl Gfid {
+    /// Parses the canonical lower- or upper-case text form; `None` for
+    /// anything else.
+    pub fn parse(text: &[u8]) -> Option<Gfid> {
+        if text.len() != TEXT_LEN {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        let mut nibbles = 0usize;
+        for (i, &c) in text.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let v = (c as char).to_digit(16)? as u8;
+            out[nibbles / 2] |= if nibbles.is_multiple_of(2) { v << 4 } else { v };
+            nibbles += 1;
+        }
+        Some(Gfid(out))
+    }
+
+    pub fn is_root(&self) -> bool {
+        *self == ROOT
+    }
+
+    /// `<brick>/.glusterfs/xx/yy/<gfid>`.
+    pub fn handle(&self, brick: &Path) -> PathBuf {
+        let text = self.to_string();
+        brick
+            .join(".glusterfs")
+            .join(&text[0..2])
+            .join(&text[2..4])
+            .join(&text)
+    }
+}
+
+impl fmt::Display for Gfid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where an entry sits: its parent directory's gfid and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub parent: Gfid,
+    pub name: Vec<u8>,
+}
+
+impl Location {
+    /// Parses the `<pargfid>/<basename>` form of changelog entry fields and
+    /// gfid2path values. The name must be one non-empty component.
+    pub fn parse(field: &[u8]) -> Option<Location> {
+        if field.len() <= TEXT_LEN + 1 || field[TEXT_LEN] != b'/' {
+            return None;
+        }
+        let parent = Gfid::parse(&field[..TEXT_LEN])?;
+        let name = &field[TEXT_LEN + 1..];
+        if name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+            return None;
+        }
+        Some(Location {
+            parent,
+            name: name.to_vec(),
+        })
+    }
+}
+
+/// Where a directory is now, from its handle: a symlink to
+/// `../../xx/yy/<parent gfid>/<name>`. `None` if the handle is gone or is
+/// not a directory's (a file's handle is a hard link).
+pub fn dir_location(brick: &Path, gfid: Gfid) -> Option<Location> {
+    let target = std::fs::read_link(gfid.handle(brick)).ok()?;
+    let bytes = target.as_os_str().as_bytes();
+    let rest = bytes.strip_prefix(b"../../")?;
+    // xx/yy/<gfid>/<name>
+    let (prefix, loc) = rest.split_at_checked(6)?;
+    let loc = Location::parse(loc)?;
+    let text = loc.parent.to_string();
+    (prefix[0..2] == text.as_bytes()[0..2] && prefix[3..5] == text.as_bytes()[2..4]).then_some(loc)
+}
+
+/// The names a non-directory has now, from the `trusted.gfid2path.*`
+/// xattrs of its handle (one per hard link). Empty if the handle is gone or
+/// the brick does not keep them (`storage.gfid2path off`).
+pub fn file_locations(brick: &Path, gfid: Gfid) -> Vec<Location> {
+    let handle = gfid.handle(brick);
+    // The largest list Linux returns (XATTR_LIST_MAX): a file may carry
+    // many xattrs besides its gfid2path ones.
+    let mut names = vec![0u8; 65536];
+    let Ok(n) = rustix::fs::llistxattr(&handle, &mut names[..]) else {
+        return Vec::new();
+    };
+    names.truncate(n);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0) {
+        if !name.starts_with(b"trusted.gfid2path.") {
+            continue;
+        }
+        let mut value = vec![0u8; 4096 + TEXT_LEN + 1];
+        if let Ok(n) = rustix::fs::lgetxattr(&handle, OsStr::from_bytes(name), &mut value[..]) {
+            if let Some(loc) = Location::parse(&value[..n]) {
+                out.push(loc);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gfids_round_trip_and_bad_text_is_refused() {
+        let text = "37cb0cef-ea72-410e-a4e0-b075f8a6c824";
+        let g = Gfid::parse(text.as_bytes()).unwrap();
+        assert_eq!(g.to_string(), text);
+        assert!(Gfid::parse(b"00000000-0000-0000-0000-000000000001")
+            .unwrap()
+            .is_root());
+        for bad in [
+            &b""[..],
+            b"37cb0cef-ea72-410e-a4e0-b075f8a6c82",
+            b"37cb0cef-ea72-410e-a4e0-b075f8a6c82g",
+            b"37cb0cef+ea72-410e-a4e0-b075f8a6c824",
+        ] {
+            assert_eq!(Gfid::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            g.handle(Path::new("/b")),
+            Path::new("/b/.glusterfs/37/cb/37cb0cef-ea72-410e-a4e0-b075f8a6c824")
+        );
+    }
+
+    #[test]
+    fn locations_hold_one_component() {
+        let loc = Location::parse(b"00000000-0000-0000-0000-000000000001/\xc3\xb1ame").unwrap();
+        assert!(loc.parent.is_root());
+        assert_eq!(loc.name, b"\xc3\xb1ame");
+        for bad in [
+            &b"00000000-0000-0000-0000-000000000001/"[..],
+            b"00000000-0000-0000-0000-000000000001/a/b",
+            b"00000000-0000-0000-0000-000000000001/..",
+            b"00000000-0000-0000-0000-000000000001x",
+            b"short/a",
+        ] {
+            assert_eq!(Location::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_directory_handle_names_its_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let d = Gfid::parse(b"37cb0cef-ea72-410e-a4e0-b075f8a6c824").unwrap();
+        let h = d.handle(brick);
+        std::fs::create_dir_all(h.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("../../00/00/00000000-0000-0000-0000-000000000001/d1", &h)
+            .unwrap();
+        assert_eq!(
+            dir_location(brick, d),
+            Some(Location {
+                parent: ROOT,
+                name: b"d1".to_vec()
+            })
+        );
+        let gone = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
+        assert_eq!(dir_location(brick, gone), None);
+        assert!(file_locations(brick, gone).is_empty());
+    }
+
+    #[test]
+    fn a_file_handle_names_its_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let f = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
+        let h = f.handle(brick);
+        std::fs::create_dir_all(h.parent().unwrap()).unwrap();
+        std::fs::write(&h, b"x").unwrap();
+        let set = |name: &str, value: &str| {
+            rustix::fs::lsetxattr(&h, name, value.as_bytes(), rustix::fs::XattrFlags::empty())
+        };
+        // trusted.* needs root; a user.* xattr stands beside them either way.
+        set("user.other", "y").unwrap();
+        if set(
+            "trusted.gfid2path.1",
+            "37cb0cef-ea72-410e-a4e0-b075f8a6c824/b",
+        )
+        .is_err()
+        {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        set(
+            "trusted.gfid2path.2",
+            "00000000-0000-0000-0000-000000000001/a",
+        )
+        .unwrap();
+        let names: Vec<Vec<u8>> = file_locations(brick, f)
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, [b"a".to_vec(), b"b".to_vec()]);
+    }
+}

@@ -1,0 +1,259 @@
+//! georep on a real GlusterFS volume: the brick's own changelogs are the
+//! change source, every change is made through the FUSE mount as a client
+//! would, and the slave (behind the real sshd) must equal the mount.
+//!
+//! Needs root and /dev/fuse; without them the tests are skipped, except in
+//! CI (`CI` set), where that is a failure. GlusterFS is installed when
+//! missing (see `georep::testkit::glusterfs`).
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use georep::changelog::glusterfs::{self as gfs, GRecord};
+use georep::testkit::glusterfs::{unavailable, Glusterd, Volume};
+use georep::testkit::{compare_trees, random_bytes, CompareOptions};
+
+use crate::common::Scenario;
+
+/// The shared glusterd, or `None` when the test must be skipped.
+fn glusterd() -> Option<Arc<Glusterd>> {
+    if let Some(why) = unavailable() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{why}; CI must run the GlusterFS tests");
+        }
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Glusterd::shared().unwrap_or_else(|e| panic!("cannot run GlusterFS: {e}")))
+}
+
+fn volume(g: &Arc<Glusterd>, s: &Scenario, tag: &str) -> Volume {
+    let name = format!("georep{}{tag}", std::process::id());
+    Volume::create(g, &name, &s.path(&format!("gluster-{tag}")))
+        .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"))
+}
+
+/// The slave equals the mount: types, contents, modes, owners, mtimes of
+/// files and symlinks, hard-link groups. (Directory mtimes: GlusterFS keeps
+/// its own in `trusted.glusterfs.mdata`, see the README.)
+fn assert_slave_matches(v: &Volume, s: &Scenario) {
+    let opts = CompareOptions {
+        owner: true,
+        hard_links: true,
+        ..CompareOptions::default()
+    };
+    let diffs = compare_trees(&v.mount, &s.slave, &opts.without_dir_mtime());
+    assert!(
+        diffs.is_empty(),
+        "slave differs from the GlusterFS mount:\n{}",
+        diffs
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !s.slave.join(".glusterfs").exists(),
+        "GlusterFS internals reached the slave"
+    );
+}
+
+fn write(p: &Path, bytes: &[u8]) {
+    fs::write(p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
+fn session_log(s: &Scenario) -> String {
+    let mut out = String::new();
+    for e in fs::read_dir(s.home.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    out
+}
+
+#[test]
+fn a_real_volume_replicates_through_its_changelogs() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let v = volume(&g, &s, "a");
+    let m = &v.mount;
+    // The slave is a GlusterFS volume too, mounted on the slave host.
+    let slave_vol = volume(&g, &s, "s");
+    s.slave = slave_vol.mount.clone();
+    // Before the session: the first sync finds these with a Hybrid Crawl.
+    fs::create_dir(m.join("old")).unwrap();
+    write(&m.join("old/kept"), b"from before");
+    write(&m.join("old/gone"), b"removed later");
+
+    s.geo_rep(s.create_args(&[&v.brick], &s.slave_url(), false))
+        .ok();
+    s.start().ok();
+    s.wait_active();
+
+    fs::create_dir_all(m.join("d1/sub")).unwrap();
+    write(&m.join("d1/f1"), b"hello");
+    write(&m.join("f2"), &vec![7u8; 300_000]);
+    fs::rename(m.join("f2"), m.join("d1/f2r")).unwrap();
+    fs::hard_link(m.join("d1/f1"), m.join("d1/hl")).unwrap();
+    fs::hard_link(m.join("d1/f1"), m.join("d1/hl2")).unwrap();
+    symlink("../f2", m.join("d1/sl")).unwrap();
+    symlink("/nonexistent/target", m.join("dangling")).unwrap();
+    fs::set_permissions(m.join("d1/f1"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(m.join("d1/f2r"), Some(1234), Some(4321)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.join("d1/f2r"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    fs::create_dir_all(m.join("tmp/deep/er")).unwrap();
+    write(&m.join("tmp/deep/er/x"), b"x");
+    fs::remove_dir_all(m.join("tmp")).unwrap();
+    fs::remove_file(m.join("d1/hl2")).unwrap();
+    fs::remove_file(m.join("old/gone")).unwrap();
+    write(&m.join("ñame é"), "non-ASCII ✓".as_bytes());
+    fs::create_dir(m.join("répertoire")).unwrap();
+    write(&m.join("répertoire/日本"), b"nihon");
+    // A directory renamed after files were made in it: the records of
+    // those files name it by gfid, and must land under the old name first.
+    fs::create_dir(m.join("early")).unwrap();
+    write(&m.join("early/inner"), b"inner");
+    fs::rename(m.join("early"), m.join("late")).unwrap();
+    fs::rename(m.join("d1/sub"), m.join("sub-moved")).unwrap();
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    assert_slave_matches(&v, &s);
+
+    // The changes came from GlusterFS's changelogs, not a journal hook.
+    let rows = s.status_json();
+    assert_eq!(rows[0]["crawl_status"], "Changelog Crawl", "{rows:?}");
+    let session_dir = fs::read_dir(s.home.join("sessions"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let own_journal = session_dir.join("journal");
+    let own_files = fs::read_dir(&own_journal)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .count();
+    assert_eq!(own_files, 0, "georep's own journal was written");
+
+    // The real changelog files the brick wrote parse, and record what the
+    // mount did (e.g. the rename of early -> late).
+    let files = v.changelog_files();
+    assert!(!files.is_empty(), "the brick wrote no changelog");
+    let mut renames = 0;
+    for f in &files {
+        let bytes = fs::read(f).unwrap();
+        let recs = gfs::parse(f, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        renames += recs
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    GRecord::Entry {
+                        op: gfs::EntryOp::Rename { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    assert!(
+        renames >= 3,
+        "expected the renames in the changelogs, saw {renames}"
+    );
+}
+
+#[test]
+fn a_restart_replays_the_history_from_the_changelogs() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let v = volume(&g, &s, "b");
+    let m = &v.mount;
+    // No --brick: `create` asks `gluster volume info` for the local bricks.
+    s.vol = v.name.clone();
+    let created = s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
+    assert!(
+        created
+            .stdout()
+            .contains(&format!("brick {}", v.brick.display())),
+        "{}",
+        created.0
+    );
+    s.start().ok();
+    s.wait_active();
+    assert_eq!(
+        s.status_json()[0]["master_brick"],
+        v.brick.display().to_string()
+    );
+    write(&m.join("a"), b"one");
+    fs::create_dir(m.join("dir")).unwrap();
+    write(&m.join("dir/big"), &random_bytes(2 << 20, 7));
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    s.stop().ok();
+    let before = session_log(&s).len();
+
+    // Changed while georep is stopped: only the changelogs know.
+    write(&m.join("a"), b"two, longer");
+    write(&m.join("dir/new"), b"new");
+    fs::rename(m.join("dir"), m.join("dir2")).unwrap();
+    symlink("a", m.join("link")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+
+    s.start().ok();
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    assert_slave_matches(&v, &s);
+    let log = session_log(&s);
+    let after = &log[before.min(log.len())..];
+    assert!(
+        after.contains("History Crawl"),
+        "no History Crawl after the restart:\n{after}"
+    );
+    // Only a changelog GlusterFS itself lost (two closed in one second,
+    // the second renamed over the first) may call for a Hybrid Crawl.
+    let hybrids = after.matches("Hybrid Crawl").count();
+    let clobbered = after.matches("the second replaced the first").count();
+    assert!(
+        hybrids == 0 || clobbered > 0,
+        "a Hybrid Crawl ran although the changelogs were intact:\n{after}"
+    );
+
+    // Re-created over the same slave with the sync times dropped: a full
+    // Hybrid Crawl, whose quick check finds every file there already (same
+    // size, and the mtime GlusterFS clients see), so no content travels.
+    s.stop().ok();
+    let key = s.sshd.operator_key().display().to_string();
+    let url = s.slave_url();
+    s.geo_rep([
+        "delete",
+        &s.vol,
+        &url,
+        "reset-sync-time",
+        "--identity",
+        &key,
+    ])
+    .ok();
+    s.geo_rep(s.create_args(&[], &url, true)).ok();
+    s.start().ok();
+    let t = SystemTime::now();
+    s.wait_synced_past(t);
+    assert_slave_matches(&v, &s);
+    let sent = s.bytes_sent();
+    assert!(
+        sent < 1 << 20,
+        "the full crawl sent {sent} bytes: the 2 MiB file travelled again"
+    );
+}
