@@ -69,7 +69,7 @@ fn config_lists_gets_sets_and_resets_with_validation() {
         );
     }
     let sync_jobs = list.lines().find(|l| l.starts_with("sync-jobs")).unwrap();
-    assert!(sync_jobs.ends_with("not yet applied"), "{sync_jobs}");
+    assert!(sync_jobs.ends_with("next start"), "{sync_jobs}");
     let sync_acls = list.lines().find(|l| l.starts_with("sync-acls")).unwrap();
     assert!(sync_acls.ends_with("live"), "{sync_acls}");
 
