@@ -45,7 +45,8 @@
 //! state is what the slave does anyway (every record is applied from the
 //! brick as it is at shipping time). A marker that cannot arrive (events
 //! dropped or the queue overflowed) releases the held scans; that case is a
-//! Gap, healed by a Hybrid Crawl. A rollover waits (at most
+//! Gap, healed by a Hybrid Crawl. Every rollover drops a marker too, as a
+//! barrier for the events of changes made before it. A rollover waits (at most
 //! [`MARKER_WAIT`]) for the held scans, so a closed file never leaves out a
 //! scan taken before it was closed.
 
@@ -461,11 +462,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Drains what notify has delivered, then closes the current file with
-    /// end = the time taken before the drain, and only then advances
-    /// `closed_through`.
+    /// Drains what notify has delivered, up to a marker made after the
+    /// time `t` taken first, then closes the current file with end = `t`,
+    /// and only then advances `closed_through`.
     fn rollover(&mut self, last: bool) -> Result<(), ChangelogError> {
         let t = Stime(Stime::now().nanos().max(self.last_end.nanos() + 1));
+        // The event of a change made just before `t` may still be in the
+        // kernel queue or notify's thread; closing without it would let stime
+        // (and a checkpoint) pass `t` while that change is not shipped. A
+        // marker made now is a barrier: its event comes after every one of
+        // them (one inotify FIFO), and waiting for it is the wait below.
+        let barrier = self.drop_marker()?;
+        if let Some(n) = barrier {
+            self.held.push_back((n, Vec::new()));
+        }
         // At most what the channel could hold at `t`: a steady stream of new
         // events must not keep the file open forever.
         for _ in 0..CHANNEL_CAP {
@@ -474,9 +484,12 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        // Scans opened by events drained so far are part of this file; the
-        // ones that waiting itself opens may go to the next (not when
-        // stopping: there is no next file).
+        if let Some(n) = barrier {
+            self.await_markers(n + 1)?;
+        }
+        // Scans opened by events drained so far (up to the barrier) are part
+        // of this file; the ones that waiting itself opens may go to the next
+        // (not when stopping: there is no next file).
         let upto = if last { u64::MAX } else { self.next_marker };
         self.await_markers(upto)?;
         self.flush_pending_from()?;
@@ -502,7 +515,7 @@ impl Worker {
                 Ok(m) => self.accept(m)?,
                 Err(_) => {
                     self.release_all(
-                        "the event marking the start of a directory scan did not arrive",
+                        "the marker event of a directory scan or a rollover did not arrive",
                     )?;
                 }
             }
@@ -517,7 +530,7 @@ impl Worker {
         }
         let held = std::mem::take(&mut self.held);
         self.gap(format!(
-            "{why}: scans of new directories journalled out of order"
+            "{why}: held scans journalled out of order, late events may follow the rollover"
         ))?;
         for (_, records) in held {
             for r in records {

@@ -28,11 +28,11 @@
 //!    panics, whatever the bytes.
 //! 3. **`closed_through` tells the truth.** [`Hook::closed_through`] returns
 //!    T only once every event read before T is in a durable, closed file.
-//!    At a rollover at time T the hook first drains every event already
-//!    delivered by notify, then closes the file with end = T. (An event still
-//!    inside the kernel queue at T lands in the next file; notify offers no
-//!    barrier on the inotify fd. The crawler must therefore treat `end` as
-//!    "events up to about here", which is what stime needs: replay, not skip.)
+//!    At a rollover at time T the hook makes a marker entry in its own
+//!    watched directory and handles events until the marker's arrives (one
+//!    inotify FIFO, so every event of a change made before T is then
+//!    handled), then closes the file with end = T. A marker that does not
+//!    arrive within a bound is a Gap, healed by a hybrid crawl.
 //! 4. **Paths never escape.** Every path in a record is a [`RelPath`]; the
 //!    reader validates each one and refuses `..`, absolute paths and NUL.
 //!
