@@ -129,6 +129,11 @@ enum Msg {
     Event(Stime, notify::Result<notify::Event>),
     Rollover(Reply),
     Stop(Reply),
+    /// Events handled back to back, as if one inotify read had delivered
+    /// them: tests need events to be queued together, which separate sends
+    /// cannot promise (the worker may act on the first before the next).
+    #[cfg(test)]
+    Events(Vec<(Stime, notify::Result<notify::Event>)>),
 }
 
 /// A running journal hook; see the module documentation.
@@ -409,9 +414,7 @@ impl Worker {
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
-                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
-                Ok(Msg::Rollover(r)) => self.deferred.push(r),
-                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Ok(m) => self.accept(m)?,
                 Err(RecvTimeoutError::Timeout) => {
                     self.rollover(false)?;
                     deadline = Instant::now() + self.rollover;
@@ -442,6 +445,22 @@ impl Worker {
         }
     }
 
+    /// Handles an event now; a request is noted and served by the caller.
+    fn accept(&mut self, m: Msg) -> Result<(), ChangelogError> {
+        match m {
+            Msg::Event(at, ev) => self.handle(at, ev)?,
+            Msg::Rollover(r) => self.deferred.push(r),
+            Msg::Stop(r) => self.stop = Some(r),
+            #[cfg(test)]
+            Msg::Events(evs) => {
+                for (at, ev) in evs {
+                    self.handle(at, ev)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Drains what notify has delivered, then closes the current file with
     /// end = the time taken before the drain, and only then advances
     /// `closed_through`.
@@ -451,9 +470,7 @@ impl Worker {
         // events must not keep the file open forever.
         for _ in 0..CHANNEL_CAP {
             match self.rx.try_recv() {
-                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
-                Ok(Msg::Rollover(r)) => self.deferred.push(r),
-                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Ok(m) => self.accept(m)?,
                 Err(_) => break,
             }
         }
@@ -482,9 +499,7 @@ impl Worker {
         while self.held.front().is_some_and(|(n, _)| *n < upto) {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
-                Ok(Msg::Event(at, ev)) => self.handle(at, ev)?,
-                Ok(Msg::Rollover(r)) => self.deferred.push(r),
-                Ok(Msg::Stop(r)) => self.stop = Some(r),
+                Ok(m) => self.accept(m)?,
                 Err(_) => {
                     self.release_all(
                         "the event marking the start of a directory scan did not arrive",

@@ -426,11 +426,12 @@ fn start_refuses_a_missing_brick() {
     assert!(err.to_string().contains("/nonexistent/brick"), "{err}");
 }
 
-/// Feeds hand-made notify events through the hook's own channel, in order.
+/// Feeds hand-made notify events through the hook's own channel, in order
+/// and in one message: events that the hook's own actions cause (a scan's
+/// marker) then come after all of them, as they would after one inotify read.
 fn inject(s: &Setup, evs: Vec<notify::Result<notify::Event>>) {
-    for ev in evs {
-        s.hook().tx.send(Msg::Event(Stime::now(), ev)).unwrap();
-    }
+    let evs = evs.into_iter().map(|ev| (Stime::now(), ev)).collect();
+    s.hook().tx.send(Msg::Events(evs)).unwrap();
 }
 
 fn ev(kind: EventKind, paths: &[PathBuf], tracker: Option<usize>) -> notify::Result<notify::Event> {
