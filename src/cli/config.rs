@@ -31,10 +31,14 @@ pub struct SessionConfig {
     pub changelog_batch_size: usize,
     /// Seconds without an answer after which the slave counts as hung.
     pub timeout: u64,
+    /// Most bytes per second the session sends to the slave, over all its
+    /// bricks and streams; 0: no limit.
+    pub bandwidth_limit: u64,
     /// Longest wait, in seconds, between retries of a failing worker (the
     /// wait starts at 1 s and doubles).
     pub retry_max_interval: u64,
-    /// Parallel transfer streams per brick (not yet applied: one stream).
+    /// Parallel transfer streams per brick: SSH channels to as many slave
+    /// processes; file contents are spread over them by directory.
     pub sync_jobs: u32,
     /// Leave on the slave what is deleted on the master.
     pub ignore_deletes: bool,
@@ -70,8 +74,9 @@ impl Default for SessionConfig {
             rollover_time: 1.0,
             changelog_batch_size: 8192,
             timeout: 120,
+            bandwidth_limit: 0,
             retry_max_interval: 60,
-            sync_jobs: 1,
+            sync_jobs: 3,
             ignore_deletes: false,
             sync_xattrs: true,
             sync_acls: true,
@@ -157,6 +162,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "seconds without an answer before the slave counts as hung (1..=86400)",
     },
     OptionSpec {
+        key: "bandwidth-limit",
+        applies: Applies::NextStart,
+        help: "most bytes per second sent to the slave, over every brick and stream of the session (token bucket); 0: no limit",
+    },
+    OptionSpec {
         key: "retry-max-interval",
         applies: Applies::NextStart,
         help: "longest wait in seconds between retries of a failing worker (1..=3600)",
@@ -198,8 +208,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         key: "sync-jobs",
-        applies: Applies::NotYetApplied,
-        help: "parallel transfer streams per brick (1..=64); each brick uses one pipelined stream",
+        applies: Applies::NextStart,
+        help: "parallel transfer streams per brick (1..=64): channels to as many slave processes, file contents spread over them by directory",
     },
     OptionSpec {
         key: "sync-xattrs",
@@ -370,6 +380,7 @@ impl SessionConfig {
             "rollover-time" => self.rollover_time.to_string(),
             "ssh-port" => self.ssh_port.to_string(),
             "timeout" => self.timeout.to_string(),
+            "bandwidth-limit" => self.bandwidth_limit.to_string(),
             "retry-max-interval" => self.retry_max_interval.to_string(),
             "log-level" => self.log_level.clone(),
             "log-format" => self.log_format.clone(),
@@ -418,6 +429,7 @@ impl SessionConfig {
             }
             "ssh-port" => c.ssh_port = parse_int(k, value, 1, 65_535)?,
             "timeout" => c.timeout = parse_int(k, value, 1, 86_400)?,
+            "bandwidth-limit" => c.bandwidth_limit = parse_int(k, value, 0, u64::MAX / 2)?,
             "retry-max-interval" => c.retry_max_interval = parse_int(k, value, 1, 3600)?,
             "log-level" => c.log_level = value.trim().to_ascii_lowercase(),
             "log-format" => c.log_format = value.trim().to_ascii_lowercase(),
@@ -545,7 +557,7 @@ mod tests {
     fn an_old_config_without_new_keys_gets_defaults() {
         let c = SessionConfig::from_json(r#"{"ssh-port": 2222, "timeout": 5}"#).unwrap();
         assert_eq!(c.ssh_port, 2222);
-        assert_eq!(c.sync_jobs, 1);
+        assert_eq!(c.sync_jobs, 3);
         assert!(c.exclude.is_empty());
     }
 
@@ -616,6 +628,7 @@ mod tests {
             ("rollover-time", "0.5", "0.5"),
             ("ssh-port", "2222", "2222"),
             ("timeout", "30", "30"),
+            ("bandwidth-limit", "1000000", "1000000"),
             ("log-level", "DEBUG", "debug"),
             ("log-format", "JSON", "json"),
             ("log-rotate-size", "1", "1"),
@@ -654,6 +667,7 @@ mod tests {
             ("ssh-port", "65536", "out of range"),
             ("ssh-port", "0", "out of range"),
             ("timeout", "0", "out of range"),
+            ("bandwidth-limit", "-1", "not a whole number"),
             ("rollover-time", "0.01", "between 0.1 and 3600"),
             ("rollover-time", "NaN", "not a number"),
             ("rollover-time", "inf", "not a number"),

@@ -85,6 +85,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
             &operator,
             &slave_cmd,
             config.timeout(),
+            1,
         ))
         .map_err(|e| explain_open_error(e, &target, &config.remote_command))?;
     let host_key = conn.host_key().clone();
@@ -171,6 +172,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
                 &Auth::Key(key_path),
                 &slave_cmd,
                 config.timeout(),
+                1,
             ))
             .context("checking the new session key")?;
         rt.block_on(link.close());

@@ -110,6 +110,8 @@ fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
         host_key,
         auth: Auth::Key(home.session_key(session.id)),
         slave_command: config.slave_command(&session.slave.volume),
+        throttle: crate::transport::throttle::Throttle::new(config.bandwidth_limit)
+            .map(std::sync::Arc::new),
         config,
         bricks,
     })
@@ -148,7 +150,7 @@ pub fn start(
     let rt = runtime()?;
     let checked = rt
         .block_on(async {
-            let (conn, link) = plan.connect().await?;
+            let (conn, link) = plan.connect_streams(1).await?;
             link.close().await;
             conn.close().await;
             Ok::<_, crate::transport::TransportError>(())

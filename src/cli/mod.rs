@@ -365,9 +365,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Slave { root } => {
-            let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
-            crate::slave::serve(&root, stdin, stdout)
+            crate::slave::serve(&root, std::io::stdin(), stdout)
                 .with_context(|| format!("slave at {}", root.display()))
         }
         Command::Monitor { master_vol, slave } => {

@@ -51,6 +51,8 @@ pub struct SessionPlan {
     pub host_key: russh::keys::PublicKey,
     pub auth: Auth,
     pub slave_command: String,
+    /// `bandwidth-limit`, shared by every worker of the session.
+    pub throttle: Option<std::sync::Arc<crate::transport::throttle::Throttle>>,
     pub config: SessionConfig,
     pub bricks: Vec<BrickPlan>,
 }
@@ -95,9 +97,23 @@ impl SessionPlan {
     }
 
     /// Connects to the slave with the session key and the pinned host key,
-    /// and greets it.
+    /// and greets it over `sync-jobs` streams.
     pub async fn connect(
         &self,
+    ) -> Result<
+        (
+            crate::transport::ssh::SshConnection,
+            crate::transport::SshLink,
+        ),
+        crate::transport::TransportError,
+    > {
+        self.connect_streams(self.config.sync_jobs as usize).await
+    }
+
+    /// [`SessionPlan::connect`] with `streams` streams (a check needs one).
+    pub async fn connect_streams(
+        &self,
+        streams: usize,
     ) -> Result<
         (
             crate::transport::ssh::SshConnection,
@@ -111,8 +127,13 @@ impl SessionPlan {
             &self.auth,
             &self.slave_command,
             self.config.timeout(),
+            streams,
         )
         .await
+        .map(|(conn, mut link)| {
+            link.set_throttle(self.throttle.clone());
+            (conn, link)
+        })
     }
 }
 

@@ -47,6 +47,7 @@ mod root;
 mod tests;
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+
 use std::path::{Path, PathBuf};
 
 use crate::transport::protocol::{
@@ -78,14 +79,31 @@ pub enum SlaveError {
     Sync { root: PathBuf, source: io::Error },
 }
 
+/// Frames read ahead of the one being applied (each at most a piece).
+const READ_AHEAD: usize = 4;
+
+/// What the reading thread hands over.
+type Incoming = Result<Option<Request>, ProtocolError>;
+
 /// Serves one master over `input`/`output` with `root` as the slave root,
 /// until the input closes between frames (`Ok`) or the session cannot go on.
-/// Blocking and single-threaded.
-pub fn serve<R: Read, W: Write>(root: &Path, input: R, output: W) -> Result<(), SlaveError> {
-    let mut input = BufReader::with_capacity(256 * 1024, input);
+///
+/// Blocking. A thread reads and decodes frames up to [`READ_AHEAD`] ahead,
+/// so the stream keeps flowing while a piece is written to disk (otherwise
+/// the SSH window fills and the master waits for every write); requests are
+/// still applied one at a time, in order, by the calling thread.
+pub fn serve<R: Read + Send + 'static, W: Write>(
+    root: &Path,
+    input: R,
+    output: W,
+) -> Result<(), SlaveError> {
+    let (tx, mut requests) = std::sync::mpsc::sync_channel::<Incoming>(READ_AHEAD);
+    // Not joined: after a fatal error it may sit in a read until the master
+    // hangs up, and it ends by itself once nobody receives.
+    std::thread::spawn(move || read_requests(input, tx));
     let mut out = BufWriter::with_capacity(256 * 1024, output);
-    let result = Session::start(root, &mut input, &mut out).and_then(|mut s| {
-        let r = s.run(&mut input, &mut out);
+    let result = Session::start(root, &mut requests, &mut out).and_then(|mut s| {
+        let r = s.run(&mut requests, &mut out);
         s.finish();
         r
     });
@@ -108,6 +126,31 @@ pub fn serve<R: Read, W: Write>(root: &Path, input: R, output: W) -> Result<(), 
     })
 }
 
+/// Reads frames from `input` into `tx` until the input ends (then `None`),
+/// an error, or the receiver is gone.
+fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Incoming>) {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
+    loop {
+        let next = match input.fill_buf() {
+            Ok([]) => Ok(None),
+            Ok(_) => read_frame(&mut input).map(Some),
+            Err(e) => Err(ProtocolError::Io(e)),
+        };
+        let last = !matches!(next, Ok(Some(_)));
+        if tx.send(next).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The next request; `Ok(None)` when the input ended between frames.
+fn next_request(
+    requests: &mut std::sync::mpsc::Receiver<Incoming>,
+) -> Result<Option<Request>, ProtocolError> {
+    // The reader never leaves without saying why.
+    requests.recv().unwrap_or(Err(ProtocolError::Closed))
+}
+
 /// What happens to the session after one request.
 type Step = Result<(), SlaveError>;
 
@@ -119,16 +162,19 @@ struct Session {
 
 impl Session {
     /// Handshake: `Hello` with a compatible version, and a usable root.
-    fn start<R: Read, W: Write>(
+    fn start<W: Write>(
         root_path: &Path,
-        input: &mut BufReader<R>,
+        requests: &mut std::sync::mpsc::Receiver<Incoming>,
         out: &mut W,
     ) -> Result<Session, SlaveError> {
         let path = root_path.to_owned();
-        let first: Request = read_frame(input).map_err(|source| SlaveError::Protocol {
+        let protocol_err = |source| SlaveError::Protocol {
             root: path.clone(),
             source,
-        })?;
+        };
+        let first: Request = next_request(requests)
+            .map_err(protocol_err)?
+            .ok_or_else(|| protocol_err(ProtocolError::Closed))?;
         let Request::Hello { protocol, .. } = first else {
             return Err(SlaveError::Unexpected {
                 root: path,
@@ -163,20 +209,32 @@ impl Session {
         Ok(session)
     }
 
-    fn run<R: Read, W: Write>(&mut self, input: &mut BufReader<R>, out: &mut W) -> Step {
+    fn run<W: Write>(
+        &mut self,
+        requests: &mut std::sync::mpsc::Receiver<Incoming>,
+        out: &mut W,
+    ) -> Step {
         loop {
-            if input.buffer().is_empty() {
-                // Nothing more to process without blocking: let the master
-                // see every reply so far.
-                out.flush().map_err(|e| self.stream(e))?;
-                if input.fill_buf().map_err(|e| self.stream(e))?.is_empty() {
-                    return Ok(());
+            let next = match requests.try_recv() {
+                Ok(next) => next,
+                Err(_) => {
+                    // Nothing more to process without blocking: let the
+                    // master see every reply so far.
+                    out.flush().map_err(|e| self.stream(e))?;
+                    next_request(requests)
                 }
-            }
-            let request: Request = read_frame(input).map_err(|source| SlaveError::Protocol {
-                root: self.root_path.clone(),
-                source,
-            })?;
+            };
+            let request = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(ProtocolError::Io(e)) => return Err(self.stream(e)),
+                Err(source) => {
+                    return Err(SlaveError::Protocol {
+                        root: self.root_path.clone(),
+                        source,
+                    })
+                }
+            };
             self.handle(request, out)?;
         }
     }
@@ -257,6 +315,9 @@ impl Session {
             }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
+                // With several streams, the entries that follow a barrier
+                // may go over another one and move directories cached here.
+                self.root.forget_dirs();
                 self.send(out, &Reply::Barrier { id })?;
                 out.flush().map_err(|e| self.stream(e))
             }

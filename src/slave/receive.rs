@@ -148,6 +148,17 @@ impl Incoming {
         self.out
             .write_all(data)
             .map_err(|e| root.error(&self.path, "cannot write the temporary file", errno_of(&e)))?;
+        if self.size >= PIECE_SIZE {
+            // Start writing a large file out now, so the sync before its
+            // rename only waits for the tail (best effort: a failure here
+            // only leaves the work to that sync).
+            let _ = rfs::fadvise(
+                &self.out,
+                self.written,
+                std::num::NonZeroU64::new(len),
+                rfs::Advice::DontNeed,
+            );
+        }
         self.hasher.update(data);
         self.written += len;
         Ok(())
@@ -174,6 +185,8 @@ struct Pending {
 pub(crate) struct Receiver {
     current: Option<Current>,
     pending: Vec<Pending>,
+    /// The paths of `pending`, to look them up.
+    pending_paths: std::collections::HashSet<RelPath>,
     pending_bytes: u64,
     /// A piece of an old file (delta base, or input of a signature).
     base_buf: Vec<u8>,
@@ -189,7 +202,7 @@ impl Receiver {
 
     /// Whether a received file waits to be renamed over `path`.
     pub fn is_pending(&self, path: &RelPath) -> bool {
-        self.pending.iter().any(|p| &p.path == path)
+        self.pending_paths.contains(path)
     }
 
     /// Whether the pending list reached its limits.
@@ -314,7 +327,7 @@ impl Receiver {
         let result = match piece {
             Err(segments) => inc.sparse(root, index, segments),
             Ok((PieceKind::Literal, data)) => inc.write(root, data),
-            Ok((PieceKind::Delta, data)) => {
+            Ok((kind @ (PieceKind::Delta | PieceKind::Same), data)) => {
                 if inc.base.is_none() {
                     let base = open_regular_at(inc.temp.dir.as_fd(), &inc.final_name);
                     inc.base = Some(base.unwrap_or(None));
@@ -325,17 +338,23 @@ impl Receiver {
                     }),
                     _ => Ok(0),
                 };
-                n.and_then(|n| {
-                    out_buf.clear();
-                    fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(|e| {
-                        root.refuse(
-                            &inc.path,
-                            FailureKind::Mismatch,
-                            &format!("delta for piece {index} does not apply: {e}"),
-                        )
-                    })
-                })
-                .and_then(|()| inc.write(root, out_buf))
+                match kind {
+                    PieceKind::Same => n.and_then(|n| inc.write(root, &base_buf[..n])),
+                    _ => n
+                        .and_then(|n| {
+                            out_buf.clear();
+                            fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(
+                                |e| {
+                                    root.refuse(
+                                        &inc.path,
+                                        FailureKind::Mismatch,
+                                        &format!("delta for piece {index} does not apply: {e}"),
+                                    )
+                                },
+                            )
+                        })
+                        .and_then(|()| inc.write(root, out_buf)),
+                }
             }
         };
         match result {
@@ -420,6 +439,7 @@ impl Receiver {
         drop((out, base));
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
+        self.pending_paths.insert(path.clone());
         self.pending.push(Pending {
             seq,
             path,
@@ -444,6 +464,7 @@ impl Receiver {
             return Vec::new();
         }
         let pending = std::mem::take(&mut self.pending);
+        self.pending_paths.clear();
         self.pending_bytes = 0;
         if let Err(e) = root.sync_all() {
             // Temp files are removed as `pending` drops.
@@ -487,6 +508,7 @@ impl Receiver {
     /// files are removed.
     pub fn discard_pending(&mut self) {
         self.pending.clear();
+        self.pending_paths.clear();
     }
 
     pub fn discard_current(&mut self) {

@@ -453,11 +453,19 @@ pub(crate) fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Re
 /// leftovers of a killed process are removed by the master's next prune.
 pub(crate) fn temp_name(name: &OsStr) -> String {
     let hash = blake3::hash(name.as_encoded_bytes());
-    format!(
-        ".georep.{}.{}.tmp",
-        &hash.to_hex()[..16],
-        std::process::id()
-    )
+    format!(".georep.{}.{}.tmp", &hash.to_hex()[..16], own_pid())
+}
+
+/// This process's id (asked once: it is part of every temp name).
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Whether the slave runs as root (asked once: it decides every chown).
+fn is_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
 }
 
 /// The owner to apply, if the slave runs as root and the master sent one.
@@ -465,7 +473,7 @@ pub(crate) fn owner(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Option<(Option<rfs::Uid>, Option<rfs::Gid>)> {
-    if !rustix::process::geteuid().is_root() {
+    if !is_root() {
         return None;
     }
     let uid = uid.filter(|&u| u != u32::MAX).map(rfs::Uid::from_raw);

@@ -42,7 +42,7 @@ fn attrs(mode: u32, mtime_sec: i64, mtime_nsec: u32) -> Attrs {
 /// Runs a session on `reqs` (Hello is not added) and decodes every reply.
 fn run_raw(root: &Path, wire: &[u8]) -> (Result<(), SlaveError>, Vec<Reply>) {
     let mut out = Vec::new();
-    let result = serve(root, wire, &mut out);
+    let result = serve(root, std::io::Cursor::new(wire.to_vec()), &mut out);
     let mut replies = Vec::new();
     let mut r = &out[..];
     while !r.is_empty() {
@@ -705,6 +705,68 @@ fn delta_ship_sends_little_and_rebuilds_exactly() {
     let replies = session(dir.path(), &reqs);
     assert_eq!(replies, [Reply::Committed { batch: 1 }]);
     assert!(fs::read(dir.path().join("f")).unwrap() == new);
+    assert_eq!(names(dir.path()), ["f"]);
+}
+
+#[test]
+fn same_pieces_are_taken_from_the_current_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = random(3 * PIECE_SIZE as usize / 2, 5);
+    fs::write(dir.path().join("f"), &old).unwrap();
+    let mut new = old.clone();
+    let last = new.len() - 10;
+    new[last..].copy_from_slice(b"0123456789");
+    let reqs = vec![
+        Request::FileBegin {
+            seq: 1,
+            path: rp("f"),
+            size: new.len() as u64,
+        },
+        Request::Piece {
+            index: 0,
+            kind: PieceKind::Same,
+            data: Vec::new(),
+        },
+        Request::Piece {
+            index: 1,
+            kind: PieceKind::Literal,
+            data: new[PIECE_SIZE as usize..].to_vec(),
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1_600_000_000, 0),
+            hash: *blake3::hash(&new).as_bytes(),
+        },
+        Request::Commit { batch: 1 },
+    ];
+    assert_eq!(session(dir.path(), &reqs), [Reply::Committed { batch: 1 }]);
+    assert!(fs::read(dir.path().join("f")).unwrap() == new);
+    // Without a current file, `Same` has nothing to copy: the hash check
+    // refuses the result and the old name is left alone.
+    let reqs = vec![
+        Request::FileBegin {
+            seq: 2,
+            path: rp("g"),
+            size: 4,
+        },
+        Request::Piece {
+            index: 0,
+            kind: PieceKind::Same,
+            data: Vec::new(),
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1, 0),
+            hash: *blake3::hash(b"abcd").as_bytes(),
+        },
+        Request::Commit { batch: 2 },
+    ];
+    let replies = session(dir.path(), &reqs);
+    assert_eq!(
+        failures(&replies)
+            .iter()
+            .map(|f| (f.seq, f.kind))
+            .collect::<Vec<_>>(),
+        [(2, FailureKind::Mismatch)]
+    );
     assert_eq!(names(dir.path()), ["f"]);
 }
 

@@ -8,13 +8,23 @@
 //! [`WRITE_BUFFER`] bytes, or before waiting for a reply): each write to an
 //! SSH channel is at least one packet, encrypted and woken up for on both
 //! ends, so a frame per write made small files cost a packet each.
+//!
+//! A link may carry further *lanes* (`sync-jobs`): more conversations with
+//! slave processes of the same session, each with its own channel, over
+//! which file contents are spread by parent directory ([`SlaveLink::lane_of`]),
+//! so several slave processes create files at once. Entry operations and
+//! attributes stay on the link itself (lane 0), in order; the shipper puts a
+//! barrier on every lane between the data and whatever depends on it.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use super::protocol::{self, ProtocolError, Reply, Request, PROTOCOL_VERSION};
+use super::throttle::Throttle;
 
 /// Frames are gathered up to this many bytes before they are written.
 pub const WRITE_BUFFER: usize = 256 * 1024;
@@ -50,6 +60,10 @@ pub struct SlaveLink<S> {
     bytes_sent: u64,
     next_seq: u64,
     hello: SlaveHello,
+    /// Further conversations for file contents (see the module docs).
+    lanes: Vec<SlaveLink<S>>,
+    /// The session's bandwidth limit, if any.
+    throttle: Option<Arc<Throttle>>,
 }
 
 impl<S> Drop for SlaveLink<S> {
@@ -61,6 +75,13 @@ impl<S> Drop for SlaveLink<S> {
 impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
     /// Greets the slave and checks that both speak the same protocol.
     pub async fn open(stream: S, timeout: Duration) -> Result<SlaveLink<S>, LinkError> {
+        Self::greet(stream, timeout).await?.greeted().await
+    }
+
+    /// Sends the greeting without waiting for the answer ([`SlaveLink::greeted`]),
+    /// so several slaves can start at once: each start is a process run by
+    /// the slave's sshd, typically a good part of a second.
+    pub async fn greet(stream: S, timeout: Duration) -> Result<SlaveLink<S>, LinkError> {
         let (read, writer) = tokio::io::split(stream);
         let (tx, replies) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_replies(read, tx));
@@ -77,6 +98,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
                 root: String::new(),
                 root_empty: false,
             },
+            lanes: Vec::new(),
+            throttle: None,
         };
         link.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
@@ -84,7 +107,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
         })
         .await?;
         link.flush().await?;
-        match link.recv().await? {
+        Ok(link)
+    }
+
+    /// Waits for the slave's answer to [`SlaveLink::greet`].
+    pub async fn greeted(mut self) -> Result<SlaveLink<S>, LinkError> {
+        match self.recv().await? {
             Reply::Hello {
                 protocol,
                 agent_version,
@@ -92,12 +120,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
                 root_empty,
             } => {
                 protocol::check_version(PROTOCOL_VERSION, protocol)?;
-                link.hello = SlaveHello {
+                self.hello = SlaveHello {
                     agent_version,
                     root,
                     root_empty,
                 };
-                Ok(link)
+                Ok(self)
             }
             other => Err(ProtocolError::Unexpected(format!("{other:?} instead of Hello")).into()),
         }
@@ -109,9 +137,51 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         &self.hello
     }
 
-    /// Payload bytes written to the slave so far (frames included).
+    /// Payload bytes written to the slave so far (frames included), over
+    /// every lane.
     pub fn bytes_sent(&self) -> u64 {
-        self.bytes_sent
+        self.bytes_sent + self.lanes.iter().map(|l| l.bytes_sent).sum::<u64>()
+    }
+
+    /// Limits what this link and its lanes send (shared with whoever else
+    /// holds `throttle`).
+    pub fn set_throttle(&mut self, throttle: Option<Arc<Throttle>>) {
+        for lane in &mut self.lanes {
+            lane.set_throttle(throttle.clone());
+        }
+        self.throttle = throttle;
+    }
+
+    /// Adds a lane for file contents.
+    pub fn add_lane(&mut self, lane: SlaveLink<S>) {
+        self.lanes.push(lane);
+    }
+
+    /// How many conversations carry file contents (this link and its lanes).
+    pub fn lane_count(&self) -> usize {
+        1 + self.lanes.len()
+    }
+
+    /// The lane that carries the content of `path`: by its parent directory,
+    /// so one directory's files are created by one slave process (creation
+    /// in a directory is serialised by the kernel anyway), and a path always
+    /// takes the same lane.
+    pub fn lane_of(&self, path: &crate::relpath::RelPath) -> usize {
+        if self.lanes.is_empty() {
+            return 0;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        path.parent().unwrap_or_default().hash(&mut h);
+        (h.finish() % self.lane_count() as u64) as usize
+    }
+
+    /// Lane `i` (0 is this link itself).
+    pub fn lane(&mut self, i: usize) -> &mut SlaveLink<S> {
+        match i {
+            0 => self,
+            i => &mut self.lanes[i - 1],
+        }
     }
 
     /// A fresh sequence number for a request.
@@ -149,6 +219,9 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     }
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        if let Some(t) = &self.throttle {
+            t.take(bytes.len()).await;
+        }
         tokio::time::timeout(self.timeout, self.writer.write_all(bytes))
             .await
             .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
@@ -186,6 +259,9 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     /// Ends the conversation cleanly (the slave sees end of input); bounded
     /// by the timeout, since the slave may be the thing that hangs.
     pub async fn close(mut self) {
+        for lane in std::mem::take(&mut self.lanes) {
+            Box::pin(lane.close()).await;
+        }
         let t = self.timeout;
         let _ = tokio::time::timeout(t, async {
             let _ = self.flush().await;

@@ -7,6 +7,7 @@ pub mod origin;
 pub mod protocol;
 pub mod ship;
 pub mod ssh;
+pub mod throttle;
 
 use std::time::Duration;
 
@@ -40,7 +41,8 @@ impl TransportError {
     }
 }
 
-/// Connects to `target`, runs `command` there and greets the slave. The
+/// Connects to `target`, runs `command` there and greets the slave, over
+/// `streams` channels (the link and its lanes, see [`link`]). The
 /// connection must be kept alive as long as the link is used.
 pub async fn open(
     target: &SshTarget,
@@ -48,13 +50,24 @@ pub async fn open(
     auth: &Auth,
     command: &str,
     timeout: Duration,
+    streams: usize,
 ) -> Result<(SshConnection, SshLink), TransportError> {
     let conn = SshConnection::connect(target, policy, auth, timeout).await?;
     let link_err = |source| TransportError::Link {
         target: target.to_string(),
         source,
     };
-    let stream = conn.exec_stream(command).await?;
-    let link = SlaveLink::open(stream, timeout).await.map_err(link_err)?;
+    // All slaves start at once; then each greeting is awaited.
+    let mut greeted = Vec::with_capacity(streams.max(1));
+    for _ in 0..streams.max(1) {
+        let stream = conn.exec_stream(command).await?;
+        greeted.push(SlaveLink::greet(stream, timeout).await.map_err(link_err)?);
+    }
+    let mut greeted = greeted.into_iter();
+    let first = greeted.next().expect("at least one stream");
+    let mut link = first.greeted().await.map_err(link_err)?;
+    for lane in greeted {
+        link.add_lane(lane.greeted().await.map_err(link_err)?);
+    }
     Ok((conn, link))
 }

@@ -49,6 +49,7 @@
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
 //! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `Request::Stat`
 //! (a Hybrid Crawl sends only files whose size or mtime differ on the slave).
+//! 4: `PieceKind::Same`.
 
 use std::io::{self, Read, Write};
 
@@ -58,7 +59,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -234,6 +235,10 @@ pub enum PieceKind {
     Literal,
     /// A fast_rsync delta against the slave's piece with the same index.
     Delta,
+    /// The slave's piece with the same index, unchanged (the master's
+    /// signature of its piece equals the slave's; `data` is empty). The
+    /// file's BLAKE3 hash still decides whether the result is right.
+    Same,
 }
 
 /// Master → slave.

@@ -48,7 +48,8 @@ use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
     Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply, Request, Segment,
-    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, STAT_MAX,
+    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, SIG_BLOCK_SIZE,
+    SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -335,6 +336,8 @@ pub struct Shipper<'a, S> {
     /// The paths each entry sent concerns (for a rename: its destination,
     /// then its source), by request sequence number.
     entry_paths: HashMap<u64, Vec<RelPath>>,
+    /// Entries were sent since the last barrier.
+    entries_unsettled: bool,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -360,6 +363,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             heal_paths: Vec::new(),
             heal_failures: Vec::new(),
             entry_paths: HashMap::new(),
+            entries_unsettled: false,
             renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
             attrs_due: Vec::new(),
@@ -422,16 +426,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.send_content(extra.data().iter(), extra.meta().iter())
                 .await?;
         }
-        self.link
-            .send(&Request::Commit {
+        // Every lane makes its part durable (at once), and all must have
+        // before the batch counts as committed.
+        let lanes = self.link.lane_count();
+        for lane in 0..lanes {
+            let link = self.link.lane(lane);
+            link.send(&Request::Commit {
                 batch: self.batch_id,
             })
             .await?;
-        self.link.flush().await?;
-        loop {
-            match self.link.recv().await? {
-                Reply::Committed { batch } if batch == self.batch_id => break,
-                other => self.absorb(other)?,
+            link.flush().await?;
+        }
+        for lane in 0..lanes {
+            loop {
+                match self.link.lane(lane).recv().await? {
+                    Reply::Committed { batch } if batch == self.batch_id => break,
+                    other => self.absorb(other)?,
+                }
             }
         }
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
@@ -452,6 +463,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         data: impl Iterator<Item = &RelPath>,
         meta: impl Iterator<Item = &RelPath>,
     ) -> Result<(), ShipError> {
+        if self.link.lane_count() > 1 && self.entries_unsettled {
+            // The other lanes must not write files while the entries sent
+            // before (prunes, removals, renames) are still being applied.
+            self.barrier().await?;
+        }
         self.send_files(data).await?;
         // Putting a file in place on the slave (temp file, rename) touches
         // its directory's mtime, so each such directory gets its attributes
@@ -796,16 +812,28 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
     }
 
+    /// Waits until every lane has done everything sent so far (files
+    /// received on a lane are in place afterwards).
     async fn barrier(&mut self) -> Result<(), ShipError> {
-        let id = self.link.next_seq();
-        self.link.send(&Request::Barrier { id }).await?;
-        self.link.flush().await?;
-        loop {
-            match self.link.recv().await? {
-                Reply::Barrier { id: got } if got == id => return Ok(()),
-                other => self.absorb(other)?,
+        self.entries_unsettled = false;
+        let lanes = self.link.lane_count();
+        let mut ids = Vec::with_capacity(lanes);
+        for lane in 0..lanes {
+            let id = self.link.next_seq();
+            let link = self.link.lane(lane);
+            link.send(&Request::Barrier { id }).await?;
+            link.flush().await?;
+            ids.push(id);
+        }
+        for (lane, id) in ids.into_iter().enumerate() {
+            loop {
+                match self.link.lane(lane).recv().await? {
+                    Reply::Barrier { id: got } if got == id => break,
+                    other => self.absorb(other)?,
+                }
             }
         }
+        Ok(())
     }
 
     fn local_error(&mut self, what: &str, path: &RelPath, e: io::Error) {
@@ -948,6 +976,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         tracing::debug!(batch = self.batch_id, seq, "entry {op:?}");
         self.link.send(&Request::Entry { seq, op }).await?;
+        self.entries_unsettled = true;
         self.report.entries += 1;
         Ok(())
     }
@@ -1005,8 +1034,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_files(&mut self, paths: impl Iterator<Item = &RelPath>) -> Result<(), ShipError> {
-        // Large files wait here for their signatures, in request order.
-        let mut waiting: VecDeque<(RelPath, u64)> = VecDeque::new();
+        // Large files wait here for their signatures, in request order
+        // (with the lane that carries them).
+        let mut waiting: VecDeque<(RelPath, u64, usize)> = VecDeque::new();
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
@@ -1036,29 +1066,37 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 primaries.insert(inode, path.clone());
             }
+            let lane = self.link.lane_of(path);
             if md.size() < DELTA_MIN_SIZE {
-                self.send_file(path, None).await?;
+                self.send_file(path, lane, None).await?;
                 continue;
             }
             let seq = self.link.next_seq();
             self.link
+                .lane(lane)
                 .send(&Request::Signature {
                     seq,
                     path: path.clone(),
                 })
                 .await?;
-            waiting.push_back((path.clone(), seq));
+            waiting.push_back((path.clone(), seq, lane));
             if waiting.len() >= SIG_WINDOW {
-                self.link.flush().await?;
-                let (p, seq) = waiting.pop_front().expect("window is non-empty");
-                let sigs = self.receive_signatures(seq).await?;
-                self.send_file(&p, sigs).await?;
+                let (p, seq, lane) = waiting.pop_front().expect("window is non-empty");
+                let sigs = self.receive_signatures(lane, seq).await?;
+                self.send_file(&p, lane, sigs).await?;
             }
         }
-        self.link.flush().await?;
-        while let Some((p, seq)) = waiting.pop_front() {
-            let sigs = self.receive_signatures(seq).await?;
-            self.send_file(&p, sigs).await?;
+        for lane in 0..self.link.lane_count() {
+            self.link.lane(lane).flush().await?;
+        }
+        while let Some((p, seq, lane)) = waiting.pop_front() {
+            let sigs = self.receive_signatures(lane, seq).await?;
+            self.send_file(&p, lane, sigs).await?;
+        }
+        if self.link.lane_count() > 1 {
+            // What follows (relinks, attributes of the directories) must
+            // find the files of the other lanes in place.
+            self.barrier().await?;
         }
         self.relink(primaries).await
     }
@@ -1097,9 +1135,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
 
     /// The slave's per-piece signatures for request `seq`; `None` if it has
     /// no regular file there.
-    async fn receive_signatures(&mut self, seq: u64) -> Result<Option<Vec<Signature>>, ShipError> {
+    async fn receive_signatures(
+        &mut self,
+        lane: usize,
+        seq: u64,
+    ) -> Result<Option<Vec<Signature>>, ShipError> {
         let size = loop {
-            match self.link.recv().await? {
+            match self.link.lane(lane).recv().await? {
                 Reply::SigBegin { seq: got, size } if got == seq => break size,
                 other => self.absorb(other)?,
             }
@@ -1108,7 +1150,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let pieces = size.div_ceil(PIECE_SIZE);
         let mut sigs = Vec::with_capacity(pieces.min(1 << 16) as usize);
         for _ in 0..pieces {
-            match self.link.recv().await? {
+            match self.link.lane(lane).recv().await? {
                 Reply::SigPiece { data } => match Signature::deserialize(data) {
                     Ok(s) => sigs.push(s),
                     Err(_) => return Err(ShipError::Unexpected("malformed signature".into())),
@@ -1128,6 +1170,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     async fn send_file(
         &mut self,
         path: &RelPath,
+        lane: usize,
         sigs: Option<Vec<Signature>>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
@@ -1158,63 +1201,26 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let seq = self.link.next_seq();
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
         self.link
+            .lane(lane)
             .send(&Request::FileBegin {
                 seq,
                 path: path.clone(),
                 size,
             })
             .await?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = Vec::new();
         let pieces = size.div_ceil(PIECE_SIZE);
-        for index in 0..pieces {
-            let len = (size - index * PIECE_SIZE).min(PIECE_SIZE) as usize;
-            let sig = sigs.as_ref().and_then(|s| s.get(index as usize));
-            let start = index * PIECE_SIZE;
-            let piece = tokio::task::block_in_place(|| {
-                read_piece(&file, start, len, &mut buf)?;
-                hasher.update(&buf);
-                // Only a file with fewer blocks than bytes can have holes.
-                let ranges = if may_have_holes {
-                    data_ranges(&file, start, start + len as u64)
-                } else {
-                    None
-                };
-                let request = match ranges {
-                    Some(ranges) => Request::SparsePiece {
-                        index: index as u32,
-                        segments: ranges
-                            .into_iter()
-                            .map(|(a, b)| Segment {
-                                offset: a as u32,
-                                data: buf[a as usize..b as usize].to_vec(),
-                            })
-                            .collect(),
-                    },
-                    None => {
-                        let (kind, data) = encode_piece(&buf, sig);
-                        Request::Piece {
-                            index: index as u32,
-                            kind,
-                            data,
-                        }
-                    }
-                };
-                Ok::<_, io::Error>(request)
-            });
-            match piece {
-                Ok(request) => self.link.send(&request).await?,
-                Err(e) => {
-                    self.touched_dirs.insert(path.parent().unwrap_or_default());
-                    self.memory.origins.forget(path);
-                    self.link.send(&Request::FileAbort).await?;
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        self.local_error("read", path, e);
-                    }
-                    return Ok(());
-                }
+        let (file, hasher) = match self
+            .send_pieces(file, path, lane, size, may_have_holes, sigs)
+            .await?
+        {
+            Some(done) => done,
+            None => {
+                self.touched_dirs.insert(path.parent().unwrap_or_default());
+                self.memory.origins.forget(path);
+                return Ok(());
             }
-        }
+        };
+        debug_assert!(pieces == 0 || hasher.count() == size);
         let after = file.metadata();
         let unchanged = matches!(&after, Ok(a) if content_stamp(a) == content_stamp(&before));
         // Also catch a write that landed during the read but left the stamp
@@ -1225,7 +1231,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         if !(unchanged && same_file) {
             tracing::debug!(path = %path, "changed while being sent; a later batch resends it");
             self.memory.origins.forget(path);
-            self.link.send(&Request::FileAbort).await?;
+            self.link.lane(lane).send(&Request::FileAbort).await?;
             return Ok(());
         }
         let mut attrs = attrs_of(&before, self.with_owner);
@@ -1238,6 +1244,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         self.memory.origins.made(path, (before.dev(), before.ino()));
         self.link
+            .lane(lane)
             .send(&Request::FileEnd {
                 attrs,
                 hash: *hasher.finalize().as_bytes(),
@@ -1246,6 +1253,132 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.report.data += 1;
         Ok(())
     }
+
+    /// Sends the pieces of one file; `None` if it could not be read (the
+    /// file is then abandoned with `FileAbort`). The pieces of a large file
+    /// are read and encoded one ahead, off the runtime, while the previous
+    /// one is being sent.
+    async fn send_pieces(
+        &mut self,
+        file: File,
+        path: &RelPath,
+        lane: usize,
+        size: u64,
+        may_have_holes: bool,
+        sigs: Option<Vec<Signature>>,
+    ) -> Result<Option<(File, blake3::Hasher)>, ShipError> {
+        let pieces = size.div_ceil(PIECE_SIZE);
+        let mut hasher = blake3::Hasher::new();
+        if pieces <= 1 {
+            let sig = sigs.as_ref().and_then(|s| s.first());
+            let piece = if pieces == 0 {
+                None
+            } else {
+                Some(tokio::task::block_in_place(|| {
+                    prepare_piece(&file, 0, size, may_have_holes, sig, &mut hasher)
+                }))
+            };
+            match piece {
+                None => {}
+                Some(Ok(request)) => self.link.lane(lane).send(&request).await?,
+                Some(Err(e)) => return self.abandon(path, lane, e).await.map(|()| None),
+            }
+            return Ok(Some((file, hasher)));
+        }
+        let file = std::sync::Arc::new(file);
+        let sigs = std::sync::Arc::new(sigs.unwrap_or_default());
+        let spawn = |index: u64, mut hasher: blake3::Hasher| {
+            let (file, sigs) = (file.clone(), sigs.clone());
+            tokio::task::spawn_blocking(move || {
+                let sig = sigs.get(index as usize);
+                let r = prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher);
+                (hasher, r)
+            })
+        };
+        let mut next = Some(spawn(0, std::mem::take(&mut hasher)));
+        let mut index = 0;
+        loop {
+            let Some(job) = next.take() else { break };
+            let (h, prepared) = job
+                .await
+                .map_err(|e| ShipError::Unexpected(format!("reading a piece: {e}")))?;
+            index += 1;
+            match prepared {
+                Ok(request) => {
+                    if index < pieces {
+                        next = Some(spawn(index, h));
+                    } else {
+                        hasher = h;
+                    }
+                    self.link.lane(lane).send(&request).await?;
+                }
+                Err(e) => return self.abandon(path, lane, e).await.map(|()| None),
+            }
+        }
+        let file = std::sync::Arc::try_unwrap(file)
+            .map_err(|_| ShipError::Unexpected("a piece reader outlived its file".into()))?;
+        Ok(Some((file, hasher)))
+    }
+
+    /// Drops a file whose reading failed (reported unless it was truncated
+    /// meanwhile, which a later batch sees).
+    async fn abandon(
+        &mut self,
+        path: &RelPath,
+        lane: usize,
+        e: io::Error,
+    ) -> Result<(), ShipError> {
+        self.link.lane(lane).send(&Request::FileAbort).await?;
+        if e.kind() != io::ErrorKind::UnexpectedEof {
+            self.local_error("read", path, e);
+        }
+        Ok(())
+    }
+}
+
+/// Reads piece `index` of a file of `size` bytes, adds it to `hasher`, and
+/// encodes it: with holes as a `SparsePiece`, else literally, as a delta
+/// against the slave's signature `sig`, or as `Same` when the signatures
+/// agree.
+fn prepare_piece(
+    file: &File,
+    index: u64,
+    size: u64,
+    may_have_holes: bool,
+    sig: Option<&Signature>,
+    hasher: &mut blake3::Hasher,
+) -> io::Result<Request> {
+    let start = index * PIECE_SIZE;
+    let len = (size - start).min(PIECE_SIZE) as usize;
+    let mut buf = Vec::new();
+    read_piece(file, start, len, &mut buf)?;
+    hasher.update(&buf);
+    // Only a file with fewer blocks than bytes can have holes.
+    let ranges = if may_have_holes {
+        data_ranges(file, start, start + len as u64)
+    } else {
+        None
+    };
+    Ok(match ranges {
+        Some(ranges) => Request::SparsePiece {
+            index: index as u32,
+            segments: ranges
+                .into_iter()
+                .map(|(a, b)| Segment {
+                    offset: a as u32,
+                    data: buf[a as usize..b as usize].to_vec(),
+                })
+                .collect(),
+        },
+        None => {
+            let (kind, data) = encode_piece(buf, sig);
+            Request::Piece {
+                index: index as u32,
+                kind,
+                data,
+            }
+        }
+    })
 }
 
 /// Reads exactly `len` bytes at `offset` into `buf`; a short file (truncated
@@ -1255,15 +1388,24 @@ fn read_piece(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Re
     file.read_exact_at(buf, offset)
 }
 
-/// The cheaper of a delta against `sig` and the literal bytes.
-fn encode_piece(piece: &[u8], sig: Option<&Signature>) -> (PieceKind, Vec<u8>) {
+/// The cheapest of `Same` (the slave's piece has the same signature), a
+/// delta against `sig`, and the literal bytes.
+fn encode_piece(piece: Vec<u8>, sig: Option<&Signature>) -> (PieceKind, Vec<u8>) {
     if let Some(sig) = sig {
+        let options = fast_rsync::SignatureOptions {
+            block_size: SIG_BLOCK_SIZE,
+            crypto_hash_size: SIG_STRONG_LEN,
+        };
+        // Calculating a signature is several times faster than a diff.
+        if Signature::calculate(&piece, options).serialized() == sig.serialized() {
+            return (PieceKind::Same, Vec::new());
+        }
         let mut delta = Vec::new();
-        if fast_rsync::diff(&sig.index(), piece, &mut delta).is_ok() && delta.len() < piece.len() {
+        if fast_rsync::diff(&sig.index(), &piece, &mut delta).is_ok() && delta.len() < piece.len() {
             return (PieceKind::Delta, delta);
         }
     }
-    (PieceKind::Literal, piece.to_vec())
+    (PieceKind::Literal, piece)
 }
 
 /// The path is not there (any more): a missing component, or a component
