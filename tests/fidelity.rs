@@ -373,6 +373,24 @@ fn names_of_any_bytes_and_paths_deeper_than_100_levels() {
     synced_exactly(&s);
 }
 
+/// `utimensat` with the access time omitted (what `touch -m` and rsync do)
+/// is reported by inotify as a modification, not an attribute change: on a
+/// directory or a symlink, where there is no content to send, its mtime
+/// must still arrive.
+#[test]
+fn an_mtime_set_alone_on_a_directory_or_a_symlink_arrives() {
+    let s = started();
+    let b = &s.brick;
+    fs::create_dir_all(b.join("d/sub")).unwrap();
+    symlink("sub", b.join("d/link")).unwrap();
+    synced_exactly(&s);
+    let past = |secs| UNIX_EPOCH + Duration::new(secs, 987_654_321);
+    set_mtime(&b.join("d/sub"), past(1_100_000_000), false).unwrap();
+    set_mtime(&b.join("d/link"), past(1_200_000_000), false).unwrap();
+    set_mtime(&b.join("d"), past(1_300_000_000), false).unwrap();
+    synced_exactly(&s);
+}
+
 #[test]
 fn symlinks_are_stored_verbatim_and_never_followed() {
     let s = started();

@@ -328,6 +328,9 @@ pub struct Shipper<'a, S> {
     heal_failures: Vec<Failure>,
     /// Parent directories of the files sent.
     touched_dirs: std::collections::BTreeSet<RelPath>,
+    /// Data paths that are no regular file: no content to send, but their
+    /// attributes are due (see [`Shipper::send_files`]).
+    attrs_due: Vec<RelPath>,
     /// Destinations of the renames sent (see [`Shipper::resend_stale`]).
     renamed_to: Vec<RelPath>,
     /// The paths each entry sent concerns (for a rename: its destination,
@@ -363,6 +366,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             entries_unsettled: false,
             renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
+            attrs_due: Vec::new(),
         }
     }
 
@@ -469,10 +473,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // its directory's mtime, so each such directory gets its attributes
         // again, after the last file.
         let parents: Vec<RelPath> = std::mem::take(&mut self.touched_dirs).into_iter().collect();
+        let due = std::mem::take(&mut self.attrs_due);
         let sent = std::mem::take(&mut self.content_sent);
         let mut seen = HashSet::new();
         let mut todo: Vec<RelPath> = Vec::new();
-        for path in meta.filter(|p| !sent.contains(*p)).cloned().chain(parents) {
+        for path in meta
+            .filter(|p| !sent.contains(*p))
+            .cloned()
+            .chain(parents)
+            .chain(due)
+        {
             if seen.insert(path.clone()) {
                 todo.push(path);
             }
@@ -1033,8 +1043,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for path in paths {
             let md = match fs::symlink_metadata(path.under(self.brick)) {
                 Ok(md) if md.is_file() => md,
-                // Gone, or not a regular file any more: later records say.
-                Ok(_) => continue,
+                // No content to send, but inotify reports an mtime set with
+                // the access time omitted (`touch -m`, rsync) as a write: a
+                // directory or symlink may have nothing else telling that
+                // its attributes changed. (If it replaced a file, later
+                // records make it anew.)
+                Ok(_) => {
+                    self.attrs_due.push(path.clone());
+                    continue;
+                }
                 Err(e) if gone(&e) => continue,
                 Err(e) => {
                     self.local_error("stat", path, e);
