@@ -274,6 +274,24 @@ pub struct ShipMemory {
     pub links: LinkIndex,
     /// Which brick entry each slave path was made from.
     pub origins: OriginIndex,
+    /// Files (`(dev, ino)`) whose send was abandoned because they changed
+    /// while read. A write journals the file again, but a rename only
+    /// journals the rename: the slave would move stale content into place.
+    /// So every later batch sends such a file under whatever name it has.
+    owed: HashSet<(u64, u64)>,
+}
+
+/// Most abandoned files remembered (abandons are rare; past this, the
+/// oldest knowledge is dropped rather than memory grown).
+const OWED_MAX: usize = 100_000;
+
+impl ShipMemory {
+    fn owe(&mut self, md: &fs::Metadata) {
+        if self.owed.len() >= OWED_MAX {
+            self.owed.clear();
+        }
+        self.owed.insert((md.dev(), md.ino()));
+    }
 }
 
 /// Directories with more entries than this are not listed again after a
@@ -392,6 +410,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 extra.push_data(name);
             }
         }
+        self.send_owed(batch, &mut extra);
         self.find_link_names(batch.data().iter().chain(extra.data()));
         let mut unchanged = HashSet::new();
         let probed: &[RelPath] = if batch.quick_check() {
@@ -703,6 +722,34 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 (now != Some(noted) && self.memory.links.knows(noted)).then_some(noted)
             })
             .collect()
+    }
+
+    /// Adds to the data of this batch every path it names whose file's
+    /// content an earlier batch still owes the slave (see
+    /// [`ShipMemory::owed`]): renamed, linked or changed since, the file
+    /// shows up here under its current name.
+    fn send_owed(&mut self, batch: &Batch, extra: &mut Batch) {
+        if self.memory.owed.is_empty() {
+            return;
+        }
+        let named: Vec<RelPath> = batch
+            .entries()
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Rename { to: p, .. } | Entry::Create(p) | Entry::Link(p) => Some(p.clone()),
+                _ => None,
+            })
+            .chain(batch.meta().iter().cloned())
+            .collect();
+        for path in named {
+            let Ok(md) = fs::symlink_metadata(path.under(self.brick)) else {
+                continue;
+            };
+            if md.is_file() && self.memory.owed.contains(&(md.dev(), md.ino())) {
+                tracing::debug!(batch = self.batch_id, path = %path, "content owed since an abandoned send");
+                extra.push_data(path);
+            }
+        }
     }
 
     /// Notes the other names of the multiply-linked files among `data` that
@@ -1217,6 +1264,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             None => {
                 self.touched_dirs.insert(path.parent().unwrap_or_default());
                 self.memory.origins.forget(path);
+                self.memory.owe(&before);
                 return Ok(());
             }
         };
@@ -1231,6 +1279,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         if !(unchanged && same_file) {
             tracing::debug!(path = %path, "changed while being sent; a later batch resends it");
             self.memory.origins.forget(path);
+            self.memory.owe(&before);
             self.link.lane(lane).send(&Request::FileAbort).await?;
             return Ok(());
         }
@@ -1243,6 +1292,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         }
         self.memory.origins.made(path, (before.dev(), before.ino()));
+        self.memory.owed.remove(&(before.dev(), before.ino()));
         self.link
             .lane(lane)
             .send(&Request::FileEnd {
