@@ -281,6 +281,23 @@ pub struct ShipMemory {
     owed: HashSet<(u64, u64)>,
 }
 
+/// Whether every ancestor of `path` below `brick` is a real directory. A
+/// record replayed after an ancestor was replaced by a symlink would
+/// otherwise be resolved through it (O_NOFOLLOW guards only the last
+/// component): content read from wherever the symlink points, and a
+/// directory made on the slave where the brick has a symlink.
+fn beneath(brick: &Path, path: &RelPath) -> bool {
+    let mut dir = brick.to_path_buf();
+    let comps: Vec<&std::ffi::OsStr> = path.components().collect();
+    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+        dir.push(c);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Most abandoned files remembered (abandons are rare; past this, the
 /// oldest knowledge is dropped rather than memory grown).
 const OWED_MAX: usize = 100_000;
@@ -525,7 +542,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for path in paths {
             // The nearest path that the brick still has.
             let mut target = path;
-            while !target.is_root() && fs::symlink_metadata(target.under(self.brick)).is_err() {
+            while !target.is_root()
+                && (!beneath(self.brick, &target)
+                    || fs::symlink_metadata(target.under(self.brick)).is_err())
+            {
                 target = target.parent().unwrap_or_default();
             }
             if done.iter().any(|d| target.starts_with(d)) {
@@ -890,7 +910,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_entry(&mut self, entry: &Entry) -> Result<(), ShipError> {
-        let lstat = |p: &RelPath| fs::symlink_metadata(p.under(self.brick)).ok();
+        let lstat = |p: &RelPath| {
+            beneath(self.brick, p)
+                .then(|| fs::symlink_metadata(p.under(self.brick)).ok())
+                .flatten()
+        };
         // The brick may have moved on since the journal was written; the
         // later records describe what happened next, so a placeholder mode
         // is enough for an entry that is gone now.
@@ -919,6 +943,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     _ => return Ok(()),
                 }
             }
+            Entry::Symlink(p) if !beneath(self.brick, p) => return Ok(()),
             Entry::Symlink(p) => match fs::read_link(p.under(self.brick)) {
                 Ok(target) => EntryOp::Symlink {
                     path: p.clone(),
@@ -1088,6 +1113,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
         for path in paths {
+            if !beneath(self.brick, path) {
+                // Gone as a file: a later record tells what the path is now.
+                continue;
+            }
             let md = match fs::symlink_metadata(path.under(self.brick)) {
                 Ok(md) if md.is_file() => md,
                 // No content to send, but inotify reports an mtime set with
