@@ -373,6 +373,14 @@ pub struct Shipper<'a, S> {
     entry_paths: HashMap<u64, Vec<RelPath>>,
     /// Entries were sent since the last barrier.
     entries_unsettled: bool,
+    /// Files sent as deltas, by the `seq` of their `FileBegin`.
+    delta_sends: HashMap<u64, RelPath>,
+    /// Files sent as deltas that the slave could not rebuild (its copy was
+    /// not the one its signature described): sent again whole.
+    literal_due: BTreeSet<RelPath>,
+    /// Files that go literally whatever their size (resends of
+    /// `literal_due`): no signature, so no base on the slave to disagree.
+    literal: HashSet<RelPath>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -402,6 +410,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
             attrs_due: Vec::new(),
+            delta_sends: HashMap::new(),
+            literal_due: BTreeSet::new(),
+            literal: HashSet::new(),
         }
     }
 
@@ -452,15 +463,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         )
         .await?;
         // Content or attributes that could not be applied because the
-        // slave's tree diverged are healed too, a bounded number of times.
+        // slave's tree diverged are healed too, and deltas the slave could
+        // not apply are sent again literally, a bounded number of times
+        // (a failure after the last round is transient: the batch is
+        // retried and stime stays where it is).
         for _ in 0..HEAL_ROUNDS {
             self.barrier().await?;
-            if self.heal_paths.is_empty() {
+            if self.heal_paths.is_empty() && self.literal_due.is_empty() {
                 break;
             }
             let extra = self.heal().await?;
-            self.send_content(extra.data().iter(), extra.meta().iter())
-                .await?;
+            let literal = std::mem::take(&mut self.literal_due);
+            self.literal.extend(literal.iter().cloned());
+            self.send_content(
+                extra.data().iter().chain(literal.iter()),
+                extra.meta().iter(),
+            )
+            .await?;
         }
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
@@ -866,6 +885,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 Ok(())
             }
+            Reply::Failed(f)
+                if f.kind == FailureKind::Mismatch && self.delta_sends.contains_key(&f.seq) =>
+            {
+                // The slave's copy changed between its signature and the
+                // delta (or the delta was computed against another copy):
+                // its temp file is gone and its copy untouched, so sending
+                // the bytes themselves puts it right.
+                tracing::debug!(path = %f.path, "delta not applied, resending whole: {}", f.message);
+                if let Some(path) = self.delta_sends.remove(&f.seq) {
+                    self.literal_due.insert(path);
+                }
+                Ok(())
+            }
             Reply::Failed(f) if f.kind.is_transient() => {
                 self.transient.push(f);
                 Ok(())
@@ -1143,7 +1175,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 primaries.insert(inode, path.clone());
             }
             let lane = self.link.lane_of(path);
-            if md.size() < DELTA_MIN_SIZE {
+            if md.size() < DELTA_MIN_SIZE || self.literal.contains(path) {
                 self.send_file(path, lane, None).await?;
                 continue;
             }
@@ -1275,6 +1307,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let may_have_holes = before.blocks().saturating_mul(512) < size;
         self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
+        if sigs.is_some() {
+            self.delta_sends.insert(seq, path.clone());
+        }
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
         self.link
             .lane(lane)
@@ -1544,3 +1579,6 @@ mod tests {
         assert_eq!(data_ranges(&File::open(&path).unwrap(), 0, 100), None);
     }
 }
+
+#[cfg(test)]
+mod local_slave_tests;
