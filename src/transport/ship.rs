@@ -1144,7 +1144,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
+        // A path named twice (a record of the batch and a re-walk, say) is
+        // sent once: its second signature would be asked before the first
+        // send is in place, so the slave would apply the second delta to
+        // the first send's content, not to the copy it signed.
+        let mut queued: HashSet<&RelPath> = HashSet::new();
         for path in paths {
+            if !queued.insert(path) {
+                continue;
+            }
             if !beneath(self.brick, path) {
                 // Gone as a file: a later record tells what the path is now.
                 continue;

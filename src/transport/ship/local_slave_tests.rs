@@ -128,3 +128,28 @@ async fn a_delta_against_a_copy_that_changed_since_its_signature_is_resent_whole
     assert_eq!(names(&slave.join("d")), ["f"], "no temp file left");
     assert_eq!(*begins.lock().unwrap(), 2, "sent as a delta, then whole");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_named_twice_in_a_batch_is_sent_once() {
+    let (_t, brick, slave, content) = brick_and_slave();
+    // Written (a data record), and owed by an earlier batch whose send was
+    // abandoned, named here by an attribute record: both lists name it.
+    let mut batch = Batch::new();
+    batch.push_data(rp("d/f"));
+    batch.push_meta(rp("d/f"));
+    let mut memory = ShipMemory::default();
+    memory.owe(&fs::symlink_metadata(brick.join("d/f")).unwrap());
+    let begins = Arc::new(Mutex::new(0));
+    let seen = begins.clone();
+    let hook = move |req: &Request| {
+        if matches!(req, Request::FileBegin { .. }) {
+            *seen.lock().unwrap() += 1;
+        }
+    };
+    let report = ship_locally(&brick, &slave, &mut memory, &batch, hook)
+        .await
+        .expect("the batch completes");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(fs::read(slave.join("d/f")).unwrap(), content);
+    assert_eq!(*begins.lock().unwrap(), 1, "sent once, as one delta");
+}
