@@ -153,3 +153,52 @@ async fn a_file_named_twice_in_a_batch_is_sent_once() {
     assert_eq!(fs::read(slave.join("d/f")).unwrap(), content);
     assert_eq!(*begins.lock().unwrap(), 1, "sent once, as one delta");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_read_through_a_symlink_that_replaced_an_ancestor() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let (brick, slave, outside) = (
+        t.path().join("brick"),
+        t.path().join("slave"),
+        t.path().join("outside"),
+    );
+    for d in [brick.join("d"), slave.join("d"), outside.clone()] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(slave.join("d/f"), b"slave").unwrap();
+    fs::set_permissions(slave.join("d/f"), fs::Permissions::from_mode(0o644)).unwrap();
+    let slave_before = fs::symlink_metadata(slave.join("d/f")).unwrap();
+    // Outside the brick: other content, mode and an xattr.
+    fs::write(outside.join("f"), b"secret").unwrap();
+    fs::set_permissions(outside.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    let xattrs = rustix::fs::setxattr(
+        outside.join("f"),
+        "user.secret",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+    // The records of d/f are replayed after d became a symlink out.
+    fs::remove_dir(brick.join("d")).unwrap();
+    symlink(&outside, brick.join("d")).unwrap();
+    let mut batch = Batch::new();
+    batch.push_data(rp("d/f"));
+    batch.push_meta(rp("d/f"));
+    let mut memory = ShipMemory::default();
+    let report = ship_locally(&brick, &slave, &mut memory, &batch, |_| {})
+        .await
+        .expect("the batch completes");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(fs::read(slave.join("d/f")).unwrap(), b"slave");
+    let after = fs::symlink_metadata(slave.join("d/f")).unwrap();
+    assert_eq!(after.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (slave_before.mtime(), slave_before.mtime_nsec())
+    );
+    if xattrs {
+        let mut buf = [0u8; 16];
+        assert!(rustix::fs::getxattr(slave.join("d/f"), "user.secret", &mut buf).is_err());
+    }
+}
