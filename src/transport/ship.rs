@@ -549,11 +549,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut extra = Batch::new();
         let mut done: Vec<RelPath> = Vec::new();
         for path in paths {
-            // The nearest path that the brick still has.
+            // The nearest path that the brick still has (beneath real
+            // directories: the lstat resolves no symlink on the way).
             let mut target = path;
-            while !target.is_root()
-                && (!self.dir.beneath(&target) || self.dir.lstat(&target).is_err())
-            {
+            while !target.is_root() && self.dir.lstat(&target).is_err() {
                 target = target.parent().unwrap_or_default();
             }
             if done.iter().any(|d| target.starts_with(d)) {
