@@ -50,6 +50,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use std::path::{Path, PathBuf};
 
+use crate::transport::compress::unpack;
 use crate::transport::protocol::{
     check_version, read_frame, write_frame, ProtocolError, Reply, Request, PROTOCOL_VERSION,
 };
@@ -127,13 +128,14 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
 }
 
 /// Reads frames from `input` into `tx` until the input ends (then `None`),
-/// an error, or the receiver is gone.
+/// an error, or the receiver is gone. Compressed data frames are unwrapped
+/// here, so decompression overlaps with applying the previous request.
 fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Incoming>) {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     loop {
         let next = match input.fill_buf() {
             Ok([]) => Ok(None),
-            Ok(_) => read_frame(&mut input).map(Some),
+            Ok(_) => read_frame(&mut input).and_then(unpack).map(Some),
             Err(e) => Err(ProtocolError::Io(e)),
         };
         let last = !matches!(next, Ok(Some(_)));
@@ -336,6 +338,10 @@ impl Session {
             Request::Hello { .. } => {
                 Err(self.unexpected("Hello in the middle of a session".into()))
             }
+            // Unwrapped by the reader; one left is a frame nested in another.
+            Request::Compressed { .. } => {
+                Err(self.unexpected("a compressed frame inside another".into()))
+            }
         }
     }
 
@@ -411,5 +417,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::Barrier { .. } => "Barrier",
         Request::Commit { .. } => "Commit",
         Request::Stat { .. } => "Stat",
+        Request::Compressed { .. } => "Compressed",
     }
 }

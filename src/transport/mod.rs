@@ -2,6 +2,7 @@
 //! ([`protocol`]), one conversation with a slave ([`link`]) and the shipping
 //! of a batch ([`ship`]).
 
+pub mod compress;
 pub mod link;
 pub mod origin;
 pub mod protocol;

@@ -49,7 +49,11 @@
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
 //! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `Request::Stat`
 //! (a Hybrid Crawl sends only files whose size or mtime differ on the slave).
-//! 4: `PieceKind::Same`.
+//! 4: `PieceKind::Same`. 5: `Request::Compressed` (zstd data frames, see
+//! [`super::compress`]; a v5 slave always accepts them, the master sends
+//! them when the session's `compression` is `zstd`, so the version check of
+//! the handshake is the negotiation, and `Hello` keeps its shape so that a
+//! mismatched peer still gets the clear version error).
 
 use std::io::{self, Read, Write};
 
@@ -59,7 +63,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -303,6 +307,14 @@ pub enum Request {
         seq: u64,
         paths: Vec<RelPath>,
     },
+    /// A `Piece` or `SparsePiece`, postcard-encoded (`raw_len` bytes, at
+    /// most [`MAX_FRAME`]) and then zstd-compressed; the slave unwraps it
+    /// on reading (see [`super::compress`]).
+    Compressed {
+        raw_len: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// Most paths in one [`Request::Stat`].
@@ -412,6 +424,8 @@ pub enum ProtocolError {
     Oversize(usize),
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("corrupt {0}")]
+    Corrupt(String),
     #[error("unexpected message: {0}")]
     Unexpected(String),
     #[error("protocol version mismatch: master speaks {master}, slave speaks {slave}; upgrade the {older} side")]

@@ -44,6 +44,7 @@ use std::path::Path;
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
@@ -1348,6 +1349,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     ) -> Result<Option<(File, blake3::Hasher)>, ShipError> {
         let pieces = size.div_ceil(PIECE_SIZE);
         let mut hasher = blake3::Hasher::new();
+        // Compressed (when it pays) where the piece is read: off the runtime.
+        let compression = self.link.compression();
         if pieces <= 1 {
             let sig = sigs.as_ref().and_then(|s| s.first());
             let piece = if pieces == 0 {
@@ -1355,6 +1358,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             } else {
                 Some(tokio::task::block_in_place(|| {
                     prepare_piece(&file, 0, size, may_have_holes, sig, &mut hasher)
+                        .map(|r| compress::pack(r, compression))
                 }))
             };
             match piece {
@@ -1370,7 +1374,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let (file, sigs) = (file.clone(), sigs.clone());
             tokio::task::spawn_blocking(move || {
                 let sig = sigs.get(index as usize);
-                let r = prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher);
+                let r = prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher)
+                    .map(|r| compress::pack(r, compression));
                 (hasher, r)
             })
         };
