@@ -2,44 +2,13 @@
 //! a bandwidth cap that holds (`bandwidth-limit`).
 
 use std::fs;
-use std::io::Write;
 use std::time::{Instant, SystemTime};
 
-use georep::testkit::{assert_trees_equal, random_bytes};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use georep::testkit::{assert_trees_equal, log_text, random_bytes};
 
 use crate::common::Scenario;
 
 const MIB: u64 = 1 << 20;
-
-/// `len` bytes of log-like text: compressible as real logs are (a few
-/// times, not the thousands of times of a repeated line).
-fn log_text(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(len + 200);
-    let levels = ["INFO", "WARN", "DEBUG", "ERROR"];
-    while out.len() < len {
-        writeln!(
-            out,
-            "2026-11-27T{:02}:{:02}:{:02}.{:06}Z {} worker{} brick=/data/brick{}/vol batch={} files={} bytes={} elapsed_ms={}",
-            rng.gen_range(0..24),
-            rng.gen_range(0..60),
-            rng.gen_range(0..60),
-            rng.gen_range(0..1_000_000),
-            levels[rng.gen_range(0..levels.len())],
-            rng.gen_range(0..8),
-            rng.gen_range(0..4),
-            rng.gen_range(0..100_000),
-            rng.gen_range(0..5000),
-            rng.gen_range(0..100_000_000u64),
-            rng.gen_range(0..20_000),
-        )
-        .unwrap();
-    }
-    out.truncate(len);
-    out
-}
 
 #[test]
 fn zstd_ships_compressible_files_in_far_fewer_bytes_and_never_inflates_random_ones() {
