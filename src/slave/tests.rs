@@ -1344,3 +1344,45 @@ fn prune_reports_a_kept_name_of_another_type_as_a_conflict() {
     assert_eq!(f[0].path, rp("d/b"));
     assert!(!root.join("d/gone").exists());
 }
+
+#[test]
+fn compressed_pieces_are_applied_as_the_pieces_inside() {
+    use crate::transport::compress::{pack, Compression};
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::testkit::log_text(PIECE_SIZE as usize + 100_000, 5);
+    let reqs: Vec<Request> = ship(1, "log.txt", &data, attrs(0o644, 1, 0))
+        .into_iter()
+        .map(|r| pack(r, Compression::Zstd))
+        .collect();
+    let packed = reqs
+        .iter()
+        .filter(|r| matches!(r, Request::Compressed { .. }))
+        .count();
+    assert_eq!(packed, 2, "both pieces of text compress");
+    let mut reqs = reqs;
+    reqs.push(Request::Commit { batch: 1 });
+    no_failures(&session(dir.path(), &reqs));
+    assert_eq!(fs::read(dir.path().join("log.txt")).unwrap(), data);
+}
+
+#[test]
+fn a_corrupt_compressed_frame_ends_the_session_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::testkit::log_text(100_000, 6);
+    let mut reqs = vec![hello()];
+    let mut shipped = ship(1, "log.txt", &data, attrs(0o644, 1, 0));
+    // The piece, replaced by a frame that claims it but holds garbage.
+    shipped[1] = Request::Compressed {
+        raw_len: 200_000,
+        data: vec![0x28, 0xb5, 0x2f, 0xfd, 0xff, 0xff, 0xff, 0xff],
+    };
+    reqs.extend(shipped);
+    reqs.push(Request::Commit { batch: 1 });
+    let (r, replies) = run_raw(dir.path(), &wire(&reqs));
+    assert!(matches!(r, Err(SlaveError::Protocol { .. })), "{r:?}");
+    assert!(
+        matches!(replies.last(), Some(Reply::Fatal { message }) if message.contains("corrupt compressed frame")),
+        "{replies:?}"
+    );
+    assert!(!dir.path().join("log.txt").exists());
+}
