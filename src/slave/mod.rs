@@ -40,6 +40,7 @@
 //! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
 
 mod apply;
+mod partial;
 mod receive;
 mod root;
 
@@ -279,6 +280,11 @@ impl Session {
                     .map_err(|e| self.protocol(e))?;
                 out.flush().map_err(|e| self.stream(e))
             }
+            Request::Partial { seq, path, stamp } => {
+                // Asked with the signature, ahead of the file.
+                let pieces = self.receiver.partial_pieces(&mut self.root, &path, &stamp);
+                self.send(out, &Reply::Partial { seq, pieces })
+            }
             other if self.receiver.in_file() => Err(self.unexpected(format!(
                 "{} while a file is being received (expected Piece, SparsePiece, FileEnd or FileAbort)",
                 request_name(&other)
@@ -288,6 +294,21 @@ impl Session {
                     self.flush_pending(out)?;
                 }
                 let failure = self.receiver.begin(&mut self.root, seq, &path, size);
+                self.send_failures(out, failure)
+            }
+            Request::FileResume {
+                seq,
+                path,
+                size,
+                stamp,
+                from,
+            } => {
+                if self.receiver.is_pending(&path) {
+                    self.flush_pending(out)?;
+                }
+                let failure = self
+                    .receiver
+                    .resume(&mut self.root, seq, &path, size, &stamp, from);
                 self.send_failures(out, failure)
             }
             Request::Entry { seq, op } => {
@@ -418,5 +439,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Commit { .. } => "Commit",
         Request::Stat { .. } => "Stat",
         Request::Compressed { .. } => "Compressed",
+        Request::Partial { .. } => "Partial",
+        Request::FileResume { .. } => "FileResume",
     }
 }
