@@ -26,7 +26,11 @@ fn zstd_ships_compressible_files_in_far_fewer_bytes_and_never_inflates_random_on
     // The same kind of content, once per setting (`compression` is live).
     let shipped = |name: &str, content: Vec<u8>| -> u64 {
         let before = s.bytes_sent();
-        fs::write(s.brick.join(name), content).unwrap();
+        // Made outside the brick and moved in: a batch that read it half
+        // written would ship it twice.
+        let staged = s.path("staged");
+        fs::write(&staged, content).unwrap();
+        fs::rename(&staged, s.brick.join(name)).unwrap();
         let t = SystemTime::now();
         s.wait_synced_past(t);
         s.bytes_sent() - before

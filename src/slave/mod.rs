@@ -12,7 +12,9 @@
 //! 1. *No half-written file under its final name*: contents go to a temp
 //!    file in the same directory, are made durable (`syncfs`), and only then
 //!    renamed into place (`receive`). Symlinks and hard links replace an
-//!    existing name by renaming over it too.
+//!    existing name by renaming over it too. A large file's temp file is a
+//!    partial that outlives the session so the next one resumes it
+//!    (`partial`); it too goes in place only after a verified `FileEnd`.
 //! 3. *Confinement*: every path is resolved from the root's directory fd one
 //!    component at a time without following symlinks (`root`); a symlink or
 //!    non-directory in a parent is refused as `FailureKind::Unsafe`. The root

@@ -9,6 +9,10 @@
 //! [`Receiver::flush`] makes the pending temp files durable with one `syncfs`
 //! and only then renames each over its final name (invariant 1), so a crash
 //! leaves either the old file or the complete new one under the final name.
+//!
+//! A file that arrives with `FileResume` (a large one) is built in its
+//! partial instead (see `partial`): kept when the session ends, resumed by
+//! the next, and renamed into place under the same rules.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -74,9 +78,8 @@ struct Incoming {
     /// Some bytes were left as holes: the size is set at the end.
     holes: bool,
     /// Received resumably (see `partial`): the temp file is the partial
-    /// kept across sessions, each piece made durable, stamped with the
-    /// master file's stamp.
-    resumable: Option<FileStamp>,
+    /// kept across sessions, each piece made durable.
+    resumable: bool,
 }
 
 impl Incoming {
@@ -182,9 +185,12 @@ struct Pending {
     seq: u64,
     path: RelPath,
     final_name: OsString,
+    // Closed (unlocked) before `temp` may unlink it.
+    /// For a partial (see `partial`), its open file: the lock held on it
+    /// keeps another slave process from rewriting it before it is renamed
+    /// into place.
+    partial: Option<File>,
     temp: TempGuard,
-    /// Its temp file is a partial (see `partial`).
-    resumable: bool,
 }
 
 /// Receiving state of one session.
@@ -364,8 +370,8 @@ impl Receiver {
                 }
             }
         };
-        let result = match (result, &inc.resumable) {
-            (Ok(()), Some(stamp)) => partial::settle(&inc.out, inc.written, stamp)
+        let result = match (result, inc.resumable) {
+            (Ok(()), true) => partial::settle(&inc.out, inc.written)
                 .map_err(|e| root.error(&inc.path, "cannot sync the partial file", e)),
             (other, _) => other,
         };
@@ -449,7 +455,8 @@ impl Receiver {
             resumable,
             ..
         } = *inc;
-        drop((out, base));
+        drop(base);
+        let partial = resumable.then_some(out);
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending_paths.insert(path.clone());
@@ -457,8 +464,8 @@ impl Receiver {
             seq,
             path,
             final_name,
+            partial,
             temp,
-            resumable: resumable.is_some(),
         });
         Ok(xattr_failure)
     }
@@ -494,7 +501,9 @@ impl Receiver {
         for mut p in pending {
             let dir = p.temp.dir.as_fd();
             let tmp = p.temp.name.as_str();
-            let result = match rfs::renameat(dir, tmp, dir, &p.final_name) {
+            // A partial's record must not reach the final name.
+            let unmarked = p.partial.as_ref().map_or(Ok(()), partial::unmark);
+            let result = match unmarked.and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name)) {
                 // A directory is in the way: the file replaces it.
                 Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
                     root.forget_dirs();
@@ -522,7 +531,7 @@ impl Receiver {
     /// yet in place is resumed from its last piece.
     pub fn discard_pending(&mut self) {
         for p in &mut self.pending {
-            if p.resumable {
+            if p.partial.is_some() {
                 p.temp.armed = false;
             }
         }
@@ -534,7 +543,7 @@ impl Receiver {
     /// (the next session resumes it).
     pub fn discard_current(&mut self) {
         if let Some(Current::Active(inc)) = &mut self.current {
-            if inc.resumable.is_some() {
+            if inc.resumable {
                 inc.temp.armed = false;
             }
         }
@@ -612,7 +621,7 @@ fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incomin
         next_index: 0,
         hasher: blake3::Hasher::new(),
         holes: false,
-        resumable: None,
+        resumable: false,
     })
 }
 
@@ -671,7 +680,7 @@ fn resume(
         next_index: from,
         hasher: *hasher,
         holes: false,
-        resumable: Some(*stamp),
+        resumable: true,
     })
 }
 

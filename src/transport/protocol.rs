@@ -70,13 +70,13 @@
 //! On the slave such a file is built under a name derived from its final
 //! name (`.georep.<hash>.part`, next to it, so the final rename stays in one
 //! directory), locked (`flock`) by the process writing it, with each piece
-//! made durable (`fdatasync`) and the partial's mtime set to the master
-//! file's as the record of whose bytes it holds. It survives the end of a
-//! session (a killed process, a dropped connection), never a mismatch or a
-//! `FileAbort`, and is never renamed into place before a verified
-//! `FileEnd`. A partial of another master file (other mtime, or longer
-//! than the file) is started over; a prune leaves partials alone until they
-//! have not been written for [`PARTIAL_MAX_AGE_SECS`].
+//! made durable (`fdatasync`) and the master file's stamp in an extended
+//! attribute as the record of whose bytes it holds. It survives the end of
+//! a session (a killed process, a dropped connection), never a mismatch or
+//! a `FileAbort`, and is never renamed into place before a verified
+//! `FileEnd`. A partial of another version of the file (another stamp) is
+//! started over; a prune leaves partials alone until they have not been
+//! written for [`PARTIAL_MAX_AGE_SECS`].
 
 use std::io::{self, Read, Write};
 
