@@ -19,3 +19,4 @@ mod ops;
 mod robustness;
 mod security;
 mod service;
+mod wan;

@@ -136,6 +136,18 @@ impl Geo {
         }
     }
 
+    /// `geo-rep config … KEY VALUE`.
+    pub fn config(&self, key: &str, value: &str) -> Result<()> {
+        self.run(&[
+            "config".into(),
+            VOL.into(),
+            self.slave_url.clone().into(),
+            key.into(),
+            value.into(),
+        ])?;
+        Ok(())
+    }
+
     pub fn status(&self) -> Result<Vec<BrickStatus>> {
         let out = self.run(&[
             "status".into(),

@@ -1,4 +1,5 @@
-//! rsync over the same sshd: `rsync -a --delete --stats -e "ssh …"`.
+//! rsync over the same sshd: `rsync -a --delete --stats -e "ssh …"` (with
+//! `-z` where compression is compared).
 
 use std::path::Path;
 use std::process::Command;
@@ -15,6 +16,8 @@ pub struct Rsync {
     rsh: String,
     /// `root@127.0.0.1`.
     dest_host: String,
+    /// `-z`: rsync compresses what it sends.
+    compress: bool,
 }
 
 /// One rsync run.
@@ -46,7 +49,17 @@ impl Rsync {
             rsh.push(' ');
             rsh.push_str(&a);
         }
-        Rsync { rsh, dest_host }
+        Rsync {
+            rsh,
+            dest_host,
+            compress: false,
+        }
+    }
+
+    /// The same with `-z` (compression), to compare with georep's zstd.
+    pub fn compressed(mut self) -> Rsync {
+        self.compress = true;
+        self
     }
 
     /// The ssh command line rsync uses, for the report.
@@ -57,9 +70,15 @@ impl Rsync {
     /// `rsync -a --delete --stats SRC/ HOST:DST/` (DST is created).
     pub fn sync(&self, src: &Path, dst: &Path) -> Result<RsyncRun> {
         let mut cmd = Command::new("rsync");
-        cmd.args(["-a", "--delete", "--stats", "-e", &self.rsh])
-            .arg(format!("{}/", src.display()))
-            .arg(format!("{}:{}/", self.dest_host, dst.display()));
+        cmd.args(["-a", "--delete", "--stats", "-e", &self.rsh]);
+        if self.compress {
+            cmd.arg("-z");
+        }
+        cmd.arg(format!("{}/", src.display())).arg(format!(
+            "{}:{}/",
+            self.dest_host,
+            dst.display()
+        ));
         let t0 = Instant::now();
         let out = run_with_timeout(&mut cmd, Duration::from_secs(3600))
             .context("running rsync (is it installed?)")?;

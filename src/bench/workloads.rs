@@ -108,11 +108,27 @@ fn synced_session(ctx: &Ctx, master: &Path, port: u16) -> Result<Geo> {
 
 /// First sync of `master` into fresh slaves, `runs` times each tool.
 fn initial(ctx: &Ctx, label: &str, master: &Path, port: u16, rsync: &Rsync) -> Result<Samples> {
+    initial_with(ctx, label, master, port, rsync, &[])
+}
+
+/// [`initial`] with the sessions configured by `config` (key, value) before
+/// they start.
+fn initial_with(
+    ctx: &Ctx,
+    label: &str,
+    master: &Path,
+    port: u16,
+    rsync: &Rsync,
+    config: &[(&str, &str)],
+) -> Result<Samples> {
     let runs = ctx.profile.runs;
     let t_fix = now_ns();
     let mut s = Samples::default();
     for run in 0..runs {
         let mut geo = new_session(ctx, &[master], port)?;
+        for (k, v) in config {
+            geo.config(k, v)?;
+        }
         let probe = UsageProbe::begin(&geo);
         let t0 = Instant::now();
         geo.start()?;
@@ -659,6 +675,47 @@ pub fn wan(ctx: &Ctx) -> Result<Vec<Row>> {
             fmt_secs(link(median_u64(&s.rsync_bytes)))
         ),
     ));
+    rows.extend(wan_text(ctx, &relay, shape)?);
     drop(relay);
+    Ok(rows)
+}
+
+/// Log-like text over the link, with georep's `compression` zstd (the
+/// default) and none, against `rsync -z`: what compression buys on a WAN.
+fn wan_text(ctx: &Ctx, relay: &Relay, shape: LinkShape) -> Result<Vec<Row>> {
+    const FILES: u64 = 8;
+    let bytes = ctx.profile.wan_big_bytes;
+    let master = ctx.fresh("wan-text-master");
+    fs::create_dir_all(&master)?;
+    progress(&format!(
+        "writing {} of log text in {FILES} files",
+        size_label(bytes)
+    ));
+    for i in 0..FILES {
+        let text = georep::testkit::log_text((bytes / FILES) as usize, 40 + i);
+        fs::write(master.join(format!("log{i}.txt")), text)?;
+    }
+    let rsync = Rsync::new(&ctx.sshd, relay.port(), Some(&ctx.rsync_cipher)).compressed();
+    let link = |b: Option<u64>| b.map_or(0.0, |b| b as f64 * 8.0 / shape.bits_per_sec as f64);
+    let mut rows = Vec::new();
+    for compression in ["zstd", "none"] {
+        let label = format!("wan text-initial compression {compression}");
+        let s = initial_with(
+            ctx,
+            &label,
+            &master,
+            relay.port(),
+            &rsync,
+            &[("compression", compression)],
+        )?;
+        rows.push(s.row(
+            format!("{label} {}", size_label(bytes)),
+            format!(
+                "rsync -z; {}; link time for georep's bytes {}",
+                bytes_ratio(&s),
+                fmt_secs(link(median_u64(&s.georep_bytes)))
+            ),
+        ));
+    }
     Ok(rows)
 }

@@ -341,6 +341,8 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
+    // `compression` is live: taken for each batch.
+    ctx.link.set_compression(ctx.live.config.compression());
     let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
     shipper.xattrs = XattrScope {
         user: ctx.live.config.sync_xattrs,

@@ -127,7 +127,12 @@ fn prune_names(
     for entry in rfs::Dir::read_from(&dir).map_err(|e| fail(root, e))? {
         let entry = entry.map_err(|e| fail(root, e))?;
         let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." && !keep.contains(name) {
+        // A partial being resumed is kept until it goes stale.
+        if name != b"."
+            && name != b".."
+            && !keep.contains(name)
+            && !super::partial::is_fresh_partial(dir.as_fd(), name)
+        {
             doomed.push(name.to_vec());
         }
     }

@@ -12,7 +12,9 @@
 //! 1. *No half-written file under its final name*: contents go to a temp
 //!    file in the same directory, are made durable (`syncfs`), and only then
 //!    renamed into place (`receive`). Symlinks and hard links replace an
-//!    existing name by renaming over it too.
+//!    existing name by renaming over it too. A large file's temp file is a
+//!    partial that outlives the session so the next one resumes it
+//!    (`partial`); it too goes in place only after a verified `FileEnd`.
 //! 3. *Confinement*: every path is resolved from the root's directory fd one
 //!    component at a time without following symlinks (`root`); a symlink or
 //!    non-directory in a parent is refused as `FailureKind::Unsafe`. The root
@@ -40,6 +42,7 @@
 //! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
 
 mod apply;
+mod partial;
 mod receive;
 mod root;
 
@@ -50,6 +53,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use std::path::{Path, PathBuf};
 
+use crate::transport::compress::unpack;
 use crate::transport::protocol::{
     check_version, read_frame, write_frame, ProtocolError, Reply, Request, PROTOCOL_VERSION,
 };
@@ -127,13 +131,14 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
 }
 
 /// Reads frames from `input` into `tx` until the input ends (then `None`),
-/// an error, or the receiver is gone.
+/// an error, or the receiver is gone. Compressed data frames are unwrapped
+/// here, so decompression overlaps with applying the previous request.
 fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Incoming>) {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     loop {
         let next = match input.fill_buf() {
             Ok([]) => Ok(None),
-            Ok(_) => read_frame(&mut input).map(Some),
+            Ok(_) => read_frame(&mut input).and_then(unpack).map(Some),
             Err(e) => Err(ProtocolError::Io(e)),
         };
         let last = !matches!(next, Ok(Some(_)));
@@ -277,6 +282,11 @@ impl Session {
                     .map_err(|e| self.protocol(e))?;
                 out.flush().map_err(|e| self.stream(e))
             }
+            Request::Partial { seq, path, stamp } => {
+                // Asked with the signature, ahead of the file.
+                let pieces = self.receiver.partial_pieces(&mut self.root, &path, &stamp);
+                self.send(out, &Reply::Partial { seq, pieces })
+            }
             other if self.receiver.in_file() => Err(self.unexpected(format!(
                 "{} while a file is being received (expected Piece, SparsePiece, FileEnd or FileAbort)",
                 request_name(&other)
@@ -286,6 +296,21 @@ impl Session {
                     self.flush_pending(out)?;
                 }
                 let failure = self.receiver.begin(&mut self.root, seq, &path, size);
+                self.send_failures(out, failure)
+            }
+            Request::FileResume {
+                seq,
+                path,
+                size,
+                stamp,
+                from,
+            } => {
+                if self.receiver.is_pending(&path) {
+                    self.flush_pending(out)?;
+                }
+                let failure = self
+                    .receiver
+                    .resume(&mut self.root, seq, &path, size, &stamp, from);
                 self.send_failures(out, failure)
             }
             Request::Entry { seq, op } => {
@@ -335,6 +360,10 @@ impl Session {
             }
             Request::Hello { .. } => {
                 Err(self.unexpected("Hello in the middle of a session".into()))
+            }
+            // Unwrapped by the reader; one left is a frame nested in another.
+            Request::Compressed { .. } => {
+                Err(self.unexpected("a compressed frame inside another".into()))
             }
         }
     }
@@ -411,5 +440,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Barrier { .. } => "Barrier",
         Request::Commit { .. } => "Commit",
         Request::Stat { .. } => "Stat",
+        Request::Compressed { .. } => "Compressed",
+        Request::Partial { .. } => "Partial",
+        Request::FileResume { .. } => "FileResume",
     }
 }

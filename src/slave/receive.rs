@@ -9,6 +9,10 @@
 //! [`Receiver::flush`] makes the pending temp files durable with one `syncfs`
 //! and only then renames each over its final name (invariant 1), so a crash
 //! leaves either the old file or the complete new one under the final name.
+//!
+//! A file that arrives with `FileResume` (a large one) is built in its
+//! partial instead (see `partial`): kept when the session ends, resumed by
+//! the next, and renamed into place under the same rules.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -21,14 +25,15 @@ use fast_rsync::{Signature, SignatureOptions};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::partial;
 use super::root::{
     errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
     timestamps, DirInfo, OpError, Root,
 };
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
-    write_frame, Attrs, Failure, FailureKind, PieceKind, ProtocolError, Reply, Segment, PIECE_SIZE,
-    SIG_BLOCK_SIZE, SIG_STRONG_LEN,
+    write_frame, Attrs, Failure, FailureKind, FileStamp, PieceKind, ProtocolError, Reply, Segment,
+    PIECE_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN,
 };
 
 /// Flush the pending renames when this many files wait (each holds only a
@@ -72,6 +77,9 @@ struct Incoming {
     hasher: blake3::Hasher,
     /// Some bytes were left as holes: the size is set at the end.
     holes: bool,
+    /// Received resumably (see `partial`): the temp file is the partial
+    /// kept across sessions, each piece made durable.
+    resumable: bool,
 }
 
 impl Incoming {
@@ -177,6 +185,11 @@ struct Pending {
     seq: u64,
     path: RelPath,
     final_name: OsString,
+    // Closed (unlocked) before `temp` may unlink it.
+    /// For a partial (see `partial`), its open file: the lock held on it
+    /// keeps another slave process from rewriting it before it is renamed
+    /// into place.
+    partial: Option<File>,
     temp: TempGuard,
 }
 
@@ -357,6 +370,11 @@ impl Receiver {
                 }
             }
         };
+        let result = match (result, inc.resumable) {
+            (Ok(()), true) => partial::settle(&inc.out, inc.written)
+                .map_err(|e| root.error(&inc.path, "cannot sync the partial file", e)),
+            (other, _) => other,
+        };
         match result {
             Ok(()) => Ok(None),
             Err(e) => {
@@ -434,9 +452,11 @@ impl Receiver {
             base,
             temp,
             size,
+            resumable,
             ..
         } = *inc;
-        drop((out, base));
+        drop(base);
+        let partial = resumable.then_some(out);
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending_paths.insert(path.clone());
@@ -444,6 +464,7 @@ impl Receiver {
             seq,
             path,
             final_name,
+            partial,
             temp,
         });
         Ok(xattr_failure)
@@ -480,7 +501,9 @@ impl Receiver {
         for mut p in pending {
             let dir = p.temp.dir.as_fd();
             let tmp = p.temp.name.as_str();
-            let result = match rfs::renameat(dir, tmp, dir, &p.final_name) {
+            // A partial's record must not reach the final name.
+            let unmarked = p.partial.as_ref().map_or(Ok(()), partial::unmark);
+            let result = match unmarked.and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name)) {
                 // A directory is in the way: the file replaces it.
                 Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
                     root.forget_dirs();
@@ -503,16 +526,63 @@ impl Receiver {
         failures
     }
 
-    /// Drops the file being received (its temp file is removed).
     /// Forgets the verified files not yet renamed into place; their temp
-    /// files are removed.
+    /// files are removed, except partials: a large file verified but not
+    /// yet in place is resumed from its last piece.
     pub fn discard_pending(&mut self) {
+        for p in &mut self.pending {
+            if p.partial.is_some() {
+                p.temp.armed = false;
+            }
+        }
         self.pending.clear();
         self.pending_paths.clear();
     }
 
+    /// Drops the file being received; a resumable one keeps its partial
+    /// (the next session resumes it).
     pub fn discard_current(&mut self) {
+        if let Some(Current::Active(inc)) = &mut self.current {
+            if inc.resumable {
+                inc.temp.armed = false;
+            }
+        }
         self.current = None;
+    }
+
+    /// Answers `Partial`: the pieces of a partial copy of `stamp` kept for
+    /// `path` (0 if none, or it cannot be looked at safely).
+    pub fn partial_pieces(&self, root: &mut Root, path: &RelPath, stamp: &FileStamp) -> u32 {
+        if path.is_root() {
+            return 0;
+        }
+        match root.parent(path, false) {
+            Ok(p) => partial::kept_pieces(p.dir.as_fd(), p.name, stamp),
+            Err(_) => 0,
+        }
+    }
+
+    /// `FileResume`: starts receiving `path` into its partial, keeping the
+    /// first `from` pieces; see [`Receiver::begin`].
+    pub fn resume(
+        &mut self,
+        root: &mut Root,
+        seq: u64,
+        path: &RelPath,
+        size: u64,
+        stamp: &FileStamp,
+        from: u32,
+    ) -> Option<Failure> {
+        match resume(root, seq, path, size, stamp, from) {
+            Ok(inc) => {
+                self.current = Some(Current::Active(Box::new(inc)));
+                None
+            }
+            Err(e) => {
+                self.current = Some(Current::Skipping);
+                Some(e.into_failure(seq, path.clone()))
+            }
+        }
     }
 }
 
@@ -551,6 +621,66 @@ fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incomin
         next_index: 0,
         hasher: blake3::Hasher::new(),
         holes: false,
+        resumable: false,
+    })
+}
+
+fn resume(
+    root: &mut Root,
+    seq: u64,
+    path: &RelPath,
+    size: u64,
+    stamp: &FileStamp,
+    from: u32,
+) -> Result<Incoming, OpError> {
+    let p = root.parent(path, true)?;
+    let opened = partial::open(p.dir.as_fd(), p.name, stamp, from)
+        .map_err(|e| root.error(path, "cannot open the partial file", e))?;
+    let (file, name, kept, hasher) = match opened {
+        partial::Opened::Ready {
+            file,
+            name,
+            kept,
+            hasher,
+        } => (file, name, kept, hasher),
+        // Another process still writes it: this copy starts from 0 under
+        // a temp name of its own.
+        partial::Opened::Busy if from == 0 => return begin(root, seq, path, size),
+        partial::Opened::Busy | partial::Opened::Changed => {
+            // The master skipped pieces that are not here (any more): the
+            // batch is retried, and then starts over.
+            return Err(root.refuse(
+                path,
+                FailureKind::Mismatch,
+                &format!("the partial copy no longer holds the first {from} pieces"),
+            ));
+        }
+    };
+    if kept > size {
+        return Err(root.refuse(
+            path,
+            FailureKind::Mismatch,
+            &format!("resumed at {kept} bytes, past the announced {size}"),
+        ));
+    }
+    Ok(Incoming {
+        seq,
+        path: path.clone(),
+        final_name: p.name.to_owned(),
+        out: file,
+        base: None,
+        temp: TempGuard {
+            dir: p.dir,
+            info: p.info,
+            name,
+            armed: true,
+        },
+        size,
+        written: kept,
+        next_index: from,
+        hasher: *hasher,
+        holes: false,
+        resumable: true,
     })
 }
 

@@ -17,6 +17,35 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// `len` bytes of log-like text, the same for the same seed: compressible
+/// as real logs are (a few times over, not the thousands of times of one
+/// repeated line), for what compression buys.
+pub fn log_text(len: usize, seed: u64) -> Vec<u8> {
+    use std::io::Write;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(len + 200);
+    let levels = ["INFO", "WARN", "DEBUG", "ERROR"];
+    while out.len() < len {
+        let _ = writeln!(
+            out,
+            "2026-11-27T{:02}:{:02}:{:02}.{:06}Z {} worker{} brick=/data/brick{}/vol batch={} files={} bytes={} elapsed_ms={}",
+            rng.gen_range(0..24),
+            rng.gen_range(0..60),
+            rng.gen_range(0..60),
+            rng.gen_range(0..1_000_000),
+            levels[rng.gen_range(0..levels.len())],
+            rng.gen_range(0..8),
+            rng.gen_range(0..4),
+            rng.gen_range(0..100_000),
+            rng.gen_range(0..5000),
+            rng.gen_range(0..100_000_000u64),
+            rng.gen_range(0..20_000),
+        );
+    }
+    out.truncate(len);
+    out
+}
+
 /// Sets the mtime of `path` (to the nanosecond), leaving atime alone. With
 /// `follow == false` a symlink's own mtime is set.
 pub fn set_mtime(path: &Path, t: SystemTime, follow: bool) -> io::Result<()> {

@@ -25,7 +25,7 @@ mod process;
 mod sshd;
 mod tree;
 
-pub use fixtures::{copy_tree, random_bytes, sample_tree, set_mtime, SampleTree};
+pub use fixtures::{copy_tree, log_text, random_bytes, sample_tree, set_mtime, SampleTree};
 pub use process::{
     find_processes, geo_rep_beside_current_exe, run_with_timeout, signal, wait_for, wait_until,
     CommandOutput,

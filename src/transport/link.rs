@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use super::compress::Compression;
 use super::protocol::{self, ProtocolError, Reply, Request, PROTOCOL_VERSION};
 use super::throttle::Throttle;
 
@@ -64,6 +65,8 @@ pub struct SlaveLink<S> {
     lanes: Vec<SlaveLink<S>>,
     /// The session's bandwidth limit, if any.
     throttle: Option<Arc<Throttle>>,
+    /// What the shipper does with data frames (`compression`).
+    compression: Compression,
 }
 
 impl<S> Drop for SlaveLink<S> {
@@ -100,6 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
             },
             lanes: Vec::new(),
             throttle: None,
+            compression: Compression::None,
         };
         link.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
@@ -150,6 +154,18 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
             lane.set_throttle(throttle.clone());
         }
         self.throttle = throttle;
+    }
+
+    /// Sets what the shipper does with the data frames of this link and its
+    /// lanes (see [`super::compress`]); every slave of protocol version 5
+    /// takes either.
+    pub fn set_compression(&mut self, compression: Compression) {
+        self.compression = compression;
+    }
+
+    /// What the shipper does with data frames.
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Adds a lane for file contents.

@@ -49,7 +49,34 @@
 //! 1: first version. 2: `Attrs::xattrs`, `EntryOp::Mknod`,
 //! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `Request::Stat`
 //! (a Hybrid Crawl sends only files whose size or mtime differ on the slave).
-//! 4: `PieceKind::Same`.
+//! 4: `PieceKind::Same`. 5: `Request::Compressed` (zstd data frames, see
+//! [`super::compress`]; a v5 slave always accepts them, the master sends
+//! them when the session's `compression` is `zstd`, so the version check of
+//! the handshake is the negotiation, and `Hello` keeps its shape so that a
+//! mismatched peer still gets the clear version error); `Request::Partial`,
+//! `Reply::Partial` and `Request::FileResume` (see "Resuming large files").
+//!
+//! # Resuming large files
+//! A file of at least [`RESUME_MIN_SIZE`] bytes is not restarted from byte 0
+//! after a dropped connection. With its `Signature` request the master sends
+//! [`Request::Partial`] with the file's stamp (size and mtime on the
+//! master); the slave answers [`Reply::Partial`]: how many leading pieces of
+//! a partial copy of that same master file it holds durably. The master then
+//! sends [`Request::FileResume`] instead of `FileBegin`, and only the pieces
+//! from there on; it still hashes the whole file (reading the skipped
+//! pieces locally), and the slave hashes its kept pieces from disk, so the
+//! BLAKE3 check of `FileEnd` covers every byte as always.
+//!
+//! On the slave such a file is built under a name derived from its final
+//! name (`.georep.<hash>.part`, next to it, so the final rename stays in one
+//! directory), locked (`flock`) by the process writing it, with each piece
+//! made durable (`fdatasync`) and the master file's stamp in an extended
+//! attribute as the record of whose bytes it holds. It survives the end of
+//! a session (a killed process, a dropped connection), never a mismatch or
+//! a `FileAbort`, and is never renamed into place before a verified
+//! `FileEnd`. A partial of another version of the file (another stamp) is
+//! started over; a prune leaves partials alone until they have not been
+//! written for [`PARTIAL_MAX_AGE_SECS`].
 
 use std::io::{self, Read, Write};
 
@@ -59,7 +86,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::relpath::RelPath;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;
@@ -70,6 +97,14 @@ pub const MAX_FRAME: usize = PIECE_SIZE as usize + 64 * 1024;
 /// Files smaller than this are always sent literally: a signature round trip
 /// costs more than the bytes it could save.
 pub const DELTA_MIN_SIZE: u64 = 256 * 1024;
+
+/// Files at least this large are received resumably (see "Resuming large
+/// files"): the per-piece sync costs little against their transfer time.
+pub const RESUME_MIN_SIZE: u64 = 64 * 1024 * 1024;
+
+/// A partial file untouched this long is removed by the next prune of its
+/// directory (its master file was deleted or renamed meanwhile).
+pub const PARTIAL_MAX_AGE_SECS: i64 = 24 * 3600;
 
 /// fast_rsync block size used for signatures.
 pub const SIG_BLOCK_SIZE: u32 = 4096;
@@ -263,6 +298,24 @@ pub enum Request {
         path: RelPath,
         size: u64,
     },
+    /// How many leading pieces of a partial copy of the master file
+    /// stamped `stamp` the slave holds for `path` (see "Resuming large
+    /// files"); answered with [`Reply::Partial`].
+    Partial {
+        seq: u64,
+        path: RelPath,
+        stamp: FileStamp,
+    },
+    /// [`Request::FileBegin`] for a file received resumably: its first
+    /// `from` pieces are those the slave announced in [`Reply::Partial`]
+    /// (0: start over), and the next `Piece` is number `from`.
+    FileResume {
+        seq: u64,
+        path: RelPath,
+        size: u64,
+        stamp: FileStamp,
+        from: u32,
+    },
     /// Piece number `index` (0-based, in order) of the current file.
     Piece {
         index: u32,
@@ -302,6 +355,14 @@ pub enum Request {
     Stat {
         seq: u64,
         paths: Vec<RelPath>,
+    },
+    /// A `Piece` or `SparsePiece`, postcard-encoded (`raw_len` bytes, at
+    /// most [`MAX_FRAME`]) and then zstd-compressed; the slave unwraps it
+    /// on reading (see [`super::compress`]).
+    Compressed {
+        raw_len: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
     },
 }
 
@@ -401,6 +462,12 @@ pub enum Reply {
         seq: u64,
         files: Vec<Option<FileStamp>>,
     },
+    /// Answer to [`Request::Partial`]: the slave keeps this many leading
+    /// pieces (0: none).
+    Partial {
+        seq: u64,
+        pieces: u32,
+    },
 }
 
 /// Errors of the framing layer.
@@ -412,6 +479,8 @@ pub enum ProtocolError {
     Oversize(usize),
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
+    #[error("corrupt {0}")]
+    Corrupt(String),
     #[error("unexpected message: {0}")]
     Unexpected(String),
     #[error("protocol version mismatch: master speaks {master}, slave speaks {slave}; upgrade the {older} side")]

@@ -45,12 +45,13 @@ use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::brickdir::{unresolved, BrickDir};
+use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
     Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply, Request, Segment,
-    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, SIG_BLOCK_SIZE,
-    SIG_STRONG_LEN, STAT_MAX,
+    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE,
+    SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -1131,7 +1132,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     async fn send_files(&mut self, paths: impl Iterator<Item = &RelPath>) -> Result<(), ShipError> {
         // Large files wait here for their signatures, in request order
         // (with the lane that carries them).
-        let mut waiting: VecDeque<(RelPath, u64, usize)> = VecDeque::new();
+        let mut waiting: VecDeque<(RelPath, u64, usize, Option<Query>)> = VecDeque::new();
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
@@ -1173,7 +1174,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             let lane = self.link.lane_of(path);
             if md.size() < DELTA_MIN_SIZE || self.literal.contains(path) {
-                self.send_file(path, lane, None).await?;
+                self.send_file(path, lane, None, None).await?;
                 continue;
             }
             let seq = self.link.next_seq();
@@ -1184,19 +1185,18 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     path: path.clone(),
                 })
                 .await?;
-            waiting.push_back((path.clone(), seq, lane));
+            let query = self.ask_partial(path, lane, &md).await?;
+            waiting.push_back((path.clone(), seq, lane, query));
             if waiting.len() >= SIG_WINDOW {
-                let (p, seq, lane) = waiting.pop_front().expect("window is non-empty");
-                let sigs = self.receive_signatures(lane, seq).await?;
-                self.send_file(&p, lane, sigs).await?;
+                let (p, seq, lane, query) = waiting.pop_front().expect("window is non-empty");
+                self.receive_and_send(&p, lane, seq, query).await?;
             }
         }
         for lane in 0..self.link.lane_count() {
             self.link.lane(lane).flush().await?;
         }
-        while let Some((p, seq, lane)) = waiting.pop_front() {
-            let sigs = self.receive_signatures(lane, seq).await?;
-            self.send_file(&p, lane, sigs).await?;
+        while let Some((p, seq, lane, query)) = waiting.pop_front() {
+            self.receive_and_send(&p, lane, seq, query).await?;
         }
         if self.link.lane_count() > 1 {
             // What follows (relinks, attributes of the directories) must
@@ -1238,6 +1238,55 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    /// For a file received resumably (at least [`RESUME_MIN_SIZE`] bytes),
+    /// asks how much of it the slave already holds (see "Resuming large
+    /// files" in `protocol`).
+    async fn ask_partial(
+        &mut self,
+        path: &RelPath,
+        lane: usize,
+        md: &fs::Metadata,
+    ) -> Result<Option<Query>, ShipError> {
+        if md.size() < RESUME_MIN_SIZE {
+            return Ok(None);
+        }
+        let seq = self.link.next_seq();
+        let stamp = file_stamp(md);
+        self.link
+            .lane(lane)
+            .send(&Request::Partial {
+                seq,
+                path: path.clone(),
+                stamp,
+            })
+            .await?;
+        Ok(Some(Query { seq, stamp }))
+    }
+
+    /// Takes the answers to a file's `Signature` (and `Partial`) requests,
+    /// then sends the file.
+    async fn receive_and_send(
+        &mut self,
+        path: &RelPath,
+        lane: usize,
+        seq: u64,
+        query: Option<Query>,
+    ) -> Result<(), ShipError> {
+        let sigs = self.receive_signatures(lane, seq).await?;
+        let resume = match query {
+            Some(q) => loop {
+                match self.link.lane(lane).recv().await? {
+                    Reply::Partial { seq, pieces } if seq == q.seq => {
+                        break Some((q.stamp, pieces));
+                    }
+                    other => self.absorb(other)?,
+                }
+            },
+            None => None,
+        };
+        self.send_file(path, lane, sigs, resume).await
+    }
+
     /// The slave's per-piece signatures for request `seq`; `None` if it has
     /// no regular file there.
     async fn receive_signatures(
@@ -1271,12 +1320,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     /// Sends one file's content, piece by piece, as deltas where the slave
-    /// has a base and that is smaller.
+    /// has a base and that is smaller. `resume`: the file is received
+    /// resumably; the stamp it was asked about and the pieces the slave
+    /// holds of it.
     async fn send_file(
         &mut self,
         path: &RelPath,
         lane: usize,
         sigs: Option<Vec<Signature>>,
+        resume: Option<(FileStamp, u32)>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
         // Never follow a symlink (on the way or at the end: ELOOP; its own
@@ -1306,17 +1358,37 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.delta_sends.insert(seq, path.clone());
         }
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
-        self.link
-            .lane(lane)
-            .send(&Request::FileBegin {
+        let begin = match resume {
+            // What the slave holds is of this very file only if it has not
+            // changed since the question (else it starts over).
+            Some((stamp, held)) if size >= RESUME_MIN_SIZE => {
+                let stamp_now = file_stamp(&before);
+                let from = if stamp_now == stamp { held } else { 0 };
+                if from > 0 {
+                    tracing::info!(path = %path, from_piece = from, "resuming a partial transfer");
+                }
+                Request::FileResume {
+                    seq,
+                    path: path.clone(),
+                    size,
+                    stamp: stamp_now,
+                    from,
+                }
+            }
+            _ => Request::FileBegin {
                 seq,
                 path: path.clone(),
                 size,
-            })
-            .await?;
+            },
+        };
+        let from = match &begin {
+            Request::FileResume { from, .. } => u64::from(*from),
+            _ => 0,
+        };
+        self.link.lane(lane).send(&begin).await?;
         let pieces = size.div_ceil(PIECE_SIZE);
         let (file, hasher) = match self
-            .send_pieces(file, path, lane, size, may_have_holes, sigs)
+            .send_pieces(file, path, lane, size, may_have_holes, sigs, from)
             .await?
         {
             Some(done) => done,
@@ -1366,7 +1438,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Sends the pieces of one file; `None` if it could not be read (the
     /// file is then abandoned with `FileAbort`). The pieces of a large file
     /// are read and encoded one ahead, off the runtime, while the previous
-    /// one is being sent.
+    /// one is being sent. Pieces before `from` (held by the slave) are only
+    /// read and hashed.
+    #[allow(clippy::too_many_arguments)]
     async fn send_pieces(
         &mut self,
         file: File,
@@ -1375,9 +1449,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         size: u64,
         may_have_holes: bool,
         sigs: Option<Vec<Signature>>,
+        from: u64,
     ) -> Result<Option<(File, blake3::Hasher)>, ShipError> {
         let pieces = size.div_ceil(PIECE_SIZE);
         let mut hasher = blake3::Hasher::new();
+        // Compressed (when it pays) where the piece is read: off the runtime.
+        let compression = self.link.compression();
         if pieces <= 1 {
             let sig = sigs.as_ref().and_then(|s| s.first());
             let piece = if pieces == 0 {
@@ -1385,6 +1462,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             } else {
                 Some(tokio::task::block_in_place(|| {
                     prepare_piece(&file, 0, size, may_have_holes, sig, &mut hasher)
+                        .map(|r| compress::pack(r, compression))
                 }))
             };
             match piece {
@@ -1400,7 +1478,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let (file, sigs) = (file.clone(), sigs.clone());
             tokio::task::spawn_blocking(move || {
                 let sig = sigs.get(index as usize);
-                let r = prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher);
+                let r = if index < from {
+                    hash_piece(&file, index, size, &mut hasher).map(|()| None)
+                } else {
+                    prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher)
+                        .map(|r| Some(compress::pack(r, compression)))
+                };
                 (hasher, r)
             })
         };
@@ -1419,7 +1502,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     } else {
                         hasher = h;
                     }
-                    self.link.lane(lane).send(&request).await?;
+                    if let Some(request) = request {
+                        self.link.lane(lane).send(&request).await?;
+                    }
                 }
                 Err(e) => return self.abandon(path, lane, e).await.map(|()| None),
             }
@@ -1488,6 +1573,33 @@ fn prepare_piece(
             }
         }
     })
+}
+
+/// Reads piece `index` of a file of `size` bytes into `hasher` only (the
+/// slave holds it already).
+fn hash_piece(file: &File, index: u64, size: u64, hasher: &mut blake3::Hasher) -> io::Result<()> {
+    let start = index * PIECE_SIZE;
+    let len = (size - start).min(PIECE_SIZE) as usize;
+    let mut buf = Vec::new();
+    read_piece(file, start, len, &mut buf)?;
+    hasher.update(&buf);
+    Ok(())
+}
+
+/// The stamp of a master file a slave's partial copy is matched against.
+fn file_stamp(md: &fs::Metadata) -> FileStamp {
+    FileStamp {
+        size: md.size(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+    }
+}
+
+/// A `Partial` request awaiting its answer.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    seq: u64,
+    stamp: FileStamp,
 }
 
 /// Reads exactly `len` bytes at `offset` into `buf`; a short file (truncated
