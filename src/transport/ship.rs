@@ -125,7 +125,9 @@ fn synced_xattrs(
             None => rustix::fs::llistxattr(path, &mut buf[..]),
         }
     };
-    let mut list = vec![0u8; 64 * 1024];
+    // Most files have few or no xattrs: start small (zeroing 64 KiB buffers
+    // for every file sent was a visible cost of a first sync).
+    let mut list = vec![0u8; 4 * 1024];
     let n = match list_into(&mut list) {
         Ok(n) => n,
         Err(Errno::RANGE) => {
@@ -137,10 +139,13 @@ fn synced_xattrs(
     };
     let mut out = Vec::new();
     let mut total = 0;
-    let mut value = vec![0u8; 64 * 1024];
+    let mut value = Vec::new();
     for name in list[..n].split(|b| *b == 0) {
         if !scope.includes(name) {
             continue;
+        }
+        if value.is_empty() {
+            value.resize(64 * 1024, 0);
         }
         let got = match file {
             Some(f) => rustix::fs::fgetxattr(f, name, &mut value[..]),
@@ -434,6 +439,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Ships `batch` and returns once the slave acknowledged it as durable.
     pub async fn ship(mut self, batch: &Batch) -> Result<ShipReport, ShipError> {
         let start_bytes = self.link.bytes_sent();
+        let started = std::time::Instant::now();
         for (inode, path) in batch.link_names() {
             self.memory.links.note(*inode, path);
         }
@@ -461,6 +467,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         } else {
             &[]
         };
+        let entries_done = started.elapsed();
         for (path, md) in self.unchanged_on_slave(probed).await? {
             // Its content is there; its attributes may not be.
             self.memory.origins.made(&path, (md.dev(), md.ino()));
@@ -477,6 +484,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch.meta().iter().chain(extra.meta()),
         )
         .await?;
+        let content_done = started.elapsed();
         self.check_listings().await?;
         // Content or attributes that could not be applied because the
         // slave's tree diverged are healed too, a bounded number of times.
@@ -497,6 +505,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.send_content(extra.data().iter(), extra.meta().iter())
                 .await?;
         }
+        let healed = started.elapsed();
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
         let lanes = self.link.lane_count();
@@ -517,6 +526,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         }
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
+        tracing::debug!(
+            batch = self.batch_id,
+            entries = self.report.entries,
+            data = self.report.data,
+            bytes = self.report.bytes_sent,
+            ?entries_done,
+            ?content_done,
+            ?healed,
+            total = ?started.elapsed(),
+            "batch committed"
+        );
         for f in std::mem::take(&mut self.heal_failures) {
             tracing::warn!(path = %f.path, kind = ?f.kind, "{}", f.message);
             self.report.failures.push(f);
