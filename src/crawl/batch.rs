@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use crate::relpath::RelPath;
+use crate::session::Stime;
 
 /// An entry change, as the master saw it happen. The shipper turns it into a
 /// wire `EntryOp`, reading the current type, mode or link target from the
@@ -41,6 +42,7 @@ pub struct Batch {
     meta_seen: HashSet<RelPath>,
     links: Vec<((u64, u64), RelPath)>,
     journal: bool,
+    journal_end: Option<Stime>,
     quick_check: bool,
 }
 
@@ -95,9 +97,10 @@ impl Batch {
         self.links.push((inode, path));
     }
 
-    /// Marks a batch made from journal files: after its entries, the
-    /// shipper lists again each directory they touched, so the slave drops
-    /// names the brick does not have (see `Shipper::prune_touched`).
+    /// Marks a batch made from journal files: after its files, the shipper
+    /// compares the slave's listing of each directory its entries touched
+    /// with the brick's, so the slave drops names the brick does not have
+    /// (see `Shipper::check_listings`).
     pub fn mark_journal(&mut self) {
         self.journal = true;
     }
@@ -105,6 +108,17 @@ impl Batch {
     /// See [`Batch::mark_journal`].
     pub fn is_journal(&self) -> bool {
         self.journal
+    }
+
+    /// The end time of the last journal file in the batch: every change
+    /// made before it is in the batch (or an earlier one).
+    pub fn set_journal_end(&mut self, end: Stime) {
+        self.journal_end = Some(end);
+    }
+
+    /// See [`Batch::set_journal_end`].
+    pub fn journal_end(&self) -> Option<Stime> {
+        self.journal_end
     }
 
     /// Marks a batch of a Hybrid Crawl: the slave probably holds most of
@@ -124,6 +138,7 @@ impl Batch {
     pub fn empty_like(&self) -> Batch {
         Batch {
             journal: self.journal,
+            journal_end: self.journal_end,
             quick_check: self.quick_check,
             links: self.links.clone(),
             ..Batch::default()

@@ -36,6 +36,8 @@ pub enum WorkerError {
     State(#[from] StateError),
     #[error("journal hook of {brick} failed: {reason}")]
     Hook { brick: String, reason: String },
+    #[error("Hybrid Crawl of {brick} stopped: {reason}")]
+    Crawl { brick: String, reason: String },
 }
 
 /// The journal hook of a brick and what is known about its continuity; it
@@ -77,6 +79,12 @@ struct Ctx<'a> {
     live: Live,
     /// Lent by the [`Journal`], which outlives this connection.
     memory: ShipMemory,
+    /// Whether a Hybrid Crawl asks the slave which files it has already
+    /// (see [`Batch::mark_quick_check`]): not while the slave root was empty
+    /// when this connection began and no crawl has completed since, since
+    /// then a crawl walks each file once and the answer is almost always
+    /// "no" (and a wrong "no" only costs bytes).
+    quick_check: bool,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -121,6 +129,7 @@ pub async fn run(
     }
     let (conn, link) = plan.connect().await?;
     state.set_last_error(brick.brick_id, None)?;
+    let quick_check = !link.hello().root_empty;
     let mut ctx = Ctx {
         plan,
         brick,
@@ -131,6 +140,7 @@ pub async fn run(
         shown: None,
         live: plan.live(state),
         memory: std::mem::take(&mut journal.memory),
+        quick_check,
     };
     let mut result = sweep(&mut ctx, &mut journal.sweep).await;
     if result.is_ok() {
@@ -317,16 +327,36 @@ async fn hybrid(
         since,
     }
     .count_in_background(ctx.plan.state_home.clone(), ctx.brick.brick_id, started);
-    while let Some(mut batch) = tokio::task::block_in_place(|| crawl.next_batch(max)) {
-        batch.mark_quick_check();
+    // The walk runs one batch ahead on its own thread, so the next batch is
+    // ready when the slave has committed this one. (If shipping fails, the
+    // receiver goes away and the walk stops at its next batch.)
+    let (tx, mut batches) = tokio::sync::mpsc::channel::<(Batch, Vec<String>)>(1);
+    let walker = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = crawl.next_batch(max) {
+            if tx.blocking_send((batch, crawl.take_errors())).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some((mut batch, errors)) = batches.recv().await {
+        if ctx.quick_check {
+            batch.mark_quick_check();
+        }
         let report = ship(ctx, &batch).await?;
         ctx.state
             .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;
-        for e in crawl.take_errors() {
+        for e in errors {
             tracing::warn!("{e}");
         }
     }
+    // The channel also closes if the walk died: then it is not complete,
+    // and stime must not move.
+    walker.await.map_err(|e| WorkerError::Crawl {
+        brick: ctx.brick.brick.display().to_string(),
+        reason: e.to_string(),
+    })?;
     ctx.state.crawl_end(ctx.brick.brick_id)?;
+    ctx.quick_check = true;
     Ok(())
 }
 

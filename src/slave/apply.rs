@@ -2,18 +2,20 @@
 //! replayed batch is harmless (see [`EntryOp`]).
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::root::{
-    chmod_nofollow, file_type, lstat, owner, remove_any, remove_tree, set_user_xattrs, temp_name,
-    timestamps, OpError, Root,
+    chmod_nofollow, file_type, is_dot, lstat, owner, remove_any, remove_tree, set_user_xattrs,
+    temp_name, timestamps, OpError, Root,
 };
 use crate::relpath::RelPath;
-use crate::transport::protocol::{Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, Xattr};
+use crate::transport::protocol::{
+    listing_digest, Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, Xattr,
+};
 
 /// Applies one entry operation. `Err` names the path it concerns, which is
 /// returned alongside (for `Link` and `Rename` it may be either path).
@@ -73,12 +75,7 @@ fn prune(
         let Ok(Some(st)) = lstat(dir_fd, OsStr::from_bytes(name)) else {
             continue;
         };
-        let have = match file_type(&st) {
-            FileType::RegularFile => NodeKind::File,
-            FileType::Directory => NodeKind::Dir,
-            FileType::Symlink => NodeKind::Symlink,
-            _ => NodeKind::Other,
-        };
+        let have = node_kind(file_type(&st));
         if have != *kind {
             let Ok(child) = path.join(OsStr::from_bytes(name)) else {
                 continue;
@@ -94,6 +91,29 @@ fn prune(
     Ok(())
 }
 
+/// Opens the directory `path` to list it; `None` if it is missing.
+fn open_listed_dir(root: &mut Root, path: &RelPath) -> Result<Option<OwnedFd>, OpError> {
+    let fail = |root: &Root, e| root.error(path, "cannot list directory", e);
+    if path.is_root() {
+        return rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
+            .map(Some)
+            .map_err(|e| fail(root, e));
+    }
+    let p = match root.parent(path, false) {
+        Ok(p) => p,
+        Err(e) if e.is_enoent() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match rfs::openat(&p.dir, p.name, super::root::DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+            Err(root.refuse(path, FailureKind::Unsafe, &format!("not a directory ({e})")))
+        }
+        Err(e) => Err(fail(root, e)),
+    }
+}
+
 /// Removes every entry of `path` whose name is not in `keep`.
 fn prune_names(
     root: &mut Root,
@@ -101,26 +121,8 @@ fn prune_names(
     keep: &[serde_bytes::ByteBuf],
 ) -> Result<(), OpError> {
     let fail = |root: &Root, e| root.error(path, "cannot prune directory", e);
-    let dir = if path.is_root() {
-        rustix::io::fcntl_dupfd_cloexec(root.fd(), 0).map_err(|e| fail(root, e))?
-    } else {
-        let p = match root.parent(path, false) {
-            Ok(p) => p,
-            Err(e) if e.is_enoent() => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        match rfs::openat(&p.dir, p.name, super::root::DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
-                return Err(root.refuse(
-                    path,
-                    FailureKind::Unsafe,
-                    &format!("not a directory ({e})"),
-                ))
-            }
-            Err(e) => return Err(fail(root, e)),
-        }
+    let Some(dir) = open_listed_dir(root, path)? else {
+        return Ok(());
     };
     let keep: std::collections::HashSet<&[u8]> = keep.iter().map(|k| k.as_slice()).collect();
     let mut doomed = Vec::new();
@@ -143,6 +145,49 @@ fn prune_names(
         root.note_changed(dir.as_fd());
     }
     Ok(())
+}
+
+/// Whether an [`EntryOp::Prune`] of `path` with the master's listing, whose
+/// [`listing_digest`] is `digest`, could change anything here. A directory
+/// that cannot be listed counts as differing: the `Prune` then reports why.
+pub(crate) fn listing_differs(root: &mut Root, path: &RelPath, digest: &[u8; 32]) -> bool {
+    let dir = match open_listed_dir(root, path) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return false,
+        Err(_) => return true,
+    };
+    let Ok(entries) = rfs::Dir::read_from(&dir) else {
+        return true;
+    };
+    let mut listing = Vec::new();
+    for entry in entries {
+        let Ok(entry) = entry else { return true };
+        let name = entry.file_name();
+        if is_dot(name) {
+            continue;
+        }
+        let ft = match entry.file_type() {
+            FileType::Unknown => match lstat(&dir, name) {
+                Ok(Some(st)) => file_type(&st),
+                // Gone since it was listed.
+                Ok(None) => continue,
+                Err(_) => return true,
+            },
+            ft => ft,
+        };
+        listing.push((name.to_bytes().to_vec(), node_kind(ft)));
+    }
+    listing_digest(&mut listing) != *digest
+}
+
+/// How [`EntryOp::Prune`] and [`listing_digest`] name a type of entry.
+fn node_kind(ft: FileType) -> NodeKind {
+    match ft {
+        FileType::RegularFile => NodeKind::File,
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        _ => NodeKind::Other,
+    }
 }
 
 fn mkdir(root: &mut Root, path: &RelPath, mode: u32) -> Result<(), OpError> {

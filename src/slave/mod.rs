@@ -338,6 +338,14 @@ impl Session {
                 self.send(out, &Reply::Stat { seq, files })?;
                 out.flush().map_err(|e| self.stream(e))
             }
+            Request::CheckListing { seq, path, digest } => {
+                // Files received before are in place in the listing.
+                self.flush_pending(out)?;
+                if apply::listing_differs(&mut self.root, &path, &digest) {
+                    self.send(out, &Reply::ListingDiffers { seq })?;
+                }
+                Ok(())
+            }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
                 // With several streams, the entries that follow a barrier
@@ -443,5 +451,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::Compressed { .. } => "Compressed",
         Request::Partial { .. } => "Partial",
         Request::FileResume { .. } => "FileResume",
+        Request::CheckListing { .. } => "CheckListing",
     }
 }

@@ -1587,3 +1587,66 @@ fn resuming_more_pieces_than_the_partial_holds_is_a_mismatch() {
     );
     assert!(!dir.path().join("big").exists());
 }
+
+#[test]
+fn a_listing_is_reported_only_where_a_prune_would_change_something() {
+    use crate::transport::protocol::{listing_digest, NodeKind};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("d/sub")).unwrap();
+    fs::write(root.join("d/f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", root.join("d/l")).unwrap();
+    fs::write(root.join("top"), b"x").unwrap();
+    let digest = |v: &[(&str, NodeKind)]| listing_digest(&mut v.to_vec());
+    let same = digest(&[
+        ("l", NodeKind::Symlink),
+        ("f", NodeKind::File),
+        ("sub", NodeKind::Dir),
+    ]);
+    let check = |seq, path: &str, digest| Request::CheckListing {
+        seq,
+        path: rp(path),
+        digest,
+    };
+    let replies = session(
+        root,
+        &[
+            check(1, "d", same),
+            // A name the master lacks.
+            check(
+                2,
+                "d",
+                digest(&[("f", NodeKind::File), ("sub", NodeKind::Dir)]),
+            ),
+            // A name of another kind.
+            check(
+                3,
+                "d",
+                digest(&[
+                    ("l", NodeKind::File),
+                    ("f", NodeKind::File),
+                    ("sub", NodeKind::Dir),
+                ]),
+            ),
+            // The root, and a directory the slave does not have.
+            check(
+                4,
+                "",
+                digest(&[("d", NodeKind::Dir), ("top", NodeKind::File)]),
+            ),
+            check(5, "missing", digest(&[("x", NodeKind::File)])),
+            // Not a directory: the Prune that follows says why.
+            check(6, "top", digest(&[])),
+            Request::Barrier { id: 7 },
+        ],
+    );
+    assert_eq!(
+        replies,
+        vec![
+            Reply::ListingDiffers { seq: 2 },
+            Reply::ListingDiffers { seq: 3 },
+            Reply::ListingDiffers { seq: 6 },
+            Reply::Barrier { id: 7 },
+        ]
+    );
+}

@@ -54,7 +54,9 @@
 //! them when the session's `compression` is `zstd`, so the version check of
 //! the handshake is the negotiation, and `Hello` keeps its shape so that a
 //! mismatched peer still gets the clear version error); `Request::Partial`,
-//! `Reply::Partial` and `Request::FileResume` (see "Resuming large files").
+//! `Reply::Partial` and `Request::FileResume` (see "Resuming large files");
+//! `Request::CheckListing`, `Reply::ListingDiffers` (a digest of a touched
+//! directory's listing instead of its name list).
 //!
 //! # Resuming large files
 //! A file of at least [`RESUME_MIN_SIZE`] bytes is not restarted from byte 0
@@ -205,6 +207,25 @@ pub enum NodeKind {
     Dir,
     Symlink,
     Other,
+}
+
+/// The digest of a directory listing that [`Request::CheckListing`]
+/// compares: BLAKE3 over the entries sorted by name, each as its name's
+/// length, its name and its kind. Master and slave both compute it here, so
+/// what a listing covers is decided in one place. Sorts `entries`.
+pub fn listing_digest<N: AsRef<[u8]>>(entries: &mut [(N, NodeKind)]) -> [u8; 32] {
+    entries.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    let mut hasher = blake3::Hasher::new();
+    let mut kind_buf = [0u8; 16];
+    for (name, kind) in entries.iter() {
+        let name = name.as_ref();
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name);
+        // The kind's wire encoding: a kind added later is covered as well.
+        let kind = postcard::to_slice(kind, &mut kind_buf).map_or(&[][..], |b| &*b);
+        hasher.update(kind);
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// One data segment of a [`Request::SparsePiece`].
@@ -364,6 +385,17 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Answered with [`Reply::ListingDiffers`] only if an [`EntryOp::Prune`]
+    /// of the directory `path` with the master's listing could change
+    /// something: the slave's names and kinds there do not have the
+    /// [`listing_digest`] `digest` (a directory missing on the slave has
+    /// nothing to prune). The master then sends the whole `Prune`, so the
+    /// name list travels only when the slave's directory differs.
+    CheckListing {
+        seq: u64,
+        path: RelPath,
+        digest: [u8; 32],
+    },
 }
 
 /// Most paths in one [`Request::Stat`].
@@ -467,6 +499,10 @@ pub enum Reply {
     Partial {
         seq: u64,
         pieces: u32,
+    },
+    /// Answer to a `CheckListing` whose directory differs on the slave.
+    ListingDiffers {
+        seq: u64,
     },
 }
 
@@ -575,6 +611,17 @@ pub fn check_version(master: u32, slave: u32) -> Result<(), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_digest_depends_on_names_and_kinds_not_order() {
+        let d = |v: &[(&str, NodeKind)]| listing_digest(&mut v.to_vec());
+        let base = d(&[("a", NodeKind::File), ("bc", NodeKind::Dir)]);
+        assert_eq!(base, d(&[("bc", NodeKind::Dir), ("a", NodeKind::File)]));
+        assert_ne!(base, d(&[("a", NodeKind::File), ("bc", NodeKind::Symlink)]));
+        assert_ne!(base, d(&[("ab", NodeKind::File), ("c", NodeKind::Dir)]));
+        assert_ne!(base, d(&[("a", NodeKind::File)]));
+        assert_ne!(d(&[]), d(&[("", NodeKind::File)]));
+    }
 
     #[test]
     fn round_trip_sync() {

@@ -29,8 +29,10 @@
 //!   directories above made directories again, then a Hybrid Crawl with
 //!   pruning); content and attribute failures of that kind are healed the
 //!   same way, at most `HEAL_ROUNDS` times per batch, then they count as
-//!   failures. After the entries of a journal batch, each directory they
-//!   touched is listed again as the brick has it (`Prune`). Nothing else is
+//!   failures. After the files of a journal batch, the slave compares its
+//!   listing of each directory the batch's entries touched with the
+//!   brick's, by digest (`CheckListing`); a directory that differs is listed
+//!   again whole as the brick has it (`Prune`). Nothing else is
 //!   re-walked: the hook journals its scans of new and renamed directories
 //!   at their place in the event stream (see `changelog::hook`), so the
 //!   journal alone rebuilds them.
@@ -49,9 +51,9 @@ use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
-    Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply, Request, Segment,
-    SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE,
-    SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
+    listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply,
+    Request, Segment, SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
+    RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -127,7 +129,9 @@ fn synced_xattrs(
             None => rustix::fs::listxattr(inode, &mut buf[..]),
         }
     };
-    let mut list = vec![0u8; 64 * 1024];
+    // Most files have few or no xattrs: start small (zeroing 64 KiB buffers
+    // for every file sent was a visible cost of a first sync).
+    let mut list = vec![0u8; 4 * 1024];
     let n = match list_into(&mut list) {
         Ok(n) => n,
         Err(Errno::RANGE) => {
@@ -139,10 +143,13 @@ fn synced_xattrs(
     };
     let mut out = Vec::new();
     let mut total = 0;
-    let mut value = vec![0u8; 64 * 1024];
+    let mut value = Vec::new();
     for name in list[..n].split(|b| *b == 0) {
         if !scope.includes(name) {
             continue;
+        }
+        if value.is_empty() {
+            value.resize(64 * 1024, 0);
         }
         let got = match file {
             Some(f) => rustix::fs::fgetxattr(f, name, &mut value[..]),
@@ -283,6 +290,10 @@ pub struct ShipMemory {
     /// journals the rename: the slave would move stale content into place.
     /// So every later batch sends such a file under whatever name it has.
     owed: HashSet<(u64, u64)>,
+    /// Touched directories whose listing was not compared yet because they
+    /// changed after the end of their batch (see [`Shipper::check_listings`]):
+    /// the next journal batch compares them.
+    listings_deferred: BTreeSet<RelPath>,
 }
 
 /// Most abandoned files remembered (abandons are rare; past this, the
@@ -301,6 +312,10 @@ impl ShipMemory {
 /// Directories with more entries than this are not listed again after a
 /// batch touched them (the name list would cost more than it saves).
 const TOUCHED_PRUNE_MAX: usize = 10_000;
+
+/// Most directories whose listing check waits for a later batch; past
+/// this, they are compared at once.
+const DEFERRED_LISTINGS_MAX: usize = 10_000;
 
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
@@ -371,6 +386,18 @@ pub struct Shipper<'a, S> {
     /// Files that go literally whatever their size (resends of
     /// `literal_due`): no signature, so no base on the slave to disagree.
     literal: HashSet<RelPath>,
+    /// Directories the entries of a journal batch touched, whose listing
+    /// the slave checks once the batch's files are in place (see
+    /// [`Shipper::check_listings`]).
+    listings_due: Vec<RelPath>,
+    /// The end of the journal batch being shipped (see
+    /// [`Batch::journal_end`]).
+    journal_end: Option<crate::session::Stime>,
+    /// The directory of each `CheckListing` sent, by sequence number.
+    listing_seqs: HashMap<u64, RelPath>,
+    /// Directories whose listing differs on the slave: their whole name
+    /// list is sent.
+    listings_differ: Vec<RelPath>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -404,12 +431,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             delta_sends: HashMap::new(),
             literal_due: BTreeSet::new(),
             literal: HashSet::new(),
+            listings_due: Vec::new(),
+            journal_end: None,
+            listing_seqs: HashMap::new(),
+            listings_differ: Vec::new(),
         }
     }
 
     /// Ships `batch` and returns once the slave acknowledged it as durable.
     pub async fn ship(mut self, batch: &Batch) -> Result<ShipReport, ShipError> {
         let start_bytes = self.link.bytes_sent();
+        let started = std::time::Instant::now();
         for (inode, path) in batch.link_names() {
             self.memory.links.note(*inode, path);
         }
@@ -420,7 +452,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.barrier().await?;
         let mut extra = self.heal().await?;
         if batch.is_journal() {
-            self.prune_touched(batch, &mut extra).await?;
+            self.note_touched(batch, &mut extra);
             self.rewalk_renamed(&mut extra).await?;
         }
         self.resend_stale(&mut extra).await?;
@@ -437,6 +469,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         } else {
             &[]
         };
+        let entries_done = started.elapsed();
         for (path, md) in self.unchanged_on_slave(probed).await? {
             // Its content is there; its attributes may not be.
             self.memory.origins.made(&path, (md.dev(), md.ino()));
@@ -453,16 +486,25 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch.meta().iter().chain(extra.meta()),
         )
         .await?;
+        let content_done = started.elapsed();
+        self.check_listings().await?;
         // Content or attributes that could not be applied because the
         // slave's tree diverged are healed too, and deltas the slave could
         // not apply are sent again literally, a bounded number of times
         // (a failure after the last round is transient: the batch is
-        // retried and stime stays where it is).
-        for _ in 0..HEAL_ROUNDS {
+        // retried and stime stays where it is). Touched directories that
+        // differ on the slave are pruned first (which may find more to heal).
+        let mut heals = 0;
+        while heals < HEAL_ROUNDS {
             self.barrier().await?;
+            if !self.listings_differ.is_empty() {
+                self.prune_differing().await?;
+                continue;
+            }
             if self.heal_paths.is_empty() && self.literal_due.is_empty() {
                 break;
             }
+            heals += 1;
             let extra = self.heal().await?;
             let literal = std::mem::take(&mut self.literal_due);
             self.literal.extend(literal.iter().cloned());
@@ -472,6 +514,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             )
             .await?;
         }
+        let healed = started.elapsed();
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
         let lanes = self.link.lane_count();
@@ -492,6 +535,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         }
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
+        tracing::debug!(
+            batch = self.batch_id,
+            entries = self.report.entries,
+            data = self.report.data,
+            bytes = self.report.bytes_sent,
+            ?entries_done,
+            ?content_done,
+            ?healed,
+            total = ?started.elapsed(),
+            "batch committed"
+        );
         for f in std::mem::take(&mut self.heal_failures) {
             tracing::warn!(path = %f.path, kind = ?f.kind, "{}", f.message);
             self.report.failures.push(f);
@@ -592,14 +646,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(extra)
     }
 
-    /// Lists every directory an entry of a journal batch touched again, as
-    /// the brick has it now: the slave drops names it should not have, and
-    /// the directory's attributes are set afterwards.
-    async fn prune_touched(&mut self, batch: &Batch, extra: &mut Batch) -> Result<(), ShipError> {
-        // Every directory an entry of this batch touched is listed again as
-        // the brick has it now: the slave drops names it should not have
-        // (left by entries journalled out of order), and the directory's
-        // attributes are set afterwards.
+    /// Notes every directory an entry of a journal batch touched: its
+    /// attributes are set afterwards, and once the batch's files are in
+    /// place the slave's listing of it is compared with the brick's (names
+    /// left by entries journalled out of order are pruned).
+    fn note_touched(&mut self, batch: &Batch, extra: &mut Batch) {
         let mut touched: Vec<RelPath> = batch
             .entries()
             .iter()
@@ -627,28 +678,118 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             .collect();
         touched.sort();
         touched.dedup();
-        for dir in touched {
-            // Listed through a handle resolved beneath the brick.
-            let Ok(rd) = self
-                .dir
-                .handle(&dir)
-                .and_then(|h| fs::read_dir(h.proc_path()))
-            else {
+        for dir in &touched {
+            extra.push_meta(dir.clone());
+        }
+        touched.extend(std::mem::take(&mut self.memory.listings_deferred));
+        touched.sort();
+        touched.dedup();
+        self.listings_due = touched;
+        self.journal_end = batch.journal_end();
+    }
+
+    /// Whether directory `dir` of the brick changed after the end of the
+    /// journal batch: its listing then shows what later batches replay
+    /// (names renamed or removed since are still to be moved on the slave,
+    /// and pruning them now would make those renames find no source). Its
+    /// ctime tells: adding, removing or renaming an entry sets it, and no
+    /// one can set it back. A GlusterFS brick changes its directories'
+    /// internal xattrs (and so their ctimes) unjournalled: there, never.
+    fn changed_since_batch(&self, dir: &RelPath) -> bool {
+        let Some(end) = self.journal_end.filter(|_| !self.gluster_brick) else {
+            return false;
+        };
+        if self.memory.listings_deferred.len() >= DEFERRED_LISTINGS_MAX {
+            return false;
+        }
+        self.dir.lstat(dir).is_ok_and(|m| {
+            let ctime = m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec();
+            ctime > end.nanos()
+        })
+    }
+
+    /// The names of directory `dir` of the brick with their kinds; `None`
+    /// if it cannot be listed or holds more than [`TOUCHED_PRUNE_MAX`]
+    /// entries (the name list would cost more than it saves).
+    fn brick_listing(&self, dir: &RelPath) -> Option<Vec<(std::ffi::OsString, NodeKind)>> {
+        // Listed through a handle resolved beneath the brick.
+        let rd = self
+            .dir
+            .handle(dir)
+            .and_then(|h| fs::read_dir(h.proc_path()))
+            .ok()?;
+        let mut out = Vec::new();
+        for entry in rd.take(TOUCHED_PRUNE_MAX + 1) {
+            let Ok(entry) = entry else { continue };
+            // From the directory entry's type where the file system gives
+            // one; a name gone since it was listed is gone.
+            let Ok(ft) = entry.file_type() else { continue };
+            out.push((entry.file_name(), node_kind(ft)));
+        }
+        (out.len() <= TOUCHED_PRUNE_MAX).then_some(out)
+    }
+
+    /// Asks the slave to compare its listing of every touched directory
+    /// with the brick's, by digest: only a directory that differs gets its
+    /// whole name list (see [`Shipper::prune_differing`]). Sent after the
+    /// batch's files, so the new ones are on both sides. A directory that
+    /// changed after the batch's end waits for a later batch (the journal
+    /// has that change, and [`ShipMemory`] the directory).
+    async fn check_listings(&mut self) -> Result<(), ShipError> {
+        for dir in std::mem::take(&mut self.listings_due) {
+            let Some(listing) = self.brick_listing(&dir) else {
                 continue;
             };
-            let keep: Vec<std::ffi::OsString> = rd
-                .take(TOUCHED_PRUNE_MAX + 1)
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .collect();
-            if keep.len() > TOUCHED_PRUNE_MAX {
+            // Looked at after listing: unchanged since the batch's end, the
+            // listing is the directory as of then.
+            if self.changed_since_batch(&dir) {
+                tracing::debug!(batch = self.batch_id, path = %dir, "changed since the batch: listing compared later");
+                self.memory.listings_deferred.insert(dir);
                 continue;
             }
+            let mut listing: Vec<(Vec<u8>, NodeKind)> = listing
+                .into_iter()
+                .map(|(name, kind)| (name.into_encoded_bytes(), kind))
+                .collect();
+            let digest = listing_digest(&mut listing);
+            let seq = self.link.next_seq();
+            tracing::debug!(batch = self.batch_id, seq, path = %dir, "check listing");
+            self.link
+                .send(&Request::CheckListing {
+                    seq,
+                    path: dir.clone(),
+                    digest,
+                })
+                .await?;
+            self.listing_seqs.insert(seq, dir);
+        }
+        Ok(())
+    }
+
+    /// Lists every directory whose listing differs on the slave again, as
+    /// the brick has it now: the slave drops names it should not have, and
+    /// the directory's attributes are set afterwards (pruning changed its
+    /// mtime there).
+    async fn prune_differing(&mut self) -> Result<(), ShipError> {
+        let mut dirs = std::mem::take(&mut self.listings_differ);
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            let Some(listing) = self.brick_listing(&dir) else {
+                continue;
+            };
+            if self.changed_since_batch(&dir) {
+                self.memory.listings_deferred.insert(dir);
+                continue;
+            }
+            tracing::debug!(batch = self.batch_id, path = %dir, "listing differs on the slave: pruning");
+            let keep = listing.into_iter().map(|(name, _)| name).collect();
             self.send_entry(&Entry::Prune {
                 dir: dir.clone(),
                 keep,
             })
             .await?;
-            extra.push_meta(dir);
+            self.send_meta(&dir).await?;
         }
         Ok(())
     }
@@ -865,10 +1006,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 // The slave never had the source, or its tree is not what
                 // the journal expects: send the paths concerned whole.
                 tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
-                match self.entry_paths.remove(&f.seq) {
-                    Some(paths) => self.heal_paths.extend(paths),
-                    None => self.heal_paths.push(f.path.clone()),
+                let mut paths = self
+                    .entry_paths
+                    .remove(&f.seq)
+                    .unwrap_or_else(|| vec![f.path.clone()]);
+                if f.kind == FailureKind::SourceMissing {
+                    // Neither side has a path the brick lost since: later
+                    // records say where it went (resending the directory
+                    // above it would send all of that directory).
+                    paths.retain(|p| self.dir.lstat(p).is_ok());
                 }
+                self.heal_paths.extend(paths);
                 if f.kind != FailureKind::SourceMissing {
                     self.heal_failures.push(f);
                 }
@@ -887,6 +1035,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 Ok(())
             }
+            Reply::ListingDiffers { seq } => match self.listing_seqs.remove(&seq) {
+                Some(dir) => {
+                    self.listings_differ.push(dir);
+                    Ok(())
+                }
+                None => Err(ShipError::Unexpected(format!(
+                    "ListingDiffers for request {seq}, which checked no listing"
+                ))),
+            },
             Reply::Failed(f) if f.kind.is_transient() => {
                 self.transient.push(f);
                 Ok(())
@@ -1005,18 +1162,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     .iter()
                     .map(|k| {
                         let child = dir.join(k).ok()?;
-                        self.dir.lstat(&child).ok().map(|m| {
-                            let ft = m.file_type();
-                            if ft.is_file() {
-                                NodeKind::File
-                            } else if ft.is_dir() {
-                                NodeKind::Dir
-                            } else if ft.is_symlink() {
-                                NodeKind::Symlink
-                            } else {
-                                NodeKind::Other
-                            }
-                        })
+                        self.dir
+                            .lstat(&child)
+                            .ok()
+                            .map(|m| node_kind(m.file_type()))
                     })
                     .collect();
                 EntryOp::Prune {
@@ -1627,6 +1776,19 @@ fn encode_piece(piece: Vec<u8>, sig: Option<&Signature>) -> (PieceKind, Vec<u8>)
         }
     }
     (PieceKind::Literal, piece)
+}
+
+/// How [`EntryOp::Prune`] and [`listing_digest`] name a type of entry.
+fn node_kind(ft: fs::FileType) -> NodeKind {
+    if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else {
+        NodeKind::Other
+    }
 }
 
 fn nix_is_root() -> bool {
