@@ -75,6 +75,14 @@ fn start_fails_at_once_when_the_slave_is_unreachable() {
         .fails_with(1)
         .stderr_mentions("127.0.0.1")
         .stderr_mentions(&s.sshd.port().to_string());
+    // The monitor started beside the pre-flight is gone again, and the
+    // session is as it was.
+    for row in s.status_json() {
+        assert_eq!(row["status"], "Created", "{row}");
+    }
+    s.geo_rep(["stop", &s.vol, &s.slave_url()])
+        .fails_with(1)
+        .stderr_mentions("not running");
 }
 
 #[test]

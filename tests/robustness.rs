@@ -86,7 +86,7 @@ proptest! {
             &[
                 Record::Create(RelPath::new("x/y").unwrap()),
                 Record::Rename { from: RelPath::new("x").unwrap(), to: RelPath::new("z").unwrap() },
-                Record::Gap { reason: "test".into() },
+                Record::gap("test"),
             ],
         )
         .unwrap();

@@ -30,6 +30,7 @@ const K_RENAME: u8 = 8;
 const K_DATA: u8 = 9;
 const K_META: u8 = 10;
 const K_GAP: u8 = 11;
+const K_GAP_SINCE: u8 = 12;
 
 /// The name of the closed file ending at `end`.
 pub(crate) fn closed_name(end: Stime) -> String {
@@ -89,9 +90,20 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) {
             put_field(out, from.as_bytes());
             put_field(out, to.as_bytes());
         }
-        Record::Gap { reason } => {
+        Record::Gap {
+            reason,
+            since: None,
+        } => {
             out.push(K_GAP);
             put_field(out, clip_reason(reason).as_bytes());
+        }
+        Record::Gap {
+            reason,
+            since: Some(since),
+        } => {
+            out.push(K_GAP_SINCE);
+            put_field(out, clip_reason(reason).as_bytes());
+            put_field(out, &since.nanos().to_le_bytes());
         }
     }
 }
@@ -372,13 +384,21 @@ pub(crate) fn decode(file: &Path, b: &[u8]) -> Result<Changelog, ChangelogError>
                 let to = c.path()?;
                 Record::Rename { from, to }
             }
-            K_GAP => {
+            K_GAP | K_GAP_SINCE => {
                 let (fat, bytes) = c.field("gap reason")?;
                 let reason = std::str::from_utf8(bytes)
-                    .map_err(|e| corrupt(fat, format!("gap reason is not UTF-8: {e}")))?;
-                Record::Gap {
-                    reason: reason.to_owned(),
-                }
+                    .map_err(|e| corrupt(fat, format!("gap reason is not UTF-8: {e}")))?
+                    .to_owned();
+                let since = if kind == K_GAP_SINCE {
+                    let (sat, bytes) = c.field("gap since")?;
+                    let nanos: [u8; 8] = bytes.try_into().map_err(|_| {
+                        corrupt(sat, format!("gap since is {} bytes, not 8", bytes.len()))
+                    })?;
+                    Some(Stime(i64::from_le_bytes(nanos)))
+                } else {
+                    None
+                };
+                Record::Gap { reason, since }
             }
             other => return Err(corrupt(at, format!("unknown record kind {other}"))),
         };
@@ -493,8 +513,10 @@ mod tests {
             },
             Record::Unlink(p(b"hard")),
             Record::Rmdir(p(b"d")),
+            Record::gap("inotify queue overflowed: ünïcode"),
             Record::Gap {
-                reason: "inotify queue overflowed: ünïcode".into(),
+                reason: "directories are not watched".into(),
+                since: Some(Stime(1_700_000_000_123_456_789)),
             },
         ]
     }

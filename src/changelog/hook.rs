@@ -97,6 +97,16 @@ pub const ORDER_DIR: &str = ".order";
 /// Longest a rollover waits for the markers of scans taken before it.
 const MARKER_WAIT: Duration = Duration::from_secs(2);
 
+/// Rollover interval while some directory has no watch (the inotify watch
+/// limit was reached): every file then ends with a Gap whose crawl finds the
+/// changes no event reported, so a short interval would crawl the brick
+/// without pause.
+pub const UNWATCHED_ROLLOVER: Duration = Duration::from_secs(10);
+
+/// What the hook writes while directories beyond the watch limit have no
+/// watch (each such rollover's Gap begins so).
+pub const UNWATCHED_GAP: &str = "directories beyond fs.inotify.max_user_watches are not watched";
+
 /// What the hook watches and where it writes.
 #[derive(Debug, Clone)]
 pub struct HookConfig {
@@ -233,14 +243,23 @@ impl Hook {
             notify::Config::default().with_follow_symlinks(false),
         )
         .map_err(watch_err)?;
-        watcher
-            .watch(&brick, RecursiveMode::Recursive)
-            .map_err(watch_err)?;
+        // The marker directory first: without its events no rollover can
+        // close, while a brick directory without a watch is only crawled.
         if !order_dir.starts_with(&brick) {
             watcher
                 .watch(&order_dir, RecursiveMode::NonRecursive)
                 .map_err(watch_err)?;
         }
+        // Past the watch limit the hook still runs: the directories left
+        // without a watch are crawled at every rollover (see `rollover`).
+        let unwatched_since = match watcher.watch(&brick, RecursiveMode::Recursive) {
+            Ok(()) => None,
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                why.push_str(&format!("; {UNWATCHED_GAP} ({e})"));
+                Some(t0)
+            }
+            Err(e) => return Err(watch_err(e)),
+        };
 
         let closed = Arc::new(AtomicI64::new(t0.nanos()));
         let error = Arc::new(Mutex::new(None));
@@ -265,6 +284,8 @@ impl Hook {
             capture: None,
             deferred: Vec::new(),
             stop: None,
+            unwatched_since,
+            last_cover: None,
         };
         worker.gap(why)?;
         let thread = {
@@ -293,7 +314,9 @@ impl Hook {
         Stime(self.closed.load(Ordering::SeqCst))
     }
 
-    /// Closes the current file now (at shutdown and in tests).
+    /// Closes the current file now (at shutdown and in tests). While some
+    /// directory has no watch, at most once per [`UNWATCHED_ROLLOVER`]: a
+    /// request within it returns without closing anything.
     pub fn rollover_now(&self) -> Result<(), ChangelogError> {
         let (rtx, rrx) = mpsc::sync_channel(1);
         self.tx.send(Msg::Rollover(rtx)).map_err(|_| self.dead())?;
@@ -393,6 +416,11 @@ struct Worker {
     capture: Option<Vec<Record>>,
     deferred: Vec<Reply>,
     stop: Option<Reply>,
+    /// Set while some directory has no watch: when the first one could not
+    /// be watched. Changes in such directories since then are in no record.
+    unwatched_since: Option<Stime>,
+    /// When a rollover last wrote the Gap for unwatched directories.
+    last_cover: Option<Instant>,
 }
 
 impl Worker {
@@ -410,15 +438,23 @@ impl Worker {
         }
     }
 
+    fn interval(&self) -> Duration {
+        if self.unwatched_since.is_some() {
+            self.rollover.max(UNWATCHED_ROLLOVER)
+        } else {
+            self.rollover
+        }
+    }
+
     fn main_loop(&mut self) -> Result<(), ChangelogError> {
-        let mut deadline = Instant::now() + self.rollover;
+        let mut deadline = Instant::now() + self.interval();
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(m) => self.accept(m)?,
                 Err(RecvTimeoutError::Timeout) => {
                     self.rollover(false)?;
-                    deadline = Instant::now() + self.rollover;
+                    deadline = Instant::now() + self.interval();
                 }
                 // Cannot happen while the Hook lives (it holds a sender).
                 Err(RecvTimeoutError::Disconnected) => {
@@ -430,8 +466,18 @@ impl Worker {
             while !self.deferred.is_empty() || self.stop.is_some() {
                 let reqs = std::mem::take(&mut self.deferred);
                 let stop = self.stop.take();
+                if stop.is_none() && self.covered_recently() {
+                    // Every rollover now crawls the brick: the worker's
+                    // early rollovers would crawl it without pause. The
+                    // timed one comes within UNWATCHED_ROLLOVER; until then
+                    // `closed_through` does not move.
+                    for r in reqs {
+                        let _ = r.send(Ok(()));
+                    }
+                    break;
+                }
                 self.rollover(stop.is_some())?;
-                deadline = Instant::now() + self.rollover;
+                deadline = Instant::now() + self.interval();
                 for r in reqs {
                     let _ = r.send(Ok(()));
                 }
@@ -467,6 +513,7 @@ impl Worker {
     /// and only then advances `closed_through`.
     fn rollover(&mut self, last: bool) -> Result<(), ChangelogError> {
         let t = Stime(Stime::now().nanos().max(self.last_end.nanos() + 1));
+        self.cover_unwatched()?;
         // The event of a change made just before `t` may still be in the
         // kernel queue or notify's thread; closing without it would let stime
         // (and a checkpoint) pass `t` while that change is not shipped. A
@@ -502,6 +549,41 @@ impl Worker {
         self.last_end = t;
         self.closed.store(t.nanos(), Ordering::SeqCst);
         Ok(())
+    }
+
+    /// While directories have no watch, tries to watch them all again (the
+    /// limit may have been raised, or directories removed) and writes a Gap
+    /// into the file about to close: its crawl, which runs after the file is
+    /// closed, finds what changed in them since the first one went
+    /// unwatched, so stime never passes a change no record holds.
+    fn cover_unwatched(&mut self) -> Result<(), ChangelogError> {
+        let Some(since) = self.unwatched_since else {
+            return Ok(());
+        };
+        self.last_cover = Some(Instant::now());
+        match self.watcher.watch(&self.brick, RecursiveMode::Recursive) {
+            Ok(()) => {
+                tracing::info!(brick = %self.brick.display(), "every directory is watched again");
+                self.unwatched_since = None;
+                self.emit(Record::Gap {
+                    reason: "every directory is watched again; crawling what changed while some were not".into(),
+                    since: Some(since),
+                })
+            }
+            Err(e) => self.gap(format!(
+                "{UNWATCHED_GAP} ({e}; raise it): their changes are found by a Hybrid Crawl every {} s",
+                UNWATCHED_ROLLOVER.as_secs()
+            )),
+        }
+    }
+
+    /// Some directory has no watch and the last rollover (which crawls the
+    /// brick) was less than [`UNWATCHED_ROLLOVER`] ago.
+    fn covered_recently(&self) -> bool {
+        self.unwatched_since.is_some()
+            && self
+                .last_cover
+                .is_some_and(|t| t.elapsed() < UNWATCHED_ROLLOVER)
     }
 
     /// Handles events until the marker of every held scan numbered below
@@ -603,7 +685,8 @@ impl Worker {
 
     fn gap(&mut self, reason: String) -> Result<(), ChangelogError> {
         tracing::warn!(brick = %self.brick.display(), "journal gap: {reason}");
-        self.emit(Record::Gap { reason })
+        let since = self.unwatched_since;
+        self.emit(Record::Gap { reason, since })
     }
 
     fn check_dropped(&mut self) -> Result<(), ChangelogError> {
@@ -674,6 +757,9 @@ impl Worker {
                 self.flush_pending_from()?;
                 let hint = match e.kind {
                     notify::ErrorKind::MaxFilesWatch => {
+                        // The directory appeared within the current file.
+                        let since = self.interval_start.min(at);
+                        self.unwatched_since.get_or_insert(since);
                         " (raise fs.inotify.max_user_watches): a new directory is not watched"
                     }
                     _ => "",

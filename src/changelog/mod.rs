@@ -46,10 +46,13 @@
 //!          start        i64   Stime (ns since epoch) the interval began
 //! record*  kind         u8    1 Create 2 Mkdir 3 Mknod 4 Symlink 5 Link
 //!                             6 Unlink 7 Rmdir 8 Rename 9 Data 10 Meta 11 Gap
+//!                             12 Gap with since
 //!          field*       u32 length + that many bytes
 //!                             one field (a path) for kinds 1-7, 9, 10;
 //!                             two (from, to) for Rename; one UTF-8 reason
-//!                             for Gap. Every field is at most 4096 bytes.
+//!                             for Gap; for kind 12 the reason, then since
+//!                             (an i64 Stime, 8 bytes). Every field is at
+//!                             most 4096 bytes.
 //! trailer  0x00               marks the end of the records
 //!          end          i64   Stime the interval ended (>= start)
 //!          count        u64   number of records
@@ -86,7 +89,10 @@
 //! * `Data`: content changed (consecutive duplicates for one path within a
 //!   file are coalesced). `Meta`: mode, owner, times or xattrs changed; the
 //!   brick root appears as the empty path only here.
-//! * `Gap { reason }`: see invariant 1.
+//! * `Gap { reason, since }`: see invariant 1. With `since`, the crawl that
+//!   heals it looks at everything changed since then, even before stime: the
+//!   hook writes such Gaps while directories beyond the inotify watch limit
+//!   are not watched (their changes are in no record at all).
 //!
 //! Records are in the order the hook saw the events. A path in a record may
 //! no longer exist when it is read (it was changed again later); the crawler
@@ -134,7 +140,21 @@ pub enum Record {
     /// Events may have been lost; heal with a hybrid crawl.
     Gap {
         reason: String,
+        /// Changes made since then may be in no record, even ones older than
+        /// the last sync (directories the hook could not watch). `None`: the
+        /// loss began after everything already synced.
+        since: Option<Stime>,
     },
+}
+
+impl Record {
+    /// A Gap whose loss began after the last sync (the usual kind).
+    pub fn gap(reason: impl Into<String>) -> Record {
+        Record::Gap {
+            reason: reason.into(),
+            since: None,
+        }
+    }
 }
 
 /// The content of one closed changelog file.

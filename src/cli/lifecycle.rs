@@ -147,22 +147,25 @@ pub fn start(
     // here, to the operator, not only in a log.
     // `force` (as in GlusterFS) starts anyway: the workers keep retrying
     // with back-off and show Faulty until the slave answers.
-    let rt = runtime()?;
-    let checked = rt
-        .block_on(async {
-            let (conn, link) = plan.connect_streams(1).await?;
-            link.close().await;
-            conn.close().await;
-            Ok::<_, crate::transport::TransportError>(())
-        })
-        .with_context(|| format!("cannot start {vol} -> {slave}"));
-    drop(rt);
-    match checked {
-        Ok(()) => {}
-        Err(e) if force => eprintln!("geo-rep: warning: {e:#}; starting anyway (force)"),
-        Err(e) => return Err(e),
-    }
+    let preflight = || -> anyhow::Result<()> {
+        let checked = runtime()?
+            .block_on(async {
+                let (conn, link) = plan.connect_streams(1).await?;
+                link.close().await;
+                conn.close().await;
+                Ok::<_, crate::transport::TransportError>(())
+            })
+            .with_context(|| format!("cannot start {vol} -> {slave}"));
+        match checked {
+            Err(e) if force => {
+                eprintln!("geo-rep: warning: {e:#}; starting anyway (force)");
+                Ok(())
+            }
+            other => other,
+        }
+    };
     if foreground {
+        preflight()?;
         state.set_session_state(session.id, SessionState::Started, Some(std::process::id()))?;
         return run_monitor(home, &session, true);
     }
@@ -191,8 +194,65 @@ pub fn start(
         .spawn()
         .context("launching the monitor")?;
     state.set_session_state(session.id, SessionState::Started, Some(child.id()))?;
+    // The pre-flight runs while the monitor makes its own connection: a
+    // session costs its start-up (an SSH handshake and a remote login, a
+    // few round trips on a WAN) once, not twice. A monitor whose slave
+    // fails the pre-flight is stopped again before it could ship anything.
+    if let Err(e) = preflight() {
+        end_monitor(Some(child.id()), Duration::from_secs(5));
+        // As it was: a session never started still shows Created.
+        if session.state == SessionState::Created {
+            mark(
+                &state,
+                &session,
+                SessionState::Created,
+                WorkerStatus::Created,
+            )?;
+        } else {
+            mark(
+                &state,
+                &session,
+                SessionState::Stopped,
+                WorkerStatus::Stopped,
+            )?;
+        }
+        return Err(e);
+    }
     println!("Starting geo-replication session between {vol} & {slave} has been successful");
     Ok(())
+}
+
+/// A session without a monitor, and its bricks.
+fn mark(
+    state: &crate::state::State,
+    session: &SessionRecord,
+    to: SessionState,
+    workers: WorkerStatus,
+) -> anyhow::Result<()> {
+    state.set_session_state(session.id, to, None)?;
+    for b in state.bricks(session.id)? {
+        state.set_worker(b.id, workers, CrawlStatus::NotApplicable)?;
+    }
+    Ok(())
+}
+
+/// Sends the monitor `pid` SIGTERM, waits up to `grace` for it to finish
+/// its batch and exit, then kills it.
+fn end_monitor(pid: Option<u32>, grace: Duration) {
+    let Some(raw) = pid.filter(|_| monitor_alive(pid)) else {
+        return;
+    };
+    let Some(p) = Pid::from_raw(raw as i32) else {
+        return;
+    };
+    let _ = rustix::process::kill_process(p, Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while monitor_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if monitor_alive(pid) {
+        let _ = rustix::process::kill_process(p, Signal::KILL);
+    }
 }
 
 pub fn stop(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> anyhow::Result<()> {
@@ -203,21 +263,18 @@ pub fn stop(home: &Home, vol: &VolumeName, slave: &SlaveUrl, force: bool) -> any
     if !alive && !started && !force {
         bail!("session {vol} -> {slave} is not running");
     }
-    if let (true, Some(pid)) = (alive, session.monitor_pid) {
-        let pid = Pid::from_raw(pid as i32).context("invalid monitor pid")?;
-        let _ = rustix::process::kill_process(pid, Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(if force { 5 } else { 30 });
-        while monitor_alive(session.monitor_pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if monitor_alive(session.monitor_pid) {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
+    if alive {
+        end_monitor(
+            session.monitor_pid,
+            Duration::from_secs(if force { 5 } else { 30 }),
+        );
     }
-    state.set_session_state(session.id, SessionState::Stopped, None)?;
-    for b in state.bricks(session.id)? {
-        state.set_worker(b.id, WorkerStatus::Stopped, CrawlStatus::NotApplicable)?;
-    }
+    mark(
+        &state,
+        &session,
+        SessionState::Stopped,
+        WorkerStatus::Stopped,
+    )?;
     println!("Stopping geo-replication session between {vol} & {slave} has been successful");
     Ok(())
 }

@@ -182,6 +182,19 @@ fn keywords(words: &[String], allowed: &[&str]) -> Result<Vec<String>, UsageErro
     Ok(words.to_vec())
 }
 
+/// The session names of a lifecycle command and whether its one optional
+/// keyword (`force`, `reset-sync-time`) was given.
+fn names_and_flag(
+    vol: &str,
+    slave: &str,
+    words: &[String],
+    flag: &str,
+) -> Result<(VolumeName, SlaveUrl, bool), UsageError> {
+    let (vol, slave) = parse_names(vol, slave)?;
+    let given = !keywords(words, &[flag])?.is_empty();
+    Ok((vol, slave, given))
+}
+
 fn parse_names(vol: &str, slave: &str) -> Result<(VolumeName, SlaveUrl), UsageError> {
     let vol = vol.parse().map_err(|e| UsageError(format!("{e}")))?;
     let slave = slave.parse().map_err(|e| UsageError(format!("{e}")))?;
@@ -272,8 +285,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             words,
             foreground,
         } => {
-            let (vol, slave) = parse_names(&master_vol, &slave)?;
-            let force = !keywords(&words, &["force"])?.is_empty();
+            let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
             lifecycle::start(&home, &vol, &slave, force, foreground)
         }
         Command::Stop {
@@ -281,8 +293,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             slave,
             words,
         } => {
-            let (vol, slave) = parse_names(&master_vol, &slave)?;
-            let force = !keywords(&words, &["force"])?.is_empty();
+            let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
             lifecycle::stop(&home, &vol, &slave, force)
         }
         Command::Status { words, json } => {
@@ -310,8 +321,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             slave,
             words,
         } => {
-            let (vol, slave) = parse_names(&master_vol, &slave)?;
-            let force = !keywords(&words, &["force"])?.is_empty();
+            let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
             lifecycle::pause(&home, &vol, &slave, force)
         }
         Command::Resume {
@@ -319,8 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             slave,
             words,
         } => {
-            let (vol, slave) = parse_names(&master_vol, &slave)?;
-            let force = !keywords(&words, &["force"])?.is_empty();
+            let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
             lifecycle::resume(&home, &vol, &slave, force)
         }
         Command::Delete {
@@ -329,8 +338,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             words,
             identity,
         } => {
-            let (vol, slave) = parse_names(&master_vol, &slave)?;
-            let reset = !keywords(&words, &["reset-sync-time"])?.is_empty();
+            let (vol, slave, reset) =
+                names_and_flag(&master_vol, &slave, &words, "reset-sync-time")?;
             delete::delete(&home, &vol, &slave, reset, identity)
         }
         Command::Config {

@@ -18,7 +18,34 @@ pub struct JournalBatch {
     pub through: Stime,
     /// The journal says events may have been lost, or a file was corrupt:
     /// a Hybrid Crawl must heal it.
-    pub gap: Option<String>,
+    pub gap: Option<Gap>,
+}
+
+/// Why a Hybrid Crawl must follow a journal batch, and what it must cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The first reason in the batch (the one shown to the operator).
+    pub reason: String,
+    /// Changes since then may be in no record, even ones before stime;
+    /// `None`: only changes after stime (see [`Record::Gap`]).
+    pub since: Option<Stime>,
+}
+
+impl Gap {
+    fn new(reason: String) -> Gap {
+        Gap {
+            reason,
+            since: None,
+        }
+    }
+
+    /// One crawl heals both: it covers the earlier `since`.
+    fn absorb(&mut self, other: Gap) {
+        self.since = match (self.since, other.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// Where a brick's changes come from.
@@ -82,14 +109,17 @@ pub fn next_batch(
         match log {
             Ok(log) => {
                 for record in log.records {
-                    if let Some(reason) = add_record(&mut out.batch, record) {
-                        out.gap.get_or_insert(reason);
+                    if let Some(gap) = add_record(&mut out.batch, record) {
+                        match &mut out.gap {
+                            Some(g) => g.absorb(gap),
+                            None => out.gap = Some(gap),
+                        }
                     }
                 }
             }
             Err(e) => {
                 tracing::error!("{e}; healing with a Hybrid Crawl");
-                out.gap.get_or_insert(e.to_string());
+                out.gap.get_or_insert_with(|| Gap::new(e.to_string()));
             }
         }
         out.through = end;
@@ -104,8 +134,8 @@ fn parent(p: &RelPath) -> RelPath {
     p.parent().unwrap_or_default()
 }
 
-/// Adds one record to `batch`; returns the reason if it is a gap.
-fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
+/// Adds one record to `batch`; returns the gap if it is one.
+fn add_record(batch: &mut Batch, record: Record) -> Option<Gap> {
     match record {
         Record::Create(p) => {
             batch.push_meta(parent(&p));
@@ -151,7 +181,7 @@ fn add_record(batch: &mut Batch, record: Record) -> Option<String> {
         }
         Record::Data(p) => batch.push_data(p),
         Record::Meta(p) => batch.push_meta(p),
-        Record::Gap { reason } => return Some(reason),
+        Record::Gap { reason, since } => return Some(Gap { reason, since }),
     }
     None
 }
@@ -200,13 +230,29 @@ mod tests {
     fn gap_records_are_reported() {
         let mut b = Batch::new();
         assert_eq!(
-            add_record(
-                &mut b,
-                Record::Gap {
-                    reason: "overflow".into()
-                }
-            ),
-            Some("overflow".into())
+            add_record(&mut b, Record::gap("overflow")),
+            Some(Gap::new("overflow".into()))
+        );
+    }
+
+    #[test]
+    fn one_crawl_covers_the_earliest_since_of_a_batch() {
+        let mut g = Gap::new("first".into());
+        g.absorb(Gap {
+            reason: "second".into(),
+            since: Some(Stime(20)),
+        });
+        g.absorb(Gap {
+            reason: "third".into(),
+            since: Some(Stime(10)),
+        });
+        g.absorb(Gap::new("fourth".into()));
+        assert_eq!(
+            g,
+            Gap {
+                reason: "first".into(),
+                since: Some(Stime(10))
+            }
         );
     }
 }

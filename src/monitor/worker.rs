@@ -255,7 +255,8 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
     show(ctx, WorkerStatus::Active, crawl)?;
     ship(ctx, &jb.batch).await?;
     let mut through = jb.through;
-    if let Some(reason) = &jb.gap {
+    if let Some(gap) = &jb.gap {
+        let reason = &gap.reason;
         tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
         // Lost events (overflow, watch limit) are the operator's business;
         // the gap of a hook start is routine.
@@ -267,7 +268,13 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
         }
         show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
         let walked_from = Stime::now();
-        hybrid(ctx, RelPath::root(), stime.map(|s| s.minus(CTIME_MARGIN))).await?;
+        // A gap with `since` (unwatched directories) may hide changes older
+        // than stime: the crawl must look back to it.
+        let since = match (stime, gap.since) {
+            (Some(s), Some(g)) => Some(s.min(g)),
+            (s, _) => s,
+        };
+        hybrid(ctx, RelPath::root(), since.map(|s| s.minus(CTIME_MARGIN))).await?;
         if stime.is_none() {
             // A full walk put on the slave everything changed before it
             // began: older journal files need no replay (a GlusterFS brick

@@ -1542,3 +1542,48 @@ fn resuming_more_pieces_than_the_partial_holds_is_a_mismatch() {
     );
     assert!(!dir.path().join("big").exists());
 }
+
+#[test]
+fn a_delta_against_a_copy_replaced_since_its_signature_is_refused_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = random(2 << 20, 20);
+    fs::write(dir.path().join("f"), &old).unwrap();
+    let sigs = signatures(dir.path(), "f").unwrap();
+    let mut new = old.clone();
+    new[1 << 20..(1 << 20) + 10].copy_from_slice(b"0123456789");
+    let sig = fast_rsync::Signature::deserialize(sigs[0].clone()).unwrap();
+    let mut delta = Vec::new();
+    fast_rsync::diff(&sig.index(), &new, &mut delta).unwrap();
+    // Replaced by a shorter file after its signature was taken (as by a
+    // send of the same path that was put in place meanwhile).
+    let shorter = random(444_457, 21);
+    fs::write(dir.path().join("f"), &shorter).unwrap();
+    let reqs = [
+        Request::FileBegin {
+            seq: 9,
+            path: rp("f"),
+            size: new.len() as u64,
+        },
+        Request::Piece {
+            index: 0,
+            kind: PieceKind::Delta,
+            data: delta,
+        },
+        Request::FileEnd {
+            attrs: attrs(0o644, 1, 0),
+            hash: *blake3::hash(&new).as_bytes(),
+        },
+        Request::Commit { batch: 1 },
+    ];
+    let replies = session(dir.path(), &reqs);
+    let f = failures(&replies);
+    assert_eq!(
+        f.iter().map(|f| (f.seq, f.kind)).collect::<Vec<_>>(),
+        [(9, FailureKind::Mismatch)],
+        "{replies:#?}"
+    );
+    assert!(f[0].message.contains("does not apply"), "{}", f[0].message);
+    assert_eq!(replies.last(), Some(&Reply::Committed { batch: 1 }));
+    assert!(fs::read(dir.path().join("f")).unwrap() == shorter);
+    assert_eq!(names(dir.path()), ["f"]);
+}

@@ -2,6 +2,7 @@
 //! ([`protocol`]), one conversation with a slave ([`link`]) and the shipping
 //! of a batch ([`ship`]).
 
+pub(crate) mod brickdir;
 pub mod compress;
 pub mod link;
 pub mod origin;

@@ -38,12 +38,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::brickdir::{unresolved, BrickDir};
 use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
@@ -110,10 +111,12 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
     }
 }
 
-/// The xattrs of `path` (not following a symlink), or of the open `file`,
-/// that `scope` replicates. `Ok(None)` if the file system does not support them.
+/// The xattrs of the open `file`, or else of the inode `inode` names (a
+/// [`Handle::proc_path`](super::brickdir::Handle::proc_path): followed),
+/// that `scope` replicates. `Ok(None)` if the file system does not support
+/// them.
 fn synced_xattrs(
-    path: &Path,
+    inode: &Path,
     file: Option<&File>,
     scope: XattrScope,
 ) -> io::Result<Option<Vec<Xattr>>> {
@@ -121,7 +124,7 @@ fn synced_xattrs(
     let list_into = |buf: &mut Vec<u8>| -> Result<usize, Errno> {
         match file {
             Some(f) => rustix::fs::flistxattr(f, &mut buf[..]),
-            None => rustix::fs::llistxattr(path, &mut buf[..]),
+            None => rustix::fs::listxattr(inode, &mut buf[..]),
         }
     };
     let mut list = vec![0u8; 64 * 1024];
@@ -143,7 +146,7 @@ fn synced_xattrs(
         }
         let got = match file {
             Some(f) => rustix::fs::fgetxattr(f, name, &mut value[..]),
-            None => rustix::fs::lgetxattr(path, name, &mut value[..]),
+            None => rustix::fs::getxattr(inode, name, &mut value[..]),
         };
         let len = match got {
             Ok(len) => len,
@@ -282,23 +285,6 @@ pub struct ShipMemory {
     owed: HashSet<(u64, u64)>,
 }
 
-/// Whether every ancestor of `path` below `brick` is a real directory. A
-/// record replayed after an ancestor was replaced by a symlink would
-/// otherwise be resolved through it (O_NOFOLLOW guards only the last
-/// component): content read from wherever the symlink points, and a
-/// directory made on the slave where the brick has a symlink.
-fn beneath(brick: &Path, path: &RelPath) -> bool {
-    let mut dir = brick.to_path_buf();
-    let comps: Vec<&std::ffi::OsStr> = path.components().collect();
-    for c in comps.iter().take(comps.len().saturating_sub(1)) {
-        dir.push(c);
-        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            return false;
-        }
-    }
-    true
-}
-
 /// Most abandoned files remembered (abandons are rare; past this, the
 /// oldest knowledge is dropped rather than memory grown).
 const OWED_MAX: usize = 100_000;
@@ -333,6 +319,9 @@ fn content_stamp(md: &fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
 pub struct Shipper<'a, S> {
     link: &'a mut SlaveLink<S>,
     brick: &'a Path,
+    /// The brick as a directory handle: what is read from it is resolved
+    /// beneath it, never through a symlink (see [`BrickDir`]).
+    dir: BrickDir,
     /// Kept by the worker across batches.
     memory: &'a mut ShipMemory,
     batch_id: u64,
@@ -374,6 +363,14 @@ pub struct Shipper<'a, S> {
     entry_paths: HashMap<u64, Vec<RelPath>>,
     /// Entries were sent since the last barrier.
     entries_unsettled: bool,
+    /// Files sent as deltas, by the `seq` of their `FileBegin`.
+    delta_sends: HashMap<u64, RelPath>,
+    /// Files sent as deltas that the slave could not rebuild (its copy was
+    /// not the one its signature described): sent again whole.
+    literal_due: BTreeSet<RelPath>,
+    /// Files that go literally whatever their size (resends of
+    /// `literal_due`): no signature, so no base on the slave to disagree.
+    literal: HashSet<RelPath>,
 }
 
 impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
@@ -386,6 +383,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Shipper {
             link,
             brick,
+            dir: BrickDir::open(brick),
             memory,
             batch_id,
             with_owner: nix_is_root(),
@@ -403,6 +401,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
             attrs_due: Vec::new(),
+            delta_sends: HashMap::new(),
+            literal_due: BTreeSet::new(),
+            literal: HashSet::new(),
         }
     }
 
@@ -453,15 +454,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         )
         .await?;
         // Content or attributes that could not be applied because the
-        // slave's tree diverged are healed too, a bounded number of times.
+        // slave's tree diverged are healed too, and deltas the slave could
+        // not apply are sent again literally, a bounded number of times
+        // (a failure after the last round is transient: the batch is
+        // retried and stime stays where it is).
         for _ in 0..HEAL_ROUNDS {
             self.barrier().await?;
-            if self.heal_paths.is_empty() {
+            if self.heal_paths.is_empty() && self.literal_due.is_empty() {
                 break;
             }
             let extra = self.heal().await?;
-            self.send_content(extra.data().iter(), extra.meta().iter())
-                .await?;
+            let literal = std::mem::take(&mut self.literal_due);
+            self.literal.extend(literal.iter().cloned());
+            self.send_content(
+                extra.data().iter().chain(literal.iter()),
+                extra.meta().iter(),
+            )
+            .await?;
         }
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
@@ -541,12 +550,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut extra = Batch::new();
         let mut done: Vec<RelPath> = Vec::new();
         for path in paths {
-            // The nearest path that the brick still has.
+            // The nearest path that the brick still has (beneath real
+            // directories: the lstat resolves no symlink on the way).
             let mut target = path;
-            while !target.is_root()
-                && (!beneath(self.brick, &target)
-                    || fs::symlink_metadata(target.under(self.brick)).is_err())
-            {
+            while !target.is_root() && self.dir.lstat(&target).is_err() {
                 target = target.parent().unwrap_or_default();
             }
             if done.iter().any(|d| target.starts_with(d)) {
@@ -612,9 +619,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             // made as a parent of a path replayed out of order: its nearest
             // ancestor the brick has drops it.
             .map(|mut d| {
-                while !d.is_root()
-                    && !fs::symlink_metadata(d.under(self.brick)).is_ok_and(|m| m.is_dir())
-                {
+                while !d.is_root() && !self.dir.lstat(&d).is_ok_and(|m| m.is_dir()) {
                     d = d.parent().unwrap_or_default();
                 }
                 d
@@ -623,8 +628,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         touched.sort();
         touched.dedup();
         for dir in touched {
-            let full = dir.under(self.brick);
-            let Ok(rd) = fs::read_dir(&full) else {
+            // Listed through a handle resolved beneath the brick.
+            let Ok(rd) = self
+                .dir
+                .handle(&dir)
+                .and_then(|h| fs::read_dir(h.proc_path()))
+            else {
                 continue;
             };
             let keep: Vec<std::ffi::OsString> = rd
@@ -654,7 +663,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut roots: Vec<RelPath> = self
             .renamed_to
             .iter()
-            .filter(|p| fs::symlink_metadata(p.under(self.brick)).is_ok_and(|m| m.is_dir()))
+            .filter(|p| self.dir.lstat(p).is_ok_and(|m| m.is_dir()))
             .cloned()
             .collect();
         roots.sort();
@@ -737,9 +746,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             .iter()
             .filter_map(|p| {
                 let noted = self.memory.origins.inode_of(p)?;
-                let now = fs::symlink_metadata(p.under(self.brick))
-                    .ok()
-                    .map(|m| (m.dev(), m.ino()));
+                let now = self.dir.lstat(p).ok().map(|m| (m.dev(), m.ino()));
                 (now != Some(noted) && self.memory.links.knows(noted)).then_some(noted)
             })
             .collect()
@@ -763,7 +770,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             .chain(batch.meta().iter().cloned())
             .collect();
         for path in named {
-            let Ok(md) = fs::symlink_metadata(path.under(self.brick)) else {
+            let Ok(md) = self.dir.lstat(&path) else {
                 continue;
             };
             if md.is_file() && self.memory.owed.contains(&(md.dev(), md.ino())) {
@@ -779,7 +786,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// the content sent.
     fn find_link_names<'b>(&mut self, data: impl Iterator<Item = &'b RelPath>) {
         let inodes: HashSet<(u64, u64)> = data
-            .filter_map(|p| fs::symlink_metadata(p.under(self.brick)).ok())
+            .filter_map(|p| self.dir.lstat(p).ok())
             .filter(|m| m.is_file() && m.nlink() > 1)
             .map(|m| (m.dev(), m.ino()))
             .collect();
@@ -800,7 +807,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let local: Vec<(RelPath, fs::Metadata)> = chunk
                 .iter()
                 .filter_map(|p| {
-                    let md = fs::symlink_metadata(p.under(self.brick)).ok()?;
+                    let md = self.dir.lstat(p).ok()?;
                     let handle = u64::from(self.gluster_brick);
                     (md.is_file() && md.nlink() == 1 + handle).then(|| (p.clone(), md))
                 })
@@ -867,6 +874,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 Ok(())
             }
+            Reply::Failed(f)
+                if f.kind == FailureKind::Mismatch && self.delta_sends.contains_key(&f.seq) =>
+            {
+                // The slave's copy changed between its signature and the
+                // delta (or the delta was computed against another copy):
+                // its temp file is gone and its copy untouched, so sending
+                // the bytes themselves puts it right.
+                tracing::debug!(path = %f.path, "delta not applied, resending whole: {}", f.message);
+                if let Some(path) = self.delta_sends.remove(&f.seq) {
+                    self.literal_due.insert(path);
+                }
+                Ok(())
+            }
             Reply::Failed(f) if f.kind.is_transient() => {
                 self.transient.push(f);
                 Ok(())
@@ -911,11 +931,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_entry(&mut self, entry: &Entry) -> Result<(), ShipError> {
-        let lstat = |p: &RelPath| {
-            beneath(self.brick, p)
-                .then(|| fs::symlink_metadata(p.under(self.brick)).ok())
-                .flatten()
-        };
+        let lstat = |p: &RelPath| self.dir.lstat(p).ok();
         // The brick may have moved on since the journal was written; the
         // later records describe what happened next, so a placeholder mode
         // is enough for an entry that is gone now.
@@ -944,7 +960,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     _ => return Ok(()),
                 }
             }
-            Entry::Symlink(p) if !beneath(self.brick, p) => return Ok(()),
+            Entry::Symlink(p) if !self.dir.beneath(p) => return Ok(()),
             Entry::Symlink(p) => match fs::read_link(p.under(self.brick)) {
                 Ok(target) => EntryOp::Symlink {
                     path: p.clone(),
@@ -985,11 +1001,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
             }
             Entry::Prune { dir, keep } => {
-                let full = dir.under(self.brick);
                 let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
                     .map(|k| {
-                        fs::symlink_metadata(full.join(k)).ok().map(|m| {
+                        let child = dir.join(k).ok()?;
+                        self.dir.lstat(&child).ok().map(|m| {
                             let ft = m.file_type();
                             if ft.is_file() {
                                 NodeKind::File
@@ -1075,9 +1091,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
-        let md = match fs::symlink_metadata(path.under(self.brick)) {
-            Ok(md) => md,
-            Err(e) if gone(&e) => return Ok(()),
+        // Resolved beneath the brick: the attributes of whatever a symlink
+        // that replaced an ancestor points to are never read (the slave's
+        // copy would get them, and their owner would see them leave).
+        let read = self
+            .dir
+            .handle(path)
+            .and_then(|h| h.metadata().map(|md| (md, h)));
+        let (md, handle) = match read {
+            Ok(x) => x,
+            Err(e) if unresolved(&e) => return Ok(()),
             Err(e) => {
                 self.local_error("stat", path, e);
                 return Ok(());
@@ -1087,9 +1110,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut attrs = attrs_of(&md, self.with_owner);
         self.client_times(&path.under(self.brick), &mut attrs);
         if self.xattrs.any() && (md.is_file() || md.is_dir()) {
-            match synced_xattrs(&path.under(self.brick), None, self.xattrs) {
+            match synced_xattrs(&handle.proc_path(), None, self.xattrs) {
                 Ok(x) => attrs.xattrs = x,
-                Err(e) if gone(&e) => return Ok(()),
+                // The inode is held: no error here means it is gone.
                 Err(e) => self.local_error("read the extended attributes of", path, e),
             }
         }
@@ -1113,12 +1136,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
+        // A path named twice (a record of the batch and a re-walk, say) is
+        // sent once: its second signature would be asked before the first
+        // send is in place, so the slave would apply the second delta to
+        // the first send's content, not to the copy it signed.
+        let mut queued: HashSet<&RelPath> = HashSet::new();
         for path in paths {
-            if !beneath(self.brick, path) {
-                // Gone as a file: a later record tells what the path is now.
+            if !queued.insert(path) {
                 continue;
             }
-            let md = match fs::symlink_metadata(path.under(self.brick)) {
+            let md = match self.dir.lstat(path) {
                 Ok(md) if md.is_file() => md,
                 // No content to send, but inotify reports an mtime set with
                 // the access time omitted (`touch -m`, rsync) as a write: a
@@ -1129,7 +1156,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     self.attrs_due.push(path.clone());
                     continue;
                 }
-                Err(e) if gone(&e) => continue,
+                // Gone as a file (or beyond a symlink now): a later record
+                // tells what the path is now.
+                Err(e) if unresolved(&e) => continue,
                 Err(e) => {
                     self.local_error("stat", path, e);
                     continue;
@@ -1144,7 +1173,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 primaries.insert(inode, path.clone());
             }
             let lane = self.link.lane_of(path);
-            if md.size() < DELTA_MIN_SIZE {
+            if md.size() < DELTA_MIN_SIZE || self.literal.contains(path) {
                 self.send_file(path, lane, None, None).await?;
                 continue;
             }
@@ -1302,22 +1331,20 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         resume: Option<(FileStamp, u32)>,
     ) -> Result<(), ShipError> {
         let full = path.under(self.brick);
-        // Never follow a symlink out of the brick, and never block on a FIFO
-        // that took the file's place since it was listed.
-        let opened = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&full)
-            .and_then(|f| {
-                let md = f.metadata()?;
-                Ok((f, md))
-            });
+        // Never follow a symlink (on the way or at the end: ELOOP; its own
+        // journal record says what it is), and never block on a FIFO that
+        // took the file's place since it was listed.
+        let flags =
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+        let opened = self.dir.open_beneath(path, flags).and_then(|fd| {
+            let f = File::from(fd);
+            let md = f.metadata()?;
+            Ok((f, md))
+        });
         let (file, before) = match opened {
             Ok(x) if x.1.is_file() => x,
             Ok(_) => return Ok(()),
-            Err(e) if gone(&e) => return Ok(()),
-            // ELOOP: it is a symlink now; its own journal record says so.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(()),
+            Err(e) if unresolved(&e) => return Ok(()),
             Err(e) => {
                 self.local_error("read", path, e);
                 return Ok(());
@@ -1327,6 +1354,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let may_have_holes = before.blocks().saturating_mul(512) < size;
         self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
+        if sigs.is_some() {
+            self.delta_sends.insert(seq, path.clone());
+        }
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
         let begin = match resume {
             // What the slave holds is of this very file only if it has not
@@ -1374,7 +1404,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let unchanged = matches!(&after, Ok(a) if content_stamp(a) == content_stamp(&before));
         // Also catch a write that landed during the read but left the stamp
         // as it was (coarse timestamps): the path must still be this file.
-        let same_file = matches!(fs::symlink_metadata(&full), Ok(m) if m.ino() == before.ino());
+        let same_file = matches!(self.dir.lstat(path), Ok(m) if m.ino() == before.ino());
         // The slave made (and will remove) a temp file next to it.
         self.touched_dirs.insert(path.parent().unwrap_or_default());
         if !(unchanged && same_file) {
@@ -1599,12 +1629,6 @@ fn encode_piece(piece: Vec<u8>, sig: Option<&Signature>) -> (PieceKind, Vec<u8>)
     (PieceKind::Literal, piece)
 }
 
-/// The path is not there (any more): a missing component, or a component
-/// that is no longer a directory. Later journal records say what happened.
-fn gone(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
-}
-
 fn nix_is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -1656,3 +1680,6 @@ mod tests {
         assert_eq!(data_ranges(&File::open(&path).unwrap(), 0, 100), None);
     }
 }
+
+#[cfg(test)]
+mod local_slave_tests;

@@ -179,25 +179,21 @@ impl GlusterBrick {
         let mut out = Vec::with_capacity(entries.len());
         for ((e, mut records), failure) in entries.iter().zip(resolved).zip(failed) {
             if let Some(reason) = failure {
-                records.insert(0, Record::Gap { reason });
+                records.insert(0, Record::gap(reason));
             }
             if e.clobbered {
                 records.insert(
                     0,
-                    Record::Gap {
-                        reason: format!(
-                            "GlusterFS closed two changelogs in second {} and the second replaced the first",
-                            e.ts
-                        ),
-                    },
+                    Record::gap(format!(
+                        "GlusterFS closed two changelogs in second {} and the second replaced the first",
+                        e.ts
+                    )),
                 );
             }
             if out.is_empty() && before_index {
                 records.insert(
                     0,
-                    Record::Gap {
-                        reason: format!("{INDEX_GAP} (at {started}) are in no changelog"),
-                    },
+                    Record::gap(format!("{INDEX_GAP} (at {started}) are in no changelog")),
                 );
             }
             let end = Stime::from_secs(e.ts);
@@ -264,7 +260,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].end, Stime::from_secs(101));
         assert!(
-            matches!(&first[0].records[..], [Record::Gap { reason }] if reason.starts_with(INDEX_GAP)),
+            matches!(&first[0].records[..], [Record::Gap { reason, .. }] if reason.starts_with(INDEX_GAP)),
             "{first:?}"
         );
         let next = b.read_after(first[0].end).unwrap();
@@ -276,7 +272,7 @@ mod tests {
             [Record::Mkdir(crate::relpath::RelPath::new("d1").unwrap())]
         );
         assert!(
-            matches!(&next[1].records[..], [Record::Gap { reason }] if reason.contains("replaced the first")),
+            matches!(&next[1].records[..], [Record::Gap { reason, .. }] if reason.contains("replaced the first")),
             "{next:?}"
         );
         assert!(b.read_after(Stime::from_secs(103)).unwrap().is_empty());
