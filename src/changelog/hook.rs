@@ -55,7 +55,7 @@ use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -152,6 +152,8 @@ pub struct Hook {
     brick: PathBuf,
     tx: SyncSender<Msg>,
     closed: Arc<AtomicI64>,
+    /// The current file holds records (see [`Hook::has_records`]).
+    recorded: Arc<AtomicBool>,
     error: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -262,6 +264,7 @@ impl Hook {
         };
 
         let closed = Arc::new(AtomicI64::new(t0.nanos()));
+        let recorded = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let mut worker = Worker {
             brick: brick.clone(),
@@ -272,6 +275,7 @@ impl Hook {
             rx,
             dropped,
             closed: closed.clone(),
+            recorded: recorded.clone(),
             file: None,
             interval_start: t0,
             last_end: t0,
@@ -302,6 +306,7 @@ impl Hook {
             brick,
             tx,
             closed,
+            recorded,
             error,
             thread: Some(thread),
         })
@@ -312,6 +317,13 @@ impl Hook {
     /// interval had no records).
     pub fn closed_through(&self) -> Stime {
         Stime(self.closed.load(Ordering::SeqCst))
+    }
+
+    /// Whether the current file holds records: whether closing it now
+    /// ([`Hook::rollover_now`]) gives the worker anything to ship. Events
+    /// not read yet are not counted; the timed rollovers still close files.
+    pub fn has_records(&self) -> bool {
+        self.recorded.load(Ordering::SeqCst)
     }
 
     /// Closes the current file now (at shutdown and in tests). While some
@@ -396,6 +408,7 @@ struct Worker {
     rx: Receiver<Msg>,
     dropped: Arc<AtomicU64>,
     closed: Arc<AtomicI64>,
+    recorded: Arc<AtomicBool>,
     file: Option<OpenFile>,
     interval_start: Stime,
     last_end: Stime,
@@ -542,6 +555,7 @@ impl Worker {
         self.flush_pending_from()?;
         self.check_dropped()?;
         if let Some(f) = self.file.take() {
+            self.recorded.store(false, Ordering::SeqCst);
             f.close(t)?;
         }
         self.last = None;
@@ -679,6 +693,7 @@ impl Worker {
                 .insert(OpenFile::create(&self.journal, self.interval_start)?),
         };
         file.append(&r)?;
+        self.recorded.store(true, Ordering::SeqCst);
         self.last = Some(r);
         Ok(())
     }

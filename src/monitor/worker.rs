@@ -193,10 +193,11 @@ async fn follow(
     journal: &mut Journal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    // Listing the journal directory is cheap; polling often keeps the time
-    // from a rollover to its shipment short.
-    let poll = (ctx.plan.config.rollover() / 10)
-        .clamp(Duration::from_millis(20), Duration::from_millis(100));
+    // Listing the journal directory is cheap, and a rollover is asked for
+    // only when the hook has records: polling often keeps the time from a
+    // change to its shipment short.
+    let poll = (ctx.plan.config.rollover() / 50)
+        .clamp(Duration::from_millis(10), Duration::from_millis(100));
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -221,7 +222,7 @@ async fn follow(
         // next timed rollover: whenever the worker is free, changes go out
         // within a poll interval. While it is busy shipping, files still roll
         // over at `rollover-time` and are batched together.
-        if let Some(hook) = journal.hook.as_ref() {
+        if let Some(hook) = journal.hook.as_ref().filter(|h| h.has_records()) {
             hook.rollover_now()?;
         }
         // Read the hook's watermark before listing files, so a file closed
@@ -236,6 +237,15 @@ async fn follow(
         // has been healed; until then stime is below the hook's start.
         let healed = stime_of(ctx)?.is_some_and(|s| s >= journal.started);
         if let (Some(closed), true) = (closed, healed) {
+            if ctx.memory.has_deferred_listings() && !ctx.live.config.ignore_deletes {
+                // Every change up to `closed` is on the slave: directories
+                // that were changing while their batch shipped can be
+                // compared now.
+                let mut batch = Batch::new();
+                batch.mark_journal();
+                batch.set_journal_end(closed);
+                ship_now(ctx, &batch).await?;
+            }
             advance(ctx, closed)?;
         }
         tokio::select! {
@@ -367,6 +377,11 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
     if batch.is_empty() {
         return Ok(ShipReport::default());
     }
+    ship_now(ctx, batch).await
+}
+
+/// Ships `batch` as it is (even empty) and counts what it did.
+async fn ship_now(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerError> {
     ctx.batch_id += 1;
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
@@ -379,6 +394,7 @@ async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerErro
         acls: ctx.live.config.sync_acls,
     };
     shipper.exclude = ctx.brick.exclude.clone();
+    shipper.prune_touched = !ctx.live.config.ignore_deletes;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     let report = shipper
         .ship(batch)

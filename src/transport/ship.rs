@@ -301,6 +301,12 @@ pub struct ShipMemory {
 const OWED_MAX: usize = 100_000;
 
 impl ShipMemory {
+    /// Whether some touched directory's listing still waits to be compared
+    /// (see [`Shipper::check_listings`]); an empty journal batch compares it.
+    pub fn has_deferred_listings(&self) -> bool {
+        !self.listings_deferred.is_empty()
+    }
+
     fn owe(&mut self, md: &fs::Metadata) {
         if self.owed.len() >= OWED_MAX {
             self.owed.clear();
@@ -316,6 +322,11 @@ const TOUCHED_PRUNE_MAX: usize = 10_000;
 /// Most directories whose listing check waits for a later batch; past
 /// this, they are compared at once.
 const DEFERRED_LISTINGS_MAX: usize = 10_000;
+
+/// How far a directory's ctime may lag the change that set it: the kernel
+/// may stamp it with its coarse clock, up to a tick behind the clock that
+/// ended the batch.
+const CTIME_SLACK_NS: i64 = 20_000_000;
 
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
@@ -352,6 +363,10 @@ pub struct Shipper<'a, S> {
     /// The extended attributes sent (`sync-xattrs`, `sync-acls`; both on by
     /// default).
     pub xattrs: XattrScope,
+    /// Whether the listings of the directories a journal batch touched are
+    /// compared (and pruned); off with `ignore-deletes`, which keeps on the
+    /// slave what the brick removed.
+    pub prune_touched: bool,
     /// `Link` requests that relink names of a file sent in this batch: a
     /// missing target there only means the file did not land (it is sent
     /// again by a later batch), so it is no failure.
@@ -417,6 +432,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             exclude: Vec::new(),
             gluster_brick: false,
             xattrs: XattrScope::default(),
+            prune_touched: true,
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
@@ -451,7 +467,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         self.barrier().await?;
         let mut extra = self.heal().await?;
-        if batch.is_journal() {
+        if batch.is_journal() && self.prune_touched {
             self.note_touched(batch, &mut extra);
             self.rewalk_renamed(&mut extra).await?;
         }
@@ -693,7 +709,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// (names renamed or removed since are still to be moved on the slave,
     /// and pruning them now would make those renames find no source). Its
     /// ctime tells: adding, removing or renaming an entry sets it, and no
-    /// one can set it back. A GlusterFS brick changes its directories'
+    /// one can set it back (a change just before the end may count too:
+    /// [`CTIME_SLACK_NS`]). A GlusterFS brick changes its directories'
     /// internal xattrs (and so their ctimes) unjournalled: there, never.
     fn changed_since_batch(&self, dir: &RelPath) -> bool {
         let Some(end) = self.journal_end.filter(|_| !self.gluster_brick) else {
@@ -704,7 +721,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         self.dir.lstat(dir).is_ok_and(|m| {
             let ctime = m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec();
-            ctime > end.nanos()
+            ctime > end.nanos() - CTIME_SLACK_NS
         })
     }
 
