@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 
 use crate::relpath::RelPath;
-use crate::session::Stime;
 
 /// An entry change, as the master saw it happen. The shipper turns it into a
 /// wire `EntryOp`, reading the current type, mode or link target from the
@@ -42,7 +41,6 @@ pub struct Batch {
     meta_seen: HashSet<RelPath>,
     links: Vec<((u64, u64), RelPath)>,
     journal: bool,
-    journal_end: Option<Stime>,
     quick_check: bool,
 }
 
@@ -110,17 +108,6 @@ impl Batch {
         self.journal
     }
 
-    /// The end time of the last journal file in the batch: every change
-    /// made before it is in the batch (or an earlier one).
-    pub fn set_journal_end(&mut self, end: Stime) {
-        self.journal_end = Some(end);
-    }
-
-    /// See [`Batch::set_journal_end`].
-    pub fn journal_end(&self) -> Option<Stime> {
-        self.journal_end
-    }
-
     /// Marks a batch of a Hybrid Crawl: the slave probably holds most of
     /// its files already, so the shipper asks for their size and mtime and
     /// sends only those that differ (rsync's quick check).
@@ -138,7 +125,6 @@ impl Batch {
     pub fn empty_like(&self) -> Batch {
         Batch {
             journal: self.journal,
-            journal_end: self.journal_end,
             quick_check: self.quick_check,
             links: self.links.clone(),
             ..Batch::default()

@@ -123,7 +123,6 @@ pub fn next_batch(
             }
         }
         out.through = end;
-        out.batch.set_journal_end(end);
         if out.batch.len() >= max_ops || out.gap.is_some() {
             break;
         }

@@ -237,15 +237,6 @@ async fn follow(
         // has been healed; until then stime is below the hook's start.
         let healed = stime_of(ctx)?.is_some_and(|s| s >= journal.started);
         if let (Some(closed), true) = (closed, healed) {
-            if ctx.memory.has_deferred_listings() && !ctx.live.config.ignore_deletes {
-                // Every change up to `closed` is on the slave: directories
-                // that were changing while their batch shipped can be
-                // compared now.
-                let mut batch = Batch::new();
-                batch.mark_journal();
-                batch.set_journal_end(closed);
-                ship_now(ctx, &batch).await?;
-            }
             advance(ctx, closed)?;
         }
         tokio::select! {

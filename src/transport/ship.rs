@@ -290,10 +290,6 @@ pub struct ShipMemory {
     /// journals the rename: the slave would move stale content into place.
     /// So every later batch sends such a file under whatever name it has.
     owed: HashSet<(u64, u64)>,
-    /// Touched directories whose listing was not compared yet because they
-    /// changed after the end of their batch (see [`Shipper::check_listings`]):
-    /// the next journal batch compares them.
-    listings_deferred: BTreeSet<RelPath>,
 }
 
 /// Most abandoned files remembered (abandons are rare; past this, the
@@ -301,12 +297,6 @@ pub struct ShipMemory {
 const OWED_MAX: usize = 100_000;
 
 impl ShipMemory {
-    /// Whether some touched directory's listing still waits to be compared
-    /// (see [`Shipper::check_listings`]); an empty journal batch compares it.
-    pub fn has_deferred_listings(&self) -> bool {
-        !self.listings_deferred.is_empty()
-    }
-
     fn owe(&mut self, md: &fs::Metadata) {
         if self.owed.len() >= OWED_MAX {
             self.owed.clear();
@@ -318,15 +308,6 @@ impl ShipMemory {
 /// Directories with more entries than this are not listed again after a
 /// batch touched them (the name list would cost more than it saves).
 const TOUCHED_PRUNE_MAX: usize = 10_000;
-
-/// Most directories whose listing check waits for a later batch; past
-/// this, they are compared at once.
-const DEFERRED_LISTINGS_MAX: usize = 10_000;
-
-/// How far a directory's ctime may lag the change that set it: the kernel
-/// may stamp it with its coarse clock, up to a tick behind the clock that
-/// ended the batch.
-const CTIME_SLACK_NS: i64 = 20_000_000;
 
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
@@ -405,9 +386,6 @@ pub struct Shipper<'a, S> {
     /// the slave checks once the batch's files are in place (see
     /// [`Shipper::check_listings`]).
     listings_due: Vec<RelPath>,
-    /// The end of the journal batch being shipped (see
-    /// [`Batch::journal_end`]).
-    journal_end: Option<crate::session::Stime>,
     /// The directory of each `CheckListing` sent, by sequence number.
     listing_seqs: HashMap<u64, RelPath>,
     /// Directories whose listing differs on the slave: their whole name
@@ -448,7 +426,6 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             literal_due: BTreeSet::new(),
             literal: HashSet::new(),
             listings_due: Vec::new(),
-            journal_end: None,
             listing_seqs: HashMap::new(),
             listings_differ: Vec::new(),
         }
@@ -697,32 +674,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for dir in &touched {
             extra.push_meta(dir.clone());
         }
-        touched.extend(std::mem::take(&mut self.memory.listings_deferred));
-        touched.sort();
-        touched.dedup();
         self.listings_due = touched;
-        self.journal_end = batch.journal_end();
-    }
-
-    /// Whether directory `dir` of the brick changed after the end of the
-    /// journal batch: its listing then shows what later batches replay
-    /// (names renamed or removed since are still to be moved on the slave,
-    /// and pruning them now would make those renames find no source). Its
-    /// ctime tells: adding, removing or renaming an entry sets it, and no
-    /// one can set it back (a change just before the end may count too:
-    /// [`CTIME_SLACK_NS`]). A GlusterFS brick changes its directories'
-    /// internal xattrs (and so their ctimes) unjournalled: there, never.
-    fn changed_since_batch(&self, dir: &RelPath) -> bool {
-        let Some(end) = self.journal_end.filter(|_| !self.gluster_brick) else {
-            return false;
-        };
-        if self.memory.listings_deferred.len() >= DEFERRED_LISTINGS_MAX {
-            return false;
-        }
-        self.dir.lstat(dir).is_ok_and(|m| {
-            let ctime = m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec();
-            ctime > end.nanos() - CTIME_SLACK_NS
-        })
     }
 
     /// The names of directory `dir` of the brick with their kinds; `None`
@@ -749,21 +701,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Asks the slave to compare its listing of every touched directory
     /// with the brick's, by digest: only a directory that differs gets its
     /// whole name list (see [`Shipper::prune_differing`]). Sent after the
-    /// batch's files, so the new ones are on both sides. A directory that
-    /// changed after the batch's end waits for a later batch (the journal
-    /// has that change, and [`ShipMemory`] the directory).
+    /// batch's files, so the new ones are on both sides.
     async fn check_listings(&mut self) -> Result<(), ShipError> {
         for dir in std::mem::take(&mut self.listings_due) {
             let Some(listing) = self.brick_listing(&dir) else {
                 continue;
             };
-            // Looked at after listing: unchanged since the batch's end, the
-            // listing is the directory as of then.
-            if self.changed_since_batch(&dir) {
-                tracing::debug!(batch = self.batch_id, path = %dir, "changed since the batch: listing compared later");
-                self.memory.listings_deferred.insert(dir);
-                continue;
-            }
             let mut listing: Vec<(Vec<u8>, NodeKind)> = listing
                 .into_iter()
                 .map(|(name, kind)| (name.into_encoded_bytes(), kind))
@@ -795,10 +738,6 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let Some(listing) = self.brick_listing(&dir) else {
                 continue;
             };
-            if self.changed_since_batch(&dir) {
-                self.memory.listings_deferred.insert(dir);
-                continue;
-            }
             tracing::debug!(batch = self.batch_id, path = %dir, "listing differs on the slave: pruning");
             let keep = listing.into_iter().map(|(name, _)| name).collect();
             self.send_entry(&Entry::Prune {
@@ -1023,16 +962,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 // The slave never had the source, or its tree is not what
                 // the journal expects: send the paths concerned whole.
                 tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
-                let mut paths = self
+                let paths = self
                     .entry_paths
                     .remove(&f.seq)
                     .unwrap_or_else(|| vec![f.path.clone()]);
-                if f.kind == FailureKind::SourceMissing {
-                    // Neither side has a path the brick lost since: later
-                    // records say where it went (resending the directory
-                    // above it would send all of that directory).
-                    paths.retain(|p| self.dir.lstat(p).is_ok());
-                }
                 self.heal_paths.extend(paths);
                 if f.kind != FailureKind::SourceMissing {
                     self.heal_failures.push(f);
