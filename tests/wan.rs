@@ -120,10 +120,6 @@ fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
         &(16 * MIB).to_string(),
     ])
     .ok();
-    // A worker writing to a slave that died notices at the latest when
-    // the write times out.
-    s.geo_rep(["config", &s.vol, &s.slave_url(), "timeout", "10"])
-        .ok();
     s.start().ok();
     s.wait_active();
     let before = s.bytes_sent();
