@@ -251,6 +251,7 @@ fn a_slave_killed_mid_transfer_is_noticed_at_once_and_named_in_the_error() {
         .lines()
         .filter(|l| l.contains("worker failed"))
         .collect();
+    eprintln!("{}", failed.join("\n"));
     assert!(
         failed
             .iter()
