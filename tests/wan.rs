@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use georep::testkit::{assert_trees_equal, log_text, random_bytes, signal, wait_for};
 use rustix::process::Signal;
 
-use crate::common::Scenario;
+use crate::common::{self, Scenario};
 
 const MIB: u64 = 1 << 20;
 
@@ -120,10 +120,6 @@ fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
         &(16 * MIB).to_string(),
     ])
     .ok();
-    // A worker writing to a slave that died notices at the latest when
-    // the write times out.
-    s.geo_rep(["config", &s.vol, &s.slave_url(), "timeout", "10"])
-        .ok();
     s.start().ok();
     s.wait_active();
     let before = s.bytes_sent();
@@ -185,4 +181,86 @@ fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
         "{}",
         s.monitor_log()
     );
+}
+
+#[test]
+fn a_slave_killed_mid_transfer_is_noticed_at_once_and_named_in_the_error() {
+    let s = Scenario::new();
+    s.create(false).ok();
+    // Slow, so the kill lands in the middle of the file. The `timeout` is
+    // left at its default (120 s), longer than the wait below: a worker
+    // that noticed the dead slave only when a write timed out fails here.
+    s.geo_rep([
+        "config",
+        &s.vol,
+        &s.slave_url(),
+        "bandwidth-limit",
+        &(8 * MIB).to_string(),
+    ])
+    .ok();
+    s.start().ok();
+    s.wait_active();
+
+    let size = 64 * MIB;
+    let staged = s.path("staged.bin");
+    fs::write(&staged, random_bytes(size as usize, 22)).unwrap();
+    fs::rename(&staged, s.brick.join("big.bin")).unwrap();
+    let t = SystemTime::now();
+    wait_for(Duration::from_secs(300), Duration::from_millis(20), || {
+        partials(&s.slave)
+            .into_iter()
+            .find(|(_, len)| *len >= 4 * MIB)
+    })
+    .unwrap_or_else(|e| panic!("no partial on the slave: {e}\n{}", s.diagnostics()));
+    let killed = s
+        .slave_pids()
+        .into_iter()
+        .filter(|&p| signal(p, Signal::KILL))
+        .count();
+    assert!(killed > 0, "no slave process to kill");
+
+    // stime passes `t` only once the whole file is on the slave.
+    let t_ns = common::nanos(t);
+    let slave_file = s.slave.join("big.bin");
+    wait_for(common::SYNC_TIMEOUT, common::POLL, || {
+        let st = s.status_json();
+        let past = st
+            .iter()
+            .all(|b| b["stime_ns"].as_i64().map(i128::from) > Some(t_ns));
+        if past {
+            let held = fs::metadata(&slave_file).map(|m| m.len()).unwrap_or(0);
+            assert_eq!(
+                held, size,
+                "stime passed the batch before its file was whole"
+            );
+        }
+        past.then_some(())
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "not synced after the kill: {e}\n{}\n{}",
+            s.monitor_log(),
+            s.diagnostics()
+        )
+    });
+    s.wait_synced_past(t);
+    assert_trees_equal(&s.brick, &s.slave);
+
+    let log = s.monitor_log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("worker failed"))
+        .collect();
+    eprintln!("{}", failed.join("\n"));
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("the slave process on 127.0.0.1 was killed by signal KILL")),
+        "the failure names the host and the signal: {failed:#?}"
+    );
+    assert!(
+        !log.contains("stopped answering"),
+        "the dead slave was only noticed by the timeout:\n{log}"
+    );
+    assert_eq!(s.status_json()[0]["status"], "Active");
 }

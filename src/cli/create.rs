@@ -210,7 +210,7 @@ fn explain_open_error(
 ) -> anyhow::Error {
     match &e {
         TransportError::Link {
-            source: LinkError::Closed,
+            source: LinkError::Closed | LinkError::Ended(_),
             ..
         } => anyhow::anyhow!(
             "{e}: the slave command did not answer; is georep installed on {} as `{remote_command}`? (see --remote-command)",

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use std::sync::Arc;
 
@@ -40,6 +40,53 @@ pub enum LinkError {
     Fatal(String),
     #[error("the slave closed the connection")]
     Closed,
+    /// The stream said how its slave ended ([`StreamEnded`]), or another
+    /// lane of the link ended and took this one down with it.
+    #[error("{0}")]
+    Ended(String),
+}
+
+/// How a stream tells the link why it ended: the inner error of the
+/// `io::Error` its read returns (an SSH channel knows the slave process's
+/// exit status or signal; a plain stream only reaches its end).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamEnded(pub String);
+
+/// Shared by a link and its lanes: the first of them whose conversation
+/// ends records why, and every write or wait on any of them stops at once.
+/// Without it a write blocked on a dead slave (an SSH channel whose window
+/// never opens again) would only end at the `timeout`.
+#[derive(Clone)]
+pub struct Ending(Arc<watch::Sender<Option<String>>>);
+
+impl Default for Ending {
+    fn default() -> Self {
+        Ending(Arc::new(watch::Sender::new(None)))
+    }
+}
+
+impl Ending {
+    fn record(&self, why: String) {
+        self.0.send_if_modified(|v| {
+            let first = v.is_none();
+            if first {
+                *v = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Waits until some conversation has ended, and says which and how.
+    async fn ended(&self) -> LinkError {
+        let mut rx = self.0.subscribe();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // Unreachable while `self` holds the sender.
+            Err(_) => return LinkError::Closed,
+        };
+        LinkError::Ended(why)
+    }
 }
 
 /// What the slave said about itself in the handshake.
@@ -67,6 +114,8 @@ pub struct SlaveLink<S> {
     throttle: Option<Arc<Throttle>>,
     /// What the shipper does with data frames (`compression`).
     compression: Compression,
+    /// Shared with the lanes (see [`Ending`]).
+    ending: Ending,
 }
 
 impl<S> Drop for SlaveLink<S> {
@@ -85,9 +134,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
     /// so several slaves can start at once: each start is a process run by
     /// the slave's sshd, typically a good part of a second.
     pub async fn greet(stream: S, timeout: Duration) -> Result<SlaveLink<S>, LinkError> {
+        Self::greet_with(stream, timeout, Ending::default()).await
+    }
+
+    /// [`SlaveLink::greet`] for a conversation that is to be a lane of a
+    /// link: give every lane the link's `ending`.
+    pub async fn greet_with(
+        stream: S,
+        timeout: Duration,
+        ending: Ending,
+    ) -> Result<SlaveLink<S>, LinkError> {
         let (read, writer) = tokio::io::split(stream);
         let (tx, replies) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_replies(read, tx));
+        let reader = tokio::spawn(read_replies(read, tx, ending.clone()));
         let mut link = SlaveLink {
             writer,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
@@ -104,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
             lanes: Vec::new(),
             throttle: None,
             compression: Compression::None,
+            ending,
         };
         link.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
@@ -235,23 +295,38 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     }
 
     async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
-        if let Some(t) = &self.throttle {
-            t.take(bytes.len()).await;
+        let write = async {
+            if let Some(t) = &self.throttle {
+                t.take(bytes.len()).await;
+            }
+            tokio::time::timeout(self.timeout, self.writer.write_all(bytes)).await
+        };
+        // Written bytes win over an ending noticed at the same time: the
+        // caller then meets the ending at its next step.
+        tokio::select! {
+            biased;
+            written = write => {
+                written
+                    .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
+                    .map_err(|e| stream_error(e.into()))?;
+                Ok(())
+            }
+            ended = self.ending.ended() => Err(ended),
         }
-        tokio::time::timeout(self.timeout, self.writer.write_all(bytes))
-            .await
-            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
-            .map_err(ProtocolError::from)?;
-        Ok(())
     }
 
     pub async fn flush(&mut self) -> Result<(), LinkError> {
         self.write_buffered().await?;
-        tokio::time::timeout(self.timeout, self.writer.flush())
-            .await
-            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
-            .map_err(ProtocolError::from)?;
-        Ok(())
+        tokio::select! {
+            biased;
+            flushed = tokio::time::timeout(self.timeout, self.writer.flush()) => {
+                flushed
+                    .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
+                    .map_err(|e| stream_error(e.into()))?;
+                Ok(())
+            }
+            ended = self.ending.ended() => Err(ended),
+        }
     }
 
     /// The next reply; a `Fatal` from the slave becomes an error. Buffered
@@ -260,13 +335,23 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         if !self.wbuf.is_empty() {
             self.flush().await?;
         }
-        let got = tokio::time::timeout(self.timeout, self.replies.recv())
-            .await
-            .map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?;
+        // This lane's own replies first: when it is the one that ended,
+        // its queue holds the precise error.
+        let got = tokio::select! {
+            biased;
+            got = tokio::time::timeout(self.timeout, self.replies.recv()) => {
+                got.map_err(|_| LinkError::Timeout(self.timeout.as_secs()))?
+            }
+            ended = self.ending.ended() => {
+                match self.replies.try_recv() {
+                    Ok(got) => Some(got),
+                    Err(_) => return Err(ended),
+                }
+            }
+        };
         match got {
             None => Err(LinkError::Closed),
-            Some(Err(ProtocolError::Closed)) => Err(LinkError::Closed),
-            Some(Err(e)) => Err(e.into()),
+            Some(Err(e)) => Err(stream_error(e)),
             Some(Ok(Reply::Fatal { message })) => Err(LinkError::Fatal(message)),
             Some(Ok(reply)) => Ok(reply),
         }
@@ -278,24 +363,101 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         for lane in std::mem::take(&mut self.lanes) {
             Box::pin(lane.close()).await;
         }
+        // Straight to the stream, not through `flush`: the lanes just
+        // closed may already have ended the link's `Ending`.
         let t = self.timeout;
+        let wbuf = std::mem::take(&mut self.wbuf);
         let _ = tokio::time::timeout(t, async {
-            let _ = self.flush().await;
+            if !wbuf.is_empty() {
+                let _ = self.writer.write_all(&wbuf).await;
+            }
+            let _ = self.writer.flush().await;
             let _ = self.writer.shutdown().await;
         })
         .await;
     }
 }
 
+/// How the stream said it ended, if the reader's error is that.
+fn stream_ended(e: &ProtocolError) -> Option<&StreamEnded> {
+    match e {
+        ProtocolError::Io(io) => io.get_ref()?.downcast_ref::<StreamEnded>(),
+        _ => None,
+    }
+}
+
+/// What an error of the stream means to the caller.
+fn stream_error(e: ProtocolError) -> LinkError {
+    if let Some(ended) = stream_ended(&e) {
+        return LinkError::Ended(ended.0.clone());
+    }
+    match e {
+        ProtocolError::Closed => LinkError::Closed,
+        e => e.into(),
+    }
+}
+
 async fn read_replies<R: AsyncRead>(
     mut read: ReadHalf<R>,
     tx: mpsc::UnboundedSender<Result<Reply, ProtocolError>>,
+    ending: Ending,
 ) {
     loop {
         let reply = protocol::read_frame_async::<Reply, _>(&mut read).await;
-        let stop = reply.is_err();
-        if tx.send(reply).is_err() || stop {
-            return;
+        let Err(e) = reply else {
+            if tx.send(reply).is_err() {
+                return;
+            }
+            continue;
+        };
+        // Queued before the ending is recorded, so this lane's own wait
+        // finds the precise error.
+        let why = reader_error_text(&e);
+        let _ = tx.send(Err(e));
+        ending.record(why);
+        return;
+    }
+}
+
+/// The ending as the other lanes report it.
+fn reader_error_text(e: &ProtocolError) -> String {
+    match (stream_ended(e), e) {
+        (Some(ended), _) => ended.0.clone(),
+        (None, ProtocolError::Closed) => LinkError::Closed.to_string(),
+        (None, e) => format!("a conversation with the slave failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lane whose slave went away ends a write blocked on another lane,
+    /// instead of leaving it to the `timeout`.
+    #[tokio::test]
+    async fn the_end_of_one_lane_fails_a_write_blocked_on_another() {
+        let ending = Ending::default();
+        // This slave stays but never reads: a big enough write blocks.
+        let (a, _stalled) = tokio::io::duplex(64 * 1024);
+        let (b, gone) = tokio::io::duplex(64 * 1024);
+        // Long enough that the test fails on `Timeout` if the ending is
+        // not noticed.
+        let timeout = Duration::from_secs(30);
+        let mut link = SlaveLink::greet_with(a, timeout, ending.clone())
+            .await
+            .unwrap();
+        link.add_lane(SlaveLink::greet_with(b, timeout, ending).await.unwrap());
+        let write = link.write_raw(&[0u8; 1 << 20]);
+        let dies = async {
+            tokio::task::yield_now().await;
+            drop(gone);
+        };
+        let (written, ()) = tokio::join!(write, dies);
+        match written {
+            Err(LinkError::Ended(why)) => assert_eq!(why, LinkError::Closed.to_string()),
+            other => panic!("expected the lane's end, got {other:?}"),
         }
+        // The lane that ended reports it too.
+        assert!(matches!(link.lane(1).recv().await, Err(LinkError::Closed)));
     }
 }

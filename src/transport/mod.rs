@@ -13,14 +13,11 @@ pub mod throttle;
 
 use std::time::Duration;
 
-use russh::client::Msg;
-use russh::ChannelStream;
-
-use link::{LinkError, SlaveLink};
-use ssh::{Auth, HostKeyPolicy, SshConnection, SshError, SshTarget};
+use link::{Ending, LinkError, SlaveLink};
+use ssh::{Auth, ExecStream, HostKeyPolicy, SshConnection, SshError, SshTarget};
 
 /// A live conversation with a slave over SSH.
-pub type SshLink = SlaveLink<ChannelStream<Msg>>;
+pub type SshLink = SlaveLink<ExecStream>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -59,11 +56,14 @@ pub async fn open(
         target: target.to_string(),
         source,
     };
-    // All slaves start at once; then each greeting is awaited.
+    // All slaves start at once; then each greeting is awaited. The end of
+    // any of them ends the whole link (see `link::Ending`).
+    let ending = Ending::default();
     let mut greeted = Vec::with_capacity(streams.max(1));
     for _ in 0..streams.max(1) {
         let stream = conn.exec_stream(command).await?;
-        greeted.push(SlaveLink::greet(stream, timeout).await.map_err(link_err)?);
+        let lane = SlaveLink::greet_with(stream, timeout, ending.clone()).await;
+        greeted.push(lane.map_err(link_err)?);
     }
     let mut greeted = greeted.into_iter();
     let first = greeted.next().expect("at least one stream");

@@ -5,14 +5,21 @@
 //! with `==` ([`HostKeyPolicy::Pinned`]) and refuses any other key with both
 //! fingerprints in the error. No known_hosts wildcards, no "accept new".
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{cipher, ChannelMsg, ChannelStream};
-use tokio::io::AsyncWriteExt;
+use russh::{cipher, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
+
+use super::link::StreamEnded;
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,8 +303,8 @@ impl SshConnection {
     }
 
     /// Runs `command` and returns its stdin/stdout as one byte stream (the
-    /// protocol channel). The remote stderr is discarded by the channel.
-    pub async fn exec_stream(&self, command: &str) -> Result<ChannelStream<client::Msg>, SshError> {
+    /// protocol channel). The remote stderr is discarded.
+    pub async fn exec_stream(&self, command: &str) -> Result<ExecStream, SshError> {
         let channel = self
             .handle
             .channel_open_session()
@@ -307,7 +314,7 @@ impl SshConnection {
             .exec(true, command)
             .await
             .map_err(|e| self.ssh_err(e))?;
-        Ok(channel.into_stream())
+        Ok(ExecStream::new(channel, &self.target.host))
     }
 
     /// Runs `command` with `stdin`, waits for it, and returns its exit
@@ -347,6 +354,222 @@ impl SshConnection {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+    }
+}
+
+/// How long after the end of a command's output its exit status may come
+/// (sshd sends it when it has reaped the process, usually at once).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the channel of an [`ExecStream`] delivers to its reader.
+enum Incoming {
+    Data(Bytes),
+    /// The end of the output, with why if the process did not end cleanly.
+    End(Option<String>),
+}
+
+/// A remote command's stdin and stdout as one byte stream, which, unlike
+/// russh's `ChannelStream`, says how the command ended: the read that meets
+/// the end of a command that exited with a non-zero status, died of a
+/// signal, or lost its channel fails with a [`StreamEnded`] naming the host
+/// and what happened (the link then fails every lane at once, see
+/// [`super::link::Ending`]). A write after that fails the same way.
+pub struct ExecStream {
+    writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    /// The part of the last data message not read yet.
+    chunk: Bytes,
+    /// Set once the reader met the end (kept for every later read).
+    end: Option<Option<String>>,
+    /// How the command ended, as soon as the channel said so.
+    ended: Arc<Mutex<Option<String>>>,
+    pump: tokio::task::JoinHandle<()>,
+    /// Closed when the stream is dropped.
+    channel: Option<ChannelWriteHalf<client::Msg>>,
+}
+
+impl ExecStream {
+    fn new(channel: russh::Channel<client::Msg>, host: &str) -> ExecStream {
+        let (read, write) = channel.split();
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let ended = Arc::new(Mutex::new(None));
+        let pump = tokio::spawn(pump(read, tx, host.to_owned(), ended.clone()));
+        ExecStream {
+            writer: Box::pin(write.make_writer()),
+            incoming,
+            chunk: Bytes::new(),
+            end: None,
+            ended,
+            pump,
+            channel: Some(write),
+        }
+    }
+
+    fn ended_error(why: String) -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, StreamEnded(why))
+    }
+}
+
+impl Drop for ExecStream {
+    fn drop(&mut self) {
+        self.pump.abort();
+        // As russh's own stream does: the server may still hold the
+        // channel (and the process) open otherwise.
+        if let (Some(channel), Ok(rt)) =
+            (self.channel.take(), tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(async move {
+                let _ = channel.close().await;
+            });
+        }
+    }
+}
+
+/// How a remote command ended: its exit status, or how it was killed.
+type Exit = Result<u32, String>;
+
+/// Moves a channel's messages to its [`ExecStream`]: data to the reader,
+/// and how the command ended to both the reader and the writer.
+async fn pump(
+    mut read: ChannelReadHalf,
+    tx: mpsc::UnboundedSender<Incoming>,
+    host: String,
+    ended: Arc<Mutex<Option<String>>>,
+) {
+    let mut exit: Option<Exit> = None;
+    let mut eof = false;
+    loop {
+        let msg = if eof {
+            // The exit status normally follows the end of output at once.
+            tokio::time::timeout(EXIT_GRACE, read.wait())
+                .await
+                .unwrap_or(None)
+        } else {
+            read.wait().await
+        };
+        match msg {
+            Some(ChannelMsg::Data { data }) => {
+                if tx.send(Incoming::Data(data)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(Ok(exit_status)),
+            Some(ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                ..
+            }) => {
+                let mut how = format!("was killed by signal {}", sig_name(&signal_name));
+                if core_dumped {
+                    how.push_str(" (core dumped)");
+                }
+                if !error_message.is_empty() {
+                    how.push_str(": ");
+                    how.push_str(&error_message);
+                }
+                exit = Some(Err(how));
+            }
+            Some(ChannelMsg::Eof) => eof = true,
+            Some(ChannelMsg::Close) | None => break,
+            Some(_) => continue,
+        }
+        if let Some(e) = &exit {
+            // The process is gone: nobody reads what is still being
+            // written. Its output may still be on the way, up to the end.
+            set_ended(&ended, describe_exit(&host, e));
+            if eof {
+                break;
+            }
+        }
+    }
+    let why = match &exit {
+        Some(Ok(0)) => None,
+        Some(e) => Some(describe_exit(&host, e)),
+        None if eof => Some(format!(
+            "the slave process on {host} closed its output and sent no exit status"
+        )),
+        None => Some(format!(
+            "the SSH channel to the slave process on {host} closed without an exit status"
+        )),
+    };
+    set_ended(
+        &ended,
+        why.clone()
+            .unwrap_or_else(|| format!("the slave process on {host} exited")),
+    );
+    let _ = tx.send(Incoming::End(why));
+}
+
+fn describe_exit(host: &str, exit: &Exit) -> String {
+    match exit {
+        Ok(status) => format!("the slave process on {host} exited with status {status}"),
+        Err(how) => format!("the slave process on {host} {how}"),
+    }
+}
+
+fn set_ended(ended: &Mutex<Option<String>>, why: String) {
+    ended
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert(why);
+}
+
+fn sig_name(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl AsyncRead for ExecStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(buf.remaining());
+                buf.put_slice(&self.chunk.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(end) = &self.end {
+                return Poll::Ready(match end {
+                    None => Ok(()),
+                    Some(why) => Err(Self::ended_error(why.clone())),
+                });
+            }
+            match std::task::ready!(self.incoming.poll_recv(cx)) {
+                Some(Incoming::Data(data)) => self.chunk = data,
+                Some(Incoming::End(why)) => self.end = Some(why),
+                // The pump was stopped: only when the stream is dropped.
+                None => self.end = Some(None),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ExecStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(why) = ended {
+            return Poll::Ready(Err(Self::ended_error(why)));
+        }
+        self.writer.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
     }
 }
 
