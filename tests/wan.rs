@@ -107,21 +107,26 @@ fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
-#[test]
-fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
-    let s = Scenario::new();
-    s.create(false).ok();
-    // Slow enough to cut the transfer in the middle, on any machine.
+/// Starts the created session with `bandwidth-limit` bytes per second.
+fn start_throttled(s: &Scenario, limit: u64) {
     s.geo_rep([
         "config",
         &s.vol,
         &s.slave_url(),
         "bandwidth-limit",
-        &(16 * MIB).to_string(),
+        &limit.to_string(),
     ])
     .ok();
     s.start().ok();
     s.wait_active();
+}
+
+#[test]
+fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
+    let s = Scenario::new();
+    s.create(false).ok();
+    // Slow enough to cut the transfer in the middle, on any machine.
+    start_throttled(&s, 16 * MIB);
     let before = s.bytes_sent();
 
     // Made outside the brick and moved in, so no transfer starts on a
@@ -190,16 +195,7 @@ fn a_slave_killed_mid_transfer_is_noticed_at_once_and_named_in_the_error() {
     // Slow, so the kill lands in the middle of the file. The `timeout` is
     // left at its default (120 s), longer than the wait below: a worker
     // that noticed the dead slave only when a write timed out fails here.
-    s.geo_rep([
-        "config",
-        &s.vol,
-        &s.slave_url(),
-        "bandwidth-limit",
-        &(8 * MIB).to_string(),
-    ])
-    .ok();
-    s.start().ok();
-    s.wait_active();
+    start_throttled(&s, 8 * MIB);
 
     let size = 64 * MIB;
     let staged = s.path("staged.bin");

@@ -201,21 +201,12 @@ pub fn start(
     if let Err(e) = preflight() {
         end_monitor(Some(child.id()), Duration::from_secs(5));
         // As it was: a session never started still shows Created.
-        if session.state == SessionState::Created {
-            mark(
-                &state,
-                &session,
-                SessionState::Created,
-                WorkerStatus::Created,
-            )?;
+        let (to, workers) = if session.state == SessionState::Created {
+            (SessionState::Created, WorkerStatus::Created)
         } else {
-            mark(
-                &state,
-                &session,
-                SessionState::Stopped,
-                WorkerStatus::Stopped,
-            )?;
-        }
+            (SessionState::Stopped, WorkerStatus::Stopped)
+        };
+        mark(&state, &session, to, workers)?;
         return Err(e);
     }
     println!("Starting geo-replication session between {vol} & {slave} has been successful");

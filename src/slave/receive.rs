@@ -269,16 +269,15 @@ impl Receiver {
         Ok(())
     }
 
-    /// Starts receiving `path`; returns the failure to report, if any (the
-    /// file's pieces are then ignored).
-    pub fn begin(
+    /// The file being received from now on, or the failure to report (its
+    /// pieces are then ignored).
+    fn start(
         &mut self,
-        root: &mut Root,
+        started: Result<Incoming, OpError>,
         seq: u64,
         path: &RelPath,
-        size: u64,
     ) -> Option<Failure> {
-        match begin(root, seq, path, size) {
+        match started {
             Ok(inc) => {
                 self.current = Some(Current::Active(Box::new(inc)));
                 None
@@ -288,6 +287,19 @@ impl Receiver {
                 Some(e.into_failure(seq, path.clone()))
             }
         }
+    }
+
+    /// Starts receiving `path`; returns the failure to report, if any (the
+    /// file's pieces are then ignored).
+    pub fn begin(
+        &mut self,
+        root: &mut Root,
+        seq: u64,
+        path: &RelPath,
+        size: u64,
+    ) -> Option<Failure> {
+        let started = begin(root, seq, path, size);
+        self.start(started, seq, path)
     }
 
     /// One piece of the current file. `Err` is a protocol error (no file
@@ -573,16 +585,8 @@ impl Receiver {
         stamp: &FileStamp,
         from: u32,
     ) -> Option<Failure> {
-        match resume(root, seq, path, size, stamp, from) {
-            Ok(inc) => {
-                self.current = Some(Current::Active(Box::new(inc)));
-                None
-            }
-            Err(e) => {
-                self.current = Some(Current::Skipping);
-                Some(e.into_failure(seq, path.clone()))
-            }
-        }
+        let started = resume(root, seq, path, size, stamp, from);
+        self.start(started, seq, path)
     }
 }
 
