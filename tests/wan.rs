@@ -107,6 +107,17 @@ fn partials(dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// SIGKILLs every `geo-rep slave` process of the session; how many there were.
+fn kill_slaves(s: &Scenario) -> usize {
+    let killed = s
+        .slave_pids()
+        .into_iter()
+        .filter(|&p| signal(p, Signal::KILL))
+        .count();
+    assert!(killed > 0, "no slave process to kill");
+    killed
+}
+
 /// Starts the created session with `bandwidth-limit` bytes per second.
 fn start_throttled(s: &Scenario, limit: u64) {
     s.geo_rep([
@@ -148,12 +159,7 @@ fn a_large_file_cut_off_mid_transfer_resumes_instead_of_restarting() {
             s.diagnostics()
         )
     });
-    let killed = s
-        .slave_pids()
-        .into_iter()
-        .filter(|&p| signal(p, Signal::KILL))
-        .count();
-    assert!(killed > 0, "no slave process to kill");
+    let killed = kill_slaves(&s);
     eprintln!(
         "killed {killed} slave process(es) at a partial of {} bytes",
         cut_at.1
@@ -208,12 +214,7 @@ fn a_slave_killed_mid_transfer_is_noticed_at_once_and_named_in_the_error() {
             .find(|(_, len)| *len >= 4 * MIB)
     })
     .unwrap_or_else(|e| panic!("no partial on the slave: {e}\n{}", s.diagnostics()));
-    let killed = s
-        .slave_pids()
-        .into_iter()
-        .filter(|&p| signal(p, Signal::KILL))
-        .count();
-    assert!(killed > 0, "no slave process to kill");
+    kill_slaves(&s);
 
     // stime passes `t` only once the whole file is on the slave.
     let t_ns = common::nanos(t);

@@ -28,7 +28,7 @@ use rustix::io::Errno;
 use super::partial;
 use super::root::{
     errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
-    timestamps, DirInfo, OpError, Root,
+    timestamps, DirInfo, OpError, Parent, Root,
 };
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
@@ -608,25 +608,7 @@ fn begin(root: &mut Root, seq: u64, path: &RelPath, size: u64) -> Result<Incomin
         other => other,
     }
     .map_err(fail)?;
-    Ok(Incoming {
-        seq,
-        path: path.clone(),
-        final_name: p.name.to_owned(),
-        out: File::from(fd),
-        base: None,
-        temp: TempGuard {
-            dir: p.dir,
-            info: p.info,
-            name: tmp,
-            armed: true,
-        },
-        size,
-        written: 0,
-        next_index: 0,
-        hasher: blake3::Hasher::new(),
-        holes: false,
-        resumable: false,
-    })
+    Ok(Incoming::new(seq, path, p, File::from(fd), tmp, size))
 }
 
 fn resume(
@@ -668,24 +650,38 @@ fn resume(
         ));
     }
     Ok(Incoming {
-        seq,
-        path: path.clone(),
-        final_name: p.name.to_owned(),
-        out: file,
-        base: None,
-        temp: TempGuard {
-            dir: p.dir,
-            info: p.info,
-            name,
-            armed: true,
-        },
-        size,
         written: kept,
         next_index: from,
         hasher: *hasher,
-        holes: false,
         resumable: true,
+        ..Incoming::new(seq, path, p, file, name, size)
     })
+}
+
+impl Incoming {
+    /// A file received from its first byte into `out`, named `temp` in
+    /// `p`'s directory until it is put in place.
+    fn new(seq: u64, path: &RelPath, p: Parent<'_>, out: File, temp: String, size: u64) -> Self {
+        Incoming {
+            seq,
+            path: path.clone(),
+            final_name: p.name.to_owned(),
+            out,
+            base: None,
+            temp: TempGuard {
+                dir: p.dir,
+                info: p.info,
+                name: temp,
+                armed: true,
+            },
+            size,
+            written: 0,
+            next_index: 0,
+            hasher: blake3::Hasher::new(),
+            holes: false,
+            resumable: false,
+        }
+    }
 }
 
 /// Owner (as root) and mode of a received file, on its open fd. The owner
