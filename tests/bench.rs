@@ -1,0 +1,58 @@
+//! The benchmark runner's `--quick` profile as a smoke test: every workload
+//! runs end to end against the real sshd, and each first sync is verified
+//! against its master by the runner itself. The figures are not judged here
+//! (tests never assert wall-clock budgets); that the table holds a measured
+//! row for every workload is.
+
+use std::process::Command;
+
+/// The rows `--quick` prints, by the start of their workload column.
+const ROWS: &[&str] = &[
+    "small-initial ",
+    "big-initial ",
+    "big-delta ",
+    "incremental ",
+    "latency 1 write",
+    "latency burst",
+    "rename-storm dir",
+    "rename-storm 100 files",
+    "wan small-initial",
+    "wan big-delta",
+    "wan text-initial compression zstd",
+    "wan text-initial compression none",
+];
+
+#[test]
+fn the_quick_benchmark_runs_every_workload_and_prints_a_measured_row_for_each() {
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_georep-bench"))
+        .arg("--quick")
+        .arg("--dir")
+        .arg(work.path())
+        .output()
+        .expect("running georep-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "georep-bench --quick failed ({}):\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    for limit in ["raw ssh pipe", "local cp -a"] {
+        assert!(stdout.contains(limit), "no `{limit}` line:\n{stdout}");
+    }
+    for row in ROWS {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row for `{row}`:\n{stdout}"));
+        // Both tools measured: a ratio, not a dash.
+        assert!(
+            line.split_whitespace()
+                .any(|w| w.ends_with('x') && w[..w.len() - 1].parse::<f64>().is_ok()),
+            "row `{row}` has no georep/rsync ratio: {line}"
+        );
+    }
+    // The runner removes its working directory.
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+}
