@@ -350,10 +350,26 @@ pub fn incremental(ctx: &Ctx) -> Result<Vec<Row>> {
         let label = format!("incremental {} of {}", p.incr_changes, count(n));
         progress(&format!("{label}: building a {n}-file tree"));
         let tree = fixtures::small_tree(&ctx.fresh("incr-master"), n, (n / 100).max(1), 7)?;
-        progress(&format!("{label}: first sync of both (not timed)"));
-        let mut geo = synced_session(ctx, &tree.root, ctx.sshd.port())?;
+        progress(&format!("{label}: first sync of both"));
+        // The first sync is a Hybrid Crawl of the whole tree: its peak RSS
+        // per file is what the memory target bounds.
+        let mut geo = new_session(ctx, &[&tree.root], ctx.sshd.port())?;
+        let crawl = UsageProbe::begin(&geo);
+        let t_fix = now_ns();
+        let t0 = Instant::now();
+        geo.start()?;
+        let first_sync = secs(wait(&geo, ctx, t_fix)? - t0);
+        let crawl = crawl.end(&geo);
         let rdst = ctx.fresh("rsync");
-        ctx.rsync.sync(&tree.root, &rdst)?;
+        let rsync_first = secs(ctx.rsync.sync(&tree.root, &rdst)?.elapsed);
+        let per_file = crawl.monitor_hwm_kib as f64 * 1024.0 / n as f64;
+        let first_note = format!(
+            "first sync {} (rsync {}), monitor peak {} = {per_file:.0} B/file",
+            fmt_secs(first_sync),
+            fmt_secs(rsync_first),
+            fmt_bytes(crawl.monitor_hwm_kib * 1024)
+        );
+        progress(&format!("{label}: {first_note}"));
         let mut s = Samples::default();
         for run in 0..p.runs {
             let (g, gb, u) = change_and_wait(ctx, &geo, || {
@@ -380,9 +396,12 @@ pub fn incremental(ctx: &Ctx) -> Result<Vec<Row>> {
         let note = match first {
             None => {
                 first = Some(g);
-                String::new()
+                first_note
             }
-            Some(f) => format!("georep time {:.2}x its time at the first size", g / f),
+            Some(f) => format!(
+                "georep time {:.2}x its time at the first size; {first_note}",
+                g / f
+            ),
         };
         rows.push(s.row(label, note));
     }
