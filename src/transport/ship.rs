@@ -962,10 +962,32 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 // The slave never had the source, or its tree is not what
                 // the journal expects: send the paths concerned whole.
                 tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
-                let paths = self
+                let mut paths = self
                     .entry_paths
                     .remove(&f.seq)
                     .unwrap_or_else(|| vec![f.path.clone()]);
+                if f.kind == FailureKind::SourceMissing {
+                    // The missing source (`f.path`) is healed only if the
+                    // brick still has it. If the brick lost it too, the two
+                    // sides agree there: the slave has nothing at or below
+                    // it (that is what the failure says), so a resend could
+                    // add nothing and remove nothing. Healing it would
+                    // resend the nearest path the brick has instead, its
+                    // whole parent directory: a directory whose names were
+                    // pruned a batch early (its listing was compared after
+                    // later renames of the brick) would be sent again in
+                    // full for every such rename. What the source became
+                    // is covered elsewhere: the destination of this rename
+                    // is healed (it is the other path here), later records
+                    // say where it went after that, and a stray the parent
+                    // directory holds is caught by comparing the listing
+                    // of every directory the batch touched, which includes
+                    // this source's. The destination keeps the full heal,
+                    // even when the brick lost it: what the slave has there
+                    // may be moved on by later renames, which the heal of
+                    // the directory above it catches.
+                    paths.retain(|p| p != &f.path || self.dir.lstat(p).is_ok());
+                }
                 self.heal_paths.extend(paths);
                 if f.kind != FailureKind::SourceMissing {
                     self.heal_failures.push(f);
