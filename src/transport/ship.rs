@@ -52,8 +52,8 @@ use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
     listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply,
-    Request, Segment, SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
-    RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
+    Request, Segment, SpecialKind, TreeDigest, TreeEntry, Xattr, XattrScope, DELTA_MIN_SIZE,
+    MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -308,6 +308,11 @@ impl ShipMemory {
 /// Directories with more entries than this are not listed again after a
 /// batch touched them (the name list would cost more than it saves).
 const TOUCHED_PRUNE_MAX: usize = 10_000;
+
+/// Most entries of a renamed directory compared by digest before it is
+/// walked (see [`Shipper::same_tree_on_slave`]); beyond that the walk runs
+/// at once, as comparing would cost about as much again.
+const TREE_CHECK_MAX: usize = 1_000_000;
 
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
@@ -755,7 +760,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// only after the batch of events that moved it, and what changed
     /// inside meanwhile (removals above all, which no scan can see) was
     /// never journalled. Files go through a quick check: most are on the
-    /// slave already, moved there by the rename.
+    /// slave already, moved there by the rename. First, though, the whole
+    /// subtree is compared by digest (see [`Shipper::same_tree_on_slave`]):
+    /// one that matches is not walked, so renaming a directory of many
+    /// files sends neither their names nor their paths.
     async fn rewalk_renamed(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
         let mut roots: Vec<RelPath> = self
             .renamed_to
@@ -771,6 +779,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 continue;
             }
             done.push(root.clone());
+            if self.same_tree_on_slave(&root).await? {
+                tracing::debug!(batch = self.batch_id, path = %root, "renamed directory is on the slave as on the brick");
+                continue;
+            }
             let mut walk =
                 HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), None).with_prune();
             while let Some(b) = walk.next_batch(RESYNC_BATCH) {
@@ -795,6 +807,107 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.report.local_errors.extend(walk.take_errors());
         }
         Ok(())
+    }
+
+    /// Whether the slave's subtree at `root` is what walking it would make
+    /// it: the same names and kinds (nothing to prune), and every regular
+    /// file and directory with the brick's size, mtime, permission bits and
+    /// owner (nothing for a quick check to send, no attributes to set but
+    /// extended ones). The walk also sends the extended attributes of every
+    /// entry; a change of those inside the directory while notify did not
+    /// watch it set its ctime, so the hook's rescan of the renamed
+    /// directory journalled it (as it does writes). A subtree holding a
+    /// multiply-linked file, or more than [`TREE_CHECK_MAX`] entries, is
+    /// walked without asking (the walk keeps hard links together).
+    async fn same_tree_on_slave(&mut self, root: &RelPath) -> Result<bool, ShipError> {
+        let Some(digest) = self.tree_digest(root) else {
+            return Ok(false);
+        };
+        let seq = self.link.next_seq();
+        self.link
+            .send(&Request::CheckTree {
+                seq,
+                path: root.clone(),
+                digest,
+                owners: self.with_owner,
+            })
+            .await?;
+        self.link.flush().await?;
+        loop {
+            match self.link.recv().await? {
+                Reply::Tree { seq: got, same } if got == seq => return Ok(same),
+                other => self.absorb(other)?,
+            }
+        }
+    }
+
+    /// The [`TreeDigest`] of the brick's subtree at `root`, read beneath
+    /// the brick; `None` if it cannot be read whole, holds a multiply-linked
+    /// file or more than [`TREE_CHECK_MAX`] entries.
+    fn tree_digest(&self, root: &RelPath) -> Option<[u8; 32]> {
+        let mut d = TreeDigest::new(self.with_owner);
+        let md = self.dir.lstat(root).ok().filter(|m| m.is_dir())?;
+        d.add(&self.tree_entry(root, b"", &md));
+        let skip = if root.is_root() {
+            0
+        } else {
+            root.as_bytes().len() + 1
+        };
+        let mut stack = vec![self.sorted_names(root)?.into_iter()];
+        let mut dirs = vec![root.clone()];
+        let mut entries = 0;
+        while let Some(names) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
+                dirs.pop();
+                continue;
+            };
+            entries += 1;
+            let path = dirs.last()?.join(&name).ok()?;
+            let md = self.dir.lstat(&path).ok()?;
+            let links = 1 + u64::from(self.gluster_brick);
+            if entries > TREE_CHECK_MAX || (md.is_file() && md.nlink() > links) {
+                return None;
+            }
+            d.add(&self.tree_entry(&path, &path.as_bytes()[skip..], &md));
+            if md.is_dir() {
+                stack.push(self.sorted_names(&path)?.into_iter());
+                dirs.push(path);
+            }
+        }
+        Some(d.finish())
+    }
+
+    /// What [`TreeDigest`] covers of the brick's `path` (at `rel` below the
+    /// subtree's root), with the mtime the slave gets.
+    fn tree_entry<'p>(&self, path: &RelPath, rel: &'p [u8], md: &fs::Metadata) -> TreeEntry<'p> {
+        let (mtime_sec, mtime_nsec) = self.mtime_of(&path.under(self.brick), md);
+        TreeEntry {
+            path: rel,
+            kind: node_kind(md.file_type()),
+            mode: md.mode() & 0o7777,
+            size: md.size(),
+            mtime_sec,
+            mtime_nsec,
+            uid: md.uid(),
+            gid: md.gid(),
+        }
+    }
+
+    /// The names in the brick's directory `dir`, in byte order (listed
+    /// through a handle resolved beneath the brick).
+    fn sorted_names(&self, dir: &RelPath) -> Option<Vec<std::ffi::OsString>> {
+        let rd = self
+            .dir
+            .handle(dir)
+            .and_then(|h| fs::read_dir(h.proc_path()))
+            .ok()?;
+        let mut names = rd
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()
+            .ok()?;
+        names.sort_unstable_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        Some(names)
     }
 
     /// Sends again what a replayed rename of this batch moved onto a path
