@@ -277,9 +277,10 @@ fn renames_that_go_on_while_batches_ship_resend_no_whole_directory() {
     // Spread over many batches: each is shipped while the directory keeps
     // changing, so its listing already shows renames that later batches
     // replay. A batch may remove such a name on the slave (the brick lacks
-    // it); the later rename then finds no source and its destination is
-    // sent again, but never the directory the source was in. A name the
-    // brick never had still goes.
+    // it); the later rename then finds no source, and its destination is
+    // sent again, the directory the source was in only through the quick
+    // check (sent whole, it would cost more than all its files). A name
+    // the brick never had still goes.
     fs::write(s.slave.join("d/stray"), b"not on the brick").unwrap();
     let before = s.bytes_sent();
     for i in 0..renamed {
@@ -294,7 +295,7 @@ fn renames_that_go_on_while_batches_ship_resend_no_whole_directory() {
     assert_trees_equal(&s.brick, &s.slave);
     let dir = (files * content.len()) as u64;
     assert!(
-        sent < dir / 3,
+        sent < dir / 2,
         "{renamed} renames in a directory of {files} files sent {sent} bytes; the files hold {dir}"
     );
 }

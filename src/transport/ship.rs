@@ -364,6 +364,9 @@ pub struct Shipper<'a, S> {
     transient: Vec<Failure>,
     /// Paths to resend whole from the brick (see [`Shipper::heal`]).
     heal_paths: Vec<RelPath>,
+    /// Paths to resend from the brick through the quick check: sources of
+    /// renames that neither side has (see [`Shipper::absorb`]).
+    heal_quick: Vec<RelPath>,
     /// The failures behind `heal_paths`; they count as failures only if
     /// healing runs out of rounds.
     heal_failures: Vec<Failure>,
@@ -421,6 +424,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             report: ShipReport::default(),
             transient: Vec::new(),
             heal_paths: Vec::new(),
+            heal_quick: Vec::new(),
             heal_failures: Vec::new(),
             entry_paths: HashMap::new(),
             entries_unsettled: false,
@@ -499,7 +503,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 self.prune_differing().await?;
                 continue;
             }
-            if self.heal_paths.is_empty() && self.literal_due.is_empty() {
+            if self.heal_paths.is_empty()
+                && self.heal_quick.is_empty()
+                && self.literal_due.is_empty()
+            {
                 break;
             }
             heals += 1;
@@ -594,14 +601,24 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Resends, from the brick as it is now, the paths the slave reported
     /// missing or in an unexpected state: the directories above each (made
     /// directories again if something else is there), then a Hybrid Crawl
-    /// of it with pruning. Returns the content and attribute work found.
+    /// of it with pruning; whole, or for the paths of `heal_quick` through
+    /// the quick check. Returns the content and attribute work found.
     async fn heal(&mut self) -> Result<Batch, ShipError> {
-        let mut paths: Vec<RelPath> = std::mem::take(&mut self.heal_paths).into_iter().collect();
-        paths.sort();
+        let mut paths: Vec<(RelPath, bool)> = std::mem::take(&mut self.heal_paths)
+            .into_iter()
+            .map(|p| (p, false))
+            .collect();
+        paths.extend(
+            std::mem::take(&mut self.heal_quick)
+                .into_iter()
+                .map(|p| (p, true)),
+        );
+        // Whole resends first: a quick one does not stand in for them.
+        paths.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         paths.dedup();
         let mut extra = Batch::new();
         let mut done: Vec<RelPath> = Vec::new();
-        for path in paths {
+        for (path, quick) in paths {
             // The nearest path that the brick still has (beneath real
             // directories: the lstat resolves no symlink on the way).
             let mut target = path;
@@ -624,20 +641,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 extra.push_meta(dir);
             }
             extra.push_meta(target.parent().unwrap_or_default());
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), target, self.exclude.clone(), None)
-                    .with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
-                }
-                for (inode, path) in b.link_names() {
-                    self.memory.links.note(*inode, path);
-                }
-                b.data().iter().for_each(|p| extra.push_data(p.clone()));
-                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
-            }
-            self.report.local_errors.extend(walk.take_errors());
+            let exclude = self.exclude.clone();
+            self.resend_walk(target, exclude, quick, &mut extra).await?;
         }
         // Failures that led to a resend are healed, not failures.
         self.heal_failures.clear();
@@ -783,29 +788,44 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 tracing::debug!(batch = self.batch_id, path = %root, "renamed directory is on the slave as on the brick");
                 continue;
             }
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), None).with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
-                }
-                for (inode, path) in b.link_names() {
-                    self.memory.links.note(*inode, path);
-                }
-                let unchanged = self.unchanged_on_slave(b.data()).await?;
-                let mut skip = HashSet::new();
-                for (path, md) in unchanged {
+            self.resend_walk(root, Vec::new(), true, extra).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks the brick's `root` (a Hybrid Crawl with pruning, not entering
+    /// `exclude`): its entries are sent, its files and attributes go into
+    /// `extra`; with `quick`, a file the slave holds with the brick's size
+    /// and mtime gets its attributes only.
+    async fn resend_walk(
+        &mut self,
+        root: RelPath,
+        exclude: Vec<std::path::PathBuf>,
+        quick: bool,
+        extra: &mut Batch,
+    ) -> Result<(), ShipError> {
+        let mut walk = HybridCrawl::new(self.brick.to_owned(), root, exclude, None).with_prune();
+        while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+            for e in b.entries() {
+                self.send_entry(e).await?;
+            }
+            for (inode, path) in b.link_names() {
+                self.memory.links.note(*inode, path);
+            }
+            let mut skip = HashSet::new();
+            if quick {
+                for (path, md) in self.unchanged_on_slave(b.data()).await? {
                     self.memory.origins.made(&path, (md.dev(), md.ino()));
                     extra.push_meta(path.clone());
                     skip.insert(path);
                 }
-                for p in b.data().iter().filter(|p| !skip.contains(*p)) {
-                    extra.push_data(p.clone());
-                }
-                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
             }
-            self.report.local_errors.extend(walk.take_errors());
+            for p in b.data().iter().filter(|p| !skip.contains(*p)) {
+                extra.push_data(p.clone());
+            }
+            b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
         }
+        self.report.local_errors.extend(walk.take_errors());
         Ok(())
     }
 
@@ -1080,26 +1100,33 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     .remove(&f.seq)
                     .unwrap_or_else(|| vec![f.path.clone()]);
                 if f.kind == FailureKind::SourceMissing {
-                    // The missing source (`f.path`) is healed only if the
-                    // brick still has it. If the brick lost it too, the two
-                    // sides agree there: the slave has nothing at or below
-                    // it (that is what the failure says), so a resend could
-                    // add nothing and remove nothing. Healing it would
-                    // resend the nearest path the brick has instead, its
-                    // whole parent directory: a directory whose names were
-                    // pruned a batch early (its listing was compared after
-                    // later renames of the brick) would be sent again in
-                    // full for every such rename. What the source became
-                    // is covered elsewhere: the destination of this rename
-                    // is healed (it is the other path here), later records
-                    // say where it went after that, and a stray the parent
-                    // directory holds is caught by comparing the listing
-                    // of every directory the batch touched, which includes
-                    // this source's. The destination keeps the full heal,
+                    // A missing source (`f.path`) that the brick lacks too
+                    // is healed through the quick check. Both sides agree
+                    // about that path itself (the slave has nothing at or
+                    // below it: that is what the failure says), so its heal
+                    // resends the nearest path the brick has, the directory
+                    // above it, and sent whole that would be all of that
+                    // directory: one whose names were pruned a batch early
+                    // (its listing was compared after later renames of the
+                    // brick) would be sent again in full for each batch of
+                    // such renames. What the source became is healed as
+                    // its destination (the other path here), and later
+                    // records say where it went after that. The directory
+                    // is still walked, with pruning and the quick check
+                    // (files the slave holds with the brick's size and mtime
+                    // get their attributes only): a write journalled under
+                    // a name replaced since (a hard link written through,
+                    // then renamed over) reaches the file's other names
+                    // only this way. The destination keeps the whole heal,
                     // even when the brick lost it: what the slave has there
-                    // may be moved on by later renames, which the heal of
-                    // the directory above it catches.
-                    paths.retain(|p| p != &f.path || self.dir.lstat(p).is_ok());
+                    // may be moved on by later renames, which the whole
+                    // resend of the directory above it catches.
+                    if let Some(i) = paths
+                        .iter()
+                        .position(|p| p == &f.path && self.dir.lstat(p).is_err())
+                    {
+                        self.heal_quick.push(paths.remove(i));
+                    }
                 }
                 self.heal_paths.extend(paths);
                 if f.kind != FailureKind::SourceMissing {
