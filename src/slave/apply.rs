@@ -14,7 +14,8 @@ use super::root::{
 };
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
-    listing_digest, Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, Xattr,
+    listing_digest, Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, TreeDigest, TreeEntry,
+    Xattr,
 };
 
 /// Applies one entry operation. `Err` names the path it concerns, which is
@@ -178,6 +179,65 @@ pub(crate) fn listing_differs(root: &mut Root, path: &RelPath, digest: &[u8; 32]
         listing.push((name.to_bytes().to_vec(), node_kind(ft)));
     }
     listing_digest(&mut listing) != *digest
+}
+
+/// Whether the subtree at `path` (a directory) has the [`TreeDigest`]
+/// `digest`. Anything that cannot be looked at, or that changes while it is
+/// walked, counts as differing: the master then walks the subtree itself.
+pub(crate) fn tree_same(root: &mut Root, path: &RelPath, digest: &[u8; 32], owners: bool) -> bool {
+    let Ok(Some(dir)) = open_listed_dir(root, path) else {
+        return false;
+    };
+    let Ok(st) = rfs::fstat(&dir) else {
+        return false;
+    };
+    let mut d = TreeDigest::new(owners);
+    d.add(&tree_entry(b"", &st));
+    let mut rel = Vec::new();
+    tree_walk(dir, &mut rel, &mut d).is_some() && d.finish() == *digest
+}
+
+/// What [`TreeDigest`] covers of the entry at `rel` with status `st`.
+fn tree_entry<'a>(rel: &'a [u8], st: &rfs::Stat) -> TreeEntry<'a> {
+    TreeEntry {
+        path: rel,
+        kind: node_kind(file_type(st)),
+        mode: st.st_mode & 0o7777,
+        size: st.st_size as u64,
+        mtime_sec: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    }
+}
+
+/// Adds what is below the directory `dir` (at `rel`, kept as it was on
+/// return) to `d`, in [`TreeDigest`]'s order; `None` if it cannot.
+fn tree_walk(dir: OwnedFd, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Option<()> {
+    let mut names = Vec::new();
+    for entry in rfs::Dir::read_from(&dir).ok()? {
+        let entry = entry.ok()?;
+        if !is_dot(entry.file_name()) {
+            names.push(entry.file_name().to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let base = rel.len();
+    for name in names {
+        if base > 0 {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name.as_bytes());
+        let st = lstat(&dir, name.as_c_str()).ok()??;
+        d.add(&tree_entry(rel, &st));
+        if file_type(&st) == FileType::Directory {
+            let sub =
+                rfs::openat(&dir, name.as_c_str(), super::root::DIR_FLAGS, Mode::empty()).ok()?;
+            tree_walk(sub, rel, d)?;
+        }
+        rel.truncate(base);
+    }
+    Some(())
 }
 
 /// How [`EntryOp::Prune`] and [`listing_digest`] name a type of entry.

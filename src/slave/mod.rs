@@ -346,6 +346,18 @@ impl Session {
                 }
                 Ok(())
             }
+            Request::CheckTree {
+                seq,
+                path,
+                digest,
+                owners,
+            } => {
+                // Files received before are in place in the subtree.
+                self.flush_pending(out)?;
+                let same = apply::tree_same(&mut self.root, &path, &digest, owners);
+                self.send(out, &Reply::Tree { seq, same })?;
+                out.flush().map_err(|e| self.stream(e))
+            }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
                 // With several streams, the entries that follow a barrier
@@ -452,5 +464,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::Partial { .. } => "Partial",
         Request::FileResume { .. } => "FileResume",
         Request::CheckListing { .. } => "CheckListing",
+        Request::CheckTree { .. } => "CheckTree",
     }
 }

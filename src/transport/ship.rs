@@ -52,8 +52,8 @@ use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
     listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply,
-    Request, Segment, SpecialKind, Xattr, XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE,
-    RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
+    Request, Segment, SpecialKind, TreeDigest, TreeEntry, Xattr, XattrScope, DELTA_MIN_SIZE,
+    MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -309,6 +309,11 @@ impl ShipMemory {
 /// batch touched them (the name list would cost more than it saves).
 const TOUCHED_PRUNE_MAX: usize = 10_000;
 
+/// Most entries of a renamed directory compared by digest before it is
+/// walked (see [`Shipper::same_tree_on_slave`]); beyond that the walk runs
+/// at once, as comparing would cost about as much again.
+const TREE_CHECK_MAX: usize = 1_000_000;
+
 /// The identity of a file's content: if any of this changes while reading,
 /// the read may be torn.
 fn content_stamp(md: &fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
@@ -359,6 +364,9 @@ pub struct Shipper<'a, S> {
     transient: Vec<Failure>,
     /// Paths to resend whole from the brick (see [`Shipper::heal`]).
     heal_paths: Vec<RelPath>,
+    /// Paths to resend from the brick through the quick check: sources of
+    /// renames that neither side has (see [`Shipper::absorb`]).
+    heal_quick: Vec<RelPath>,
     /// The failures behind `heal_paths`; they count as failures only if
     /// healing runs out of rounds.
     heal_failures: Vec<Failure>,
@@ -416,6 +424,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             report: ShipReport::default(),
             transient: Vec::new(),
             heal_paths: Vec::new(),
+            heal_quick: Vec::new(),
             heal_failures: Vec::new(),
             entry_paths: HashMap::new(),
             entries_unsettled: false,
@@ -494,7 +503,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 self.prune_differing().await?;
                 continue;
             }
-            if self.heal_paths.is_empty() && self.literal_due.is_empty() {
+            if self.heal_paths.is_empty()
+                && self.heal_quick.is_empty()
+                && self.literal_due.is_empty()
+            {
                 break;
             }
             heals += 1;
@@ -589,14 +601,24 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Resends, from the brick as it is now, the paths the slave reported
     /// missing or in an unexpected state: the directories above each (made
     /// directories again if something else is there), then a Hybrid Crawl
-    /// of it with pruning. Returns the content and attribute work found.
+    /// of it with pruning; whole, or for the paths of `heal_quick` through
+    /// the quick check. Returns the content and attribute work found.
     async fn heal(&mut self) -> Result<Batch, ShipError> {
-        let mut paths: Vec<RelPath> = std::mem::take(&mut self.heal_paths).into_iter().collect();
-        paths.sort();
+        let mut paths: Vec<(RelPath, bool)> = std::mem::take(&mut self.heal_paths)
+            .into_iter()
+            .map(|p| (p, false))
+            .collect();
+        paths.extend(
+            std::mem::take(&mut self.heal_quick)
+                .into_iter()
+                .map(|p| (p, true)),
+        );
+        // Whole resends first: a quick one does not stand in for them.
+        paths.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         paths.dedup();
         let mut extra = Batch::new();
         let mut done: Vec<RelPath> = Vec::new();
-        for path in paths {
+        for (path, quick) in paths {
             // The nearest path that the brick still has (beneath real
             // directories: the lstat resolves no symlink on the way).
             let mut target = path;
@@ -619,20 +641,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 extra.push_meta(dir);
             }
             extra.push_meta(target.parent().unwrap_or_default());
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), target, self.exclude.clone(), None)
-                    .with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
-                }
-                for (inode, path) in b.link_names() {
-                    self.memory.links.note(*inode, path);
-                }
-                b.data().iter().for_each(|p| extra.push_data(p.clone()));
-                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
-            }
-            self.report.local_errors.extend(walk.take_errors());
+            let exclude = self.exclude.clone();
+            self.resend_walk(target, exclude, quick, &mut extra).await?;
         }
         // Failures that led to a resend are healed, not failures.
         self.heal_failures.clear();
@@ -755,7 +765,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// only after the batch of events that moved it, and what changed
     /// inside meanwhile (removals above all, which no scan can see) was
     /// never journalled. Files go through a quick check: most are on the
-    /// slave already, moved there by the rename.
+    /// slave already, moved there by the rename. First, though, the whole
+    /// subtree is compared by digest (see [`Shipper::same_tree_on_slave`]):
+    /// one that matches is not walked, so renaming a directory of many
+    /// files sends neither their names nor their paths.
     async fn rewalk_renamed(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
         let mut roots: Vec<RelPath> = self
             .renamed_to
@@ -771,30 +784,150 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 continue;
             }
             done.push(root.clone());
-            let mut walk =
-                HybridCrawl::new(self.brick.to_owned(), root, Vec::new(), None).with_prune();
-            while let Some(b) = walk.next_batch(RESYNC_BATCH) {
-                for e in b.entries() {
-                    self.send_entry(e).await?;
-                }
-                for (inode, path) in b.link_names() {
-                    self.memory.links.note(*inode, path);
-                }
-                let unchanged = self.unchanged_on_slave(b.data()).await?;
-                let mut skip = HashSet::new();
-                for (path, md) in unchanged {
+            if self.same_tree_on_slave(&root).await? {
+                tracing::debug!(batch = self.batch_id, path = %root, "renamed directory is on the slave as on the brick");
+                continue;
+            }
+            self.resend_walk(root, Vec::new(), true, extra).await?;
+        }
+        Ok(())
+    }
+
+    /// Walks the brick's `root` (a Hybrid Crawl with pruning, not entering
+    /// `exclude`): its entries are sent, its files and attributes go into
+    /// `extra`; with `quick`, a file the slave holds with the brick's size
+    /// and mtime gets its attributes only.
+    async fn resend_walk(
+        &mut self,
+        root: RelPath,
+        exclude: Vec<std::path::PathBuf>,
+        quick: bool,
+        extra: &mut Batch,
+    ) -> Result<(), ShipError> {
+        let mut walk = HybridCrawl::new(self.brick.to_owned(), root, exclude, None).with_prune();
+        while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+            for e in b.entries() {
+                self.send_entry(e).await?;
+            }
+            for (inode, path) in b.link_names() {
+                self.memory.links.note(*inode, path);
+            }
+            let mut skip = HashSet::new();
+            if quick {
+                for (path, md) in self.unchanged_on_slave(b.data()).await? {
                     self.memory.origins.made(&path, (md.dev(), md.ino()));
                     extra.push_meta(path.clone());
                     skip.insert(path);
                 }
-                for p in b.data().iter().filter(|p| !skip.contains(*p)) {
-                    extra.push_data(p.clone());
-                }
-                b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
             }
-            self.report.local_errors.extend(walk.take_errors());
+            for p in b.data().iter().filter(|p| !skip.contains(*p)) {
+                extra.push_data(p.clone());
+            }
+            b.meta().iter().for_each(|p| extra.push_meta(p.clone()));
         }
+        self.report.local_errors.extend(walk.take_errors());
         Ok(())
+    }
+
+    /// Whether the slave's subtree at `root` is what walking it would make
+    /// it: the same names and kinds (nothing to prune), and every regular
+    /// file and directory with the brick's size, mtime, permission bits and
+    /// owner (nothing for a quick check to send, no attributes to set but
+    /// extended ones). The walk also sends the extended attributes of every
+    /// entry; a change of those inside the directory while notify did not
+    /// watch it set its ctime, so the hook's rescan of the renamed
+    /// directory journalled it (as it does writes). A subtree holding a
+    /// multiply-linked file, or more than [`TREE_CHECK_MAX`] entries, is
+    /// walked without asking (the walk keeps hard links together).
+    async fn same_tree_on_slave(&mut self, root: &RelPath) -> Result<bool, ShipError> {
+        let Some(digest) = self.tree_digest(root) else {
+            return Ok(false);
+        };
+        let seq = self.link.next_seq();
+        self.link
+            .send(&Request::CheckTree {
+                seq,
+                path: root.clone(),
+                digest,
+                owners: self.with_owner,
+            })
+            .await?;
+        self.link.flush().await?;
+        loop {
+            match self.link.recv().await? {
+                Reply::Tree { seq: got, same } if got == seq => return Ok(same),
+                other => self.absorb(other)?,
+            }
+        }
+    }
+
+    /// The [`TreeDigest`] of the brick's subtree at `root`, read beneath
+    /// the brick; `None` if it cannot be read whole, holds a multiply-linked
+    /// file or more than [`TREE_CHECK_MAX`] entries.
+    fn tree_digest(&self, root: &RelPath) -> Option<[u8; 32]> {
+        let mut d = TreeDigest::new(self.with_owner);
+        let md = self.dir.lstat(root).ok().filter(|m| m.is_dir())?;
+        d.add(&self.tree_entry(root, b"", &md));
+        let skip = if root.is_root() {
+            0
+        } else {
+            root.as_bytes().len() + 1
+        };
+        let mut stack = vec![self.sorted_names(root)?.into_iter()];
+        let mut dirs = vec![root.clone()];
+        let mut entries = 0;
+        while let Some(names) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
+                dirs.pop();
+                continue;
+            };
+            entries += 1;
+            let path = dirs.last()?.join(&name).ok()?;
+            let md = self.dir.lstat(&path).ok()?;
+            let links = 1 + u64::from(self.gluster_brick);
+            if entries > TREE_CHECK_MAX || (md.is_file() && md.nlink() > links) {
+                return None;
+            }
+            d.add(&self.tree_entry(&path, &path.as_bytes()[skip..], &md));
+            if md.is_dir() {
+                stack.push(self.sorted_names(&path)?.into_iter());
+                dirs.push(path);
+            }
+        }
+        Some(d.finish())
+    }
+
+    /// What [`TreeDigest`] covers of the brick's `path` (at `rel` below the
+    /// subtree's root), with the mtime the slave gets.
+    fn tree_entry<'p>(&self, path: &RelPath, rel: &'p [u8], md: &fs::Metadata) -> TreeEntry<'p> {
+        let (mtime_sec, mtime_nsec) = self.mtime_of(&path.under(self.brick), md);
+        TreeEntry {
+            path: rel,
+            kind: node_kind(md.file_type()),
+            mode: md.mode() & 0o7777,
+            size: md.size(),
+            mtime_sec,
+            mtime_nsec,
+            uid: md.uid(),
+            gid: md.gid(),
+        }
+    }
+
+    /// The names in the brick's directory `dir`, in byte order (listed
+    /// through a handle resolved beneath the brick).
+    fn sorted_names(&self, dir: &RelPath) -> Option<Vec<std::ffi::OsString>> {
+        let rd = self
+            .dir
+            .handle(dir)
+            .and_then(|h| fs::read_dir(h.proc_path()))
+            .ok()?;
+        let mut names = rd
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()
+            .ok()?;
+        names.sort_unstable_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        Some(names)
     }
 
     /// Sends again what a replayed rename of this batch moved onto a path
@@ -962,10 +1095,39 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 // The slave never had the source, or its tree is not what
                 // the journal expects: send the paths concerned whole.
                 tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
-                let paths = self
+                let mut paths = self
                     .entry_paths
                     .remove(&f.seq)
                     .unwrap_or_else(|| vec![f.path.clone()]);
+                if f.kind == FailureKind::SourceMissing {
+                    // A missing source (`f.path`) that the brick lacks too
+                    // is healed through the quick check. Both sides agree
+                    // about that path itself (the slave has nothing at or
+                    // below it: that is what the failure says), so its heal
+                    // resends the nearest path the brick has, the directory
+                    // above it, and sent whole that would be all of that
+                    // directory: one whose names were pruned a batch early
+                    // (its listing was compared after later renames of the
+                    // brick) would be sent again in full for each batch of
+                    // such renames. What the source became is healed as
+                    // its destination (the other path here), and later
+                    // records say where it went after that. The directory
+                    // is still walked, with pruning and the quick check
+                    // (files the slave holds with the brick's size and mtime
+                    // get their attributes only): a write journalled under
+                    // a name replaced since (a hard link written through,
+                    // then renamed over) reaches the file's other names
+                    // only this way. The destination keeps the whole heal,
+                    // even when the brick lost it: what the slave has there
+                    // may be moved on by later renames, which the whole
+                    // resend of the directory above it catches.
+                    if let Some(i) = paths
+                        .iter()
+                        .position(|p| p == &f.path && self.dir.lstat(p).is_err())
+                    {
+                        self.heal_quick.push(paths.remove(i));
+                    }
+                }
                 self.heal_paths.extend(paths);
                 if f.kind != FailureKind::SourceMissing {
                     self.heal_failures.push(f);
