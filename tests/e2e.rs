@@ -260,7 +260,7 @@ fn a_touched_directory_is_listed_whole_only_where_the_slave_differs() {
 }
 
 #[test]
-fn renames_that_go_on_while_batches_ship_resend_no_whole_directory() {
+fn renames_that_go_on_while_batches_ship_send_no_file_again() {
     let s = Scenario::new();
     let d = s.brick.join("d");
     fs::create_dir(&d).unwrap();
@@ -276,11 +276,10 @@ fn renames_that_go_on_while_batches_ship_resend_no_whole_directory() {
 
     // Spread over many batches: each is shipped while the directory keeps
     // changing, so its listing already shows renames that later batches
-    // replay. A batch may remove such a name on the slave (the brick lacks
-    // it); the later rename then finds no source, and its destination is
-    // sent again, the directory the source was in only through the quick
-    // check (sent whole, it would cost more than all its files). A name
-    // the brick never had still goes.
+    // replay. Such a name stays on the slave for the later rename to move
+    // (pruned, its file would be sent again: 1.8 MB here instead of about
+    // 130 kB; and had the heal resent the directory whole, more than all
+    // its files). A name the brick never had still goes.
     fs::write(s.slave.join("d/stray"), b"not on the brick").unwrap();
     let before = s.bytes_sent();
     for i in 0..renamed {
@@ -294,8 +293,9 @@ fn renames_that_go_on_while_batches_ship_resend_no_whole_directory() {
     let sent = s.bytes_sent() - before;
     assert_trees_equal(&s.brick, &s.slave);
     let dir = (files * content.len()) as u64;
+    eprintln!("{renamed} renames in a directory of {files} files: {sent} bytes sent");
     assert!(
-        sent < dir / 2,
+        sent < dir / 16,
         "{renamed} renames in a directory of {files} files sent {sent} bytes; the files hold {dir}"
     );
 }

@@ -2,6 +2,7 @@
 //! turned into batches. The records come from a [`ChangeSource`]: georep's
 //! own journal (the notify hook) or the brick's GlusterFS changelogs.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::batch::{Batch, Entry};
@@ -130,6 +131,32 @@ pub fn next_batch(
     Ok(Some(out))
 }
 
+/// Every path that a record in the closed journal files after `after`
+/// renames away, unlinks or removes: names the brick had until then, which
+/// a listing taken now no longer shows. A file that cannot be read adds
+/// nothing (a later batch heals it as a gap).
+pub fn removed_after(
+    source: &ChangeSource,
+    after: Stime,
+) -> Result<HashSet<RelPath>, ChangelogError> {
+    let mut out = HashSet::new();
+    for (_, log) in source.after(after)? {
+        let Ok(log) = log else { continue };
+        for record in log.records {
+            match record {
+                Record::Rename { from, .. } => {
+                    out.insert(from);
+                }
+                Record::Unlink(p) | Record::Rmdir(p) => {
+                    out.insert(p);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn parent(p: &RelPath) -> RelPath {
     p.parent().unwrap_or_default()
 }
@@ -224,6 +251,37 @@ mod tests {
                 Entry::Create(p("d"))
             ]
         );
+    }
+
+    #[test]
+    fn names_that_later_files_take_away_are_those_renamed_unlinked_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |start: i64, end: i64, records: &[Record]| {
+            changelog::write_closed(dir.path(), Stime(start), Stime(end), records).unwrap();
+        };
+        write(0, 10, &[Record::Unlink(p("d/before"))]);
+        write(
+            10,
+            20,
+            &[
+                Record::Create(p("d/new")),
+                Record::Rename {
+                    from: p("d/a"),
+                    to: p("e/a"),
+                },
+                Record::Data(p("d/b")),
+            ],
+        );
+        write(
+            20,
+            30,
+            &[Record::Unlink(p("d/c")), Record::Rmdir(p("d/sub"))],
+        );
+        let source = ChangeSource::Notify(dir.path().to_owned());
+        let removed = removed_after(&source, Stime(10)).unwrap();
+        let want: HashSet<RelPath> = [p("d/a"), p("d/c"), p("d/sub")].into_iter().collect();
+        assert_eq!(removed, want);
+        assert!(removed_after(&source, Stime(30)).unwrap().is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! follow the journal (Changelog Crawl), shipping batches and advancing
 //! stime only after each `Committed`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
 use crate::transport::protocol::XattrScope;
-use crate::transport::ship::{ShipError, ShipMemory, ShipReport, Shipper};
+use crate::transport::ship::{LaterRecords, ShipError, ShipMemory, ShipReport, Shipper};
 use crate::transport::{SshLink, TransportError};
 
 /// A file's ctime may lag the journal record that announced it by up to this
@@ -176,7 +176,7 @@ async fn sweep(ctx: &mut Ctx<'_>, dirs: &mut BTreeSet<RelPath>) -> Result<(), Wo
         dirs = dirs.len(),
         "sweeping directories of a batch that was cut off"
     );
-    ship(ctx, &batch).await?;
+    ship(ctx, &batch, None).await?;
     dirs.clear();
     Ok(())
 }
@@ -228,7 +228,7 @@ async fn follow(
         // Read the hook's watermark before listing files, so a file closed
         // in between is seen next round rather than skipped.
         let closed = journal.hook.as_ref().map(|h| h.closed_through());
-        if drain_journal(ctx, journal.started).await? {
+        if drain_journal(ctx, journal.started, journal.hook.as_ref()).await? {
             continue;
         }
         show(ctx, WorkerStatus::Active, CrawlStatus::Changelog)?;
@@ -250,7 +250,11 @@ async fn follow(
 /// Files that end before `hook_started` were left by an earlier run (History
 /// Crawl). A gap in the journal (the hook records one whenever it starts, so
 /// also on the very first start) is healed by a Hybrid Crawl right after.
-async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, WorkerError> {
+async fn drain_journal(
+    ctx: &mut Ctx<'_>,
+    hook_started: Stime,
+    hook: Option<&Hook>,
+) -> Result<bool, WorkerError> {
     let stime = stime_of(ctx)?;
     let max = ctx.live.config.changelog_batch_size;
     let source = &ctx.brick.source;
@@ -264,7 +268,18 @@ async fn drain_journal(ctx: &mut Ctx<'_>, hook_started: Stime) -> Result<bool, W
         CrawlStatus::Changelog
     };
     show(ctx, WorkerStatus::Active, crawl)?;
-    ship(ctx, &jb.batch).await?;
+    let brick = ctx.brick;
+    let later = hook.map(|hook| JournalAfter {
+        hook,
+        source: &brick.source,
+        through: jb.through,
+    });
+    ship(
+        ctx,
+        &jb.batch,
+        later.as_ref().map(|l| l as &dyn LaterRecords),
+    )
+    .await?;
     let mut through = jb.through;
     if let Some(gap) = &jb.gap {
         let reason = &gap.reason;
@@ -343,7 +358,7 @@ async fn hybrid(
         if ctx.quick_check {
             batch.mark_quick_check();
         }
-        let report = ship(ctx, &batch).await?;
+        let report = ship(ctx, &batch, None).await?;
         ctx.state
             .crawl_add(ctx.brick.brick_id, report.data, report.bytes_sent)?;
         for e in errors {
@@ -361,18 +376,46 @@ async fn hybrid(
     Ok(())
 }
 
-async fn ship(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerError> {
+/// The journal after a batch of georep's own hook. Closing the hook's
+/// current file first puts every change made so far in a closed file (a
+/// rollover waits for a marker that comes after all earlier events); while
+/// some directory has no watch it may close nothing, and the answer then
+/// misses recent records, which only means those names are pruned.
+struct JournalAfter<'h> {
+    hook: &'h Hook,
+    source: &'h ChangeSource,
+    through: Stime,
+}
+
+impl LaterRecords for JournalAfter<'_> {
+    fn removed(&self) -> Option<HashSet<RelPath>> {
+        tokio::task::block_in_place(|| {
+            self.hook.rollover_now().ok()?;
+            journal::removed_after(self.source, self.through).ok()
+        })
+    }
+}
+
+async fn ship(
+    ctx: &mut Ctx<'_>,
+    batch: &Batch,
+    later: Option<&dyn LaterRecords>,
+) -> Result<ShipReport, WorkerError> {
     // `exclude` and `ignore-deletes` (cli::filter).
     let filtered = ctx.live.filter.apply(batch);
     let batch = filtered.as_ref().unwrap_or(batch);
     if batch.is_empty() {
         return Ok(ShipReport::default());
     }
-    ship_now(ctx, batch).await
+    ship_now(ctx, batch, later).await
 }
 
 /// Ships `batch` as it is (even empty) and counts what it did.
-async fn ship_now(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, WorkerError> {
+async fn ship_now(
+    ctx: &mut Ctx<'_>,
+    batch: &Batch,
+    later: Option<&dyn LaterRecords>,
+) -> Result<ShipReport, WorkerError> {
     ctx.batch_id += 1;
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
@@ -387,6 +430,7 @@ async fn ship_now(ctx: &mut Ctx<'_>, batch: &Batch) -> Result<ShipReport, Worker
     shipper.exclude = ctx.brick.exclude.clone();
     shipper.prune_touched = !ctx.live.config.ignore_deletes;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
+    shipper.later = later;
     let report = shipper
         .ship(batch)
         .await

@@ -327,6 +327,21 @@ fn content_stamp(md: &fs::Metadata) -> (u64, u64, i64, i64, i64, i64) {
     )
 }
 
+/// What the journal holds after the batch being shipped. A journal batch
+/// is shipped while the brick goes on changing, and a directory's listing
+/// taken now lacks the names that later records rename away or remove:
+/// pruning them on the slave would leave those records no source, and the
+/// files would be sent again whole. Kept instead, they are moved (or
+/// removed) by the batch that replays those records, which touches the same
+/// directory and compares it again, so none outlives the journal's next
+/// quiet batch.
+pub trait LaterRecords: Sync {
+    /// Every path that a record after the batch renames away or removes,
+    /// counting every change made before the call; `None` when that cannot
+    /// be told (then listings prune as they are).
+    fn removed(&self) -> Option<HashSet<RelPath>>;
+}
+
 /// Sends one batch and waits for the slave to make it durable.
 pub struct Shipper<'a, S> {
     link: &'a mut SlaveLink<S>,
@@ -353,6 +368,12 @@ pub struct Shipper<'a, S> {
     /// compared (and pruned); off with `ignore-deletes`, which keeps on the
     /// slave what the brick removed.
     pub prune_touched: bool,
+    /// The journal after this batch (journal batches of georep's own hook
+    /// only): see [`LaterRecords`].
+    pub later: Option<&'a dyn LaterRecords>,
+    /// What `later` said last, by parent directory (see
+    /// [`Shipper::refresh_later`]).
+    removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
     /// `Link` requests that relink names of a file sent in this batch: a
     /// missing target there only means the file did not land (it is sent
     /// again by a later batch), so it is no failure.
@@ -419,6 +440,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             gluster_brick: false,
             xattrs: XattrScope::default(),
             prune_touched: true,
+            later: None,
+            removed_later: HashMap::new(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
@@ -736,6 +759,21 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    /// Asks the journal which names later records take away; called after
+    /// the listings that the next prunes keep, so every name they lack
+    /// because of such a record is in the answer.
+    fn refresh_later(&mut self) {
+        if let Some(later) = self.later {
+            self.removed_later.clear();
+            for path in later.removed().unwrap_or_default() {
+                if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                    let name = name.to_os_string();
+                    self.removed_later.entry(dir).or_default().push(name);
+                }
+            }
+        }
+    }
+
     /// Lists every directory whose listing differs on the slave again, as
     /// the brick has it now: the slave drops names it should not have, and
     /// the directory's attributes are set afterwards (pruning changed its
@@ -744,10 +782,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut dirs = std::mem::take(&mut self.listings_differ);
         dirs.sort();
         dirs.dedup();
-        for dir in dirs {
-            let Some(listing) = self.brick_listing(&dir) else {
-                continue;
-            };
+        let listed: Vec<(RelPath, Vec<(std::ffi::OsString, NodeKind)>)> = dirs
+            .into_iter()
+            .filter_map(|dir| self.brick_listing(&dir).map(|l| (dir, l)))
+            .collect();
+        if !listed.is_empty() {
+            self.refresh_later();
+        }
+        for (dir, listing) in listed {
             tracing::debug!(batch = self.batch_id, path = %dir, "listing differs on the slave: pruning");
             let keep = listing.into_iter().map(|(name, _)| name).collect();
             self.send_entry(&Entry::Prune {
@@ -806,6 +848,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     ) -> Result<(), ShipError> {
         let mut walk = HybridCrawl::new(self.brick.to_owned(), root, exclude, None).with_prune();
         while let Some(b) = walk.next_batch(RESYNC_BATCH) {
+            // The walk listed its directories by now.
+            if b.entries().iter().any(|e| matches!(e, Entry::Prune { .. })) {
+                self.refresh_later();
+            }
             for e in b.entries() {
                 self.send_entry(e).await?;
             }
@@ -1270,6 +1316,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
             }
             Entry::Prune { dir, keep } => {
+                let mut keep = keep.clone();
+                if let Some(later) = self.removed_later.get(dir) {
+                    let listed: HashSet<&std::ffi::OsString> = keep.iter().collect();
+                    let extra: BTreeSet<std::ffi::OsString> = later
+                        .iter()
+                        .filter(|n| !listed.contains(n))
+                        .cloned()
+                        .collect();
+                    tracing::debug!(batch = self.batch_id, path = %dir, kept = extra.len(), "names that later records move away are kept");
+                    keep.extend(extra);
+                }
                 let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
                     .map(|k| {
