@@ -515,4 +515,46 @@ mod tests {
         // The lane that ended reports it too.
         assert!(matches!(link.lane(1).recv().await, Err(LinkError::Closed)));
     }
+
+    /// Lanes opened in the background join the link only once they are
+    /// greeted, with the link's bandwidth limit; a failure to open them
+    /// fails the link.
+    #[tokio::test]
+    async fn lanes_opened_in_the_background_are_taken_on_when_ready() {
+        let timeout = Duration::from_secs(30);
+        let (a, _slave_a) = tokio::io::duplex(64 * 1024);
+        let mut link = SlaveLink::greet(a, timeout).await.unwrap();
+        link.set_throttle(Throttle::new(1 << 30).map(Arc::new));
+        let (go, ready) = tokio::sync::oneshot::channel::<()>();
+        let (b, _slave_b) = tokio::io::duplex(64 * 1024);
+        link.lanes_opening(tokio::spawn(async move {
+            let _ = ready.await;
+            Ok(vec![SlaveLink::greet(b, timeout)
+                .await
+                .map_err(|e| e.to_string())?])
+        }));
+        // Not waited for: the answer comes at once.
+        let early = tokio::time::timeout(Duration::from_secs(10), link.adopt_lanes()).await;
+        assert!(matches!(early, Ok(Ok(false))), "not opened yet");
+        assert_eq!(link.lane_count(), 1);
+        go.send(()).unwrap();
+        while !link.adopt_lanes().await.unwrap() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(link.lane_count(), 2);
+        assert!(link.lane(1).throttle.is_some());
+        assert!(!link.adopt_lanes().await.unwrap(), "taken on once");
+
+        link.lanes_opening(tokio::spawn(async { Err("no more sessions".to_owned()) }));
+        let failed = loop {
+            match link.adopt_lanes().await {
+                Ok(false) => tokio::task::yield_now().await,
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(&failed, Err(LinkError::Lanes(why)) if why == "no more sessions"),
+            "{failed:?}"
+        );
+    }
 }
