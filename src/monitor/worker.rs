@@ -109,17 +109,38 @@ pub async fn run(
         // GlusterFS journals the brick itself: files closed before this
         // start are history.
         journal.started = Stime::now();
-    } else if journal.hook.is_none() {
-        let started = Stime::now();
-        let hook = Hook::start(HookConfig {
-            brick: brick.brick.clone(),
-            journal_dir: brick.journal_dir.clone(),
-            rollover: plan.config.rollover(),
-            exclude: brick.exclude.clone(),
-        })?;
-        // Close the first journal file (it holds the start-up gap) now, so
-        // the healing Hybrid Crawl starts at once instead of a rollover later.
-        hook.rollover_now()?;
+    }
+    let hook_config = (own_journal && journal.hook.is_none()).then(|| HookConfig {
+        brick: brick.brick.clone(),
+        journal_dir: brick.journal_dir.clone(),
+        rollover: plan.config.rollover(),
+        exclude: brick.exclude.clone(),
+    });
+    let started = Stime::now();
+    // The hook starts (a watch on every directory of the brick) while the
+    // connection to the slave is made: nothing is read from the brick
+    // before both are ready.
+    let hook = async {
+        let Some(config) = hook_config else {
+            return Ok(None);
+        };
+        let hook = tokio::task::spawn_blocking(move || {
+            let hook = Hook::start(config)?;
+            // Close the first journal file (it holds the start-up gap) now,
+            // so the healing Hybrid Crawl starts at once instead of a
+            // rollover later.
+            hook.rollover_now()?;
+            Ok::<_, ChangelogError>(hook)
+        })
+        .await
+        .map_err(|e| WorkerError::Hook {
+            brick: brick.brick.display().to_string(),
+            reason: e.to_string(),
+        })??;
+        Ok::<_, WorkerError>(Some(hook))
+    };
+    let (hook, connected) = tokio::join!(hook, plan.connect());
+    if let Some(hook) = hook? {
         *journal = Journal {
             hook: Some(hook),
             started,
@@ -127,7 +148,7 @@ pub async fn run(
             memory: std::mem::take(&mut journal.memory),
         };
     }
-    let (conn, link) = plan.connect().await?;
+    let (conn, link) = connected?;
     state.set_last_error(brick.brick_id, None)?;
     let quick_check = !link.hello().root_empty;
     let mut ctx = Ctx {

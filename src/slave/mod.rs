@@ -55,7 +55,8 @@ use std::path::{Path, PathBuf};
 
 use crate::transport::compress::unpack;
 use crate::transport::protocol::{
-    check_version, read_frame, write_frame, ProtocolError, Reply, Request, PROTOCOL_VERSION,
+    check_version, next_frame_len, read_frame, write_frame, ProtocolError, Reply, Request,
+    PROTOCOL_VERSION,
 };
 use receive::Receiver;
 use root::Root;
@@ -83,28 +84,40 @@ pub enum SlaveError {
     Sync { root: PathBuf, source: io::Error },
 }
 
-/// Frames read ahead of the one being applied (each at most a piece).
+/// Batches of frames read ahead of the one being applied.
 const READ_AHEAD: usize = 4;
 
-/// What the reading thread hands over.
+/// A batch of frames ends after this many...
+const BATCH_FRAMES: usize = 256;
+/// ...or once its frames hold this many bytes (a larger frame, at most
+/// [`MAX_FRAME`](crate::transport::protocol::MAX_FRAME), makes a batch of
+/// its own).
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// What the reading thread hands over: one decoded frame, the end of the
+/// input between frames (`None`), or why reading stopped.
 type Incoming = Result<Option<Request>, ProtocolError>;
 
 /// Serves one master over `input`/`output` with `root` as the slave root,
 /// until the input closes between frames (`Ok`) or the session cannot go on.
 ///
-/// Blocking. A thread reads and decodes frames up to [`READ_AHEAD`] ahead,
-/// so the stream keeps flowing while a piece is written to disk (otherwise
-/// the SSH window fills and the master waits for every write); requests are
-/// still applied one at a time, in order, by the calling thread.
+/// Blocking. A thread reads and decodes frames up to [`READ_AHEAD`] batches
+/// ahead, so the stream keeps flowing while a piece is written to disk
+/// (otherwise the SSH window fills and the master waits for every write);
+/// requests are still applied one at a time, in order, by the calling thread.
 pub fn serve<R: Read + Send + 'static, W: Write>(
     root: &Path,
     input: R,
     output: W,
 ) -> Result<(), SlaveError> {
-    let (tx, mut requests) = std::sync::mpsc::sync_channel::<Incoming>(READ_AHEAD);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(READ_AHEAD);
     // Not joined: after a fatal error it may sit in a read until the master
     // hangs up, and it ends by itself once nobody receives.
     std::thread::spawn(move || read_requests(input, tx));
+    let mut requests = Requests {
+        rx,
+        batch: Vec::new().into_iter(),
+    };
     let mut out = BufWriter::with_capacity(256 * 1024, output);
     let result = Session::start(root, &mut requests, &mut out).and_then(|mut s| {
         let r = s.run(&mut requests, &mut out);
@@ -133,27 +146,74 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
 /// Reads frames from `input` into `tx` until the input ends (then `None`),
 /// an error, or the receiver is gone. Compressed data frames are unwrapped
 /// here, so decompression overlaps with applying the previous request.
-fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Incoming>) {
+///
+/// Frames go over in batches: every complete frame already read from the
+/// stream joins the batch of the one before (up to [`BATCH_FRAMES`] and
+/// [`BATCH_BYTES`]). Handing over each small file's three frames one by one
+/// made the two threads wake each other for every frame, which cost the
+/// slave more CPU than writing the files.
+fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming>>) {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     loop {
-        let next = match input.fill_buf() {
-            Ok([]) => Ok(None),
-            Ok(_) => read_frame(&mut input).and_then(unpack).map(Some),
-            Err(e) => Err(ProtocolError::Io(e)),
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let last = loop {
+            let next = match input.fill_buf() {
+                Ok([]) => Ok(None),
+                Ok(buf) => {
+                    bytes += next_frame_len(buf).unwrap_or(0);
+                    read_frame(&mut input).and_then(unpack).map(Some)
+                }
+                Err(e) => Err(ProtocolError::Io(e)),
+            };
+            let last = !matches!(next, Ok(Some(_)));
+            batch.push(next);
+            if last
+                || batch.len() >= BATCH_FRAMES
+                || bytes >= BATCH_BYTES
+                || next_frame_len(input.buffer()).is_none_or(|n| input.buffer().len() < n)
+            {
+                break last;
+            }
         };
-        let last = !matches!(next, Ok(Some(_)));
-        if tx.send(next).is_err() || last {
+        if tx.send(batch).is_err() || last {
             return;
         }
     }
 }
 
-/// The next request; `Ok(None)` when the input ended between frames.
-fn next_request(
-    requests: &mut std::sync::mpsc::Receiver<Incoming>,
-) -> Result<Option<Request>, ProtocolError> {
-    // The reader never leaves without saying why.
-    requests.recv().unwrap_or(Err(ProtocolError::Closed))
+/// The requests the reading thread decoded, in order.
+struct Requests {
+    rx: std::sync::mpsc::Receiver<Vec<Incoming>>,
+    /// What is left of the batch being applied.
+    batch: std::vec::IntoIter<Incoming>,
+}
+
+impl Requests {
+    /// The next request if one was read already (without blocking).
+    fn try_next(&mut self) -> Option<Incoming> {
+        if let Some(next) = self.batch.next() {
+            return Some(next);
+        }
+        self.batch = self.rx.try_recv().ok()?.into_iter();
+        self.batch.next()
+    }
+
+    /// The next request; `Ok(None)` when the input ended between frames.
+    fn next(&mut self) -> Incoming {
+        if let Some(next) = self.try_next() {
+            return next;
+        }
+        // The reader never leaves without saying why, and sends no empty
+        // batch.
+        match self.rx.recv() {
+            Ok(batch) => {
+                self.batch = batch.into_iter();
+                self.batch.next().unwrap_or(Err(ProtocolError::Closed))
+            }
+            Err(_) => Err(ProtocolError::Closed),
+        }
+    }
 }
 
 /// What happens to the session after one request.
@@ -169,7 +229,7 @@ impl Session {
     /// Handshake: `Hello` with a compatible version, and a usable root.
     fn start<W: Write>(
         root_path: &Path,
-        requests: &mut std::sync::mpsc::Receiver<Incoming>,
+        requests: &mut Requests,
         out: &mut W,
     ) -> Result<Session, SlaveError> {
         let path = root_path.to_owned();
@@ -177,7 +237,8 @@ impl Session {
             root: path.clone(),
             source,
         };
-        let first: Request = next_request(requests)
+        let first: Request = requests
+            .next()
             .map_err(protocol_err)?
             .ok_or_else(|| protocol_err(ProtocolError::Closed))?;
         let Request::Hello { protocol, .. } = first else {
@@ -214,19 +275,15 @@ impl Session {
         Ok(session)
     }
 
-    fn run<W: Write>(
-        &mut self,
-        requests: &mut std::sync::mpsc::Receiver<Incoming>,
-        out: &mut W,
-    ) -> Step {
+    fn run<W: Write>(&mut self, requests: &mut Requests, out: &mut W) -> Step {
         loop {
-            let next = match requests.try_recv() {
-                Ok(next) => next,
-                Err(_) => {
+            let next = match requests.try_next() {
+                Some(next) => next,
+                None => {
                     // Nothing more to process without blocking: let the
                     // master see every reply so far.
                     out.flush().map_err(|e| self.stream(e))?;
-                    next_request(requests)
+                    requests.next()
                 }
             };
             let request = match next {

@@ -113,7 +113,9 @@ impl BrickDir {
 
     /// `lstat` of `rel`, resolved beneath the brick.
     pub fn lstat(&self, rel: &RelPath) -> io::Result<fs::Metadata> {
-        self.handle(rel)?.metadata()
+        // The descriptor itself is stat'ed and closed (a `Handle` would be
+        // duplicated first: two more system calls for every file sent).
+        File::from(self.open_beneath(rel, OFlags::PATH)?).metadata()
     }
 
     /// Whether every ancestor of `rel` below the brick is a real directory

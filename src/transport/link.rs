@@ -44,7 +44,14 @@ pub enum LinkError {
     /// lane of the link ended and took this one down with it.
     #[error("{0}")]
     Ended(String),
+    /// The lanes opened in the background (see [`SlaveLink::lanes_opening`])
+    /// could not be opened.
+    #[error("opening a further stream to the slave failed: {0}")]
+    Lanes(String),
 }
+
+/// Lanes being opened in the background, with why it failed.
+pub type LanesOpening<S> = tokio::task::JoinHandle<Result<Vec<SlaveLink<S>>, String>>;
 
 /// How a stream tells the link why it ended: the inner error of the
 /// `io::Error` its read returns (an SSH channel knows the slave process's
@@ -110,6 +117,8 @@ pub struct SlaveLink<S> {
     hello: SlaveHello,
     /// Further conversations for file contents (see the module docs).
     lanes: Vec<SlaveLink<S>>,
+    /// Lanes still being opened (see [`SlaveLink::lanes_opening`]).
+    opening: Option<LanesOpening<S>>,
     /// The session's bandwidth limit, if any.
     throttle: Option<Arc<Throttle>>,
     /// What the shipper does with data frames (`compression`).
@@ -121,6 +130,9 @@ pub struct SlaveLink<S> {
 impl<S> Drop for SlaveLink<S> {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(opening) = &self.opening {
+            opening.abort();
+        }
     }
 }
 
@@ -161,6 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
                 root_empty: false,
             },
             lanes: Vec::new(),
+            opening: None,
             throttle: None,
             compression: Compression::None,
             ending,
@@ -228,9 +241,41 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         self.compression
     }
 
-    /// Adds a lane for file contents.
-    pub fn add_lane(&mut self, lane: SlaveLink<S>) {
+    /// Adds a lane for file contents (with this link's bandwidth limit).
+    pub fn add_lane(&mut self, mut lane: SlaveLink<S>) {
+        lane.set_throttle(self.throttle.clone());
         self.lanes.push(lane);
+    }
+
+    /// Lanes for file contents that are being opened in the background;
+    /// [`SlaveLink::adopt_lanes`] adds them once they are greeted. (Each is
+    /// a remote login, which costs a good part of a second on some hosts:
+    /// the first conversation starts work without waiting for them.)
+    pub fn lanes_opening(&mut self, opening: LanesOpening<S>) {
+        self.opening = Some(opening);
+    }
+
+    /// Adds the lanes opened in the background if they are ready; whether
+    /// any were added. Their failure to open fails the link, as it would
+    /// have failed to open with them. Which lane carries a path changes
+    /// with the number of lanes: the caller must know that nothing sent so
+    /// far is still being applied (see the shipper's barriers).
+    pub async fn adopt_lanes(&mut self) -> Result<bool, LinkError> {
+        if !self.opening.as_ref().is_some_and(|o| o.is_finished()) {
+            return Ok(false);
+        }
+        let Some(opening) = self.opening.take() else {
+            return Ok(false);
+        };
+        let lanes = opening
+            .await
+            .map_err(|e| LinkError::Lanes(e.to_string()))?
+            .map_err(LinkError::Lanes)?;
+        let added = !lanes.is_empty();
+        for lane in lanes {
+            self.add_lane(lane);
+        }
+        Ok(added)
     }
 
     /// How many conversations carry file contents (this link and its lanes).
@@ -360,6 +405,16 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     /// Ends the conversation cleanly (the slave sees end of input); bounded
     /// by the timeout, since the slave may be the thing that hangs.
     pub async fn close(mut self) {
+        // Lanes that opened meanwhile are ended cleanly too.
+        if let Some(opening) = self.opening.take() {
+            if opening.is_finished() {
+                if let Ok(Ok(lanes)) = opening.await {
+                    self.lanes.extend(lanes);
+                }
+            } else {
+                opening.abort();
+            }
+        }
         for lane in std::mem::take(&mut self.lanes) {
             Box::pin(lane.close()).await;
         }
@@ -459,5 +514,47 @@ mod tests {
         }
         // The lane that ended reports it too.
         assert!(matches!(link.lane(1).recv().await, Err(LinkError::Closed)));
+    }
+
+    /// Lanes opened in the background join the link only once they are
+    /// greeted, with the link's bandwidth limit; a failure to open them
+    /// fails the link.
+    #[tokio::test]
+    async fn lanes_opened_in_the_background_are_taken_on_when_ready() {
+        let timeout = Duration::from_secs(30);
+        let (a, _slave_a) = tokio::io::duplex(64 * 1024);
+        let mut link = SlaveLink::greet(a, timeout).await.unwrap();
+        link.set_throttle(Throttle::new(1 << 30).map(Arc::new));
+        let (go, ready) = tokio::sync::oneshot::channel::<()>();
+        let (b, _slave_b) = tokio::io::duplex(64 * 1024);
+        link.lanes_opening(tokio::spawn(async move {
+            let _ = ready.await;
+            Ok(vec![SlaveLink::greet(b, timeout)
+                .await
+                .map_err(|e| e.to_string())?])
+        }));
+        // Not waited for: the answer comes at once.
+        let early = tokio::time::timeout(Duration::from_secs(10), link.adopt_lanes()).await;
+        assert!(matches!(early, Ok(Ok(false))), "not opened yet");
+        assert_eq!(link.lane_count(), 1);
+        go.send(()).unwrap();
+        while !link.adopt_lanes().await.unwrap() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(link.lane_count(), 2);
+        assert!(link.lane(1).throttle.is_some());
+        assert!(!link.adopt_lanes().await.unwrap(), "taken on once");
+
+        link.lanes_opening(tokio::spawn(async { Err("no more sessions".to_owned()) }));
+        let failed = loop {
+            match link.adopt_lanes().await {
+                Ok(false) => tokio::task::yield_now().await,
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(&failed, Err(LinkError::Lanes(why)) if why == "no more sessions"),
+            "{failed:?}"
+        );
     }
 }

@@ -43,6 +43,13 @@ impl TransportError {
 /// Connects to `target`, runs `command` there and greets the slave, over
 /// `streams` channels (the link and its lanes, see [`link`]). The
 /// connection must be kept alive as long as the link is used.
+///
+/// Only the first conversation is waited for: every stream is a remote
+/// login (a shell start-up that costs a good part of a second of CPU on
+/// some hosts), so the others are opened in the background once the first
+/// is greeted, and the shipper adds them when they are ready (see
+/// [`SlaveLink::adopt_lanes`]). Work starts a login earlier, and the logins
+/// do not compete with each other for the CPU before it does.
 pub async fn open(
     target: &SshTarget,
     policy: HostKeyPolicy,
@@ -56,20 +63,33 @@ pub async fn open(
         target: target.to_string(),
         source,
     };
-    // All slaves start at once; then each greeting is awaited. The end of
-    // any of them ends the whole link (see `link::Ending`).
+    // The end of any conversation ends the whole link (see `link::Ending`).
     let ending = Ending::default();
-    let mut greeted = Vec::with_capacity(streams.max(1));
-    for _ in 0..streams.max(1) {
-        let stream = conn.exec_stream(command).await?;
-        let lane = SlaveLink::greet_with(stream, timeout, ending.clone()).await;
-        greeted.push(lane.map_err(link_err)?);
-    }
-    let mut greeted = greeted.into_iter();
-    let first = greeted.next().expect("at least one stream");
-    let mut link = first.greeted().await.map_err(link_err)?;
-    for lane in greeted {
-        link.add_lane(lane.greeted().await.map_err(link_err)?);
+    let stream = conn.exec_stream(command).await?;
+    let mut link = SlaveLink::greet_with(stream, timeout, ending.clone())
+        .await
+        .map_err(link_err)?
+        .greeted()
+        .await
+        .map_err(link_err)?;
+    let more = streams.saturating_sub(1);
+    if more > 0 {
+        let (conn, command, shown) = (conn.clone(), command.to_owned(), target.to_string());
+        link.lanes_opening(tokio::spawn(async move {
+            let why = |e: &dyn std::fmt::Display| format!("{shown}: {e}");
+            // They start at once; then each greeting is awaited.
+            let mut greeted = Vec::with_capacity(more);
+            for _ in 0..more {
+                let stream = conn.exec_stream(&command).await.map_err(|e| why(&e))?;
+                let lane = SlaveLink::greet_with(stream, timeout, ending.clone()).await;
+                greeted.push(lane.map_err(|e| why(&e))?);
+            }
+            let mut lanes = Vec::with_capacity(more);
+            for lane in greeted {
+                lanes.push(lane.greeted().await.map_err(|e| why(&e))?);
+            }
+            Ok(lanes)
+        }));
     }
     Ok((conn, link))
 }

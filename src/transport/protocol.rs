@@ -626,6 +626,13 @@ fn frame_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
     Ok(len)
 }
 
+/// The length (header included) of the frame at the start of `buf`, once
+/// its header is there: whether the whole frame is buffered already.
+pub fn next_frame_len(buf: &[u8]) -> Option<usize> {
+    let header: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(4 + u32::from_be_bytes(header) as usize)
+}
+
 fn map_eof(e: io::Error) -> ProtocolError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         ProtocolError::Closed

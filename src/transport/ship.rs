@@ -1463,6 +1463,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             if !queued.insert(path) {
                 continue;
             }
+            if waiting.is_empty() {
+                self.adopt_lanes().await?;
+            }
             let md = match self.dir.lstat(path) {
                 Ok(md) if md.is_file() => md,
                 // No content to send, but inotify reports an mtime set with
@@ -1522,6 +1525,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             self.barrier().await?;
         }
         self.relink(primaries).await
+    }
+
+    /// Takes on the lanes opened in the background once they are greeted
+    /// (see `transport::open`). A path may then map to another lane, and
+    /// two versions of it on two slaves would race: everything sent so far
+    /// must be in place first. So a barrier, which awaits no other answer:
+    /// only between files, with no signature outstanding.
+    async fn adopt_lanes(&mut self) -> Result<(), ShipError> {
+        if self.link.adopt_lanes().await? {
+            tracing::debug!(
+                batch = self.batch_id,
+                lanes = self.link.lane_count(),
+                "further lanes opened"
+            );
+            self.barrier().await?;
+        }
+        Ok(())
     }
 
     /// Links every known name of each multiply-linked file sent to the name

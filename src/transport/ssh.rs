@@ -167,9 +167,11 @@ impl client::Handler for Checker {
     }
 }
 
-/// An authenticated SSH connection.
+/// An authenticated SSH connection; its clones share it (a link's lanes
+/// are opened over it in the background, see `transport::open`).
+#[derive(Clone)]
 pub struct SshConnection {
-    handle: Handle<Checker>,
+    handle: std::sync::Arc<Handle<Checker>>,
     target: SshTarget,
     host_key: PublicKey,
 }
@@ -280,7 +282,7 @@ impl SshConnection {
         })?;
         authenticate(&mut handle, target, auth).await?;
         Ok(SshConnection {
-            handle,
+            handle: std::sync::Arc::new(handle),
             target: target.clone(),
             host_key,
         })
