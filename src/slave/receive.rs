@@ -13,6 +13,14 @@
 //! A file that arrives with `FileResume` (a large one) is built in its
 //! partial instead (see `partial`): kept when the session ends, resumed by
 //! the next, and renamed into place under the same rules.
+//!
+//! Leading `Same` pieces are not copied until a piece that differs
+//! arrives: a file whose every piece is `Same` (sent again though the
+//! slave holds it, e.g. when a write and its close fell into two batches)
+//! is not rewritten. Its copy is hashed and, if it matches `FileEnd`, only
+//! its attributes are set. The signatures of large files this process
+//! signed or rebuilt are cached (`sigcache`), so the next delta of an
+//! unchanged copy does not read it whole first.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -30,6 +38,7 @@ use super::root::{
     errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
     timestamps, DirInfo, OpError, Parent, Root,
 };
+use super::sigcache::{SigCache, Sigs, Stamp};
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
     write_frame, Attrs, Failure, FailureKind, FileStamp, PieceKind, ProtocolError, Reply, Segment,
@@ -80,6 +89,17 @@ struct Incoming {
     /// Received resumably (see `partial`): the temp file is the partial
     /// kept across sessions, each piece made durable.
     resumable: bool,
+    /// Leading `Same` pieces not yet copied from the base: while every
+    /// piece so far is `Same`, nothing is written, and a file that turns
+    /// out unchanged keeps the slave's copy (see [`Receiver::end`]).
+    deferred: u32,
+    /// The signatures the base was announced with (what a `Same` piece
+    /// refers to), when known.
+    base_sigs: Option<Sigs>,
+    /// The signature of each piece rebuilt so far, kept for the cache when
+    /// the file was sent against a base (a file that changes once tends to
+    /// change again); `None` when not tracked.
+    sigs: Option<Vec<Vec<u8>>>,
 }
 
 impl Incoming {
@@ -140,6 +160,93 @@ impl Incoming {
         self.skip(root, piece_len - pos)
     }
 
+    /// Piece `index` of the base (the file at the final name when the
+    /// first piece needed it) into `buf`; its length (0 without a base).
+    fn base_piece(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<usize, OpError> {
+        let read = match self.base() {
+            Some(base) => read_piece(base, u64::from(index), buf),
+            None => return Ok(0),
+        };
+        read.map_err(|e| root.error(&self.path, "cannot read the current file", errno_of(&e)))
+    }
+
+    /// The base, opened when first needed.
+    fn base(&mut self) -> Option<&File> {
+        let Incoming {
+            base,
+            temp,
+            final_name,
+            ..
+        } = self;
+        base.get_or_insert_with(|| open_regular_at(temp.dir.as_fd(), final_name).unwrap_or(None))
+            .as_ref()
+    }
+
+    /// A `Same` piece: the base's bytes, copied.
+    fn same(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<(), OpError> {
+        let n = self.base_piece(root, index, buf)?;
+        if self.sigs.is_some() {
+            // The base's signature as announced, which the master found its
+            // piece to have.
+            let known = self.base_sigs.as_ref().and_then(|s| s.get(index as usize));
+            match known {
+                Some(sig) => {
+                    let sig = sig.clone();
+                    self.push_sig(index, sig);
+                }
+                None => self.note_sig(index, &buf[..n]),
+            }
+        }
+        self.write(root, &buf[..n])
+    }
+
+    /// Copies the deferred leading `Same` pieces into the temp file.
+    fn catch_up(&mut self, root: &Root, buf: &mut Vec<u8>) -> Result<(), OpError> {
+        for index in 0..std::mem::take(&mut self.deferred) {
+            self.same(root, index, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Records the signature of rebuilt piece `index`, if they are tracked.
+    fn note_sig(&mut self, index: u32, data: &[u8]) {
+        if self.sigs.is_some() {
+            self.push_sig(index, piece_signature(data));
+        }
+    }
+
+    fn push_sig(&mut self, index: u32, sig: Vec<u8>) {
+        if let Some(sigs) = &mut self.sigs {
+            if sigs.len() == index as usize {
+                sigs.push(sig);
+            } else {
+                self.sigs = None;
+            }
+        }
+    }
+
+    /// Whether the deferred pieces are the whole file and the base is a
+    /// copy that can stay where it is (a regular file of the announced size
+    /// with no other name); if so, hashes it, as if it had been received.
+    fn keeps_base(&mut self, root: &Root, buf: &mut Vec<u8>) -> Result<bool, OpError> {
+        if self.written != 0 || u64::from(self.deferred) != self.size.div_ceil(PIECE_SIZE) {
+            return Ok(false);
+        }
+        let size = self.size;
+        let fits = self.base().is_some_and(|base| {
+            rfs::fstat(base).is_ok_and(|st| st.st_size as u64 == size && st.st_nlink == 1)
+        });
+        if !fits {
+            return Ok(false);
+        }
+        for index in 0..std::mem::take(&mut self.deferred) {
+            let n = self.base_piece(root, index, buf)?;
+            self.hasher.update(&buf[..n]);
+            self.written += n as u64;
+        }
+        Ok(true)
+    }
+
     fn write(&mut self, root: &Root, data: &[u8]) -> Result<(), OpError> {
         let len = data.len() as u64;
         if self.written.saturating_add(len) > self.size {
@@ -186,10 +293,14 @@ struct Pending {
     path: RelPath,
     final_name: OsString,
     // Closed (unlocked) before `temp` may unlink it.
-    /// For a partial (see `partial`), its open file: the lock held on it
-    /// keeps another slave process from rewriting it before it is renamed
-    /// into place.
-    partial: Option<File>,
+    /// The open temp file, kept for a partial (see `partial`: the lock held
+    /// on it keeps another slave process from rewriting it before it is
+    /// renamed into place) and for a file whose signatures are cached
+    /// (recorded under its state once in place).
+    out: Option<File>,
+    resumable: bool,
+    /// Per-piece signatures of the content, for the cache.
+    sigs: Option<Vec<Vec<u8>>>,
     temp: TempGuard,
 }
 
@@ -205,6 +316,8 @@ pub(crate) struct Receiver {
     base_buf: Vec<u8>,
     /// A piece rebuilt from a delta.
     out_buf: Vec<u8>,
+    /// Signatures of large files this process signed or put in place.
+    sig_cache: SigCache,
 }
 
 impl Receiver {
@@ -240,13 +353,12 @@ impl Receiver {
                 None
             }
         };
-        let size = file
-            .as_ref()
-            .and_then(|f| rfs::fstat(f).ok())
-            .map(|st| st.st_size as u64);
-        let (Some(file), Some(size)) = (file, size) else {
+        let st = file.as_ref().and_then(|f| rfs::fstat(f).ok());
+        let (Some(file), Some(st)) = (file, st) else {
+            self.sig_cache.forget(path);
             return write_frame(out, &Reply::SigBegin { seq, size: None });
         };
+        let size = st.st_size as u64;
         write_frame(
             out,
             &Reply::SigBegin {
@@ -254,17 +366,34 @@ impl Receiver {
                 size: Some(size),
             },
         )?;
-        let options = SignatureOptions {
-            block_size: SIG_BLOCK_SIZE,
-            crypto_hash_size: SIG_STRONG_LEN,
-        };
+        // Taken before reading: a write during the read moves the ctime,
+        // so what is recorded below can only miss, never match it.
+        let stamp = Stamp::of(&st);
+        if let Some(sigs) = self.sig_cache.get(path, &stamp) {
+            if sigs.len() as u64 == size.div_ceil(PIECE_SIZE) {
+                for data in sigs.iter() {
+                    write_frame(out, &Reply::SigPiece { data: data.clone() })?;
+                }
+                return Ok(());
+            }
+        }
+        let mut sigs = Vec::new();
+        let mut whole = true;
         for index in 0..size.div_ceil(PIECE_SIZE) {
             // A read error (or a file shrinking meanwhile) gives a shorter
             // piece: its signature then matches less and the master sends more
             // literal bytes; the result is verified by hash anyway.
             let n = read_piece(&file, index, &mut self.base_buf).unwrap_or(0);
-            let data = Signature::calculate(&self.base_buf[..n], options).into_serialized();
-            write_frame(out, &Reply::SigPiece { data })?;
+            whole &= n as u64 == (size - index * PIECE_SIZE).min(PIECE_SIZE);
+            let data = piece_signature(&self.base_buf[..n]);
+            write_frame(out, &Reply::SigPiece { data: data.clone() })?;
+            sigs.push(data);
+        }
+        // A piece read short was signed as it was read, not as it is.
+        if whole {
+            self.sig_cache.insert(path, stamp, Rc::new(sigs));
+        } else {
+            self.sig_cache.forget(path);
         }
         Ok(())
     }
@@ -278,7 +407,14 @@ impl Receiver {
         path: &RelPath,
     ) -> Option<Failure> {
         match started {
-            Ok(inc) => {
+            Ok(mut inc) => {
+                // Sent against a base this process signed: the new
+                // content's signatures are kept (those of `Same` pieces are
+                // the base's; only changed pieces are signed anew).
+                inc.base_sigs = self.sig_cache.last(path);
+                if inc.base_sigs.is_some() && inc.next_index == 0 {
+                    inc.sigs = Some(Vec::new());
+                }
                 self.current = Some(Current::Active(Box::new(inc)));
                 None
             }
@@ -349,40 +485,40 @@ impl Receiver {
             ));
         }
         inc.next_index = index.saturating_add(1);
-        let result = match piece {
-            Err(segments) => inc.sparse(root, index, segments),
-            Ok((PieceKind::Literal, data)) => inc.write(root, data),
-            Ok((kind @ (PieceKind::Delta | PieceKind::Same), data)) => {
-                if inc.base.is_none() {
-                    let base = open_regular_at(inc.temp.dir.as_fd(), &inc.final_name);
-                    inc.base = Some(base.unwrap_or(None));
+        let deferrable =
+            matches!(piece, Ok((PieceKind::Same, _))) && inc.written == 0 && index == inc.deferred;
+        let result = if deferrable {
+            inc.deferred += 1;
+            Ok(())
+        } else {
+            inc.catch_up(root, base_buf).and_then(|()| match piece {
+                Err(segments) => {
+                    inc.sigs = None;
+                    inc.sparse(root, index, segments)
                 }
-                let n = match &inc.base {
-                    Some(Some(base)) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
-                        root.error(&inc.path, "cannot read the current file", errno_of(&e))
-                    }),
-                    _ => Ok(0),
-                };
-                match kind {
-                    PieceKind::Same => n.and_then(|n| inc.write(root, &base_buf[..n])),
-                    _ => n
-                        .and_then(|n| {
-                            out_buf.clear();
-                            fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(
-                                |e| {
-                                    root.refuse(
-                                        &inc.path,
-                                        FailureKind::Mismatch,
-                                        &format!("delta for piece {index} does not apply: {e}"),
-                                    )
-                                },
+                Ok((PieceKind::Literal, data)) => {
+                    inc.note_sig(index, data);
+                    inc.write(root, data)
+                }
+                Ok((PieceKind::Same, _)) => inc.same(root, index, base_buf),
+                Ok((PieceKind::Delta, data)) => {
+                    let n = inc.base_piece(root, index, base_buf)?;
+                    out_buf.clear();
+                    fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(
+                        |e| {
+                            root.refuse(
+                                &inc.path,
+                                FailureKind::Mismatch,
+                                &format!("delta for piece {index} does not apply: {e}"),
                             )
-                        })
-                        .and_then(|()| inc.write(root, out_buf)),
+                        },
+                    )?;
+                    inc.note_sig(index, out_buf);
+                    inc.write(root, out_buf)
                 }
-            }
+            })
         };
-        let result = match (result, inc.resumable) {
+        let result = match (result, inc.resumable && !deferrable) {
             (Ok(()), true) => partial::settle(&inc.out, inc.written)
                 .map_err(|e| root.error(&inc.path, "cannot sync the partial file", e)),
             (other, _) => other,
@@ -406,10 +542,18 @@ impl Receiver {
         attrs: &Attrs,
         hash: &[u8; 32],
     ) -> Result<Option<Failure>, String> {
-        let inc = match self.current.take() {
+        let mut inc = match self.current.take() {
             None => return Err("FileEnd without FileBegin".into()),
             Some(Current::Skipping) => return Ok(None),
             Some(Current::Active(inc)) => inc,
+        };
+        let buf = &mut self.base_buf;
+        let kept = match inc.keeps_base(root, buf).and_then(|keep| match keep {
+            true => Ok(true),
+            false => inc.catch_up(root, buf).map(|()| false),
+        }) {
+            Ok(kept) => kept,
+            Err(e) => return Ok(Some(e.into_failure(inc.seq, inc.path.clone()))),
         };
         let verdict = if inc.written != inc.size {
             Err(root.refuse(
@@ -426,6 +570,8 @@ impl Receiver {
                 FailureKind::Mismatch,
                 "the rebuilt file does not match the announced BLAKE3 hash",
             ))
+        } else if kept {
+            Ok(())
         } else {
             let sized = if inc.holes {
                 // A hole at the end is only a size.
@@ -439,6 +585,9 @@ impl Receiver {
         };
         if let Err(e) = verdict {
             return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
+        }
+        if kept {
+            return Ok(self.keep(root, &inc, attrs));
         }
         // The content goes in place even if the slave's file system cannot
         // hold the xattrs; that is reported as a failure of its own.
@@ -465,10 +614,12 @@ impl Receiver {
             temp,
             size,
             resumable,
+            sigs,
             ..
         } = *inc;
         drop(base);
-        let partial = resumable.then_some(out);
+        let sigs = sigs.filter(|s| s.len() as u64 == size.div_ceil(PIECE_SIZE));
+        let out = (resumable || sigs.is_some()).then_some(out);
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending_paths.insert(path.clone());
@@ -476,10 +627,34 @@ impl Receiver {
             seq,
             path,
             final_name,
-            partial,
+            out,
+            resumable,
+            sigs,
             temp,
         });
         Ok(xattr_failure)
+    }
+
+    /// A file whose every piece was `Same` and whose copy on the slave
+    /// hashed as announced: that copy stays, without being rewritten;
+    /// only its attributes are set (in place, as `SetAttr` does). Returns
+    /// the failure to report, if any.
+    fn keep(&mut self, root: &mut Root, inc: &Incoming, attrs: &Attrs) -> Option<Failure> {
+        let base = match &inc.base {
+            Some(Some(base)) => base,
+            _ => return None,
+        };
+        let before = rfs::fstat(base).ok().map(|st| Stamp::of(&st));
+        let failure = super::apply::set_attr(root, &inc.path, attrs)
+            .err()
+            .map(|e| e.into_failure(inc.seq, inc.path.clone()));
+        // Its signatures still hold for its content, under its new ctime.
+        let known = before.and_then(|b| self.sig_cache.get(&inc.path, &b));
+        match (known, rfs::fstat(base)) {
+            (Some(sigs), Ok(st)) => self.sig_cache.insert(&inc.path, Stamp::of(&st), sigs),
+            _ => self.sig_cache.forget(&inc.path),
+        }
+        failure
     }
 
     /// `FileAbort`: drop the current file. `Err` is a protocol error.
@@ -514,7 +689,10 @@ impl Receiver {
             let dir = p.temp.dir.as_fd();
             let tmp = p.temp.name.as_str();
             // A partial's record must not reach the final name.
-            let unmarked = p.partial.as_ref().map_or(Ok(()), partial::unmark);
+            let unmarked = match (&p.out, p.resumable) {
+                (Some(out), true) => partial::unmark(out),
+                _ => Ok(()),
+            };
             let result = match unmarked.and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name)) {
                 // A directory is in the way: the file replaces it.
                 Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
@@ -528,6 +706,15 @@ impl Receiver {
                 Ok(()) => {
                     p.temp.armed = false;
                     root.note_changed_dev(p.temp.info.dev, dir);
+                    match (&p.out, p.sigs.take()) {
+                        (Some(out), Some(sigs)) => match rfs::fstat(out) {
+                            Ok(st) => self
+                                .sig_cache
+                                .insert(&p.path, Stamp::of(&st), Rc::new(sigs)),
+                            Err(_) => self.sig_cache.forget(&p.path),
+                        },
+                        _ => self.sig_cache.forget(&p.path),
+                    }
                 }
                 Err(e) => failures.push(
                     root.error(&p.path, "cannot rename the received file into place", e)
@@ -543,7 +730,7 @@ impl Receiver {
     /// yet in place is resumed from its last piece.
     pub fn discard_pending(&mut self) {
         for p in &mut self.pending {
-            if p.partial.is_some() {
+            if p.resumable {
                 p.temp.armed = false;
             }
         }
@@ -680,6 +867,9 @@ impl Incoming {
             hasher: blake3::Hasher::new(),
             holes: false,
             resumable: false,
+            deferred: 0,
+            base_sigs: None,
+            sigs: None,
         }
     }
 }
@@ -726,6 +916,15 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Er
         return Ok(None);
     }
     Ok(Some(File::from(fd)))
+}
+
+/// The serialized signature of one piece, as the master expects it.
+fn piece_signature(data: &[u8]) -> Vec<u8> {
+    let options = SignatureOptions {
+        block_size: SIG_BLOCK_SIZE,
+        crypto_hash_size: SIG_STRONG_LEN,
+    };
+    Signature::calculate(data, options).into_serialized()
 }
 
 /// Reads piece `index` of `file` into `buf` (grown to one piece once);
