@@ -24,7 +24,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
@@ -89,6 +89,12 @@ struct Incoming {
     /// Received resumably (see `partial`): the temp file is the partial
     /// kept across sessions, each piece made durable.
     resumable: bool,
+    /// `out` is open with `O_DIRECT` (see [`Incoming::write_direct`]).
+    direct: Option<AlignedBuf>,
+    /// Whether the base is open with `O_DIRECT` now...
+    base_direct: bool,
+    /// ...and whether it cannot be.
+    base_no_direct: bool,
     /// Leading `Same` pieces not yet copied from the base: while every
     /// piece so far is `Same`, nothing is written, and a file that turns
     /// out unchanged keeps the slave's copy (see [`Receiver::end`]).
@@ -96,15 +102,15 @@ struct Incoming {
     /// The signatures the base was announced with (what a `Same` piece
     /// refers to), when known.
     base_sigs: Option<Sigs>,
-    /// The signature of each piece rebuilt so far, kept for the cache when
-    /// the file was sent against a base (a file that changes once tends to
-    /// change again); `None` when not tracked.
+    /// The signature of each piece rebuilt so far, kept for the cache for
+    /// a large file or one sent against a base (a file that changes once
+    /// tends to change again); `None` when not tracked.
     sigs: Option<Vec<Vec<u8>>>,
 }
 
 impl Incoming {
-    /// Leaves `len` bytes a hole (they read as zeros).
-    fn skip(&mut self, root: &Root, len: u64) -> Result<(), OpError> {
+    /// Refuses `len` more bytes past the announced size.
+    fn room_for(&self, root: &Root, len: u64) -> Result<(), OpError> {
         if self.written.saturating_add(len) > self.size {
             return Err(root.refuse(
                 &self.path,
@@ -116,13 +122,12 @@ impl Incoming {
                 ),
             ));
         }
-        self.out.seek(SeekFrom::Current(len as i64)).map_err(|e| {
-            root.error(
-                &self.path,
-                "cannot seek in the temporary file",
-                errno_of(&e),
-            )
-        })?;
+        Ok(())
+    }
+
+    /// Leaves `len` bytes a hole (they read as zeros).
+    fn skip(&mut self, root: &Root, len: u64) -> Result<(), OpError> {
+        self.room_for(root, len)?;
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut left = len;
         while left > 0 {
@@ -163,6 +168,7 @@ impl Incoming {
     /// Piece `index` of the base (the file at the final name when the
     /// first piece needed it) into `buf`; its length (0 without a base).
     fn base_piece(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<usize, OpError> {
+        self.base_direct(false);
         let read = match self.base() {
             Some(base) => read_piece(base, u64::from(index), buf),
             None => return Ok(0),
@@ -184,7 +190,16 @@ impl Incoming {
 
     /// A `Same` piece: the base's bytes, copied.
     fn same(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<(), OpError> {
+        if self.same_direct(root, index)? {
+            return Ok(());
+        }
         let n = self.base_piece(root, index, buf)?;
+        self.note_same_sig(index, &buf[..n]);
+        self.write(root, &buf[..n])
+    }
+
+    /// Records the signature of `Same` piece `index` (`data`).
+    fn note_same_sig(&mut self, index: u32, data: &[u8]) {
         if self.sigs.is_some() {
             // The base's signature as announced, which the master found its
             // piece to have.
@@ -194,10 +209,94 @@ impl Incoming {
                     let sig = sig.clone();
                     self.push_sig(index, sig);
                 }
-                None => self.note_sig(index, &buf[..n]),
+                None => self.note_sig(index, data),
             }
         }
-        self.write(root, &buf[..n])
+    }
+
+    /// A whole aligned `Same` piece read from the base and written without
+    /// going through the page cache on either side; whether it was (else
+    /// it is copied as any other).
+    fn same_direct(&mut self, root: &Root, index: u32) -> Result<bool, OpError> {
+        let offset = u64::from(index) * PIECE_SIZE;
+        if self.direct.is_none() || offset != self.written || !self.base_direct(true) {
+            return Ok(false);
+        }
+        let (Some(buf), Some(Some(base))) = (&mut self.direct, &self.base) else {
+            return Ok(false);
+        };
+        let n = match read_full_at(base, buf.get(PIECE), offset) {
+            Ok(n) => n,
+            // Not supported for this file after all.
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                self.base_no_direct = true;
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(root.error(&self.path, "cannot read the current file", errno_of(&e)))
+            }
+        };
+        if !n.is_multiple_of(DIRECT_ALIGN) {
+            // The base's tail: copied as any other piece.
+            return Ok(false);
+        }
+        self.room_for(root, n as u64)?;
+        if !self.write_aligned(root, n)? {
+            return Ok(false);
+        }
+        let Incoming {
+            direct: Some(buf),
+            hasher,
+            sigs,
+            base_sigs,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let data = buf.get(n);
+        hasher.update(data);
+        // As in `note_same_sig`.
+        let sig = sigs.is_some().then(|| {
+            base_sigs
+                .as_ref()
+                .and_then(|s| s.get(index as usize).cloned())
+                .unwrap_or_else(|| piece_signature(data))
+        });
+        if let Some(sig) = sig {
+            self.push_sig(index, sig);
+        }
+        self.written += n as u64;
+        Ok(true)
+    }
+
+    /// Puts the base in or out of `O_DIRECT` mode (buffered reads need it
+    /// out: their buffers are not aligned); whether it now is as asked.
+    fn base_direct(&mut self, on: bool) -> bool {
+        if on && self.base_no_direct {
+            return false;
+        }
+        if self.base_direct == on {
+            return true;
+        }
+        let Some(base) = self.base() else {
+            return false;
+        };
+        let set = rfs::fcntl_getfl(base).and_then(|f| {
+            rfs::fcntl_setfl(
+                base,
+                if on {
+                    f | OFlags::DIRECT
+                } else {
+                    f.difference(OFlags::DIRECT)
+                },
+            )
+        });
+        match set {
+            Ok(()) => self.base_direct = on,
+            Err(_) => self.base_no_direct |= on,
+        }
+        self.base_direct == on
     }
 
     /// Copies the deferred leading `Same` pieces into the temp file.
@@ -247,23 +346,63 @@ impl Incoming {
         Ok(true)
     }
 
+    /// Writes `data` at `written` bypassing the page cache, if the file is
+    /// written so and `data` is aligned for it; whether it did. Copying a
+    /// large file through the page cache costs several times the CPU of
+    /// the rest of its rebuild here, and it is read back from disk rarely
+    /// (its signatures are cached). The first unaligned write (the file's
+    /// tail, a sparse segment) turns this off for the rest of the file.
+    fn write_direct(&mut self, root: &Root, data: &[u8]) -> Result<bool, OpError> {
+        let Some(buf) = &mut self.direct else {
+            return Ok(false);
+        };
+        let len = data.len();
+        let aligned = self.written.is_multiple_of(DIRECT_ALIGN as u64)
+            && len.is_multiple_of(DIRECT_ALIGN)
+            && len <= buf.capacity();
+        if aligned {
+            buf.get(len).copy_from_slice(data);
+            return self.write_aligned(root, len);
+        }
+        self.stop_direct(root)?;
+        Ok(false)
+    }
+
+    /// Writes the first `len` bytes of the aligned buffer at `written`
+    /// (`len` aligned too); whether it did (if not, the file is written
+    /// through the page cache from now on).
+    fn write_aligned(&mut self, root: &Root, len: usize) -> Result<bool, OpError> {
+        let Some(buf) = &mut self.direct else {
+            return Ok(false);
+        };
+        match self.out.write_all_at(buf.get(len), self.written) {
+            Ok(()) => return Ok(true),
+            // Not supported here after all: written through the cache.
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
+            Err(e) => {
+                return Err(root.error(&self.path, "cannot write the temporary file", errno_of(&e)))
+            }
+        }
+        self.stop_direct(root)?;
+        Ok(false)
+    }
+
+    fn stop_direct(&mut self, root: &Root) -> Result<(), OpError> {
+        self.direct = None;
+        let flags = rfs::fcntl_getfl(&self.out)
+            .and_then(|f| rfs::fcntl_setfl(&self.out, f.difference(OFlags::DIRECT)));
+        flags.map_err(|e| root.error(&self.path, "cannot write the temporary file", e))
+    }
+
     fn write(&mut self, root: &Root, data: &[u8]) -> Result<(), OpError> {
         let len = data.len() as u64;
-        if self.written.saturating_add(len) > self.size {
-            return Err(root.refuse(
-                &self.path,
-                FailureKind::Mismatch,
-                &format!(
-                    "received more than the announced {} bytes (at least {})",
-                    self.size,
-                    self.written.saturating_add(len)
-                ),
-            ));
+        self.room_for(root, len)?;
+        if !self.write_direct(root, data)? {
+            self.out.write_all_at(data, self.written).map_err(|e| {
+                root.error(&self.path, "cannot write the temporary file", errno_of(&e))
+            })?;
         }
-        self.out
-            .write_all(data)
-            .map_err(|e| root.error(&self.path, "cannot write the temporary file", errno_of(&e)))?;
-        if self.size >= PIECE_SIZE {
+        if self.size >= PIECE_SIZE && self.direct.is_none() {
             // Start writing a large file out now, so the sync before its
             // rename only waits for the tail (best effort: a failure here
             // only leaves the work to that sync).
@@ -408,11 +547,13 @@ impl Receiver {
     ) -> Option<Failure> {
         match started {
             Ok(mut inc) => {
-                // Sent against a base this process signed: the new
-                // content's signatures are kept (those of `Same` pieces are
-                // the base's; only changed pieces are signed anew).
+                // The signatures of a large file's new content are kept:
+                // the next delta of it then starts at once. Those of `Same`
+                // pieces are the base's as this process announced them;
+                // only other pieces are signed here.
                 inc.base_sigs = self.sig_cache.last(path);
-                if inc.base_sigs.is_some() && inc.next_index == 0 {
+                let large = inc.size > PIECE_SIZE;
+                if (large || inc.base_sigs.is_some()) && inc.next_index == 0 {
                     inc.sigs = Some(Vec::new());
                 }
                 self.current = Some(Current::Active(Box::new(inc)));
@@ -849,7 +990,20 @@ impl Incoming {
     /// A file received from its first byte into `out`, named `temp` in
     /// `p`'s directory until it is put in place.
     fn new(seq: u64, path: &RelPath, p: Parent<'_>, out: File, temp: String, size: u64) -> Self {
+        // A file of several pieces is written bypassing the page cache
+        // where the file system allows it.
+        let direct = (size > PIECE_SIZE)
+            .then(|| {
+                rfs::fcntl_getfl(&out)
+                    .and_then(|f| rfs::fcntl_setfl(&out, f | OFlags::DIRECT))
+                    .ok()
+            })
+            .flatten()
+            .map(|()| AlignedBuf::new(PIECE));
         Incoming {
+            direct,
+            base_direct: false,
+            base_no_direct: false,
             seq,
             path: path.clone(),
             final_name: p.name.to_owned(),
@@ -918,6 +1072,32 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Er
     Ok(Some(File::from(fd)))
 }
 
+/// Alignment of the memory, offset and length of an `O_DIRECT` write (the
+/// usual largest logical block size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A buffer whose start is aligned for `O_DIRECT`.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    fn new(capacity: usize) -> Self {
+        let raw = vec![0u8; capacity + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - raw.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBuf { raw, start }
+    }
+
+    fn capacity(&self) -> usize {
+        self.raw.len() - DIRECT_ALIGN
+    }
+
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + len]
+    }
+}
+
 /// The serialized signature of one piece, as the master expects it.
 fn piece_signature(data: &[u8]) -> Vec<u8> {
     let options = SignatureOptions {
@@ -925,6 +1105,21 @@ fn piece_signature(data: &[u8]) -> Vec<u8> {
         crypto_hash_size: SIG_STRONG_LEN,
     };
     Signature::calculate(data, options).into_serialized()
+}
+
+/// Reads `buf.len()` bytes at `offset` (fewer at the end of the file);
+/// how many.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Reads piece `index` of `file` into `buf` (grown to one piece once);

@@ -1780,6 +1780,35 @@ fn signatures_answered_after_a_delta_are_those_of_the_new_content() {
         after == signatures(dir.path(), "f").unwrap(),
         "stale signatures after the delta"
     );
+    // A large file received whole: its signatures too.
+    let whole = random(3 * PIECE_SIZE as usize / 2, 26);
+    let (a, b) = whole.split_at(PIECE_SIZE as usize);
+    let literal = |index, data: &[u8]| Request::Piece {
+        index,
+        kind: PieceKind::Literal,
+        data: data.to_vec(),
+    };
+    let reqs = vec![
+        Request::FileBegin {
+            seq: 1,
+            path: rp("h"),
+            size: whole.len() as u64,
+        },
+        literal(0, a),
+        literal(1, b),
+        Request::FileEnd {
+            attrs: attrs(0o644, 1_600_000_000, 0),
+            hash: *blake3::hash(&whole).as_bytes(),
+        },
+        Request::Commit { batch: 1 },
+        Request::Signature {
+            seq: 2,
+            path: rp("h"),
+        },
+    ];
+    let replies = session(dir.path(), &reqs);
+    no_failures(&replies);
+    assert!(sig_answer(&replies, 2) == signatures(dir.path(), "h").unwrap());
 }
 
 #[test]
