@@ -45,6 +45,7 @@ mod apply;
 mod partial;
 mod receive;
 mod root;
+mod sigcache;
 
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,18 @@
 //! A file that arrives with `FileResume` (a large one) is built in its
 //! partial instead (see `partial`): kept when the session ends, resumed by
 //! the next, and renamed into place under the same rules.
+//!
+//! Leading `Same` pieces are not copied until a piece that differs
+//! arrives: a file whose every piece is `Same` (sent again though the
+//! slave holds it, e.g. when a write and its close fell into two batches)
+//! is not rewritten. Its copy is hashed and, if it matches `FileEnd`, only
+//! its attributes are set. The signatures of large files this process
+//! signed or rebuilt are cached (`sigcache`), so the next delta of an
+//! unchanged copy does not read it whole first.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
@@ -30,6 +38,7 @@ use super::root::{
     errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
     timestamps, DirInfo, OpError, Parent, Root,
 };
+use super::sigcache::{SigCache, Sigs, Stamp};
 use crate::relpath::RelPath;
 use crate::transport::protocol::{
     write_frame, Attrs, Failure, FailureKind, FileStamp, PieceKind, ProtocolError, Reply, Segment,
@@ -80,11 +89,28 @@ struct Incoming {
     /// Received resumably (see `partial`): the temp file is the partial
     /// kept across sessions, each piece made durable.
     resumable: bool,
+    /// `out` is open with `O_DIRECT` (see [`Incoming::write_direct`]).
+    direct: Option<AlignedBuf>,
+    /// Whether the base is open with `O_DIRECT` now...
+    base_direct: bool,
+    /// ...and whether it cannot be.
+    base_no_direct: bool,
+    /// Leading `Same` pieces not yet copied from the base: while every
+    /// piece so far is `Same`, nothing is written, and a file that turns
+    /// out unchanged keeps the slave's copy (see [`Receiver::end`]).
+    deferred: u32,
+    /// The signatures the base was announced with (what a `Same` piece
+    /// refers to), when known.
+    base_sigs: Option<Sigs>,
+    /// The signature of each piece rebuilt so far, kept for the cache for
+    /// a large file or one sent against a base (a file that changes once
+    /// tends to change again); `None` when not tracked.
+    sigs: Option<Vec<Vec<u8>>>,
 }
 
 impl Incoming {
-    /// Leaves `len` bytes a hole (they read as zeros).
-    fn skip(&mut self, root: &Root, len: u64) -> Result<(), OpError> {
+    /// Refuses `len` more bytes past the announced size.
+    fn room_for(&self, root: &Root, len: u64) -> Result<(), OpError> {
         if self.written.saturating_add(len) > self.size {
             return Err(root.refuse(
                 &self.path,
@@ -96,13 +122,12 @@ impl Incoming {
                 ),
             ));
         }
-        self.out.seek(SeekFrom::Current(len as i64)).map_err(|e| {
-            root.error(
-                &self.path,
-                "cannot seek in the temporary file",
-                errno_of(&e),
-            )
-        })?;
+        Ok(())
+    }
+
+    /// Leaves `len` bytes a hole (they read as zeros).
+    fn skip(&mut self, root: &Root, len: u64) -> Result<(), OpError> {
+        self.room_for(root, len)?;
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut left = len;
         while left > 0 {
@@ -140,23 +165,244 @@ impl Incoming {
         self.skip(root, piece_len - pos)
     }
 
+    /// Piece `index` of the base (the file at the final name when the
+    /// first piece needed it) into `buf`; its length (0 without a base).
+    fn base_piece(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<usize, OpError> {
+        self.base_direct(false);
+        let read = match self.base() {
+            Some(base) => read_piece(base, u64::from(index), buf),
+            None => return Ok(0),
+        };
+        read.map_err(|e| root.error(&self.path, "cannot read the current file", errno_of(&e)))
+    }
+
+    /// The base, opened when first needed.
+    fn base(&mut self) -> Option<&File> {
+        let Incoming {
+            base,
+            temp,
+            final_name,
+            ..
+        } = self;
+        base.get_or_insert_with(|| open_regular_at(temp.dir.as_fd(), final_name).unwrap_or(None))
+            .as_ref()
+    }
+
+    /// A `Same` piece: the base's bytes, copied.
+    fn same(&mut self, root: &Root, index: u32, buf: &mut Vec<u8>) -> Result<(), OpError> {
+        if self.same_direct(root, index)? {
+            return Ok(());
+        }
+        let n = self.base_piece(root, index, buf)?;
+        self.note_same_sig(index, &buf[..n]);
+        self.write(root, &buf[..n])
+    }
+
+    /// Records the signature of `Same` piece `index` (`data`).
+    fn note_same_sig(&mut self, index: u32, data: &[u8]) {
+        if self.sigs.is_some() {
+            // The base's signature as announced, which the master found its
+            // piece to have.
+            let known = self.base_sigs.as_ref().and_then(|s| s.get(index as usize));
+            match known {
+                Some(sig) => {
+                    let sig = sig.clone();
+                    self.push_sig(index, sig);
+                }
+                None => self.note_sig(index, data),
+            }
+        }
+    }
+
+    /// A whole aligned `Same` piece read from the base and written without
+    /// going through the page cache on either side; whether it was (else
+    /// it is copied as any other).
+    fn same_direct(&mut self, root: &Root, index: u32) -> Result<bool, OpError> {
+        let offset = u64::from(index) * PIECE_SIZE;
+        if self.direct.is_none() || offset != self.written || !self.base_direct(true) {
+            return Ok(false);
+        }
+        let (Some(buf), Some(Some(base))) = (&mut self.direct, &self.base) else {
+            return Ok(false);
+        };
+        let n = match read_full_at(base, buf.get(PIECE), offset) {
+            Ok(n) => n,
+            // Not supported for this file after all.
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                self.base_no_direct = true;
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(root.error(&self.path, "cannot read the current file", errno_of(&e)))
+            }
+        };
+        if !n.is_multiple_of(DIRECT_ALIGN) {
+            // The base's tail: copied as any other piece.
+            return Ok(false);
+        }
+        self.room_for(root, n as u64)?;
+        if !self.write_aligned(root, n)? {
+            return Ok(false);
+        }
+        let Incoming {
+            direct: Some(buf),
+            hasher,
+            sigs,
+            base_sigs,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let data = buf.get(n);
+        hasher.update(data);
+        // As in `note_same_sig`.
+        let sig = sigs.is_some().then(|| {
+            base_sigs
+                .as_ref()
+                .and_then(|s| s.get(index as usize).cloned())
+                .unwrap_or_else(|| piece_signature(data))
+        });
+        if let Some(sig) = sig {
+            self.push_sig(index, sig);
+        }
+        self.written += n as u64;
+        Ok(true)
+    }
+
+    /// Puts the base in or out of `O_DIRECT` mode (buffered reads need it
+    /// out: their buffers are not aligned); whether it now is as asked.
+    fn base_direct(&mut self, on: bool) -> bool {
+        if on && self.base_no_direct {
+            return false;
+        }
+        if self.base_direct == on {
+            return true;
+        }
+        let Some(base) = self.base() else {
+            return false;
+        };
+        let set = rfs::fcntl_getfl(base).and_then(|f| {
+            rfs::fcntl_setfl(
+                base,
+                if on {
+                    f | OFlags::DIRECT
+                } else {
+                    f.difference(OFlags::DIRECT)
+                },
+            )
+        });
+        match set {
+            Ok(()) => self.base_direct = on,
+            Err(_) => self.base_no_direct |= on,
+        }
+        self.base_direct == on
+    }
+
+    /// Copies the deferred leading `Same` pieces into the temp file.
+    fn catch_up(&mut self, root: &Root, buf: &mut Vec<u8>) -> Result<(), OpError> {
+        for index in 0..std::mem::take(&mut self.deferred) {
+            self.same(root, index, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Records the signature of rebuilt piece `index`, if they are tracked.
+    fn note_sig(&mut self, index: u32, data: &[u8]) {
+        if self.sigs.is_some() {
+            self.push_sig(index, piece_signature(data));
+        }
+    }
+
+    fn push_sig(&mut self, index: u32, sig: Vec<u8>) {
+        if let Some(sigs) = &mut self.sigs {
+            if sigs.len() == index as usize {
+                sigs.push(sig);
+            } else {
+                self.sigs = None;
+            }
+        }
+    }
+
+    /// Whether the deferred pieces are the whole file and the base is a
+    /// copy that can stay where it is (a regular file of the announced size
+    /// with no other name); if so, hashes it, as if it had been received.
+    fn keeps_base(&mut self, root: &Root, buf: &mut Vec<u8>) -> Result<bool, OpError> {
+        if self.written != 0 || u64::from(self.deferred) != self.size.div_ceil(PIECE_SIZE) {
+            return Ok(false);
+        }
+        let size = self.size;
+        let fits = self.base().is_some_and(|base| {
+            rfs::fstat(base).is_ok_and(|st| st.st_size as u64 == size && st.st_nlink == 1)
+        });
+        if !fits {
+            return Ok(false);
+        }
+        for index in 0..std::mem::take(&mut self.deferred) {
+            let n = self.base_piece(root, index, buf)?;
+            self.hasher.update(&buf[..n]);
+            self.written += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Writes `data` at `written` bypassing the page cache, if the file is
+    /// written so and `data` is aligned for it; whether it did. Copying a
+    /// large file through the page cache costs several times the CPU of
+    /// the rest of its rebuild here, and it is read back from disk rarely
+    /// (its signatures are cached). The first unaligned write (the file's
+    /// tail, a sparse segment) turns this off for the rest of the file.
+    fn write_direct(&mut self, root: &Root, data: &[u8]) -> Result<bool, OpError> {
+        let Some(buf) = &mut self.direct else {
+            return Ok(false);
+        };
+        let len = data.len();
+        let aligned = self.written.is_multiple_of(DIRECT_ALIGN as u64)
+            && len.is_multiple_of(DIRECT_ALIGN)
+            && len <= buf.capacity();
+        if aligned {
+            buf.get(len).copy_from_slice(data);
+            return self.write_aligned(root, len);
+        }
+        self.stop_direct(root)?;
+        Ok(false)
+    }
+
+    /// Writes the first `len` bytes of the aligned buffer at `written`
+    /// (`len` aligned too); whether it did (if not, the file is written
+    /// through the page cache from now on).
+    fn write_aligned(&mut self, root: &Root, len: usize) -> Result<bool, OpError> {
+        let Some(buf) = &mut self.direct else {
+            return Ok(false);
+        };
+        match self.out.write_all_at(buf.get(len), self.written) {
+            Ok(()) => return Ok(true),
+            // Not supported here after all: written through the cache.
+            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
+            Err(e) => {
+                return Err(root.error(&self.path, "cannot write the temporary file", errno_of(&e)))
+            }
+        }
+        self.stop_direct(root)?;
+        Ok(false)
+    }
+
+    fn stop_direct(&mut self, root: &Root) -> Result<(), OpError> {
+        self.direct = None;
+        let flags = rfs::fcntl_getfl(&self.out)
+            .and_then(|f| rfs::fcntl_setfl(&self.out, f.difference(OFlags::DIRECT)));
+        flags.map_err(|e| root.error(&self.path, "cannot write the temporary file", e))
+    }
+
     fn write(&mut self, root: &Root, data: &[u8]) -> Result<(), OpError> {
         let len = data.len() as u64;
-        if self.written.saturating_add(len) > self.size {
-            return Err(root.refuse(
-                &self.path,
-                FailureKind::Mismatch,
-                &format!(
-                    "received more than the announced {} bytes (at least {})",
-                    self.size,
-                    self.written.saturating_add(len)
-                ),
-            ));
+        self.room_for(root, len)?;
+        if !self.write_direct(root, data)? {
+            self.out.write_all_at(data, self.written).map_err(|e| {
+                root.error(&self.path, "cannot write the temporary file", errno_of(&e))
+            })?;
         }
-        self.out
-            .write_all(data)
-            .map_err(|e| root.error(&self.path, "cannot write the temporary file", errno_of(&e)))?;
-        if self.size >= PIECE_SIZE {
+        if self.size >= PIECE_SIZE && self.direct.is_none() {
             // Start writing a large file out now, so the sync before its
             // rename only waits for the tail (best effort: a failure here
             // only leaves the work to that sync).
@@ -186,10 +432,14 @@ struct Pending {
     path: RelPath,
     final_name: OsString,
     // Closed (unlocked) before `temp` may unlink it.
-    /// For a partial (see `partial`), its open file: the lock held on it
-    /// keeps another slave process from rewriting it before it is renamed
-    /// into place.
-    partial: Option<File>,
+    /// The open temp file, kept for a partial (see `partial`: the lock held
+    /// on it keeps another slave process from rewriting it before it is
+    /// renamed into place) and for a file whose signatures are cached
+    /// (recorded under its state once in place).
+    out: Option<File>,
+    resumable: bool,
+    /// Per-piece signatures of the content, for the cache.
+    sigs: Option<Vec<Vec<u8>>>,
     temp: TempGuard,
 }
 
@@ -205,6 +455,8 @@ pub(crate) struct Receiver {
     base_buf: Vec<u8>,
     /// A piece rebuilt from a delta.
     out_buf: Vec<u8>,
+    /// Signatures of large files this process signed or put in place.
+    sig_cache: SigCache,
 }
 
 impl Receiver {
@@ -240,13 +492,12 @@ impl Receiver {
                 None
             }
         };
-        let size = file
-            .as_ref()
-            .and_then(|f| rfs::fstat(f).ok())
-            .map(|st| st.st_size as u64);
-        let (Some(file), Some(size)) = (file, size) else {
+        let st = file.as_ref().and_then(|f| rfs::fstat(f).ok());
+        let (Some(file), Some(st)) = (file, st) else {
+            self.sig_cache.forget(path);
             return write_frame(out, &Reply::SigBegin { seq, size: None });
         };
+        let size = st.st_size as u64;
         write_frame(
             out,
             &Reply::SigBegin {
@@ -254,17 +505,34 @@ impl Receiver {
                 size: Some(size),
             },
         )?;
-        let options = SignatureOptions {
-            block_size: SIG_BLOCK_SIZE,
-            crypto_hash_size: SIG_STRONG_LEN,
-        };
+        // Taken before reading: a write during the read moves the ctime,
+        // so what is recorded below can only miss, never match it.
+        let stamp = Stamp::of(&st);
+        if let Some(sigs) = self.sig_cache.get(path, &stamp) {
+            if sigs.len() as u64 == size.div_ceil(PIECE_SIZE) {
+                for data in sigs.iter() {
+                    write_frame(out, &Reply::SigPiece { data: data.clone() })?;
+                }
+                return Ok(());
+            }
+        }
+        let mut sigs = Vec::new();
+        let mut whole = true;
         for index in 0..size.div_ceil(PIECE_SIZE) {
             // A read error (or a file shrinking meanwhile) gives a shorter
             // piece: its signature then matches less and the master sends more
             // literal bytes; the result is verified by hash anyway.
             let n = read_piece(&file, index, &mut self.base_buf).unwrap_or(0);
-            let data = Signature::calculate(&self.base_buf[..n], options).into_serialized();
-            write_frame(out, &Reply::SigPiece { data })?;
+            whole &= n as u64 == (size - index * PIECE_SIZE).min(PIECE_SIZE);
+            let data = piece_signature(&self.base_buf[..n]);
+            write_frame(out, &Reply::SigPiece { data: data.clone() })?;
+            sigs.push(data);
+        }
+        // A piece read short was signed as it was read, not as it is.
+        if whole {
+            self.sig_cache.insert(path, stamp, Rc::new(sigs));
+        } else {
+            self.sig_cache.forget(path);
         }
         Ok(())
     }
@@ -278,7 +546,16 @@ impl Receiver {
         path: &RelPath,
     ) -> Option<Failure> {
         match started {
-            Ok(inc) => {
+            Ok(mut inc) => {
+                // The signatures of a large file's new content are kept:
+                // the next delta of it then starts at once. Those of `Same`
+                // pieces are the base's as this process announced them;
+                // only other pieces are signed here.
+                inc.base_sigs = self.sig_cache.last(path);
+                let large = inc.size > PIECE_SIZE;
+                if (large || inc.base_sigs.is_some()) && inc.next_index == 0 {
+                    inc.sigs = Some(Vec::new());
+                }
                 self.current = Some(Current::Active(Box::new(inc)));
                 None
             }
@@ -349,40 +626,40 @@ impl Receiver {
             ));
         }
         inc.next_index = index.saturating_add(1);
-        let result = match piece {
-            Err(segments) => inc.sparse(root, index, segments),
-            Ok((PieceKind::Literal, data)) => inc.write(root, data),
-            Ok((kind @ (PieceKind::Delta | PieceKind::Same), data)) => {
-                if inc.base.is_none() {
-                    let base = open_regular_at(inc.temp.dir.as_fd(), &inc.final_name);
-                    inc.base = Some(base.unwrap_or(None));
+        let deferrable =
+            matches!(piece, Ok((PieceKind::Same, _))) && inc.written == 0 && index == inc.deferred;
+        let result = if deferrable {
+            inc.deferred += 1;
+            Ok(())
+        } else {
+            inc.catch_up(root, base_buf).and_then(|()| match piece {
+                Err(segments) => {
+                    inc.sigs = None;
+                    inc.sparse(root, index, segments)
                 }
-                let n = match &inc.base {
-                    Some(Some(base)) => read_piece(base, u64::from(index), base_buf).map_err(|e| {
-                        root.error(&inc.path, "cannot read the current file", errno_of(&e))
-                    }),
-                    _ => Ok(0),
-                };
-                match kind {
-                    PieceKind::Same => n.and_then(|n| inc.write(root, &base_buf[..n])),
-                    _ => n
-                        .and_then(|n| {
-                            out_buf.clear();
-                            fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(
-                                |e| {
-                                    root.refuse(
-                                        &inc.path,
-                                        FailureKind::Mismatch,
-                                        &format!("delta for piece {index} does not apply: {e}"),
-                                    )
-                                },
+                Ok((PieceKind::Literal, data)) => {
+                    inc.note_sig(index, data);
+                    inc.write(root, data)
+                }
+                Ok((PieceKind::Same, _)) => inc.same(root, index, base_buf),
+                Ok((PieceKind::Delta, data)) => {
+                    let n = inc.base_piece(root, index, base_buf)?;
+                    out_buf.clear();
+                    fast_rsync::apply_limited(&base_buf[..n], data, out_buf, PIECE).map_err(
+                        |e| {
+                            root.refuse(
+                                &inc.path,
+                                FailureKind::Mismatch,
+                                &format!("delta for piece {index} does not apply: {e}"),
                             )
-                        })
-                        .and_then(|()| inc.write(root, out_buf)),
+                        },
+                    )?;
+                    inc.note_sig(index, out_buf);
+                    inc.write(root, out_buf)
                 }
-            }
+            })
         };
-        let result = match (result, inc.resumable) {
+        let result = match (result, inc.resumable && !deferrable) {
             (Ok(()), true) => partial::settle(&inc.out, inc.written)
                 .map_err(|e| root.error(&inc.path, "cannot sync the partial file", e)),
             (other, _) => other,
@@ -406,10 +683,18 @@ impl Receiver {
         attrs: &Attrs,
         hash: &[u8; 32],
     ) -> Result<Option<Failure>, String> {
-        let inc = match self.current.take() {
+        let mut inc = match self.current.take() {
             None => return Err("FileEnd without FileBegin".into()),
             Some(Current::Skipping) => return Ok(None),
             Some(Current::Active(inc)) => inc,
+        };
+        let buf = &mut self.base_buf;
+        let kept = match inc.keeps_base(root, buf).and_then(|keep| match keep {
+            true => Ok(true),
+            false => inc.catch_up(root, buf).map(|()| false),
+        }) {
+            Ok(kept) => kept,
+            Err(e) => return Ok(Some(e.into_failure(inc.seq, inc.path.clone()))),
         };
         let verdict = if inc.written != inc.size {
             Err(root.refuse(
@@ -426,6 +711,8 @@ impl Receiver {
                 FailureKind::Mismatch,
                 "the rebuilt file does not match the announced BLAKE3 hash",
             ))
+        } else if kept {
+            Ok(())
         } else {
             let sized = if inc.holes {
                 // A hole at the end is only a size.
@@ -439,6 +726,9 @@ impl Receiver {
         };
         if let Err(e) = verdict {
             return Ok(Some(e.into_failure(inc.seq, inc.path.clone())));
+        }
+        if kept {
+            return Ok(self.keep(root, &inc, attrs));
         }
         // The content goes in place even if the slave's file system cannot
         // hold the xattrs; that is reported as a failure of its own.
@@ -465,10 +755,12 @@ impl Receiver {
             temp,
             size,
             resumable,
+            sigs,
             ..
         } = *inc;
         drop(base);
-        let partial = resumable.then_some(out);
+        let sigs = sigs.filter(|s| s.len() as u64 == size.div_ceil(PIECE_SIZE));
+        let out = (resumable || sigs.is_some()).then_some(out);
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending_paths.insert(path.clone());
@@ -476,10 +768,34 @@ impl Receiver {
             seq,
             path,
             final_name,
-            partial,
+            out,
+            resumable,
+            sigs,
             temp,
         });
         Ok(xattr_failure)
+    }
+
+    /// A file whose every piece was `Same` and whose copy on the slave
+    /// hashed as announced: that copy stays, without being rewritten;
+    /// only its attributes are set (in place, as `SetAttr` does). Returns
+    /// the failure to report, if any.
+    fn keep(&mut self, root: &mut Root, inc: &Incoming, attrs: &Attrs) -> Option<Failure> {
+        let base = match &inc.base {
+            Some(Some(base)) => base,
+            _ => return None,
+        };
+        let before = rfs::fstat(base).ok().map(|st| Stamp::of(&st));
+        let failure = super::apply::set_attr(root, &inc.path, attrs)
+            .err()
+            .map(|e| e.into_failure(inc.seq, inc.path.clone()));
+        // Its signatures still hold for its content, under its new ctime.
+        let known = before.and_then(|b| self.sig_cache.get(&inc.path, &b));
+        match (known, rfs::fstat(base)) {
+            (Some(sigs), Ok(st)) => self.sig_cache.insert(&inc.path, Stamp::of(&st), sigs),
+            _ => self.sig_cache.forget(&inc.path),
+        }
+        failure
     }
 
     /// `FileAbort`: drop the current file. `Err` is a protocol error.
@@ -514,7 +830,10 @@ impl Receiver {
             let dir = p.temp.dir.as_fd();
             let tmp = p.temp.name.as_str();
             // A partial's record must not reach the final name.
-            let unmarked = p.partial.as_ref().map_or(Ok(()), partial::unmark);
+            let unmarked = match (&p.out, p.resumable) {
+                (Some(out), true) => partial::unmark(out),
+                _ => Ok(()),
+            };
             let result = match unmarked.and_then(|()| rfs::renameat(dir, tmp, dir, &p.final_name)) {
                 // A directory is in the way: the file replaces it.
                 Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
@@ -528,6 +847,15 @@ impl Receiver {
                 Ok(()) => {
                     p.temp.armed = false;
                     root.note_changed_dev(p.temp.info.dev, dir);
+                    match (&p.out, p.sigs.take()) {
+                        (Some(out), Some(sigs)) => match rfs::fstat(out) {
+                            Ok(st) => self
+                                .sig_cache
+                                .insert(&p.path, Stamp::of(&st), Rc::new(sigs)),
+                            Err(_) => self.sig_cache.forget(&p.path),
+                        },
+                        _ => self.sig_cache.forget(&p.path),
+                    }
                 }
                 Err(e) => failures.push(
                     root.error(&p.path, "cannot rename the received file into place", e)
@@ -543,7 +871,7 @@ impl Receiver {
     /// yet in place is resumed from its last piece.
     pub fn discard_pending(&mut self) {
         for p in &mut self.pending {
-            if p.partial.is_some() {
+            if p.resumable {
                 p.temp.armed = false;
             }
         }
@@ -662,7 +990,20 @@ impl Incoming {
     /// A file received from its first byte into `out`, named `temp` in
     /// `p`'s directory until it is put in place.
     fn new(seq: u64, path: &RelPath, p: Parent<'_>, out: File, temp: String, size: u64) -> Self {
+        // A file of several pieces is written bypassing the page cache
+        // where the file system allows it.
+        let direct = (size > PIECE_SIZE)
+            .then(|| {
+                rfs::fcntl_getfl(&out)
+                    .and_then(|f| rfs::fcntl_setfl(&out, f | OFlags::DIRECT))
+                    .ok()
+            })
+            .flatten()
+            .map(|()| AlignedBuf::new(PIECE));
         Incoming {
+            direct,
+            base_direct: false,
+            base_no_direct: false,
             seq,
             path: path.clone(),
             final_name: p.name.to_owned(),
@@ -680,6 +1021,9 @@ impl Incoming {
             hasher: blake3::Hasher::new(),
             holes: false,
             resumable: false,
+            deferred: 0,
+            base_sigs: None,
+            sigs: None,
         }
     }
 }
@@ -726,6 +1070,56 @@ fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Er
         return Ok(None);
     }
     Ok(Some(File::from(fd)))
+}
+
+/// Alignment of the memory, offset and length of an `O_DIRECT` write (the
+/// usual largest logical block size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A buffer whose start is aligned for `O_DIRECT`.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    fn new(capacity: usize) -> Self {
+        let raw = vec![0u8; capacity + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - raw.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        AlignedBuf { raw, start }
+    }
+
+    fn capacity(&self) -> usize {
+        self.raw.len() - DIRECT_ALIGN
+    }
+
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + len]
+    }
+}
+
+/// The serialized signature of one piece, as the master expects it.
+fn piece_signature(data: &[u8]) -> Vec<u8> {
+    let options = SignatureOptions {
+        block_size: SIG_BLOCK_SIZE,
+        crypto_hash_size: SIG_STRONG_LEN,
+    };
+    Signature::calculate(data, options).into_serialized()
+}
+
+/// Reads `buf.len()` bytes at `offset` (fewer at the end of the file);
+/// how many.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Reads piece `index` of `file` into `buf` (grown to one piece once);
