@@ -32,7 +32,8 @@
 //!   failures. After the files of a journal batch, the slave compares its
 //!   listing of each directory the batch's entries touched with the
 //!   brick's, by digest (`CheckListing`); a directory that differs is listed
-//!   again whole as the brick has it (`Prune`). Nothing else is
+//!   again whole as the brick has it (`Prune`), keeping the names that later
+//!   journal records move away ([`LaterRecords`]). Nothing else is
 //!   re-walked: the hook journals its scans of new and renamed directories
 //!   at their place in the event stream (see `changelog::hook`), so the
 //!   journal alone rebuilds them.
