@@ -375,6 +375,8 @@ pub struct Shipper<'a, S> {
     /// What `later` said last, by parent directory (see
     /// [`Shipper::refresh_later`]).
     removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
+    /// The data paths of the batch being shipped: never kept for `later`.
+    batch_data: HashSet<RelPath>,
     /// `Link` requests that relink names of a file sent in this batch: a
     /// missing target there only means the file did not land (it is sent
     /// again by a later batch), so it is no failure.
@@ -443,6 +445,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             prune_touched: true,
             later: None,
             removed_later: HashMap::new(),
+            batch_data: HashSet::new(),
             relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
@@ -468,6 +471,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     pub async fn ship(mut self, batch: &Batch) -> Result<ShipReport, ShipError> {
         let start_bytes = self.link.bytes_sent();
         let started = std::time::Instant::now();
+        if self.later.is_some() {
+            self.batch_data = batch.data().iter().cloned().collect();
+        }
         for (inode, path) in batch.link_names() {
             self.memory.links.note(*inode, path);
         }
@@ -767,6 +773,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         if let Some(later) = self.later {
             self.removed_later.clear();
             for path in later.removed().unwrap_or_default() {
+                // Written in this batch and moved away since, the name's
+                // new content could not be read, and the record that moves
+                // it carries no data: on the slave it would keep what it
+                // held before. Pruned, its rename finds no source and the
+                // destination is resent whole.
+                if self.batch_data.contains(&path) {
+                    continue;
+                }
                 if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
                     let name = name.to_os_string();
                     self.removed_later.entry(dir).or_default().push(name);

@@ -53,6 +53,18 @@ async fn ship_locally(
     batch: &Batch,
     hook: impl FnMut(&Request) + Send + 'static,
 ) -> Result<ShipReport, ShipError> {
+    ship_locally_after(brick, slave, memory, batch, None, hook).await
+}
+
+/// [`ship_locally`] with what the journal holds after the batch.
+async fn ship_locally_after(
+    brick: &Path,
+    slave: &Path,
+    memory: &mut ShipMemory,
+    batch: &Batch,
+    later: Option<&dyn LaterRecords>,
+    hook: impl FnMut(&Request) + Send + 'static,
+) -> Result<ShipReport, ShipError> {
     let (master_end, slave_end) = UnixStream::pair().unwrap();
     let input = Hooked {
         inner: slave_end.try_clone().unwrap(),
@@ -67,7 +79,9 @@ async fn ship_locally(
     let mut link = SlaveLink::open(stream, Duration::from_secs(60))
         .await
         .unwrap();
-    let report = Shipper::new(&mut link, brick, memory, 1).ship(batch).await;
+    let mut shipper = Shipper::new(&mut link, brick, memory, 1);
+    shipper.later = later;
+    let report = shipper.ship(batch).await;
     link.close().await;
     served.join().unwrap().unwrap();
     report
@@ -201,4 +215,65 @@ async fn nothing_is_read_through_a_symlink_that_replaced_an_ancestor() {
         let mut buf = [0u8; 16];
         assert!(rustix::fs::getxattr(slave.join("d/f"), "user.secret", &mut buf).is_err());
     }
+}
+
+/// Later journal records that take away the paths given.
+struct Removed(Vec<RelPath>);
+
+impl LaterRecords for Removed {
+    fn removed(&self) -> Option<HashSet<RelPath>> {
+        Some(self.0.iter().cloned().collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_written_in_its_batch_and_renamed_after_it_is_not_kept_stale() {
+    let t = tempfile::tempdir().unwrap();
+    let (brick, slave) = (t.path().join("brick"), t.path().join("slave"));
+    for root in [&brick, &slave] {
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/other"), b"same on both").unwrap();
+    }
+    fs::write(slave.join("d/y"), random_bytes(52_079, 1)).unwrap();
+    let new = random_bytes(1657, 2);
+    fs::write(brick.join("d/y"), &new).unwrap();
+    // The batch journals the write of d/y and touches d; before it ships,
+    // a later record renames d/y to d/z and d/other to d/kept.
+    let mut batch = Batch::new();
+    batch.mark_journal();
+    batch.push_entry(Entry::Create(rp("d/y")));
+    batch.push_data(rp("d/y"));
+    fs::rename(brick.join("d/y"), brick.join("d/z")).unwrap();
+    fs::rename(brick.join("d/other"), brick.join("d/kept")).unwrap();
+    let later = Removed(vec![rp("d/y"), rp("d/other")]);
+    let mut memory = ShipMemory::default();
+    ship_locally_after(&brick, &slave, &mut memory, &batch, Some(&later), |_| {})
+        .await
+        .expect("the batch completes");
+    // A name this batch did not write stays for its rename to move.
+    assert_eq!(names(&slave.join("d")), ["other"]);
+
+    // The next batch replays the renames (a rename record carries no data).
+    let mut next = Batch::new();
+    next.mark_journal();
+    for (from, to) in [("d/y", "d/z"), ("d/other", "d/kept")] {
+        next.push_entry(Entry::Rename {
+            from: rp(from),
+            to: rp(to),
+        });
+        next.push_meta(rp(to));
+    }
+    let report = ship_locally(&brick, &slave, &mut memory, &next, |_| {})
+        .await
+        .expect("the batch completes");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let z = fs::read(slave.join("d/z")).unwrap();
+    assert!(
+        z == new,
+        "d/z on the slave: {} bytes, not the brick's {} (stale)",
+        z.len(),
+        new.len()
+    );
+    assert_eq!(fs::read(slave.join("d/kept")).unwrap(), b"same on both");
+    assert_eq!(names(&slave.join("d")), ["kept", "z"]);
 }
