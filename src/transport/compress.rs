@@ -116,15 +116,18 @@ fn sample_shrinks(data: &[u8]) -> bool {
     compress_into(sample, &mut out) && out.len() * 100 <= sample.len() * (100 - SAMPLE_GAIN_PERCENT)
 }
 
+/// Whether a data frame carrying `data` is worth compressing under
+/// `compression` (see [`pack`]). Blocking (CPU).
+pub fn worth_packing(data: &[u8], compression: Compression) -> bool {
+    compression != Compression::None && data.len() >= MIN_PAYLOAD && sample_shrinks(data)
+}
+
 /// `req` as it should travel under `compression`: wrapped in
 /// [`Request::Compressed`] if it is a data frame that zstd makes smaller,
 /// else unchanged. Blocking (CPU): call it off the async runtime.
 pub fn pack(req: Request, compression: Compression) -> Request {
-    if compression == Compression::None {
-        return req;
-    }
     match payload(&req) {
-        Some(p) if p.len() >= MIN_PAYLOAD && sample_shrinks(p) => {}
+        Some(p) if worth_packing(p, compression) => {}
         _ => return req,
     }
     let Ok(raw) = postcard::to_allocvec(&req) else {

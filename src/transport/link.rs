@@ -315,7 +315,12 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     /// stops reading (frozen, or a hung connection) fills the window; that
     /// counts as no answer too.
     pub async fn send(&mut self, req: &Request) -> Result<(), LinkError> {
-        let frame = protocol::encode(req)?;
+        self.send_frame(protocol::encode(req)?).await
+    }
+
+    /// Sends one frame already encoded (see [`protocol::encode`]), as
+    /// [`SlaveLink::send`] does.
+    pub async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), LinkError> {
         self.bytes_sent += frame.len() as u64;
         if self.wbuf.len() + frame.len() > WRITE_BUFFER {
             self.write_buffered().await?;

@@ -618,6 +618,39 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
     Ok(buf)
 }
 
+/// The frame of a literal `Request::Piece` number `index` of `len` bytes,
+/// with the bytes written by `fill` straight into the frame (a large file's
+/// bytes are then copied once less on their way to the wire).
+pub fn literal_piece_frame(
+    index: u32,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> io::Result<()>,
+) -> Result<Vec<u8>, ProtocolError> {
+    // The frame of the piece with no bytes ends with their count (0, one
+    // byte): put the real count there, then the bytes.
+    let mut frame = encode(&Request::Piece {
+        index,
+        kind: PieceKind::Literal,
+        data: Vec::new(),
+    })?;
+    frame.pop();
+    let mut n = len;
+    while n >= 0x80 {
+        frame.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    frame.push(n as u8);
+    let head = frame.len();
+    let body = head - 4 + len;
+    if body > MAX_FRAME {
+        return Err(ProtocolError::Oversize(body));
+    }
+    frame.resize(head + len, 0);
+    fill(&mut frame[head..])?;
+    frame[..4].copy_from_slice(&(body as u32).to_be_bytes());
+    Ok(frame)
+}
+
 fn frame_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_FRAME {
@@ -695,6 +728,39 @@ pub fn check_version(master: u32, slave: u32) -> Result<(), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_piece_frames_are_the_encoded_pieces() {
+        for (index, len) in [
+            (0, 0),
+            (1, 1),
+            (2, 127),
+            (300, 128),
+            (70_000, 16_384),
+            (5, 8 << 20),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let frame = literal_piece_frame(index, len, |b| {
+                b.copy_from_slice(&data);
+                Ok(())
+            })
+            .unwrap();
+            let piece = Request::Piece {
+                index,
+                kind: PieceKind::Literal,
+                data,
+            };
+            assert_eq!(
+                frame,
+                encode(&piece).unwrap(),
+                "piece {index} of {len} bytes"
+            );
+        }
+        let failed = literal_piece_frame(0, 10, |_| Err(io::ErrorKind::UnexpectedEof.into()));
+        assert!(matches!(failed, Err(ProtocolError::Io(_))));
+        let huge = literal_piece_frame(0, MAX_FRAME + 1, |_| Ok(()));
+        assert!(matches!(huge, Err(ProtocolError::Oversize(_))));
+    }
 
     #[test]
     fn listing_digest_depends_on_names_and_kinds_not_order() {

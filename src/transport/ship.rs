@@ -52,9 +52,10 @@ use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
 use super::protocol::{
-    listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind, PieceKind, Reply,
-    Request, Segment, SpecialKind, TreeDigest, TreeEntry, Xattr, XattrScope, DELTA_MIN_SIZE,
-    MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN, STAT_MAX,
+    self as protocol, listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind,
+    PieceKind, ProtocolError, Reply, Request, Segment, SpecialKind, TreeDigest, TreeEntry, Xattr,
+    XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE, SIG_BLOCK_SIZE,
+    SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
@@ -1814,13 +1815,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 None
             } else {
                 Some(tokio::task::block_in_place(|| {
-                    prepare_piece(&file, 0, size, may_have_holes, sig, &mut hasher)
-                        .map(|r| compress::pack(r, compression))
+                    let prepared = (may_have_holes, sig, compression);
+                    prepare_piece(&file, 0, size, prepared, &mut hasher)
                 }))
             };
             match piece {
                 None => {}
-                Some(Ok(request)) => self.link.lane(lane).send(&request).await?,
+                Some(Ok(out)) => out.send(self.link.lane(lane)).await?,
                 Some(Err(e)) => return self.abandon(path, lane, e).await.map(|()| None),
             }
             return Ok(Some((file, hasher)));
@@ -1834,8 +1835,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 let r = if index < from {
                     hash_piece(&file, index, size, &mut hasher).map(|()| None)
                 } else {
-                    prepare_piece(&file, index, size, may_have_holes, sig, &mut hasher)
-                        .map(|r| Some(compress::pack(r, compression)))
+                    let prepared = (may_have_holes, sig, compression);
+                    prepare_piece(&file, index, size, prepared, &mut hasher).map(Some)
                 };
                 (hasher, r)
             })
@@ -1855,8 +1856,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     } else {
                         hasher = h;
                     }
-                    if let Some(request) = request {
-                        self.link.lane(lane).send(&request).await?;
+                    if let Some(out) = request {
+                        out.send(self.link.lane(lane)).await?;
                     }
                 }
                 Err(e) => return self.abandon(path, lane, e).await.map(|()| None),
@@ -1883,20 +1884,64 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 }
 
+/// A piece ready to go: most pieces of a first copy are already a frame.
+enum Outgoing {
+    Frame(Vec<u8>),
+    Request(Request),
+}
+
+impl Outgoing {
+    async fn send<S: AsyncRead + AsyncWrite>(
+        self,
+        link: &mut SlaveLink<S>,
+    ) -> Result<(), LinkError> {
+        match self {
+            Outgoing::Frame(frame) => link.send_frame(frame).await,
+            Outgoing::Request(request) => link.send(&request).await,
+        }
+    }
+}
+
 /// Reads piece `index` of a file of `size` bytes, adds it to `hasher`, and
-/// encodes it: with holes as a `SparsePiece`, else literally, as a delta
-/// against the slave's signature `sig`, or as `Same` when the signatures
-/// agree.
+/// encodes it: with holes (the first of `prepared`) as a `SparsePiece`,
+/// else literally, as a delta against the slave's signature `sig`, or as
+/// `Same` when the signatures agree; compressed as `compression` says
+/// when that pays. A literal piece without holes that does not compress
+/// is read straight into its frame.
 fn prepare_piece(
     file: &File,
     index: u64,
     size: u64,
-    may_have_holes: bool,
-    sig: Option<&Signature>,
+    (may_have_holes, sig, compression): (bool, Option<&Signature>, compress::Compression),
     hasher: &mut blake3::Hasher,
-) -> io::Result<Request> {
+) -> io::Result<Outgoing> {
     let start = index * PIECE_SIZE;
     let len = (size - start).min(PIECE_SIZE) as usize;
+    if sig.is_none() && !may_have_holes {
+        let framed = protocol::literal_piece_frame(index as u32, len, |bytes| {
+            file.read_exact_at(bytes, start)?;
+            hasher.update(bytes);
+            Ok(())
+        });
+        match framed {
+            Ok(frame) => {
+                let data = &frame[frame.len() - len..];
+                if !compress::worth_packing(data, compression) {
+                    return Ok(Outgoing::Frame(frame));
+                }
+                let piece = Request::Piece {
+                    index: index as u32,
+                    kind: PieceKind::Literal,
+                    data: data.to_vec(),
+                };
+                return Ok(Outgoing::Request(compress::pack(piece, compression)));
+            }
+            Err(ProtocolError::Io(e)) => return Err(e),
+            // Not sent as a frame (nothing was read): the request below
+            // meets the same error where requests are encoded.
+            Err(_) => {}
+        }
+    }
     let mut buf = Vec::new();
     read_piece(file, start, len, &mut buf)?;
     hasher.update(&buf);
@@ -1906,7 +1951,7 @@ fn prepare_piece(
     } else {
         None
     };
-    Ok(match ranges {
+    let request = match ranges {
         Some(ranges) => Request::SparsePiece {
             index: index as u32,
             segments: ranges
@@ -1925,7 +1970,8 @@ fn prepare_piece(
                 data,
             }
         }
-    })
+    };
+    Ok(Outgoing::Request(compress::pack(request, compression)))
 }
 
 /// Reads piece `index` of a file of `size` bytes into `hasher` only (the
