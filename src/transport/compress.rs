@@ -101,19 +101,19 @@ fn payload(req: &Request) -> Option<&[u8]> {
     }
 }
 
-/// Whether a sample of `data` shrinks enough (see [`SAMPLE_GAIN_PERCENT`]).
+/// Whether `out` is at least [`SAMPLE_GAIN_PERCENT`] smaller than `input`.
+fn gains_enough(out: usize, input: usize) -> bool {
+    out * 100 <= input * (100 - SAMPLE_GAIN_PERCENT)
+}
+
+/// Whether a sample of `data` (longer than two samples) shrinks enough.
 fn sample_shrinks(data: &[u8]) -> bool {
-    let mut sample = Vec::new();
-    let sample: &[u8] = if data.len() <= 2 * SAMPLE {
-        data
-    } else {
-        let mid = data.len() / 2;
-        sample.extend_from_slice(&data[..SAMPLE / 2]);
-        sample.extend_from_slice(&data[mid..mid + SAMPLE / 2]);
-        &sample
-    };
+    let mid = data.len() / 2;
+    let mut sample = Vec::with_capacity(SAMPLE);
+    sample.extend_from_slice(&data[..SAMPLE / 2]);
+    sample.extend_from_slice(&data[mid..mid + SAMPLE / 2]);
     let mut out = Vec::new();
-    compress_into(sample, &mut out) && out.len() * 100 <= sample.len() * (100 - SAMPLE_GAIN_PERCENT)
+    compress_into(&sample, &mut out) && gains_enough(out.len(), sample.len())
 }
 
 /// `req` as it should travel under `compression`: wrapped in
@@ -123,15 +123,23 @@ pub fn pack(req: Request, compression: Compression) -> Request {
     if compression == Compression::None {
         return req;
     }
-    match payload(&req) {
-        Some(p) if p.len() >= MIN_PAYLOAD && sample_shrinks(p) => {}
+    // A payload of at most two samples would be its own sample: the frame
+    // is compressed once, and the gain judged on that (small files would
+    // otherwise be compressed twice).
+    let judge_whole = match payload(&req) {
+        Some(p) if p.len() < MIN_PAYLOAD => return req,
+        Some(p) if p.len() <= 2 * SAMPLE => true,
+        Some(p) if sample_shrinks(p) => false,
         _ => return req,
-    }
+    };
     let Ok(raw) = postcard::to_allocvec(&req) else {
         return req;
     };
     let mut out = Vec::new();
     if raw.len() > MAX_FRAME || !compress_into(&raw, &mut out) {
+        return req;
+    }
+    if judge_whole && !gains_enough(out.len(), raw.len()) {
         return req;
     }
     Request::Compressed {
