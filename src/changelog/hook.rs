@@ -221,11 +221,19 @@ impl Hook {
         let handler = {
             let tx = tx.clone();
             let dropped = dropped.clone();
-            move |ev: notify::Result<notify::Event>| match tx.try_send(Msg::Event(Stime::now(), ev))
-            {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    dropped.fetch_add(1, Ordering::SeqCst);
+            move |ev: notify::Result<notify::Event>| {
+                // notify 8 always watches IN_OPEN (no event mask before
+                // notify 9), and every file the shipper reads raises one:
+                // the worker ignores them, so they never cross the channel.
+                if matches!(&ev, Ok(e) if matches!(e.kind, EventKind::Access(AccessKind::Open(_))))
+                {
+                    return;
+                }
+                match tx.try_send(Msg::Event(Stime::now(), ev)) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                    Err(TrySendError::Full(_)) => {
+                        dropped.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }
         };

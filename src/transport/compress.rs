@@ -101,40 +101,49 @@ fn payload(req: &Request) -> Option<&[u8]> {
     }
 }
 
-/// Whether a sample of `data` shrinks enough (see [`SAMPLE_GAIN_PERCENT`]).
+/// Whether `out` is at least [`SAMPLE_GAIN_PERCENT`] smaller than `input`.
+fn gains_enough(out: usize, input: usize) -> bool {
+    out * 100 <= input * (100 - SAMPLE_GAIN_PERCENT)
+}
+
+/// Whether a sample of `data` (longer than two samples) shrinks enough.
 fn sample_shrinks(data: &[u8]) -> bool {
-    let mut sample = Vec::new();
-    let sample: &[u8] = if data.len() <= 2 * SAMPLE {
-        data
-    } else {
-        let mid = data.len() / 2;
-        sample.extend_from_slice(&data[..SAMPLE / 2]);
-        sample.extend_from_slice(&data[mid..mid + SAMPLE / 2]);
-        &sample
-    };
+    let mid = data.len() / 2;
+    let mut sample = Vec::with_capacity(SAMPLE);
+    sample.extend_from_slice(&data[..SAMPLE / 2]);
+    sample.extend_from_slice(&data[mid..mid + SAMPLE / 2]);
     let mut out = Vec::new();
-    compress_into(sample, &mut out) && out.len() * 100 <= sample.len() * (100 - SAMPLE_GAIN_PERCENT)
+    compress_into(&sample, &mut out) && gains_enough(out.len(), sample.len())
 }
 
 /// Whether a data frame carrying `data` is worth compressing under
-/// `compression` (see [`pack`]). Blocking (CPU).
+/// `compression` (see [`pack`]): one of at most two samples is tried whole.
+/// Blocking (CPU).
 pub fn worth_packing(data: &[u8], compression: Compression) -> bool {
-    compression != Compression::None && data.len() >= MIN_PAYLOAD && sample_shrinks(data)
+    compression != Compression::None
+        && data.len() >= MIN_PAYLOAD
+        && (data.len() <= 2 * SAMPLE || sample_shrinks(data))
 }
 
 /// `req` as it should travel under `compression`: wrapped in
 /// [`Request::Compressed`] if it is a data frame that zstd makes smaller,
 /// else unchanged. Blocking (CPU): call it off the async runtime.
 pub fn pack(req: Request, compression: Compression) -> Request {
-    match payload(&req) {
-        Some(p) if worth_packing(p, compression) => {}
+    // A payload of at most two samples would be its own sample: the frame
+    // is compressed once, and the gain judged on that (small files would
+    // otherwise be compressed twice).
+    let judge_whole = match payload(&req) {
+        Some(p) if worth_packing(p, compression) => p.len() <= 2 * SAMPLE,
         _ => return req,
-    }
+    };
     let Ok(raw) = postcard::to_allocvec(&req) else {
         return req;
     };
     let mut out = Vec::new();
     if raw.len() > MAX_FRAME || !compress_into(&raw, &mut out) {
+        return req;
+    }
+    if judge_whole && !gains_enough(out.len(), raw.len()) {
         return req;
     }
     Request::Compressed {

@@ -47,7 +47,7 @@ use std::path::Path;
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::brickdir::{unresolved, BrickDir};
+use super::brickdir::{unresolved, BrickDir, Handle};
 use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
@@ -1482,8 +1482,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             if waiting.is_empty() {
                 self.adopt_lanes().await?;
             }
-            let md = match self.dir.lstat(path) {
-                Ok(md) if md.is_file() => md,
+            // One resolution of the path serves the type check and, for a
+            // file sent at once, the read (see `send_file`).
+            let probed = self.dir.handle(path).and_then(|h| {
+                let md = h.metadata()?;
+                Ok((h, md))
+            });
+            let (handle, md) = match probed {
+                Ok((h, md)) if md.is_file() => (h, md),
                 // No content to send, but inotify reports an mtime set with
                 // the access time omitted (`touch -m`, rsync) as a write: a
                 // directory or symlink may have nothing else telling that
@@ -1511,9 +1517,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
             let lane = self.link.lane_of(path);
             if md.size() < DELTA_MIN_SIZE || self.literal.contains(path) {
-                self.send_file(path, lane, None, None).await?;
+                self.send_file(path, lane, Some((handle, md)), None, None)
+                    .await?;
                 continue;
             }
+            drop(handle);
             let seq = self.link.next_seq();
             self.link
                 .lane(lane)
@@ -1638,7 +1646,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             },
             None => None,
         };
-        self.send_file(path, lane, sigs, resume).await
+        self.send_file(path, lane, None, sigs, resume).await
     }
 
     /// The slave's per-piece signatures for request `seq`; `None` if it has
@@ -1676,11 +1684,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Sends one file's content, piece by piece, as deltas where the slave
     /// has a base and that is smaller. `resume`: the file is received
     /// resumably; the stamp it was asked about and the pieces the slave
-    /// holds of it.
+    /// holds of it. `probed`: the path already opened as a handle and found
+    /// a regular file (it is then read through that handle).
     async fn send_file(
         &mut self,
         path: &RelPath,
         lane: usize,
+        probed: Option<(Handle, fs::Metadata)>,
         sigs: Option<Vec<Signature>>,
         resume: Option<(FileStamp, u32)>,
     ) -> Result<(), ShipError> {
@@ -1690,11 +1700,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // took the file's place since it was listed.
         let flags =
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
-        let opened = self.dir.open_beneath(path, flags).and_then(|fd| {
-            let f = File::from(fd);
-            let md = f.metadata()?;
-            Ok((f, md))
-        });
+        let opened = match probed {
+            Some((handle, md)) => handle.open_file().map(|f| (f, md)),
+            None => self.dir.open_beneath(path, flags).and_then(|fd| {
+                let f = File::from(fd);
+                let md = f.metadata()?;
+                Ok((f, md))
+            }),
+        };
         let (file, before) = match opened {
             Ok(x) if x.1.is_file() => x,
             Ok(_) => return Ok(()),
