@@ -37,7 +37,10 @@
 //! A request that fails is answered with `Reply::Failed` and the session goes
 //! on; a frame out of place (e.g. a `Piece` with no `FileBegin`) or a broken
 //! stream ends it with `Reply::Fatal` (when it can still be sent) and an
-//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers.
+//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers, plus the
+//! signature cache (`sigcache`: the piece signatures of large files this
+//! process signed or wrote, so a delta against an unchanged copy need not
+//! read it first).
 //!
 //! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
 
