@@ -1806,6 +1806,29 @@ fn sig_answer_len(replies: &[Reply], seq: u64) -> usize {
     }
 }
 
+/// `content` sent to `path` as `pieces` (`FileBegin` as request `seq`),
+/// committed, then its signatures asked for (request `seq + 1`).
+fn sent_then_signed(path: &str, seq: u64, content: &[u8], pieces: Vec<Request>) -> Vec<Request> {
+    let mut reqs = vec![Request::FileBegin {
+        seq,
+        path: rp(path),
+        size: content.len() as u64,
+    }];
+    reqs.extend(pieces);
+    reqs.extend([
+        Request::FileEnd {
+            attrs: attrs(0o644, 1_600_000_000, 0),
+            hash: *blake3::hash(content).as_bytes(),
+        },
+        Request::Commit { batch: 1 },
+        Request::Signature {
+            seq: seq + 1,
+            path: rp(path),
+        },
+    ]);
+    reqs
+}
+
 #[test]
 fn signatures_answered_after_a_delta_are_those_of_the_new_content() {
     let dir = tempfile::tempdir().unwrap();
@@ -1825,33 +1848,21 @@ fn signatures_answered_after_a_delta_are_those_of_the_new_content() {
         kind: PieceKind::Same,
         data: Vec::new(),
     };
-    let reqs = vec![
-        Request::Signature {
-            seq: 1,
-            path: rp("f"),
-        },
-        Request::FileBegin {
-            seq: 2,
-            path: rp("f"),
-            size: new.len() as u64,
-        },
-        same(0),
-        Request::Piece {
-            index: 1,
-            kind: PieceKind::Delta,
-            data: delta,
-        },
-        same(2),
-        Request::FileEnd {
-            attrs: attrs(0o644, 1_600_000_000, 0),
-            hash: *blake3::hash(&new).as_bytes(),
-        },
-        Request::Commit { batch: 1 },
-        Request::Signature {
-            seq: 3,
-            path: rp("f"),
-        },
-    ];
+    let mut reqs = vec![Request::Signature {
+        seq: 1,
+        path: rp("f"),
+    }];
+    let delta = Request::Piece {
+        index: 1,
+        kind: PieceKind::Delta,
+        data: delta,
+    };
+    reqs.extend(sent_then_signed(
+        "f",
+        2,
+        &new,
+        vec![same(0), delta, same(2)],
+    ));
     let replies = session(dir.path(), &reqs);
     no_failures(&replies);
     assert!(fs::read(dir.path().join("f")).unwrap() == new);
@@ -1870,24 +1881,7 @@ fn signatures_answered_after_a_delta_are_those_of_the_new_content() {
         kind: PieceKind::Literal,
         data: data.to_vec(),
     };
-    let reqs = vec![
-        Request::FileBegin {
-            seq: 1,
-            path: rp("h"),
-            size: whole.len() as u64,
-        },
-        literal(0, a),
-        literal(1, b),
-        Request::FileEnd {
-            attrs: attrs(0o644, 1_600_000_000, 0),
-            hash: *blake3::hash(&whole).as_bytes(),
-        },
-        Request::Commit { batch: 1 },
-        Request::Signature {
-            seq: 2,
-            path: rp("h"),
-        },
-    ];
+    let reqs = sent_then_signed("h", 1, &whole, vec![literal(0, a), literal(1, b)]);
     let replies = session(dir.path(), &reqs);
     no_failures(&replies);
     assert!(sig_answer(&replies, 2) == signatures(dir.path(), "h").unwrap());
