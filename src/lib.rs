@@ -17,3 +17,4 @@ pub mod slave;
 pub mod state;
 pub mod testkit;
 pub mod transport;
+pub mod volume;

@@ -257,3 +257,80 @@ fn a_restart_replays_the_history_from_the_changelogs() {
         "the full crawl sent {sent} bytes: the 2 MiB file travelled again"
     );
 }
+
+/// Until georep copies a volume of several bricks (or of fragments or
+/// shard pieces) exactly, `create` and `start` refuse it, naming the type
+/// and what is missing; nothing reaches the slave.
+#[test]
+fn volumes_of_shapes_not_handled_yet_are_refused() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let keys_before = s.session_key_lines().len();
+    let shapes: [(&str, &[&str], usize, &[&str]); 4] = [
+        ("dist", &[], 2, &["Distribute", "2 distribute subvolumes"]),
+        (
+            "arb",
+            &["replica", "3", "arbiter", "1"],
+            3,
+            &["Replicate", "replica sets with arbiter bricks"],
+        ),
+        (
+            "disp",
+            &["disperse", "3", "redundancy", "1"],
+            3,
+            &["Disperse", "erasure-coded"],
+        ),
+        ("shard", &[], 1, &["features.shard"]),
+    ];
+    for (tag, shape, bricks, words) in shapes {
+        let name = format!("georep{}{tag}", std::process::id());
+        let v = Volume::define(&g, &name, &s.path(&format!("gluster-{tag}")), shape, bricks)
+            .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"));
+        if tag == "shard" {
+            v.set("features.shard", "on").unwrap();
+        }
+        s.vol = v.name.clone();
+        // Found through `gluster volume info`, and named with --brick.
+        let first: &[&Path] = &[&v.brick];
+        for named in [&[][..], first] {
+            let mut run = s
+                .geo_rep(s.create_args(named, &s.slave_url(), false))
+                .fails_with(1);
+            for w in words
+                .iter()
+                .chain(&[name.as_str(), "georep replicates only"])
+            {
+                run = run.stderr_mentions(w);
+            }
+        }
+    }
+    assert_eq!(
+        s.session_key_lines().len(),
+        keys_before,
+        "a key reached the slave"
+    );
+    assert_eq!(fs::read_dir(&s.slave).unwrap().count(), 0);
+
+    // A single-brick volume is accepted; once it grows a brick, `start`
+    // refuses it rather than copy half of it.
+    let v = volume(&g, &s, "grow");
+    s.vol = v.name.clone();
+    s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
+    let added = s.path("gluster-grow/brick2");
+    fs::create_dir_all(&added).unwrap();
+    georep::testkit::glusterfs::gluster([
+        "volume",
+        "add-brick",
+        &v.name,
+        &format!("{}:{}", g.host(), added.display()),
+        "force",
+    ])
+    .unwrap();
+    s.start()
+        .fails_with(1)
+        .stderr_mentions("Distribute with 2 brick(s)");
+    assert!(
+        s.monitor_pids().is_empty(),
+        "a monitor runs for a refused volume"
+    );
+}

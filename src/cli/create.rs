@@ -54,6 +54,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         }
         bricks.push(brick);
     }
+    super::discover::check_shape(&args.vol, &args.bricks)?;
     let mut state = home.state()?;
     if state.find_session(&args.vol, &args.slave)?.is_some() {
         bail!(

@@ -1,62 +1,33 @@
-//! Finding the bricks of a GlusterFS volume on this node, for `create`
-//! without `--brick`: `gluster volume info VOL --xml` lists every brick as
-//! `<name>HOST:/PATH</name>`; the local ones are those whose host names
-//! this machine.
+//! The bricks of a session as GlusterFS knows them: those of a volume on
+//! this node, for `create` without `--brick` (the local ones are those
+//! whose host names this machine), and whether the session's shape is one
+//! georep copies exactly.
 
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::session::VolumeName;
+pub use crate::volume::gluster_present;
+use crate::volume::{all_volumes, volume_info, Topology};
 
-/// The `gluster` CLI to ask (`GEOREP_GLUSTER` overrides it).
-fn gluster_cli() -> PathBuf {
-    std::env::var_os("GEOREP_GLUSTER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("gluster"))
-}
-
-/// Whether a `gluster` CLI can be run here.
-pub fn gluster_present() -> bool {
-    Command::new(gluster_cli())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The bricks of `vol` that live on this node.
+/// The bricks of `vol` that live on this node, once its shape is known to
+/// be one georep handles.
 pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
-    let cli = gluster_cli();
-    let out = Command::new(&cli)
-        .args(["--mode=script", "volume", "info", vol.as_str(), "--xml"])
-        .output()
-        .with_context(|| format!("running {} volume info {vol} --xml", cli.display()))?;
-    let xml = String::from_utf8_lossy(&out.stdout);
-    if let Some(err) = failure(&xml) {
-        bail!("gluster volume info {vol}: {err}");
-    }
-    if !out.status.success() {
-        bail!(
-            "gluster volume info {vol} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let all = bricks(&xml);
-    if all.is_empty() {
-        bail!("gluster volume info {vol} lists no bricks");
-    }
-    let local: Vec<PathBuf> = all
-        .iter()
-        .filter(|(host, _)| is_local(host))
-        .map(|(_, p)| p.clone())
+    let topology = volume_info(vol.as_str())?;
+    refuse_unsupported(&topology)?;
+    let local: Vec<PathBuf> = topology
+        .bricks()
+        .filter(|b| is_local(&b.host))
+        .map(|b| b.path.clone())
         .collect();
     if local.is_empty() {
         bail!(
             "no brick of {vol} is on this node (bricks: {}); run `create` on a node that holds one, or pass --brick",
-            all.iter()
-                .map(|(h, p)| format!("{h}:{}", p.display()))
+            topology
+                .bricks()
+                .map(|b| b.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -64,53 +35,68 @@ pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
     Ok(local)
 }
 
-/// The error GlusterFS reported, if the answer says it failed.
-fn failure(xml: &str) -> Option<String> {
-    let ret = element(xml, "opRet")?;
-    (ret.trim() != "0").then(|| {
-        element(xml, "opErrstr")
-            .map(|e| unescape(e.trim()))
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| format!("opRet {ret}"))
-    })
-}
-
-/// `(host, path)` of every `<brick>`'s `<name>HOST:PATH</name>`.
-fn bricks(xml: &str) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<brick ").or_else(|| rest.find("<brick>")) {
-        let after = &rest[start..];
-        let Some(end) = after.find("</brick>") else {
-            break;
-        };
-        let brick = &after[..end];
-        if let Some(name) = element(brick, "name") {
-            if let Some((host, path)) = unescape(name.trim()).split_once(':') {
-                if path.starts_with('/') {
-                    out.push((host.to_owned(), PathBuf::from(path)));
+/// Refuses a session whose bricks georep would not copy exactly: a
+/// GlusterFS volume of a shape not handled yet (whether or not `--brick`
+/// named its bricks), or several plain directories merged into one slave
+/// directory, where each brick's worker would prune the others' files.
+/// Run at `create` and again at `start`, since a volume can change shape.
+pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
+    // `gluster volume create` makes `.glusterfs` in every brick, so a
+    // plain directory never costs a question to glusterd (seconds when
+    // no daemon answers).
+    if bricks.iter().any(|b| b.join(".glusterfs").is_dir()) {
+        if !gluster_present() {
+            bail!(
+                "brick(s) {} hold a GlusterFS tree (.glusterfs) but no `gluster` CLI is here to tell the shape of {vol}",
+                shown(bricks)
+            );
+        }
+        match volume_info(vol.as_str()) {
+            Ok(topology) => refuse_unsupported(&topology)?,
+            // Bricks of a volume the session is not named after: the
+            // volume that lists them decides.
+            Err(e) if e.is_missing_volume() => {
+                let owner = all_volumes()?.into_iter().find(|t| {
+                    t.bricks()
+                        .any(|b| is_local(&b.host) && bricks.contains(&b.path))
+                });
+                match owner {
+                    Some(topology) => refuse_unsupported(&topology)?,
+                    None => bail!(
+                        "{e}, and no volume lists brick(s) {}, which hold a GlusterFS tree (.glusterfs): its shape cannot be checked",
+                        shown(bricks)
+                    ),
                 }
             }
+            Err(e) => bail!(
+                "{e}; brick(s) {} hold a GlusterFS tree (.glusterfs), and the shape of {vol} must be known before they are replicated",
+                shown(bricks)
+            ),
         }
-        rest = &after[end..];
     }
-    out
+    if bricks.len() > 1 {
+        bail!(
+            "{} bricks ({}) into one slave directory are not supported yet: each brick's worker would remove the others' files there; create one session per brick, each into its own slave directory",
+            bricks.len(),
+            shown(bricks)
+        );
+    }
+    Ok(())
 }
 
-/// The text of the first `<tag>…</tag>` in `xml`.
-fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let len = xml[start..].find(&format!("</{tag}>"))?;
-    Some(&xml[start..start + len])
+fn refuse_unsupported(topology: &Topology) -> anyhow::Result<()> {
+    match topology.unsupported() {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+fn shown(bricks: &[PathBuf]) -> String {
+    bricks
+        .iter()
+        .map(|b| b.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A host names this machine when it is its host name, or resolves to an
@@ -133,47 +119,37 @@ fn bindable(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    const INFO: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
-<cliOutput>
-  <opRet>0</opRet>
-  <opErrno>0</opErrno>
-  <opErrstr/>
-  <volInfo>
-    <volumes>
-      <volume>
-        <name>mvol</name>
-        <bricks>
-          <brick uuid="9470f16a-bceb-4f15-b2b8-df25bb3bdbee">vm:/tmp/gexp/b1<name>vm:/tmp/gexp/b1</name><hostUuid>9470f16a-bceb-4f15-b2b8-df25bb3bdbee</hostUuid><isArbiter>0</isArbiter></brick>
-          <brick uuid="1">far:/srv/a&amp;b<name>far:/srv/a&amp;b</name><hostUuid>1</hostUuid><isArbiter>0</isArbiter></brick>
-        </bricks>
-      </volume>
-    </volumes>
-  </volInfo>
-</cliOutput>"#;
-
-    #[test]
-    fn bricks_are_read_from_volume_info() {
-        assert_eq!(failure(INFO), None);
-        assert_eq!(
-            bricks(INFO),
-            vec![
-                ("vm".to_owned(), PathBuf::from("/tmp/gexp/b1")),
-                ("far".to_owned(), PathBuf::from("/srv/a&b"))
-            ]
-        );
-    }
-
-    #[test]
-    fn a_failed_answer_says_why() {
-        let xml = "<cliOutput><opRet>-1</opRet><opErrno>0</opErrno><opErrstr>Volume nope does not exist</opErrstr></cliOutput>";
-        assert_eq!(failure(xml).as_deref(), Some("Volume nope does not exist"));
-        assert!(bricks(xml).is_empty());
-    }
-
     #[test]
     fn loopback_is_local_and_a_foreign_address_is_not() {
         assert!(is_local("127.0.0.1"));
         assert!(!is_local("192.0.2.1"));
         assert!(!is_local("no-such-host.invalid"));
+    }
+
+    #[test]
+    fn several_plain_directories_into_one_slave_are_refused() {
+        let vol: VolumeName = "georep-no-such-volume".parse().unwrap();
+        let dirs = tempfile::tempdir().unwrap();
+        let (a, b) = (dirs.path().join("a"), dirs.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).unwrap();
+        }
+        check_shape(&vol, std::slice::from_ref(&a)).unwrap();
+        let err = check_shape(&vol, &[a, b]).unwrap_err().to_string();
+        assert!(
+            err.contains("2 bricks") && err.contains("one session per brick"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_brick_of_a_gluster_tree_needs_its_volume() {
+        let vol: VolumeName = "georep-no-such-volume".parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".glusterfs")).unwrap();
+        let err = check_shape(&vol, &[dir.path().to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(".glusterfs"), "{err}");
     }
 }

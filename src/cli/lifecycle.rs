@@ -143,6 +143,9 @@ pub fn start(
             bail!("brick {}: not a directory", b.brick.display());
         }
     }
+    let bricks: Vec<_> = plan.bricks.iter().map(|b| b.brick.clone()).collect();
+    super::discover::check_shape(vol, &bricks)
+        .with_context(|| format!("cannot start {vol} -> {slave}"))?;
     // Pre-flight: a changed host key or an unreachable slave is reported
     // here, to the operator, not only in a log.
     // `force` (as in GlusterFS) starts anyway: the workers keep retrying

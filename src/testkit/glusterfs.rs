@@ -1,8 +1,8 @@
 //! A real GlusterFS for tests and benchmarks: installs `glusterfs-server`
 //! when missing, starts one `glusterd` with its own working directory
 //! (shared by everyone in the process, stopped when the last user is
-//! gone), and makes single-brick volumes with changelogs on, mounted
-//! through FUSE as a client would. Only processes this module started are
+//! gone), and makes volumes with changelogs on, mounted through FUSE as a
+//! client would. Only processes this module started are
 //! ever stopped.
 
 use std::path::{Path, PathBuf};
@@ -209,40 +209,29 @@ fn hostname_of_machine() -> Result<String, TestkitError> {
     Ok(host)
 }
 
-/// A started single-brick volume with `changelog.changelog on` and a
-/// one-second rollover, mounted with FUSE. Dropping it unmounts, stops and
-/// deletes the volume.
+/// A volume made by the test kit, with `changelog.changelog on` and a
+/// one-second rollover; started and mounted with FUSE unless made with
+/// [`Volume::define`]. Dropping it unmounts, stops and deletes the volume.
 pub struct Volume {
     pub name: String,
+    /// The first brick (the only one of a single-brick volume).
     pub brick: PathBuf,
+    /// Every brick, in the order the volume lists them.
+    pub bricks: Vec<PathBuf>,
     pub mount: PathBuf,
     glusterd: Arc<Glusterd>,
     mounted: bool,
 }
 
 impl Volume {
-    /// Creates `name` with its brick at `dir/brick`, mounted at `dir/mnt`.
+    /// Creates a single-brick `name` with its brick at `dir/brick`, started
+    /// and mounted at `dir/mnt`.
     pub fn create(
         glusterd: &Arc<Glusterd>,
         name: &str,
         dir: &Path,
     ) -> Result<Volume, TestkitError> {
-        let brick = dir.join("brick");
-        let mount = dir.join("mnt");
-        for d in [&brick, &mount] {
-            std::fs::create_dir_all(d).map_err(|e| fail(format!("{}: {e}", d.display())))?;
-        }
-        let mut v = Volume {
-            name: name.to_owned(),
-            brick,
-            mount,
-            glusterd: glusterd.clone(),
-            mounted: false,
-        };
-        let spec = format!("{}:{}", glusterd.host(), v.brick.display());
-        gluster(["volume", "create", name, &spec, "force"])?;
-        gluster(["volume", "set", name, "changelog.changelog", "on"])?;
-        gluster(["volume", "set", name, "changelog.rollover-time", "1"])?;
+        let mut v = Volume::define(glusterd, name, dir, &[], 1)?;
         gluster(["volume", "start", name])?;
         run(Command::new("mount")
             .args(["-t", "glusterfs"])
@@ -250,6 +239,58 @@ impl Volume {
             .arg(&v.mount))?;
         v.mounted = true;
         Ok(v)
+    }
+
+    /// Creates, without starting it, `name` of `bricks` bricks at
+    /// `dir/brick1`… laid out by `shape` (e.g. `["replica", "3", "arbiter",
+    /// "1"]`, or nothing for plain distribute). All bricks are on this node,
+    /// hence `force`.
+    pub fn define(
+        glusterd: &Arc<Glusterd>,
+        name: &str,
+        dir: &Path,
+        shape: &[&str],
+        bricks: usize,
+    ) -> Result<Volume, TestkitError> {
+        let paths: Vec<PathBuf> = if bricks == 1 {
+            vec![dir.join("brick")]
+        } else {
+            (1..=bricks)
+                .map(|i| dir.join(format!("brick{i}")))
+                .collect()
+        };
+        let mount = dir.join("mnt");
+        for d in paths.iter().chain([&mount]) {
+            std::fs::create_dir_all(d).map_err(|e| fail(format!("{}: {e}", d.display())))?;
+        }
+        let v = Volume {
+            name: name.to_owned(),
+            brick: paths[0].clone(),
+            bricks: paths,
+            mount,
+            glusterd: glusterd.clone(),
+            mounted: false,
+        };
+        let specs = v
+            .bricks
+            .iter()
+            .map(|b| format!("{}:{}", glusterd.host(), b.display()));
+        let mut args: Vec<String> = ["volume", "create", name]
+            .into_iter()
+            .chain(shape.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        args.extend(specs);
+        args.push("force".to_owned());
+        gluster(&args)?;
+        v.set("changelog.changelog", "on")?;
+        v.set("changelog.rollover-time", "1")?;
+        Ok(v)
+    }
+
+    /// `gluster volume set NAME KEY VALUE`.
+    pub fn set(&self, key: &str, value: &str) -> Result<(), TestkitError> {
+        gluster(["volume", "set", &self.name, key, value]).map(drop)
     }
 
     /// The brick's GlusterFS changelog files (closed ones), oldest first.

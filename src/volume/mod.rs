@@ -1,0 +1,231 @@
+//! A GlusterFS master volume as `gluster volume info VOL --xml` describes
+//! it: its type, its subvolumes (replica or disperse sets) in brick order,
+//! arbiter bricks, and the options that change what a brick holds.
+//!
+//! georep replicates one brick exactly. A volume whose bricks hold anything
+//! other than the whole volume (several bricks, erasure-coded fragments,
+//! shard pieces) is refused by [`Topology::unsupported`] until it is
+//! handled: a partial copy that says it is healthy is never acceptable.
+
+mod gluster;
+mod xml;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use gluster::{all_volumes, gluster_cli, gluster_present, volume_info};
+pub use xml::parse_volume_info;
+
+/// Why a volume's description could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("running {cli} volume info {vol} --xml: {source}")]
+    Spawn {
+        cli: PathBuf,
+        vol: String,
+        source: std::io::Error,
+    },
+    #[error("gluster volume info {vol}: {reason}")]
+    Refused { vol: String, reason: String },
+    #[error("gluster volume info {vol}: unreadable answer: {reason}")]
+    Malformed { vol: String, reason: String },
+}
+
+impl VolumeError {
+    /// GlusterFS answered that the volume does not exist: the name is not
+    /// a GlusterFS volume (plain `--brick` directories may use any name).
+    pub fn is_missing_volume(&self) -> bool {
+        matches!(self, VolumeError::Refused { reason, .. } if reason.contains("does not exist"))
+    }
+}
+
+/// One brick as the volume lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrickSpec {
+    pub host: String,
+    pub path: PathBuf,
+    /// An arbiter brick holds names and metadata, never file content.
+    pub arbiter: bool,
+}
+
+impl fmt::Display for BrickSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.path.display())?;
+        if self.arbiter {
+            f.write_str(" (arbiter)")?;
+        }
+        Ok(())
+    }
+}
+
+/// How the bricks of one subvolume relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    /// A plain distribute leg: one brick.
+    Single,
+    /// Every brick holds the whole subvolume (arbiters hold no content).
+    Replica,
+    /// Each brick holds erasure-coded fragments; `redundancy` may be lost.
+    Disperse { redundancy: u32 },
+}
+
+/// One distribute leg of the volume: a brick, or a replica or disperse set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subvolume {
+    pub kind: SetKind,
+    pub bricks: Vec<BrickSpec>,
+}
+
+/// A volume's shape, as far as replicating it is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub name: String,
+    /// GlusterFS's own name for the type (`Distribute`, `Replicate`,
+    /// `Distributed-Disperse`, …), shown in errors as the user knows it.
+    pub type_name: String,
+    /// `Started`, `Created`, `Stopped`.
+    pub status: String,
+    pub subvolumes: Vec<Subvolume>,
+    /// `features.shard on`: files are cut into `.shard/` pieces on the bricks.
+    pub sharded: bool,
+}
+
+impl Topology {
+    pub fn bricks(&self) -> impl Iterator<Item = &BrickSpec> {
+        self.subvolumes.iter().flat_map(|s| s.bricks.iter())
+    }
+
+    /// Why georep cannot replicate this volume yet, naming its type and
+    /// what is missing; `None` when every brick holds the whole volume as
+    /// clients see it (a single-brick volume without sharding).
+    pub fn unsupported(&self) -> Option<String> {
+        let mut missing = Vec::new();
+        let subvolumes = self.subvolumes.len();
+        if subvolumes > 1 {
+            missing.push(format!(
+                "{subvolumes} distribute subvolumes: their bricks' listings must be merged into one slave directory, and DHT link files left out"
+            ));
+        }
+        let sets = |kind: fn(&SetKind) -> bool| {
+            self.subvolumes
+                .iter()
+                .any(|s| kind(&s.kind) && s.bricks.len() > 1)
+        };
+        if sets(|k| matches!(k, SetKind::Replica)) {
+            let arbiter = self.bricks().any(|b| b.arbiter);
+            missing.push(format!(
+                "replica sets{}: one Active worker per set with failover",
+                if arbiter { " with arbiter bricks" } else { "" }
+            ));
+        }
+        if sets(|k| matches!(k, SetKind::Disperse { .. })) {
+            missing.push(
+                "disperse sets: bricks hold erasure-coded fragments, content must be read through a client mount"
+                    .to_owned(),
+            );
+        }
+        if self.sharded {
+            missing.push(
+                "features.shard: bricks hold .shard pieces, content must be read through a client mount"
+                    .to_owned(),
+            );
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "volume {} is {} with {} brick(s) ({}); georep replicates only a single-brick volume yet, and does not handle: {}",
+            self.name,
+            self.type_name,
+            self.bricks().count(),
+            self.bricks()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            missing.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Topology {
+        let xml = match name {
+            "dv" => include_str!("testdata/dv.xml"),
+            "rv" => include_str!("testdata/rv.xml"),
+            "r2" => include_str!("testdata/r2.xml"),
+            "ev" => include_str!("testdata/ev.xml"),
+            "sv" => include_str!("testdata/sv.xml"),
+            _ => unreachable!("no fixture {name}"),
+        };
+        parse_volume_info(name, xml).unwrap()
+    }
+
+    #[test]
+    fn a_distributed_volume_is_refused_naming_its_type() {
+        let t = fixture("dv");
+        assert_eq!(t.type_name, "Distribute");
+        assert_eq!(t.subvolumes.len(), 2);
+        let why = t.unsupported().unwrap();
+        assert!(
+            why.contains("volume dv is Distribute with 2 brick(s)"),
+            "{why}"
+        );
+        assert!(why.contains("2 distribute subvolumes"), "{why}");
+    }
+
+    #[test]
+    fn an_arbiter_replica_is_one_set_and_refused() {
+        let t = fixture("rv");
+        assert_eq!(t.subvolumes.len(), 1);
+        assert_eq!(t.subvolumes[0].kind, SetKind::Replica);
+        let arbiters: Vec<bool> = t.bricks().map(|b| b.arbiter).collect();
+        assert_eq!(arbiters, [false, false, true]);
+        let why = t.unsupported().unwrap();
+        assert!(why.contains("Replicate"), "{why}");
+        assert!(why.contains("replica sets with arbiter bricks"), "{why}");
+        assert!(why.contains("vm:/tmp/gx/r3 (arbiter)"), "{why}");
+    }
+
+    #[test]
+    fn a_distributed_replica_groups_bricks_in_order() {
+        let t = fixture("r2");
+        let sets: Vec<Vec<String>> = t
+            .subvolumes
+            .iter()
+            .map(|s| {
+                s.bricks
+                    .iter()
+                    .map(|b| b.path.display().to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            sets,
+            [["/tmp/gx/q1", "/tmp/gx/q2"], ["/tmp/gx/q3", "/tmp/gx/q4"]]
+        );
+        let why = t.unsupported().unwrap();
+        assert!(why.contains("Distributed-Replicate"), "{why}");
+        assert!(why.contains("2 distribute subvolumes") && why.contains("replica sets"));
+    }
+
+    #[test]
+    fn a_dispersed_volume_is_refused() {
+        let t = fixture("ev");
+        assert_eq!(t.subvolumes.len(), 1);
+        assert_eq!(t.subvolumes[0].kind, SetKind::Disperse { redundancy: 1 });
+        assert!(t.unsupported().unwrap().contains("erasure-coded"));
+    }
+
+    #[test]
+    fn a_sharded_single_brick_is_refused_and_a_plain_one_is_not() {
+        let mut t = fixture("sv");
+        assert!(t.sharded);
+        assert_eq!(t.bricks().count(), 1);
+        assert!(t.unsupported().unwrap().contains("features.shard"));
+        t.sharded = false;
+        assert_eq!(t.unsupported(), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! Reading `gluster volume info VOL --xml`.
+
+use std::path::PathBuf;
+
+use roxmltree::{Document, Node};
+
+use super::{BrickSpec, SetKind, Subvolume, Topology, VolumeError};
+
+/// The topology of `vol` from the CLI's XML answer, or why it has none
+/// (GlusterFS's own error, e.g. "Volume gv0 does not exist").
+pub fn parse_volume_info(vol: &str, xml: &str) -> Result<Topology, VolumeError> {
+    parse_volumes(vol, xml)?
+        .into_iter()
+        .find(|t| t.name == vol)
+        .ok_or_else(|| VolumeError::Malformed {
+            vol: vol.to_owned(),
+            reason: format!("no <volume> named {vol}"),
+        })
+}
+
+/// Every volume of an answer (`asked` names the question in errors: a
+/// volume, or `all`).
+pub fn parse_volumes(asked: &str, xml: &str) -> Result<Vec<Topology>, VolumeError> {
+    let malformed = |reason: String| VolumeError::Malformed {
+        vol: asked.to_owned(),
+        reason,
+    };
+    let doc = Document::parse(xml).map_err(|e| malformed(e.to_string()))?;
+    let root = doc.root_element();
+    let ret = child_text(root, "opRet").ok_or_else(|| malformed("no opRet".into()))?;
+    if ret.trim() != "0" {
+        let reason = child_text(root, "opErrstr")
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map_or_else(|| format!("opRet {ret}"), str::to_owned);
+        return Err(VolumeError::Refused {
+            vol: asked.to_owned(),
+            reason,
+        });
+    }
+    root.descendants()
+        .filter(|n| n.has_tag_name("volume"))
+        .map(|v| parse_volume(v, asked))
+        .collect()
+}
+
+fn parse_volume(volume: Node, asked: &str) -> Result<Topology, VolumeError> {
+    let vol = child_text(volume, "name").unwrap_or("").trim();
+    let malformed = |reason: String| VolumeError::Malformed {
+        vol: asked.to_owned(),
+        reason: format!("volume {vol}: {reason}"),
+    };
+    let text = |tag: &str| child_text(volume, tag).map(str::trim).unwrap_or("");
+    let count = |tag: &str| text(tag).parse::<u32>().unwrap_or(0);
+
+    let bricks: Vec<BrickSpec> = volume
+        .children()
+        .filter(|n| n.has_tag_name("bricks"))
+        .flat_map(|b| b.children().filter(|n| n.has_tag_name("brick")))
+        .map(|b| {
+            let name = child_text(b, "name").unwrap_or("").trim();
+            let (host, path) = name
+                .split_once(':')
+                .filter(|(_, p)| p.starts_with('/'))
+                .ok_or_else(|| malformed(format!("brick {name:?} is not HOST:/PATH")))?;
+            Ok(BrickSpec {
+                host: host.to_owned(),
+                path: PathBuf::from(path),
+                arbiter: child_text(b, "isArbiter").map(str::trim) == Some("1"),
+            })
+        })
+        .collect::<Result<_, VolumeError>>()?;
+    if bricks.is_empty() {
+        return Err(malformed("no bricks listed".into()));
+    }
+
+    let (kind, set_size) = match (count("disperseCount"), count("replicaCount")) {
+        (d, _) if d > 1 => (
+            SetKind::Disperse {
+                redundancy: count("redundancyCount"),
+            },
+            d,
+        ),
+        (_, r) if r > 1 => (SetKind::Replica, r),
+        _ => (SetKind::Single, 1),
+    };
+    let set_size = set_size as usize;
+    if !bricks.len().is_multiple_of(set_size) {
+        return Err(malformed(format!(
+            "{} bricks do not divide into sets of {set_size}",
+            bricks.len()
+        )));
+    }
+    let subvolumes = bricks
+        .chunks(set_size)
+        .map(|set| Subvolume {
+            kind,
+            bricks: set.to_vec(),
+        })
+        .collect();
+
+    let sharded = volume
+        .descendants()
+        .filter(|n| n.has_tag_name("option"))
+        .any(|o| {
+            child_text(o, "name").map(str::trim) == Some("features.shard")
+                && matches!(
+                    child_text(o, "value").map(str::trim),
+                    Some("on" | "yes" | "true" | "enable" | "1")
+                )
+        });
+    Ok(Topology {
+        name: vol.to_owned(),
+        type_name: text("typeStr").to_owned(),
+        status: text("statusStr").to_owned(),
+        subvolumes,
+        sharded,
+    })
+}
+
+/// The text of `node`'s first child element `tag` (entities decoded).
+fn child_text<'a>(node: Node<'a, '_>, tag: &str) -> Option<&'a str> {
+    node.children()
+        .find(|n| n.has_tag_name(tag))
+        .map(|n| n.text().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_answer_says_why() {
+        let xml = "<cliOutput><opRet>-1</opRet><opErrno>0</opErrno><opErrstr>Volume nope does not exist</opErrstr></cliOutput>";
+        let err = parse_volume_info("nope", xml).unwrap_err();
+        assert!(err.is_missing_volume());
+        assert_eq!(
+            err.to_string(),
+            "gluster volume info nope: Volume nope does not exist"
+        );
+    }
+
+    #[test]
+    fn entities_in_brick_paths_are_decoded() {
+        let xml = r#"<cliOutput><opRet>0</opRet><opErrstr/><volInfo><volumes><volume>
+            <name>mvol</name><statusStr>Started</statusStr><typeStr>Distribute</typeStr>
+            <replicaCount>1</replicaCount><disperseCount>0</disperseCount>
+            <bricks><brick uuid="1">far:/srv/a&amp;b<name>far:/srv/a&amp;b</name><isArbiter>0</isArbiter></brick></bricks>
+            </volume></volumes></volInfo></cliOutput>"#;
+        let t = parse_volume_info("mvol", xml).unwrap();
+        assert_eq!(t.status, "Started");
+        assert_eq!(t.bricks().next().unwrap().path, PathBuf::from("/srv/a&b"));
+        assert_eq!(t.unsupported(), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_an_empty_volume() {
+        assert!(matches!(
+            parse_volume_info("v", "<cliOutput><opRet>0</opRet></cliOutput>"),
+            Err(VolumeError::Malformed { .. })
+        ));
+        assert!(parse_volume_info("v", "not xml").is_err());
+    }
+}
