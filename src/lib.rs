@@ -11,6 +11,7 @@ pub mod cli;
 pub mod crawl;
 pub mod fsutil;
 pub mod monitor;
+pub mod proto;
 pub mod relpath;
 pub mod session;
 pub mod slave;

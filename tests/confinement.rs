@@ -8,10 +8,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 
-use georep::relpath::RelPath;
-use georep::transport::protocol::{
+use georep::proto::{
     encode, read_frame, Attrs, EntryOp, FailureKind, PieceKind, Reply, Request, PROTOCOL_VERSION,
 };
+use georep::relpath::RelPath;
 
 use crate::common::Scenario;
 

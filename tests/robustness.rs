@@ -7,9 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use georep::changelog::{read_file, write_closed, Record};
+use georep::proto::{encode, read_frame, EntryOp, Reply, Request, MAX_FRAME};
 use georep::relpath::RelPath;
 use georep::session::Stime;
-use georep::transport::protocol::{encode, read_frame, EntryOp, Reply, Request, MAX_FRAME};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -12,10 +12,10 @@ use super::{BrickPlan, Live, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
 use crate::crawl::journal::{self, ChangeSource};
 use crate::crawl::{Batch, Entry, HybridCrawl};
+use crate::proto::XattrScope;
 use crate::relpath::RelPath;
 use crate::session::Stime;
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
-use crate::transport::protocol::XattrScope;
 use crate::transport::ship::{LaterRecords, ShipError, ShipMemory, ShipReport, Shipper};
 use crate::transport::{SshLink, TransportError};
 

@@ -12,11 +12,11 @@ use super::root::{
     chmod_nofollow, file_type, is_dot, lstat, owner, remove_any, remove_tree, set_user_xattrs,
     temp_name, timestamps, OpError, Root,
 };
-use crate::relpath::RelPath;
-use crate::transport::protocol::{
+use crate::proto::{
     listing_digest, Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, TreeDigest, TreeEntry,
     Xattr,
 };
+use crate::relpath::RelPath;
 
 /// Applies one entry operation. `Err` names the path it concerns, which is
 /// returned alongside (for `Link` and `Rename` it may be either path).

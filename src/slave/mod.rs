@@ -42,7 +42,7 @@
 //! process signed or wrote, so a delta against an unchanged copy need not
 //! read it first).
 //!
-//! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
+//! [`PIECE_SIZE`]: crate::proto::PIECE_SIZE
 
 mod apply;
 mod partial;
@@ -57,8 +57,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use std::path::{Path, PathBuf};
 
-use crate::transport::compress::unpack;
-use crate::transport::protocol::{
+use crate::proto::compress::unpack;
+use crate::proto::{
     check_version, next_frame_len, read_frame, write_frame, ProtocolError, Reply, Request,
     PROTOCOL_VERSION,
 };
@@ -94,7 +94,7 @@ const READ_AHEAD: usize = 4;
 /// A batch of frames ends after this many...
 const BATCH_FRAMES: usize = 256;
 /// ...or once its frames hold this many bytes (a larger frame, at most
-/// [`MAX_FRAME`](crate::transport::protocol::MAX_FRAME), makes a batch of
+/// [`MAX_FRAME`](crate::proto::MAX_FRAME), makes a batch of
 /// its own).
 const BATCH_BYTES: usize = 1024 * 1024;
 
@@ -378,7 +378,7 @@ impl Session {
                 self.flush_pending(out)?;
                 // Anything but a `Mkdir` may move or remove a directory
                 // (making one keeps an existing directory).
-                if !matches!(op, crate::transport::protocol::EntryOp::Mkdir { .. }) {
+                if !matches!(op, crate::proto::EntryOp::Mkdir { .. }) {
                     self.root.forget_dirs();
                 }
                 let failure = apply::entry(&mut self.root, &op)
@@ -466,11 +466,7 @@ impl Session {
         self.receiver.discard_pending();
     }
 
-    fn send_failures<W: Write>(
-        &self,
-        out: &mut W,
-        failure: Option<crate::transport::protocol::Failure>,
-    ) -> Step {
+    fn send_failures<W: Write>(&self, out: &mut W, failure: Option<crate::proto::Failure>) -> Step {
         match failure {
             Some(f) => self.send(out, &Reply::Failed(f)),
             None => Ok(()),

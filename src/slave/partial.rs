@@ -29,7 +29,7 @@ use rustix::fs::{self as rfs, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::root::{errno_of, file_type, lstat, remove_any};
-use crate::transport::protocol::{FileStamp, PARTIAL_MAX_AGE_SECS, PIECE_SIZE};
+use crate::proto::{FileStamp, PARTIAL_MAX_AGE_SECS, PIECE_SIZE};
 
 /// The extended attribute recording whose bytes a partial holds.
 pub(super) const STAMP_XATTR: &str = "user.georep.partial";

@@ -39,11 +39,11 @@ use super::root::{
     timestamps, DirInfo, OpError, Parent, Root,
 };
 use super::sigcache::{SigCache, Sigs, Stamp};
-use crate::relpath::RelPath;
-use crate::transport::protocol::{
+use crate::proto::{
     write_frame, Attrs, Failure, FailureKind, FileStamp, PieceKind, ProtocolError, Reply, Segment,
     PIECE_SIZE, SIG_BLOCK_SIZE, SIG_STRONG_LEN,
 };
+use crate::relpath::RelPath;
 
 /// Flush the pending renames when this many files wait (each holds only a
 /// share of its directory's fd; every flush is a `syncfs`)...

@@ -26,9 +26,9 @@ use std::rc::Rc;
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
+use crate::proto::{is_synced_xattr, FileStamp, Xattr};
+use crate::proto::{Failure, FailureKind};
 use crate::relpath::RelPath;
-use crate::transport::protocol::{is_synced_xattr, FileStamp, Xattr};
-use crate::transport::protocol::{Failure, FailureKind};
 
 /// Flags used to open each directory while walking a path.
 pub(crate) const DIR_FLAGS: OFlags = OFlags::DIRECTORY

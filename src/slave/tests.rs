@@ -7,11 +7,11 @@ use std::path::Path;
 use rand::{RngCore, SeedableRng};
 
 use super::*;
-use crate::relpath::RelPath;
-use crate::transport::protocol::{
+use crate::proto::{
     encode, Attrs, EntryOp, Failure, FailureKind, FileStamp, PieceKind, Segment, SpecialKind,
     Xattr, PIECE_SIZE, SIG_BLOCK_SIZE,
 };
+use crate::relpath::RelPath;
 
 fn rp(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -878,7 +878,7 @@ fn data_is_in_place_before_commit_and_barrier_replies() {
                     b"v1",
                     fast_rsync::SignatureOptions {
                         block_size: SIG_BLOCK_SIZE,
-                        crypto_hash_size: crate::transport::protocol::SIG_STRONG_LEN
+                        crypto_hash_size: crate::proto::SIG_STRONG_LEN
                     }
                 )
                 .into_serialized()
@@ -1332,7 +1332,7 @@ fn prune_reports_a_kept_name_of_another_type_as_a_conflict() {
             EntryOp::Prune {
                 path: rp("d"),
                 keep: vec![serde_bytes::ByteBuf::from(b"b".to_vec())],
-                kinds: vec![crate::transport::protocol::NodeKind::Symlink],
+                kinds: vec![crate::proto::NodeKind::Symlink],
             },
         ),
         Request::Commit { batch: 1 },
@@ -1392,7 +1392,7 @@ fn a_delta_against_a_copy_replaced_since_its_signature_is_refused_and_leaves_it_
 
 #[test]
 fn compressed_pieces_are_applied_as_the_pieces_inside() {
-    use crate::transport::compress::{pack, Compression};
+    use crate::proto::compress::{pack, Compression};
     let dir = tempfile::tempdir().unwrap();
     let data = crate::testkit::log_text(PIECE_SIZE as usize + 100_000, 5);
     let reqs: Vec<Request> = ship(1, "log.txt", &data, attrs(0o644, 1, 0))
@@ -1590,7 +1590,7 @@ fn resuming_more_pieces_than_the_partial_holds_is_a_mismatch() {
 
 #[test]
 fn a_listing_is_reported_only_where_a_prune_would_change_something() {
-    use crate::transport::protocol::{listing_digest, NodeKind};
+    use crate::proto::{listing_digest, NodeKind};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     fs::create_dir_all(root.join("d/sub")).unwrap();
@@ -1653,7 +1653,7 @@ fn a_listing_is_reported_only_where_a_prune_would_change_something() {
 
 #[test]
 fn a_subtree_is_the_same_only_with_the_same_names_kinds_sizes_and_times() {
-    use crate::transport::protocol::{NodeKind, TreeDigest, TreeEntry};
+    use crate::proto::{NodeKind, TreeDigest, TreeEntry};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     fs::create_dir_all(root.join("d/sub")).unwrap();

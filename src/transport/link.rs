@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use std::sync::Arc;
 
-use super::compress::Compression;
-use super::protocol::{self, ProtocolError, Reply, Request, PROTOCOL_VERSION};
 use super::throttle::Throttle;
+use crate::proto::compress::Compression;
+use crate::proto::{self as protocol, ProtocolError, Reply, Request, PROTOCOL_VERSION};
 
 /// Frames are gathered up to this many bytes before they are written.
 pub const WRITE_BUFFER: usize = 256 * 1024;
@@ -230,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
     }
 
     /// Sets what the shipper does with the data frames of this link and its
-    /// lanes (see [`super::compress`]); every slave of protocol version 5
+    /// lanes (see [`crate::proto::compress`]); every slave of protocol version 5
     /// takes either.
     pub fn set_compression(&mut self, compression: Compression) {
         self.compression = compression;

@@ -1,12 +1,10 @@
-//! Moving batches to the slave: the SSH session ([`ssh`]), the wire protocol
-//! ([`protocol`]), one conversation with a slave ([`link`]) and the shipping
-//! of a batch ([`ship`]).
+//! Moving batches to the slave: the SSH session ([`ssh`]), one conversation
+//! with a slave ([`link`]) speaking the wire format of [`crate::proto`], and
+//! the shipping of a batch ([`ship`]).
 
 pub(crate) mod brickdir;
-pub mod compress;
 pub mod link;
 pub mod origin;
-pub mod protocol;
 pub mod ship;
 pub mod ssh;
 pub mod throttle;
@@ -34,7 +32,7 @@ impl TransportError {
             TransportError::Ssh(e) => e.is_transient(),
             TransportError::Link { source, .. } => !matches!(
                 source,
-                LinkError::Protocol(protocol::ProtocolError::Version { .. })
+                LinkError::Protocol(crate::proto::ProtocolError::Version { .. })
             ),
         }
     }

@@ -48,16 +48,16 @@ use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::brickdir::{unresolved, BrickDir, Handle};
-use super::compress;
 use super::link::{LinkError, SlaveLink};
 use super::origin::OriginIndex;
-use super::protocol::{
+use crate::crawl::{Batch, Entry, HybridCrawl};
+use crate::proto::compress;
+use crate::proto::{
     self as protocol, listing_digest, Attrs, EntryOp, Failure, FailureKind, FileStamp, NodeKind,
     PieceKind, ProtocolError, Reply, Request, Segment, SpecialKind, TreeDigest, TreeEntry, Xattr,
     XattrScope, DELTA_MIN_SIZE, MAX_XATTR_BYTES, PIECE_SIZE, RESUME_MIN_SIZE, SIG_BLOCK_SIZE,
     SIG_STRONG_LEN, STAT_MAX,
 };
-use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::relpath::RelPath;
 
 /// How many signature requests may be outstanding at once.

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::proto::{read_frame, write_frame, ProtocolError};
 use crate::testkit::random_bytes;
-use crate::transport::protocol::{read_frame, write_frame, ProtocolError};
 
 fn rp(s: &str) -> RelPath {
     RelPath::new(s).unwrap()

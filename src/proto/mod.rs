@@ -1,4 +1,6 @@
-//! The georep wire protocol between the master worker and `geo-rep slave`.
+//! The georep wire protocol between the master worker and `geo-rep slave`:
+//! both ends speak it, so it lives beside them, not in either (the master's
+//! `transport` and the `slave` import it; it imports neither).
 //!
 //! # Framing
 //! Each message is one frame: a 4-byte big-endian payload length, then the
@@ -50,7 +52,7 @@
 //! `Request::SparsePiece`, `FailureKind::Conflict`. 3: `Request::Stat`
 //! (a Hybrid Crawl sends only files whose size or mtime differ on the slave).
 //! 4: `PieceKind::Same`. 5: `Request::Compressed` (zstd data frames, see
-//! [`super::compress`]; a v5 slave always accepts them, the master sends
+//! [`compress`]; a v5 slave always accepts them, the master sends
 //! them when the session's `compression` is `zstd`, so the version check of
 //! the handshake is the negotiation, and `Hello` keeps its shape so that a
 //! mismatched peer still gets the clear version error); `Request::Partial`,
@@ -86,6 +88,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::relpath::RelPath;
+
+pub mod compress;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
 pub const PROTOCOL_VERSION: u32 = 6;
@@ -442,7 +446,7 @@ pub enum Request {
     },
     /// A `Piece` or `SparsePiece`, postcard-encoded (`raw_len` bytes, at
     /// most [`MAX_FRAME`]) and then zstd-compressed; the slave unwraps it
-    /// on reading (see [`super::compress`]).
+    /// on reading (see [`compress`]).
     Compressed {
         raw_len: u32,
         #[serde(with = "serde_bytes")]

@@ -29,7 +29,7 @@
 
 use std::cell::RefCell;
 
-use super::protocol::{ProtocolError, Request, MAX_FRAME};
+use super::{ProtocolError, Request, MAX_FRAME};
 
 /// zstd level used for data frames (see the module docs).
 pub const ZSTD_LEVEL: i32 = 1;
@@ -186,7 +186,7 @@ pub fn unpack(req: Request) -> Result<Request, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::protocol::{PieceKind, Segment, PIECE_SIZE};
+    use crate::proto::{PieceKind, Segment, PIECE_SIZE};
 
     fn piece(data: Vec<u8>) -> Request {
         Request::Piece {
@@ -206,7 +206,7 @@ mod tests {
     }
 
     fn wire_len(r: &Request) -> usize {
-        crate::transport::protocol::encode(r).unwrap().len()
+        crate::proto::encode(r).unwrap().len()
     }
 
     #[test]
