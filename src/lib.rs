@@ -6,6 +6,7 @@
 //! SSH, `slave` applies them on the remote side, `state` remembers sessions
 //! and stime, `monitor` runs the workers of a session, `cli` talks to people.
 
+pub mod brick;
 pub mod changelog;
 pub mod cli;
 pub mod crawl;

@@ -2,9 +2,7 @@
 //! with a slave ([`link`]) speaking the wire format of [`crate::proto`], and
 //! the shipping of a batch ([`ship`]).
 
-pub(crate) mod brickdir;
 pub mod link;
-pub mod origin;
 pub mod ship;
 pub mod ssh;
 pub mod throttle;

@@ -47,9 +47,9 @@ use std::path::Path;
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::brickdir::{unresolved, BrickDir, Handle};
 use super::link::{LinkError, SlaveLink};
-use super::origin::OriginIndex;
+use crate::brick::dir::{unresolved, BrickDir, Handle};
+use crate::brick::origin::OriginIndex;
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::proto::compress;
 use crate::proto::{
@@ -116,7 +116,7 @@ fn attrs_of(md: &fs::Metadata, with_owner: bool) -> Attrs {
 }
 
 /// The xattrs of the open `file`, or else of the inode `inode` names (a
-/// [`Handle::proc_path`](super::brickdir::Handle::proc_path): followed),
+/// [`Handle::proc_path`](crate::brick::dir::Handle::proc_path): followed),
 /// that `scope` replicates. `Ok(None)` if the file system does not support
 /// them.
 fn synced_xattrs(
