@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod proto;
 pub mod relpath;
 pub mod session;
+pub mod ship;
 pub mod slave;
 pub mod state;
 pub mod testkit;

@@ -15,8 +15,8 @@ use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::proto::XattrScope;
 use crate::relpath::RelPath;
 use crate::session::Stime;
+use crate::ship::{LaterRecords, ShipError, ShipMemory, ShipReport, Shipper};
 use crate::state::{Counters, CrawlStatus, State, StateError, WorkerStatus};
-use crate::transport::ship::{LaterRecords, ShipError, ShipMemory, ShipReport, Shipper};
 use crate::transport::{SshLink, TransportError};
 
 /// A file's ctime may lag the journal record that announced it by up to this

@@ -1,9 +1,9 @@
-//! Moving batches to the slave: the SSH session ([`ssh`]), one conversation
-//! with a slave ([`link`]) speaking the wire format of [`crate::proto`], and
-//! the shipping of a batch ([`ship`]).
+//! Reaching the slave: the SSH session ([`ssh`]), one conversation with a
+//! slave over its lanes ([`link`]) speaking the wire format of
+//! [`crate::proto`], and the bandwidth limit ([`throttle`]). What to send is
+//! decided by [`crate::ship`], above it; the slave never imports it.
 
 pub mod link;
-pub mod ship;
 pub mod ssh;
 pub mod throttle;
 

@@ -47,7 +47,6 @@ use std::path::Path;
 use fast_rsync::Signature;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::link::{LinkError, SlaveLink};
 use crate::brick::dir::{unresolved, BrickDir, Handle};
 use crate::brick::origin::OriginIndex;
 use crate::crawl::{Batch, Entry, HybridCrawl};
@@ -59,6 +58,7 @@ use crate::proto::{
     SIG_STRONG_LEN, STAT_MAX,
 };
 use crate::relpath::RelPath;
+use crate::transport::link::{LinkError, SlaveLink};
 
 /// How many signature requests may be outstanding at once.
 const SIG_WINDOW: usize = 8;
