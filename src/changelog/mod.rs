@@ -101,6 +101,7 @@
 mod format;
 pub mod glusterfs;
 mod hook;
+pub mod pending;
 
 use std::io;
 use std::path::PathBuf;

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::config::{option, Applies, ConfigError, SessionConfig, OPTIONS};
 use super::lifecycle::monitor_alive;
 use super::status::{local, render_table};
 use super::{find_session, Home, UsageError};
+use crate::session::config::{option, Applies, ConfigError, SessionConfig, OPTIONS};
 use crate::session::{SlaveUrl, Stime, VolumeName};
 use crate::state::{SessionRecord, SessionState, State, WorkerStatus};
 

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use super::config::SessionConfig;
 use super::Home;
 use crate::fsutil;
+use crate::session::config::SessionConfig;
 use crate::session::{Brick, SlaveUrl, VolumeName};
 use crate::state::NewSession;
 use crate::transport::link::LinkError;

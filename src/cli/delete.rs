@@ -16,9 +16,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use super::config::SessionConfig;
 use super::lifecycle::{monitor_alive, runtime};
 use super::{find_session, Home};
+use crate::session::config::SessionConfig;
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::SessionRecord;
 use crate::transport::ssh::{self, Auth, HostKeyPolicy, SshConnection, SshTarget};

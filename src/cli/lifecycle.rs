@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rustix::process::{Pid, Signal};
 
-use super::config::{Applies, SessionConfig};
 use super::logging;
 use super::{find_session, Home};
 use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
 use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::monitor::{BrickPlan, SessionPlan};
+use crate::session::config::{Applies, SessionConfig};
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 use crate::transport::ssh::{self, Auth, SshTarget};

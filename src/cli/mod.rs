@@ -3,23 +3,20 @@
 //! Exit status: 0 success, 1 the operation failed, 2 the command line is
 //! wrong. Errors are printed by the binary as `geo-rep: <what>: <cause>`.
 
-pub mod config;
 mod configure;
 mod create;
 mod delete;
 mod discover;
-pub mod filter;
-mod home;
 mod lifecycle;
 pub mod logging;
-pub(crate) mod status;
+mod status;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-pub use home::Home;
+pub use crate::session::Home;
 
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{SessionRecord, State};

@@ -3,6 +3,7 @@
 //! ordered, bounded [`Batch`]es.
 
 pub mod batch;
+pub mod filter;
 pub mod hybrid;
 pub mod journal;
 

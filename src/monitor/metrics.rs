@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::cli::status::pending;
+use crate::changelog::pending::pending;
 use crate::crawl::journal::journal_dir;
 use crate::session::Stime;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};

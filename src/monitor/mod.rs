@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::cli::config::SessionConfig;
-use crate::cli::filter::SyncFilter;
+use crate::crawl::filter::SyncFilter;
+use crate::session::config::SessionConfig;
 use crate::session::{BrickId, Stime};
 use crate::state::{CrawlStatus, SessionState, State, StateError, WorkerStatus};
 use crate::transport::ssh::{Auth, SshTarget};
@@ -62,7 +62,7 @@ pub struct SessionPlan {
 #[derive(Debug, Clone)]
 pub struct Live {
     /// The settings as stored now; options marked `live` in
-    /// `cli::config::OPTIONS` are taken from here.
+    /// `session::config::OPTIONS` are taken from here.
     pub config: SessionConfig,
     /// `geo-rep pause`: the journal keeps recording, nothing is shipped.
     pub paused: bool,
@@ -169,7 +169,7 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         let src = metrics::Source {
             state_home: plan.state_home.clone(),
             session_id: plan.session_id,
-            session_dir: crate::cli::Home::new(plan.state_home.clone())
+            session_dir: crate::session::Home::new(plan.state_home.clone())
                 .session_dir(plan.session_id),
         };
         tokio::spawn(metrics::serve(addr, src, shutdown.clone()));

@@ -10,7 +10,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::cli::filter::SyncFilter;
+use crate::crawl::filter::SyncFilter;
 use crate::relpath::RelPath;
 use crate::session::{BrickId, Stime};
 use crate::state::{CrawlProgress, State};
@@ -219,7 +219,7 @@ mod tests {
         std::fs::write(b.join("home/state"), b"1").unwrap();
         std::os::unix::fs::symlink("a", b.join("l")).unwrap();
         let filter = SyncFilter {
-            exclude: vec![crate::cli::filter::Pattern::parse("*.tmp").unwrap()],
+            exclude: vec![crate::crawl::filter::Pattern::parse("*.tmp").unwrap()],
             ignore_deletes: false,
         };
         let mut scope = CrawlScope {

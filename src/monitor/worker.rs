@@ -422,7 +422,7 @@ async fn ship(
     batch: &Batch,
     later: Option<&dyn LaterRecords>,
 ) -> Result<ShipReport, WorkerError> {
-    // `exclude` and `ignore-deletes` (cli::filter).
+    // `exclude` and `ignore-deletes` (crawl::filter).
     let filtered = ctx.live.filter.apply(batch);
     let batch = filtered.as_ref().unwrap_or(batch);
     if batch.is_empty() {

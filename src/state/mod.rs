@@ -184,7 +184,7 @@ pub struct NewSession {
     pub port: u16,
     /// The slave's host key, OpenSSH public key format, pinned at create.
     pub host_key: String,
-    /// Session settings as JSON (see `cli::config`).
+    /// Session settings as JSON (see `session::config`).
     pub config: String,
     pub bricks: Vec<Brick>,
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::filter::{Pattern, SyncFilter};
+use crate::crawl::filter::{Pattern, SyncFilter};
 use crate::proto::compress::Compression;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub struct SessionConfig {
     pub sync_acls: bool,
     /// Log verbosity of the monitor: error, warn, info, debug or trace.
     pub log_level: String,
-    /// Glob patterns of paths not to replicate (see `cli::filter`).
+    /// Glob patterns of paths not to replicate (see `crawl::filter`).
     pub exclude: Vec<String>,
     /// Monitor log lines: `human` or `json` (one object per line).
     pub log_format: String,
