@@ -2,7 +2,6 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,13 +10,10 @@ use rustix::process::{Pid, Signal};
 
 use super::logging;
 use super::{find_session, Home};
-use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
-use crate::crawl::journal::{journal_dir, ChangeSource};
-use crate::monitor::{BrickPlan, SessionPlan};
+use crate::monitor::plan;
 use crate::session::config::{Applies, SessionConfig};
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
-use crate::transport::ssh::{self, Auth, SshTarget};
 
 /// The runtime for commands that talk to a slave. Multi-threaded because
 /// shipping reads files with `block_in_place`.
@@ -48,73 +44,6 @@ pub fn monitor_alive(pid: Option<u32>) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// The `change-detector` of a brick: GlusterFS's changelogs where the
-/// brick has them (or they are asked for), else georep's journal hook.
-fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
-    let gluster = match config.change_detector.as_str() {
-        "glusterfs" => true,
-        "notify" => false,
-        _ => GlusterBrick::detect(brick),
-    };
-    if gluster {
-        ChangeSource::Glusterfs(GlusterBrick::new(brick))
-    } else {
-        ChangeSource::Notify(journal_dir.to_owned())
-    }
-}
-
-/// Resolves a stored session into what the monitor runs.
-fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
-    let config = SessionConfig::from_json(&session.config)?;
-    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
-    let state = home.state()?;
-    let dir = home.session_dir(session.id);
-    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
-    let bricks = state
-        .bricks(session.id)?
-        .into_iter()
-        .map(|b| {
-            let brick = b.brick.path().to_owned();
-            let journal_dir = journal_dir(&dir, b.id);
-            let mut exclude = if home_abs.starts_with(&brick) {
-                vec![home_abs.clone()]
-            } else {
-                Vec::new()
-            };
-            let source = change_source(&config, &brick, &journal_dir);
-            // GlusterFS's own tree is never replicated, whichever source.
-            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
-                exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
-            }
-            BrickPlan {
-                brick_id: b.id,
-                brick,
-                journal_dir,
-                source,
-                exclude,
-            }
-        })
-        .collect();
-    Ok(SessionPlan {
-        session_id: session.id,
-        master_vol: session.master_vol.to_string(),
-        slave: session.slave.to_string(),
-        state_home: home.root().to_owned(),
-        target: SshTarget {
-            host: session.slave.host.clone(),
-            port: config.ssh_port,
-            user: session.slave.user.clone(),
-        },
-        host_key,
-        auth: Auth::Key(home.session_key(session.id)),
-        slave_command: config.slave_command(&session.slave.volume),
-        throttle: crate::transport::throttle::Throttle::new(config.bandwidth_limit)
-            .map(std::sync::Arc::new),
-        config,
-        bricks,
-    })
 }
 
 pub fn start(

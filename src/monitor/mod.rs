@@ -7,135 +7,20 @@
 //! fields, so every line it logs names both (see `cli::logging`).
 
 pub mod metrics;
+mod plan;
 pub mod progress;
 mod worker;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::crawl::filter::SyncFilter;
-use crate::session::config::SessionConfig;
-use crate::session::{BrickId, Stime};
-use crate::state::{CrawlStatus, SessionState, State, StateError, WorkerStatus};
-use crate::transport::ssh::{Auth, SshTarget};
+use crate::session::Stime;
+use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
+pub use plan::{plan, BrickPlan, Live, SessionPlan};
 pub use worker::WorkerError;
-
-/// Everything a brick's worker needs, resolved once at start.
-#[derive(Debug, Clone)]
-pub struct BrickPlan {
-    pub brick_id: BrickId,
-    pub brick: PathBuf,
-    pub journal_dir: PathBuf,
-    /// Where the worker reads the brick's changes: the journal the hook
-    /// writes in `journal_dir`, or the brick's GlusterFS changelogs.
-    pub source: crate::crawl::journal::ChangeSource,
-    /// Absolute directories inside the brick that are not replicated (the
-    /// georep home, if it lives there).
-    pub exclude: Vec<PathBuf>,
-}
-
-/// A session as the monitor runs it.
-#[derive(Debug, Clone)]
-pub struct SessionPlan {
-    /// Row id of the session in the state database.
-    pub session_id: i64,
-    /// `MASTERVOL` and `[user@]host::dir`, as the operator names them.
-    pub master_vol: String,
-    pub slave: String,
-    pub state_home: PathBuf,
-    pub target: SshTarget,
-    pub host_key: russh::keys::PublicKey,
-    pub auth: Auth,
-    pub slave_command: String,
-    /// `bandwidth-limit`, shared by every worker of the session.
-    pub throttle: Option<std::sync::Arc<crate::transport::throttle::Throttle>>,
-    pub config: SessionConfig,
-    pub bricks: Vec<BrickPlan>,
-}
-
-/// What can change while a session runs: re-read by each worker between
-/// batches (see [`SessionPlan::live`]).
-#[derive(Debug, Clone)]
-pub struct Live {
-    /// The settings as stored now; options marked `live` in
-    /// `session::config::OPTIONS` are taken from here.
-    pub config: SessionConfig,
-    /// `geo-rep pause`: the journal keeps recording, nothing is shipped.
-    pub paused: bool,
-    pub filter: SyncFilter,
-}
-
-impl SessionPlan {
-    /// The session's settings and pause flag as stored now. If they cannot
-    /// be read, the worker goes on with what it has (and says so).
-    pub fn live(&self, state: &State) -> Live {
-        let stored = state
-            .session(self.session_id)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                let config = SessionConfig::from_json(&s.config).map_err(|e| e.to_string())?;
-                Ok((config, s.state == SessionState::Paused))
-            });
-        let (config, paused) = match stored {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(
-                    "reading the live session settings: {e}; keeping the settings of the start"
-                );
-                (self.config.clone(), false)
-            }
-        };
-        Live {
-            filter: config.filter(),
-            config,
-            paused,
-        }
-    }
-
-    /// Connects to the slave with the session key and the pinned host key,
-    /// and greets it over `sync-jobs` streams.
-    pub async fn connect(
-        &self,
-    ) -> Result<
-        (
-            crate::transport::ssh::SshConnection,
-            crate::transport::SshLink,
-        ),
-        crate::transport::TransportError,
-    > {
-        self.connect_streams(self.config.sync_jobs as usize).await
-    }
-
-    /// [`SessionPlan::connect`] with `streams` streams (a check needs one).
-    pub async fn connect_streams(
-        &self,
-        streams: usize,
-    ) -> Result<
-        (
-            crate::transport::ssh::SshConnection,
-            crate::transport::SshLink,
-        ),
-        crate::transport::TransportError,
-    > {
-        crate::transport::open(
-            &self.target,
-            crate::transport::ssh::HostKeyPolicy::Pinned(self.host_key.clone()),
-            &self.auth,
-            &self.slave_command,
-            self.config.timeout(),
-            streams,
-        )
-        .await
-        .map(|(conn, mut link)| {
-            link.set_throttle(self.throttle.clone());
-            (conn, link)
-        })
-    }
-}
 
 /// First wait between restarts of a failing worker; the longest is the
 /// `retry-max-interval` option.

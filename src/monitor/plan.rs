@@ -1,0 +1,192 @@
+//! A stored session resolved into what the monitor runs: its target, keys,
+//! settings and, per brick, the change source and what is left out.
+
+use std::path::{Path, PathBuf};
+
+use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
+use crate::crawl::filter::SyncFilter;
+use crate::crawl::journal::{journal_dir, ChangeSource};
+use crate::session::config::SessionConfig;
+use crate::session::{BrickId, Home};
+use crate::state::{SessionRecord, SessionState, State};
+use crate::transport::ssh::{self, Auth, SshTarget};
+
+/// Everything a brick's worker needs, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct BrickPlan {
+    pub brick_id: BrickId,
+    pub brick: PathBuf,
+    pub journal_dir: PathBuf,
+    /// Where the worker reads the brick's changes: the journal the hook
+    /// writes in `journal_dir`, or the brick's GlusterFS changelogs.
+    pub source: crate::crawl::journal::ChangeSource,
+    /// Absolute directories inside the brick that are not replicated (the
+    /// georep home, if it lives there).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// A session as the monitor runs it.
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    /// Row id of the session in the state database.
+    pub session_id: i64,
+    /// `MASTERVOL` and `[user@]host::dir`, as the operator names them.
+    pub master_vol: String,
+    pub slave: String,
+    pub state_home: PathBuf,
+    pub target: SshTarget,
+    pub host_key: russh::keys::PublicKey,
+    pub auth: Auth,
+    pub slave_command: String,
+    /// `bandwidth-limit`, shared by every worker of the session.
+    pub throttle: Option<std::sync::Arc<crate::transport::throttle::Throttle>>,
+    pub config: SessionConfig,
+    pub bricks: Vec<BrickPlan>,
+}
+
+/// What can change while a session runs: re-read by each worker between
+/// batches (see [`SessionPlan::live`]).
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The settings as stored now; options marked `live` in
+    /// `session::config::OPTIONS` are taken from here.
+    pub config: SessionConfig,
+    /// `geo-rep pause`: the journal keeps recording, nothing is shipped.
+    pub paused: bool,
+    pub filter: SyncFilter,
+}
+
+impl SessionPlan {
+    /// The session's settings and pause flag as stored now. If they cannot
+    /// be read, the worker goes on with what it has (and says so).
+    pub fn live(&self, state: &State) -> Live {
+        let stored = state
+            .session(self.session_id)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                let config = SessionConfig::from_json(&s.config).map_err(|e| e.to_string())?;
+                Ok((config, s.state == SessionState::Paused))
+            });
+        let (config, paused) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(
+                    "reading the live session settings: {e}; keeping the settings of the start"
+                );
+                (self.config.clone(), false)
+            }
+        };
+        Live {
+            filter: config.filter(),
+            config,
+            paused,
+        }
+    }
+
+    /// Connects to the slave with the session key and the pinned host key,
+    /// and greets it over `sync-jobs` streams.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            crate::transport::ssh::SshConnection,
+            crate::transport::SshLink,
+        ),
+        crate::transport::TransportError,
+    > {
+        self.connect_streams(self.config.sync_jobs as usize).await
+    }
+
+    /// [`SessionPlan::connect`] with `streams` streams (a check needs one).
+    pub async fn connect_streams(
+        &self,
+        streams: usize,
+    ) -> Result<
+        (
+            crate::transport::ssh::SshConnection,
+            crate::transport::SshLink,
+        ),
+        crate::transport::TransportError,
+    > {
+        crate::transport::open(
+            &self.target,
+            crate::transport::ssh::HostKeyPolicy::Pinned(self.host_key.clone()),
+            &self.auth,
+            &self.slave_command,
+            self.config.timeout(),
+            streams,
+        )
+        .await
+        .map(|(conn, mut link)| {
+            link.set_throttle(self.throttle.clone());
+            (conn, link)
+        })
+    }
+}
+
+/// The `change-detector` of a brick: GlusterFS's changelogs where the
+/// brick has them (or they are asked for), else georep's journal hook.
+fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
+    let gluster = match config.change_detector.as_str() {
+        "glusterfs" => true,
+        "notify" => false,
+        _ => GlusterBrick::detect(brick),
+    };
+    if gluster {
+        ChangeSource::Glusterfs(GlusterBrick::new(brick))
+    } else {
+        ChangeSource::Notify(journal_dir.to_owned())
+    }
+}
+
+/// Resolves a stored session into what the monitor runs.
+pub fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
+    let config = SessionConfig::from_json(&session.config)?;
+    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
+    let state = home.state()?;
+    let dir = home.session_dir(session.id);
+    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
+    let bricks = state
+        .bricks(session.id)?
+        .into_iter()
+        .map(|b| {
+            let brick = b.brick.path().to_owned();
+            let journal_dir = journal_dir(&dir, b.id);
+            let mut exclude = if home_abs.starts_with(&brick) {
+                vec![home_abs.clone()]
+            } else {
+                Vec::new()
+            };
+            let source = change_source(&config, &brick, &journal_dir);
+            // GlusterFS's own tree is never replicated, whichever source.
+            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
+                exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
+            }
+            BrickPlan {
+                brick_id: b.id,
+                brick,
+                journal_dir,
+                source,
+                exclude,
+            }
+        })
+        .collect();
+    Ok(SessionPlan {
+        session_id: session.id,
+        master_vol: session.master_vol.to_string(),
+        slave: session.slave.to_string(),
+        state_home: home.root().to_owned(),
+        target: SshTarget {
+            host: session.slave.host.clone(),
+            port: config.ssh_port,
+            user: session.slave.user.clone(),
+        },
+        host_key,
+        auth: Auth::Key(home.session_key(session.id)),
+        slave_command: config.slave_command(&session.slave.volume),
+        throttle: crate::transport::throttle::Throttle::new(config.bandwidth_limit)
+            .map(std::sync::Arc::new),
+        config,
+        bricks,
+    })
+}
