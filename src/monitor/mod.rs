@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::session::Stime;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
-pub use plan::{plan, BrickPlan, Live, SessionPlan};
+pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan};
 pub use worker::WorkerError;
 
 /// First wait between restarts of a failing worker; the longest is the

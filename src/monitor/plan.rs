@@ -8,7 +8,7 @@ use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::session::config::SessionConfig;
 use crate::session::{BrickId, Home};
-use crate::state::{SessionRecord, SessionState, State};
+use crate::state::{SessionRecord, SessionState, State, StateError};
 use crate::transport::ssh::{self, Auth, SshTarget};
 
 /// Everything a brick's worker needs, resolved once at start.
@@ -124,6 +124,20 @@ impl SessionPlan {
     }
 }
 
+/// Why a stored session cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("session {session}: stored settings: {source}")]
+    Config {
+        session: String,
+        source: crate::session::config::ConfigError,
+    },
+    #[error("slave {host}: stored host key: {reason}")]
+    HostKey { host: String, reason: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
 /// brick has them (or they are asked for), else georep's journal hook.
 fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
@@ -140,9 +154,17 @@ fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> Ch
 }
 
 /// Resolves a stored session into what the monitor runs.
-pub fn plan(home: &Home, session: &SessionRecord) -> anyhow::Result<SessionPlan> {
-    let config = SessionConfig::from_json(&session.config)?;
-    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
+pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanError> {
+    let named = || format!("{} -> {}", session.master_vol, session.slave);
+    let config = SessionConfig::from_json(&session.config).map_err(|source| PlanError::Config {
+        session: named(),
+        source,
+    })?;
+    let host_key =
+        ssh::parse_public_key(&session.host_key).map_err(|reason| PlanError::HostKey {
+            host: session.slave.host.clone(),
+            reason,
+        })?;
     let state = home.state()?;
     let dir = home.session_dir(session.id);
     let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
