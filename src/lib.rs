@@ -18,6 +18,5 @@ pub mod session;
 pub mod ship;
 pub mod slave;
 pub mod state;
-pub mod testkit;
 pub mod transport;
 pub mod volume;

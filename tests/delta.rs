@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime};
 
-use georep::testkit::{assert_trees_equal, copy_tree, random_bytes};
+use georep_testkit::{assert_trees_equal, copy_tree, random_bytes};
 
 use crate::common::Scenario;
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use georep::testkit::{assert_trees_equal, random_bytes, sample_tree, set_mtime, SampleTree};
+use georep_testkit::{assert_trees_equal, random_bytes, sample_tree, set_mtime, SampleTree};
 
 use crate::common::Scenario;
 

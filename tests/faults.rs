@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use georep::testkit::{assert_trees_equal, random_bytes, signal, wait_for, wait_until};
+use georep_testkit::{assert_trees_equal, random_bytes, signal, wait_for, wait_until};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustix::process::Signal;

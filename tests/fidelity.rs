@@ -13,7 +13,7 @@ use std::os::unix::fs::{symlink, FileExt, FileTypeExt, MetadataExt, PermissionsE
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use georep::testkit::{
+use georep_testkit::{
     assert_trees_equal_with, data_ranges, random_bytes, set_mtime, CompareOptions,
 };
 

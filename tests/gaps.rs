@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::SystemTime;
 
-use georep::testkit::{assert_trees_equal, random_bytes, signal};
+use georep_testkit::{assert_trees_equal, random_bytes, signal};
 use rustix::process::Signal;
 
 use crate::common::Scenario;

@@ -4,7 +4,7 @@
 //!
 //! Needs root and /dev/fuse; without them the tests are skipped, except in
 //! CI (`CI` set), where that is a failure. GlusterFS is installed when
-//! missing (see `georep::testkit::glusterfs`).
+//! missing (see `georep_testkit::glusterfs`).
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use georep::changelog::glusterfs::{self as gfs, GRecord};
-use georep::testkit::glusterfs::{unavailable, Glusterd, Volume};
-use georep::testkit::{compare_trees, random_bytes, CompareOptions};
+use georep_testkit::glusterfs::{unavailable, Glusterd, Volume};
+use georep_testkit::{compare_trees, random_bytes, CompareOptions};
 
 use crate::common::Scenario;
 
@@ -318,7 +318,7 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
     let added = s.path("gluster-grow/brick2");
     fs::create_dir_all(&added).unwrap();
-    georep::testkit::glusterfs::gluster([
+    georep_testkit::glusterfs::gluster([
         "volume",
         "add-brick",
         &v.name,

@@ -3,7 +3,6 @@
 //! builds its own [`common::Scenario`] (own sshd, `GEOREP_HOME`, brick and
 //! slave directory), so they run in parallel.
 
-mod bench;
 mod common;
 mod confinement;
 

@@ -34,7 +34,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use georep::testkit::{compare_trees, set_mtime, CompareOptions};
+use georep_testkit::{compare_trees, set_mtime, CompareOptions};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -185,7 +185,7 @@ enum Op {
 
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = |p: &Path| georep::testkit::display_path(p);
+        let p = |p: &Path| georep_testkit::display_path(p);
         match self {
             Op::Write {
                 path,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use std::os::unix::fs::FileTypeExt;
 
-use georep::testkit::{assert_trees_equal_with, CompareOptions};
+use georep_testkit::{assert_trees_equal_with, CompareOptions};
 
 use crate::common::Scenario;
 

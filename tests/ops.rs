@@ -7,7 +7,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use georep::testkit::{assert_trees_equal, run_with_timeout};
+use georep_testkit::{assert_trees_equal, run_with_timeout};
 use serde_json::Value;
 
 use crate::common::{Scenario, COMMAND_TIMEOUT, GEO_REP};

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use georep::testkit::{run_with_timeout, wait_until};
+use georep_testkit::{run_with_timeout, wait_until};
 
 use crate::common::{forwarding_works, Scenario, COMMAND_TIMEOUT};
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use georep::testkit::{find_processes, signal, wait_for};
+use georep_testkit::{find_processes, signal, wait_for};
 use rustix::process::Signal;
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use georep::testkit::{assert_trees_equal, log_text, random_bytes, signal, wait_for};
+use georep_testkit::{assert_trees_equal, log_text, random_bytes, signal, wait_for};
 use rustix::process::Signal;
 
 use crate::common::{self, Scenario};

@@ -202,7 +202,7 @@ mod tests {
     }
 
     fn random(len: usize) -> Vec<u8> {
-        crate::testkit::random_bytes(len, 9)
+        georep_testkit::random_bytes(len, 9)
     }
 
     fn wire_len(r: &Request) -> usize {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::proto::{read_frame, write_frame, ProtocolError};
-use crate::testkit::random_bytes;
+use georep_testkit::random_bytes;
 
 fn rp(s: &str) -> RelPath {
     RelPath::new(s).unwrap()

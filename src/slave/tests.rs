@@ -1171,7 +1171,7 @@ fn a_sparse_piece_leaves_holes_and_the_size_is_kept() {
     let replies = session(root, &reqs);
     no_failures(&replies);
     assert_eq!(fs::read(root.join("sparse")).unwrap(), content);
-    let ranges = crate::testkit::data_ranges(&root.join("sparse")).unwrap();
+    let ranges = georep_testkit::data_ranges(&root.join("sparse")).unwrap();
     assert_eq!(ranges.len(), 1, "{ranges:?}");
     assert!(
         ranges[0].0 <= 1 << 20 && ranges[0].1 < 2 << 20,
@@ -1394,7 +1394,7 @@ fn a_delta_against_a_copy_replaced_since_its_signature_is_refused_and_leaves_it_
 fn compressed_pieces_are_applied_as_the_pieces_inside() {
     use crate::proto::compress::{pack, Compression};
     let dir = tempfile::tempdir().unwrap();
-    let data = crate::testkit::log_text(PIECE_SIZE as usize + 100_000, 5);
+    let data = georep_testkit::log_text(PIECE_SIZE as usize + 100_000, 5);
     let reqs: Vec<Request> = ship(1, "log.txt", &data, attrs(0o644, 1, 0))
         .into_iter()
         .map(|r| pack(r, Compression::Zstd))
@@ -1413,7 +1413,7 @@ fn compressed_pieces_are_applied_as_the_pieces_inside() {
 #[test]
 fn a_corrupt_compressed_frame_ends_the_session_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
-    let data = crate::testkit::log_text(100_000, 6);
+    let data = georep_testkit::log_text(100_000, 6);
     let mut reqs = vec![hello()];
     let mut shipped = ship(1, "log.txt", &data, attrs(0o644, 1, 0));
     // The piece, replaced by a frame that claims it but holds garbage.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use georep::testkit::{run_with_timeout, wait_for, CommandOutput, Sshd};
+use georep_testkit::{run_with_timeout, wait_for, CommandOutput, Sshd};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -423,7 +423,7 @@ impl Scenario {
     /// The pids of this session's monitor process(es).
     pub fn monitor_pids(&self) -> Vec<i32> {
         let home = self.home.display().to_string();
-        georep::testkit::find_processes(|a| {
+        georep_testkit::find_processes(|a| {
             a.iter().any(|x| x == "monitor") && a.iter().any(|x| x == &home)
         })
     }
@@ -431,7 +431,7 @@ impl Scenario {
     /// The pids of the `geo-rep slave` processes sshd runs for this scenario.
     pub fn slave_pids(&self) -> Vec<i32> {
         let root = self.slave.display().to_string();
-        georep::testkit::find_processes(|a| {
+        georep_testkit::find_processes(|a| {
             a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == root)
         })
     }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use georep::testkit::{compare_trees, random_bytes, run_with_timeout, CompareOptions, Sshd};
+use georep_testkit::{compare_trees, random_bytes, run_with_timeout, CompareOptions, Sshd};
 use serde_json::Value;
 
 const VOL: &str = "demo";
@@ -128,7 +128,7 @@ fn run() -> Result<()> {
 }
 
 fn geo_rep_binary() -> Result<PathBuf> {
-    georep::testkit::geo_rep_beside_current_exe()
+    georep_testkit::geo_rep_beside_current_exe()
         .context("locating or building geo-rep for the demo")
 }
 

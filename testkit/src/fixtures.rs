@@ -181,7 +181,7 @@ fn relative_target(from: &Path, to: &Path, root: &Path) -> std::path::PathBuf {
 }
 
 /// Copies the tree under `from` to `to` (created if missing) exactly as
-/// [`crate::testkit::compare_trees`] sees it: contents, modes, symlink
+/// [`crate::compare_trees`] sees it: contents, modes, symlink
 /// targets, and mtimes of files, symlinks and directories (the root's too).
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     if !to.exists() {

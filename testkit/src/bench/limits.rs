@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Sshd;
 use anyhow::{bail, Context, Result};
-use georep::testkit::Sshd;
 
 /// Pushes `bytes` zero bytes through the system ssh client with `cipher`
 /// into `cat >/dev/null` on the sshd at `port`; returns the elapsed time

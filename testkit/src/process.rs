@@ -207,10 +207,18 @@ pub fn geo_rep_beside_current_exe() -> std::io::Result<std::path::PathBuf> {
             ))
         })?;
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", "geo-rep", "--manifest-path"])
-            .arg(Path::new(&manifest_dir).join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--package",
+            "georep",
+            "--bin",
+            "geo-rep",
+            "--manifest-path",
+        ])
+        .arg(Path::new(&manifest_dir).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }

@@ -580,7 +580,7 @@ fn hash(p: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{copy_tree, sample_tree, set_mtime, SampleTree};
+    use crate::{copy_tree, sample_tree, set_mtime, SampleTree};
     use std::ffi::OsStr;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

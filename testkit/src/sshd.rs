@@ -485,7 +485,7 @@ mod tests {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let got = super::super::wait_for(T, Duration::from_millis(50), || banner(local).ok());
+        let got = crate::wait_for(T, Duration::from_millis(50), || banner(local).ok());
         let _ = fwd.kill();
         let _ = fwd.wait();
         got.unwrap_or_else(|e| panic!("forwarding with the operator key failed: {e}"));

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::{run_with_timeout, Sshd};
 use anyhow::{bail, Context, Result};
-use georep::testkit::{run_with_timeout, Sshd};
 
 /// How rsync reaches the slave.
 #[derive(Debug, Clone)]

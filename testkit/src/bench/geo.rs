@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::{run_with_timeout, Sshd};
 use anyhow::{bail, Context, Result};
-use georep::testkit::{run_with_timeout, Sshd};
 use serde_json::Value;
 
 use super::procfs;

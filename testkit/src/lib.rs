@@ -1,8 +1,9 @@
 //! Test kit: the real parts georep's tests, the demo (`georep-demo`) and the
 //! benchmarks run against.
 //!
-//! It is library code on purpose, so one implementation serves
-//! `tests/integration.rs`, `src/bin/georep-demo.rs` and later `benches/`:
+//! A crate of its own in the workspace, so one implementation serves
+//! `tests/integration.rs`, the demo and the benchmark runner ([`bench`],
+//! `src/bin/`), while the product (`georep`, `geo-rep`) never builds it:
 //!
 //! - [`Sshd`]: a throwaway OpenSSH `sshd` on 127.0.0.1 with a free port, its
 //!   own host key, its own `authorized_keys` and an operator key pair, all in
@@ -19,6 +20,7 @@
 //!
 //! Nothing here is used by the product at run time.
 
+pub mod bench;
 mod fixtures;
 pub mod glusterfs;
 mod process;

@@ -3,8 +3,7 @@
 //! `cargo run --release --bin georep-bench -- [--quick|--full] [workload…]`;
 //! see README.md, "Benchmarks".
 
-#[path = "../bench/mod.rs"]
-mod bench;
+use georep_testkit::bench;
 
 use clap::Parser;
 

@@ -23,9 +23,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::Sshd;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use georep::testkit::Sshd;
 
 use self::rsync::Rsync;
 use self::stats::{fmt_bytes, fmt_secs};
@@ -451,8 +451,7 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 fn geo_rep_binary() -> Result<PathBuf> {
-    georep::testkit::geo_rep_beside_current_exe()
-        .context("locating or building geo-rep for the benchmark")
+    crate::geo_rep_beside_current_exe().context("locating or building geo-rep for the benchmark")
 }
 
 #[cfg(test)]

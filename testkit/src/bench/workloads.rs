@@ -4,8 +4,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::{compare_trees, CompareOptions};
 use anyhow::{bail, Context, Result};
-use georep::testkit::{compare_trees, CompareOptions};
 use rand::{Rng, SeedableRng};
 
 use super::fixtures::{self, SmallTree};
@@ -711,7 +711,7 @@ fn wan_text(ctx: &Ctx, relay: &Relay, shape: LinkShape) -> Result<Vec<Row>> {
         size_label(bytes)
     ));
     for i in 0..FILES {
-        let text = georep::testkit::log_text((bytes / FILES) as usize, 40 + i);
+        let text = crate::log_text((bytes / FILES) as usize, 40 + i);
         fs::write(master.join(format!("log{i}.txt")), text)?;
     }
     let rsync = Rsync::new(&ctx.sshd, relay.port(), Some(&ctx.rsync_cipher)).compressed();
