@@ -10,7 +10,7 @@ use std::os::unix::fs::FileTypeExt;
 
 use georep_testkit::{assert_trees_equal_with, CompareOptions};
 
-use crate::common::Scenario;
+use crate::common::{Scenario, GEO_REP};
 
 const USER: &str = "georep-it-slave";
 
@@ -48,6 +48,30 @@ impl Drop for TestUser {
     }
 }
 
+/// `geo-rep` copied where any user may run it: the checkout, and so
+/// `target/`, may lie below a directory the slave user cannot traverse
+/// (root's home is 0700 on Debian, and so is a `mktemp -d` directory).
+fn installed_for(s: &Scenario) -> String {
+    let bin = s.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let exe = bin.join("geo-rep");
+    fs::copy(GEO_REP, &exe).unwrap_or_else(|e| panic!("copying {GEO_REP}: {e}"));
+    for (p, mode) in [(&bin, 0o755), (&exe, 0o755)] {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    exe.display().to_string()
+}
+
+/// `create` arguments whose `--remote-command` is `command`.
+fn with_remote_command(mut args: Vec<String>, command: &str) -> Vec<String> {
+    let at = args
+        .iter()
+        .position(|a| a == "--remote-command")
+        .expect("create_args names a remote command");
+    args[at + 1] = command.to_owned();
+    args
+}
+
 #[test]
 fn an_unprivileged_slave_user_receives_the_replica() {
     let s = Scenario::new();
@@ -70,7 +94,11 @@ fn an_unprivileged_slave_user_receives_the_replica() {
             let _ = self.0.geo_rep(["stop", &self.0.vol, &self.1, "force"]);
         }
     }
-    s.geo_rep(s.create_args(&[&s.brick], &url, false)).ok();
+    s.geo_rep(with_remote_command(
+        s.create_args(&[&s.brick], &url, false),
+        &installed_for(&s),
+    ))
+    .ok();
     let _stop = Stop(&s, url.clone());
 
     fs::create_dir(s.brick.join("dir")).unwrap();
