@@ -1,0 +1,130 @@
+//! Bricks: their records, worker status and counters.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::*;
+
+impl State {
+    pub fn bricks(&self, session_id: i64) -> Result<Vec<BrickRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures,
+                        crawl_started_ns, crawl_finished_ns, crawl_files, crawl_bytes,
+                        crawl_total_files, crawl_total_bytes
+                 FROM bricks WHERE session_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![session_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    [
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, i64>(9)?,
+                        r.get::<_, i64>(10)?,
+                    ],
+                    CrawlProgress {
+                        started: r.get::<_, Option<i64>>(11)?.map(Stime),
+                        finished: r.get::<_, Option<i64>>(12)?.map(Stime),
+                        files: r.get::<_, i64>(13)? as u64,
+                        bytes: r.get::<_, i64>(14)? as u64,
+                        total_files: r.get::<_, Option<i64>>(15)?.map(|n| n as u64),
+                        total_bytes: r.get::<_, Option<i64>>(16)?.map(|n| n as u64),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, path, stime, status, crawl, last_error, n, progress) =
+                row.map_err(|e| self.err(e))?;
+            out.push(BrickRecord {
+                id: BrickId(id),
+                session_id,
+                brick: Brick::new(&path).map_err(|_| StateError::Corrupt {
+                    column: "bricks.path",
+                    value: path.clone(),
+                })?,
+                stime: stime.map(Stime),
+                status: parse_display(&WorkerStatus::ALL, "bricks.status", &status)?,
+                crawl: parse_display(&CrawlStatus::ALL, "bricks.crawl", &crawl)?,
+                last_error,
+                bytes_sent: n[0] as u64,
+                entries: n[1] as u64,
+                data: n[2] as u64,
+                meta: n[3] as u64,
+                failures: n[4] as u64,
+                progress,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn bricks_by_id(&self, id: BrickId) -> Result<Option<BrickRecord>, StateError> {
+        let session: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT session_id FROM bricks WHERE id = ?1",
+                params![id.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        Ok(self.bricks(session)?.into_iter().find(|b| b.id == id))
+    }
+
+    pub fn set_worker(
+        &self,
+        brick: BrickId,
+        status: WorkerStatus,
+        crawl: CrawlStatus,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET status = ?2, crawl = ?3 WHERE id = ?1",
+                params![brick.0, status.to_string(), crawl.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets or clears the last error shown for a brick.
+    pub fn set_last_error(&self, brick: BrickId, error: Option<&str>) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET last_error = ?2 WHERE id = ?1",
+                params![brick.0, error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn add_counters(&self, brick: BrickId, c: Counters) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET bytes_sent = bytes_sent + ?2, entries = entries + ?3, data = data + ?4,
+                 meta = meta + ?5, failures = failures + ?6 WHERE id = ?1",
+                params![
+                    brick.0,
+                    c.bytes_sent as i64,
+                    c.entries as i64,
+                    c.data as i64,
+                    c.meta as i64,
+                    c.failures as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
