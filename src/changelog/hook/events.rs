@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Worker {
+impl Recorder {
     /// A `Name(From)` without its `To`: the entry left the brick.
     pub(super) fn flush_pending_from(&mut self) -> Result<(), ChangelogError> {
         if let Some((_, path)) = self.pending_from.take() {

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Worker {
+impl Recorder {
     /// Handles events until the marker of every held scan numbered below
     /// `upto` has arrived, for at most [`MARKER_WAIT`]; then journals what
     /// is still held, after a Gap (its place in the event stream is unknown).

@@ -3,7 +3,7 @@
 //! Threads: notify's inotify thread hands each event to a closure that
 //! `try_send`s it into a bounded channel (it never blocks, so notify never
 //! waits for us; when the channel is full the event is counted as dropped and
-//! a Gap is written). One std thread, the worker, owns the watcher, the open
+//! a Gap is written). One std thread, the recorder, owns the watcher, the open
 //! file and all state: it turns events into records, answers
 //! [`Hook::rollover_now`] / [`Hook::stop`] (sent through the same channel,
 //! so they are ordered after the events already delivered) and rolls over on
@@ -75,17 +75,17 @@ mod recorder;
 mod rolling;
 mod scan;
 
-use recorder::{gone, Worker};
+use recorder::{gone, Recorder};
 
 /// Default interval between rollovers.
 pub const DEFAULT_ROLLOVER: Duration = Duration::from_secs(1);
 
-/// Capacity of the channel from notify to the worker, in events. Memory stays
+/// Capacity of the channel from notify to the recorder, in events. Memory stays
 /// bounded; when it is full, events are dropped and a Gap is written.
 const CHANNEL_CAP: usize = 64 * 1024;
 
 /// For this long after a directory rename, changes notify reports under
-/// the old name are recorded under the new one (see [`Worker::unstale`]).
+/// the old name are recorded under the new one (see [`Recorder::unstale`]).
 pub const RENAME_RESCAN_MARGIN: Duration = Duration::from_secs(10);
 
 /// After a directory rename, entries under the new name whose ctime is at
@@ -150,7 +150,7 @@ enum Msg {
     Stop(Reply),
     /// Events handled back to back, as if one inotify read had delivered
     /// them: tests need events to be queued together, which separate sends
-    /// cannot promise (the worker may act on the first before the next).
+    /// cannot promise (the recorder may act on the first before the next).
     #[cfg(test)]
     Events(Vec<(Stime, notify::Result<notify::Event>)>),
 }
@@ -282,7 +282,7 @@ impl Hook {
         let closed = Arc::new(AtomicI64::new(t0.nanos()));
         let recorded = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
-        let mut worker = Worker {
+        let mut worker = Recorder {
             brick: brick.clone(),
             journal,
             rollover: cfg.rollover,

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The worker thread's state; see the module documentation.
-pub(super) struct Worker {
+pub(super) struct Recorder {
     pub(super) brick: PathBuf,
     pub(super) journal: PathBuf,
     pub(super) rollover: Duration,
@@ -23,7 +23,7 @@ pub(super) struct Worker {
     pub(super) pending_from: Option<(usize, PathBuf)>,
     /// Directories renamed recently: (old full path, new full path, when).
     /// notify reports changes inside them under the old name until it has
-    /// re-watched them; see [`Worker::unstale`].
+    /// re-watched them; see [`Recorder::unstale`].
     pub(super) moved: Vec<(PathBuf, PathBuf, Instant)>,
     /// Where scan markers are made ([`ORDER_DIR`]).
     pub(super) order_dir: PathBuf,
@@ -41,7 +41,7 @@ pub(super) struct Worker {
     pub(super) last_cover: Option<Instant>,
 }
 
-impl Worker {
+impl Recorder {
     pub(super) fn run(mut self, error: &Mutex<Option<String>>) {
         if let Err(e) = self.main_loop() {
             let msg = e.to_string();

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Worker {
+impl Recorder {
     /// Drains what notify has delivered, up to a marker made after the
     /// time `t` taken first, then closes the current file with end = `t`,
     /// and only then advances `closed_through`.

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Worker {
+impl Recorder {
     /// Records everything below `full` (depth first, parents before
     /// children); with `since`, only entries whose ctime is not older.
     pub(super) fn scan(
@@ -27,7 +27,7 @@ impl Worker {
         Ok(())
     }
 
-    /// The walk of [`Worker::scan`].
+    /// The walk of [`Recorder::scan`].
     pub(super) fn walk(
         &mut self,
         full: &Path,
