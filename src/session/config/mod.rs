@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn the_shipped_config_file_documents_every_option_at_its_default() {
-        let text = include_str!("../../config/georep.conf");
+        let text = include_str!("../../../config/georep.conf");
         let c = SessionConfig::default();
         assert_eq!(c.with_file("georep.conf", text).unwrap(), c);
         for o in OPTIONS {
