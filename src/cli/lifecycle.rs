@@ -11,7 +11,7 @@ use rustix::process::{Pid, Signal};
 use super::logging;
 use super::{find_session, Home};
 use crate::monitor::plan;
-use crate::session::config::{Applies, SessionConfig};
+use crate::session::config::{Applies, LogFormat, SessionConfig};
 use crate::session::{SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 
@@ -254,8 +254,8 @@ fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow
         file: &log_file,
         max_bytes: plan.config.log_rotate_bytes(),
         keep: plan.config.log_rotate_keep,
-        json: plan.config.log_format == "json",
-        level: &plan.config.log_level,
+        json: plan.config.log_format == LogFormat::Json,
+        level: plan.config.log_level.as_str(),
         stderr: foreground.then(|| logging::Stderr(bars.clone())),
     })?;
     let rt = runtime()?;

@@ -50,7 +50,7 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
             }
         });
     }
-    if let Ok(addr) = plan.config.metrics_addr.parse() {
+    if let Some(addr) = plan.config.metrics_addr {
         let src = metrics::Source {
             state_home: plan.state_home.clone(),
             session_id: plan.session_id,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
-use crate::session::config::SessionConfig;
+use crate::session::config::{ChangeDetector, SessionConfig};
 use crate::session::{BrickId, Home};
 use crate::state::{SessionRecord, SessionState, State, StateError};
 use crate::transport::ssh::{self, Auth, SshTarget};
@@ -141,10 +141,10 @@ pub enum PlanError {
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
 /// brick has them (or they are asked for), else georep's journal hook.
 fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
-    let gluster = match config.change_detector.as_str() {
-        "glusterfs" => true,
-        "notify" => false,
-        _ => GlusterBrick::detect(brick),
+    let gluster = match config.change_detector {
+        ChangeDetector::Glusterfs => true,
+        ChangeDetector::Notify => false,
+        ChangeDetector::Auto => GlusterBrick::detect(brick),
     };
     if gluster {
         ChangeSource::Glusterfs(GlusterBrick::new(brick))

@@ -46,8 +46,9 @@ pub const SAMPLE: usize = 64 * 1024;
 /// raw: below that, compressing costs more CPU than the bytes it saves.
 pub const SAMPLE_GAIN_PERCENT: usize = 3;
 
-/// What a session does with data frames (`compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a session does with data frames (`compression`); stored by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Everything goes raw.
     None,
@@ -59,6 +60,13 @@ pub enum Compression {
 impl Compression {
     /// The names `geo-rep config … compression` takes.
     pub const NAMES: &'static [&'static str] = &["zstd", "none"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
 
     /// Parses a name of [`Compression::NAMES`].
     pub fn from_name(name: &str) -> Option<Compression> {

@@ -9,12 +9,19 @@
 //! `not yet applied` (stored and validated, but georep does not act on it
 //! yet: the listing says so rather than pretend).
 
+mod options;
+mod values;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::crawl::filter::{Pattern, SyncFilter};
 use crate::proto::compress::Compression;
+
+pub use options::{option, Kind, OptionSpec, OPTIONS};
+pub use values::{ChangeDetector, LogFormat, LogLevel};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -35,9 +42,8 @@ pub struct SessionConfig {
     /// Most bytes per second the session sends to the slave, over all its
     /// bricks and streams; 0: no limit.
     pub bandwidth_limit: u64,
-    /// How file data travels: `zstd` (compressed where it shrinks) or
-    /// `none`.
-    pub compression: String,
+    /// How file data travels: compressed where it shrinks, or raw.
+    pub compression: Compression,
     /// Longest wait, in seconds, between retries of a failing worker (the
     /// wait starts at 1 s and doubles).
     pub retry_max_interval: u64,
@@ -50,23 +56,22 @@ pub struct SessionConfig {
     pub sync_xattrs: bool,
     /// Replicate POSIX ACLs.
     pub sync_acls: bool,
-    /// Log verbosity of the monitor: error, warn, info, debug or trace.
-    pub log_level: String,
+    /// Log verbosity of the monitor.
+    pub log_level: LogLevel,
     /// Glob patterns of paths not to replicate (see `crawl::filter`).
     pub exclude: Vec<String>,
-    /// Monitor log lines: `human` or `json` (one object per line).
-    pub log_format: String,
+    /// Monitor log lines: readable, or one JSON object per line.
+    pub log_format: LogFormat,
     /// The session log is rotated when it would grow past this many MiB.
     pub log_rotate_size: u64,
     /// Rotated session logs kept besides the current one.
     pub log_rotate_keep: u32,
-    /// `HOST:PORT` where the monitor serves Prometheus metrics at
-    /// `/metrics`; empty: no endpoint.
-    pub metrics_addr: String,
-    /// Where changes are found: `auto` (a brick holding
-    /// `.glusterfs/changelogs` uses GlusterFS's changelogs, any other the
-    /// notify hook), `glusterfs` or `notify`.
-    pub change_detector: String,
+    /// Where the monitor serves Prometheus metrics at `/metrics`; stored
+    /// as `""` when off.
+    #[serde(with = "values::optional_addr")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Where changes are found.
+    pub change_detector: ChangeDetector,
 }
 
 impl Default for SessionConfig {
@@ -80,21 +85,21 @@ impl Default for SessionConfig {
             timeout: 120,
             bandwidth_limit: 0,
             // On: a frame that does not shrink goes raw at the cost of a
-            // compressed sample (see `transport::compress`), while text, logs
+            // compressed sample (see `proto::compress`), while text, logs
             // and databases cross a WAN link several times faster.
-            compression: "zstd".into(),
+            compression: Compression::Zstd,
             retry_max_interval: 60,
             sync_jobs: 3,
             ignore_deletes: false,
             sync_xattrs: true,
             sync_acls: true,
-            log_level: "info".into(),
+            log_level: LogLevel::Info,
             exclude: Vec::new(),
-            log_format: "human".into(),
+            log_format: LogFormat::Human,
             log_rotate_size: 10,
             log_rotate_keep: 5,
-            metrics_addr: String::new(),
-            change_detector: "auto".into(),
+            metrics_addr: None,
+            change_detector: ChangeDetector::Auto,
         }
     }
 }
@@ -122,129 +127,11 @@ impl std::fmt::Display for Applies {
     }
 }
 
-/// One settable key.
-#[derive(Debug, Clone, Copy)]
-pub struct OptionSpec {
-    pub key: &'static str,
-    pub applies: Applies,
-    pub help: &'static str,
-}
-
-/// Every key of [`SessionConfig`], in listing order. (`checkpoint` is a
-/// key of `geo-rep config` too, but lives in the state database.)
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec {
-        key: "changelog-batch-size",
-        applies: Applies::Live,
-        help: "most operations shipped in one batch (1..=1000000)",
-    },
-    OptionSpec {
-        key: "exclude",
-        applies: Applies::Live,
-        help: "comma-separated glob patterns of paths not to replicate",
-    },
-    OptionSpec {
-        key: "ignore-deletes",
-        applies: Applies::Live,
-        help: "true: deletions on the master are not replicated",
-    },
-    OptionSpec {
-        key: "rollover-time",
-        applies: Applies::NextStart,
-        help: "seconds between journal rollovers (0.1..=3600)",
-    },
-    OptionSpec {
-        key: "change-detector",
-        applies: Applies::NextStart,
-        help:
-            "auto, glusterfs (the brick's GlusterFS changelogs) or notify (georep's journal hook)",
-    },
-    OptionSpec {
-        key: "ssh-port",
-        applies: Applies::NextStart,
-        help: "SSH port of the slave (1..=65535)",
-    },
-    OptionSpec {
-        key: "timeout",
-        applies: Applies::NextStart,
-        help: "seconds without an answer before the slave counts as hung (1..=86400)",
-    },
-    OptionSpec {
-        key: "bandwidth-limit",
-        applies: Applies::NextStart,
-        help: "most bytes per second sent to the slave, over every brick and stream of the session (token bucket); 0: no limit",
-    },
-    OptionSpec {
-        key: "compression",
-        applies: Applies::Live,
-        help: "zstd (file data compressed at level 1 where it shrinks; incompressible data goes raw) or none",
-    },
-    OptionSpec {
-        key: "retry-max-interval",
-        applies: Applies::NextStart,
-        help: "longest wait in seconds between retries of a failing worker (1..=3600)",
-    },
-    OptionSpec {
-        key: "log-level",
-        applies: Applies::Reload,
-        help: "monitor log verbosity: error, warn, info, debug, trace",
-    },
-    OptionSpec {
-        key: "log-format",
-        applies: Applies::NextStart,
-        help: "session log lines: human, or json (one object per line)",
-    },
-    OptionSpec {
-        key: "log-rotate-size",
-        applies: Applies::NextStart,
-        help: "MiB at which the session log is rotated (1..=1024)",
-    },
-    OptionSpec {
-        key: "log-rotate-keep",
-        applies: Applies::NextStart,
-        help: "rotated session logs kept (1..=100)",
-    },
-    OptionSpec {
-        key: "metrics-addr",
-        applies: Applies::NextStart,
-        help: "HOST:PORT of the Prometheus endpoint GET /metrics; empty: off",
-    },
-    OptionSpec {
-        key: "remote-command",
-        applies: Applies::AtCreate,
-        help: "georep on the slave; it is the forced command in the slave's authorized_keys",
-    },
-    OptionSpec {
-        key: "authorized-keys-file",
-        applies: Applies::AtCreate,
-        help: "the slave's authorized_keys file push-pem wrote to",
-    },
-    OptionSpec {
-        key: "sync-jobs",
-        applies: Applies::NextStart,
-        help: "parallel transfer streams per brick (1..=64): channels to as many slave processes, file contents spread over them by directory",
-    },
-    OptionSpec {
-        key: "sync-xattrs",
-        applies: Applies::Live,
-        help: "replicate user.* extended attributes (true/false)",
-    },
-    OptionSpec {
-        key: "sync-acls",
-        applies: Applies::Live,
-        help: "replicate POSIX ACLs (system.posix_acl_access/default) (true/false)",
-    },
-];
-
-pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-pub const LOG_FORMATS: &[&str] = &["human", "json"];
-pub const CHANGE_DETECTORS: &[&str] = &["auto", "glusterfs", "notify"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid session configuration: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("unknown config option {0:?} (known: {known})", known = known_keys())]
+    #[error("unknown config option {0:?} (known: {known})", known = options::known_keys())]
     UnknownKey(String),
     #[error("invalid value for {key}: {why}")]
     Value { key: &'static str, why: String },
@@ -258,48 +145,6 @@ pub enum ConfigError {
     },
 }
 
-fn known_keys() -> String {
-    let mut keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
-    keys.push("checkpoint");
-    keys.join(", ")
-}
-
-/// The spec of `key`, or [`ConfigError::UnknownKey`].
-pub fn option(key: &str) -> Result<&'static OptionSpec, ConfigError> {
-    OPTIONS
-        .iter()
-        .find(|o| o.key == key)
-        .ok_or_else(|| ConfigError::UnknownKey(key.to_owned()))
-}
-
-fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(ConfigError::Value {
-            key,
-            why: format!("{v:?} is not a boolean (true or false)"),
-        }),
-    }
-}
-
-fn parse_int<T: TryFrom<u64>>(
-    key: &'static str,
-    v: &str,
-    min: u64,
-    max: u64,
-) -> Result<T, ConfigError> {
-    let bad = |why: String| ConfigError::Value { key, why };
-    let n: u64 = v
-        .trim()
-        .parse()
-        .map_err(|_| bad(format!("{v:?} is not a whole number")))?;
-    if !(min..=max).contains(&n) {
-        return Err(bad(format!("{n} is out of range ({min}..={max})")));
-    }
-    T::try_from(n).map_err(|_| bad(format!("{n} is out of range ({min}..={max})")))
-}
-
 impl SessionConfig {
     pub fn from_json(s: &str) -> Result<Self, ConfigError> {
         let c: SessionConfig = serde_json::from_str(s)?;
@@ -311,157 +156,30 @@ impl SessionConfig {
         serde_json::to_string(self).expect("config serializes")
     }
 
+    /// Every key's value read back through its [`Kind`]: a stored config
+    /// edited by hand (or by an older version) is checked like a `config`
+    /// command.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key, why: &str| {
-            Err(ConfigError::Value {
-                key,
-                why: why.to_owned(),
-            })
-        };
-        if !(0.1..=3600.0).contains(&self.rollover_time) {
-            return bad("rollover-time", "must be between 0.1 and 3600 seconds");
-        }
-        if !(1..=1_000_000).contains(&self.changelog_batch_size) {
-            return bad("changelog-batch-size", "must be between 1 and 1000000");
-        }
-        if !(1..=86_400).contains(&self.timeout) {
-            return bad("timeout", "must be between 1 and 86400 seconds");
-        }
-        if !(1..=3600).contains(&self.retry_max_interval) {
-            return bad("retry-max-interval", "must be between 1 and 3600 seconds");
-        }
-        if self.ssh_port == 0 {
-            return bad("ssh-port", "must be between 1 and 65535");
-        }
-        if !(1..=64).contains(&self.sync_jobs) {
-            return bad("sync-jobs", "must be between 1 and 64");
-        }
-        if !LOG_LEVELS.contains(&self.log_level.as_str()) {
-            return bad(
-                "log-level",
-                "must be one of error, warn, info, debug, trace",
-            );
-        }
-        if !CHANGE_DETECTORS.contains(&self.change_detector.as_str()) {
-            return bad("change-detector", "must be auto, glusterfs or notify");
-        }
-        if Compression::from_name(&self.compression).is_none() {
-            return bad("compression", "must be zstd or none");
-        }
-        if !LOG_FORMATS.contains(&self.log_format.as_str()) {
-            return bad("log-format", "must be human or json");
-        }
-        if !(1..=1024).contains(&self.log_rotate_size) {
-            return bad("log-rotate-size", "must be between 1 and 1024 MiB");
-        }
-        if !(1..=100).contains(&self.log_rotate_keep) {
-            return bad("log-rotate-keep", "must be between 1 and 100");
-        }
-        if !self.metrics_addr.is_empty()
-            && self.metrics_addr.parse::<std::net::SocketAddr>().is_err()
-        {
-            return bad(
-                "metrics-addr",
-                "must be IP:PORT (e.g. 127.0.0.1:9810), or empty for no endpoint",
-            );
-        }
-        for p in &self.exclude {
-            Pattern::parse(p).map_err(|why| ConfigError::Value {
-                key: "exclude",
-                why,
-            })?;
-        }
-        // Both end up inside `command="…"` in authorized_keys.
-        for (key, v) in [
-            ("remote-command", &self.remote_command),
-            ("authorized-keys-file", &self.authorized_keys_file),
-        ] {
-            if v.contains(['"', '\'', '\n', '\0', '\\']) {
-                return bad(key, "must not contain quotes, backslashes or newlines");
-            }
-        }
-        if self.remote_command.trim().is_empty() {
-            return bad("remote-command", "must not be empty");
+        for o in OPTIONS {
+            o.kind.parse(o.key, &o.get(self))?;
         }
         Ok(())
     }
 
     /// The value of `key` as `config … KEY` prints it.
     pub fn get(&self, key: &str) -> Result<String, ConfigError> {
-        let spec = option(key)?;
-        Ok(match spec.key {
-            "changelog-batch-size" => self.changelog_batch_size.to_string(),
-            "exclude" => self.exclude.join(","),
-            "ignore-deletes" => self.ignore_deletes.to_string(),
-            "rollover-time" => self.rollover_time.to_string(),
-            "ssh-port" => self.ssh_port.to_string(),
-            "timeout" => self.timeout.to_string(),
-            "bandwidth-limit" => self.bandwidth_limit.to_string(),
-            "compression" => self.compression.clone(),
-            "retry-max-interval" => self.retry_max_interval.to_string(),
-            "log-level" => self.log_level.clone(),
-            "log-format" => self.log_format.clone(),
-            "log-rotate-size" => self.log_rotate_size.to_string(),
-            "log-rotate-keep" => self.log_rotate_keep.to_string(),
-            "metrics-addr" => self.metrics_addr.clone(),
-            "change-detector" => self.change_detector.clone(),
-            "remote-command" => self.remote_command.clone(),
-            "authorized-keys-file" => self.authorized_keys_file.clone(),
-            "sync-jobs" => self.sync_jobs.to_string(),
-            "sync-xattrs" => self.sync_xattrs.to_string(),
-            "sync-acls" => self.sync_acls.to_string(),
-            other => unreachable!("option {other} has no getter"),
-        })
+        Ok(option(key)?.get(self))
     }
 
     /// `self` with `key` set to `value`, validated; `self` is untouched on
     /// error.
     pub fn with(&self, key: &str, value: &str) -> Result<SessionConfig, ConfigError> {
         let spec = option(key)?;
-        let k = spec.key;
-        let mut c = self.clone();
-        match k {
-            "changelog-batch-size" => c.changelog_batch_size = parse_int(k, value, 1, 1_000_000)?,
-            "exclude" => {
-                c.exclude = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
-            "ignore-deletes" => c.ignore_deletes = parse_bool(k, value)?,
-            "rollover-time" => {
-                let t: f64 = value.trim().parse().map_err(|_| ConfigError::Value {
-                    key: k,
-                    why: format!("{value:?} is not a number of seconds"),
-                })?;
-                if !t.is_finite() {
-                    return Err(ConfigError::Value {
-                        key: k,
-                        why: format!("{value:?} is not a number of seconds"),
-                    });
-                }
-                c.rollover_time = t;
-            }
-            "ssh-port" => c.ssh_port = parse_int(k, value, 1, 65_535)?,
-            "timeout" => c.timeout = parse_int(k, value, 1, 86_400)?,
-            "bandwidth-limit" => c.bandwidth_limit = parse_int(k, value, 0, u64::MAX / 2)?,
-            "compression" => c.compression = value.trim().to_ascii_lowercase(),
-            "retry-max-interval" => c.retry_max_interval = parse_int(k, value, 1, 3600)?,
-            "log-level" => c.log_level = value.trim().to_ascii_lowercase(),
-            "log-format" => c.log_format = value.trim().to_ascii_lowercase(),
-            "log-rotate-size" => c.log_rotate_size = parse_int(k, value, 1, 1024)?,
-            "log-rotate-keep" => c.log_rotate_keep = parse_int(k, value, 1, 100)?,
-            "metrics-addr" => c.metrics_addr = value.trim().to_owned(),
-            "change-detector" => c.change_detector = value.trim().to_ascii_lowercase(),
-            "sync-jobs" => c.sync_jobs = parse_int(k, value, 1, 64)?,
-            "sync-xattrs" => c.sync_xattrs = parse_bool(k, value)?,
-            "sync-acls" => c.sync_acls = parse_bool(k, value)?,
-            "remote-command" | "authorized-keys-file" => return Err(ConfigError::Fixed { key: k }),
-            other => unreachable!("option {other} has no setter"),
+        if spec.applies == Applies::AtCreate {
+            return Err(ConfigError::Fixed { key: spec.key });
         }
-        c.validate()?;
+        let mut c = self.clone();
+        spec.set(&mut c, value)?;
         Ok(c)
     }
 
@@ -532,9 +250,9 @@ impl SessionConfig {
         self.log_rotate_size * 1024 * 1024
     }
 
-    /// What the worker does with data frames (validated when set).
+    /// What the worker does with data frames.
     pub fn compression(&self) -> Compression {
-        Compression::from_name(&self.compression).unwrap_or_default()
+        self.compression
     }
 
     pub fn timeout(&self) -> Duration {
@@ -693,7 +411,7 @@ mod tests {
             ("ssh-port", "0", "out of range"),
             ("timeout", "0", "out of range"),
             ("bandwidth-limit", "-1", "not a whole number"),
-            ("compression", "gzip", "zstd or none"),
+            ("compression", "gzip", "one of zstd, none"),
             ("rollover-time", "0.01", "between 0.1 and 3600"),
             ("rollover-time", "NaN", "not a number"),
             ("rollover-time", "inf", "not a number"),
@@ -701,7 +419,7 @@ mod tests {
             ("ignore-deletes", "maybe", "not a boolean"),
             ("sync-jobs", "65", "out of range"),
             ("log-level", "loud", "one of"),
-            ("log-format", "xml", "human or json"),
+            ("log-format", "xml", "one of human, json"),
             ("log-rotate-size", "0", "out of range"),
             ("log-rotate-keep", "101", "out of range"),
             ("metrics-addr", "localhost", "IP:PORT"),
