@@ -23,6 +23,12 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 /// …, the oldest beyond `keep` removed) before a write would take it past
 /// `max_bytes`. A write is never split, so a line always lands whole in one
 /// file; a single write larger than `max_bytes` gets a file to itself.
+///
+/// Written here rather than taken from a crate: `tracing-appender` rotates
+/// by time only, and `file-rotate` 0.8 panics (`expect`) when the log's
+/// directory cannot be created, lets a file pass its limit by a whole write
+/// (`BytesSurpassed`) or splits lines (`Bytes`), and brings chrono and
+/// flate2 for features georep does not use.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
