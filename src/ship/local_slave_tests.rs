@@ -2,46 +2,15 @@
 //! socket pair), with a hook that may change the slave's tree just before
 //! the slave reads a request: races with a real slave, made deterministic.
 
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use super::in_process::{ship_in_process, Cut};
 use super::*;
-use crate::proto::{read_frame, write_frame, ProtocolError};
 use georep_testkit::random_bytes;
 
 fn rp(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
-}
-
-/// The slave's input: hands each request to a hook before the slave reads it.
-struct Hooked<F> {
-    inner: UnixStream,
-    hook: F,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl<F: FnMut(&Request)> Read for Hooked<F> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.buf.len() {
-            let req: Request = match read_frame(&mut self.inner) {
-                Ok(r) => r,
-                Err(ProtocolError::Closed) => return Ok(0),
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            };
-            (self.hook)(&req);
-            self.buf.clear();
-            self.at = 0;
-            write_frame(&mut self.buf, &req).map_err(|e| io::Error::other(e.to_string()))?;
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Ships `batch` from `brick` to a slave session rooted at `slave`, with
@@ -65,26 +34,9 @@ async fn ship_locally_after(
     later: Option<&dyn LaterRecords>,
     hook: impl FnMut(&Request) + Send + 'static,
 ) -> Result<ShipReport, ShipError> {
-    let (master_end, slave_end) = UnixStream::pair().unwrap();
-    let input = Hooked {
-        inner: slave_end.try_clone().unwrap(),
-        hook,
-        buf: Vec::new(),
-        at: 0,
-    };
-    let root: PathBuf = slave.to_owned();
-    let served = std::thread::spawn(move || crate::slave::serve(&root, input, slave_end));
-    master_end.set_nonblocking(true).unwrap();
-    let stream = tokio::net::UnixStream::from_std(master_end).unwrap();
-    let mut link = SlaveLink::open(stream, Duration::from_secs(60))
+    ship_in_process(brick, slave, memory, batch, later, hook, Cut::Never)
         .await
-        .unwrap();
-    let mut shipper = Shipper::new(&mut link, brick, memory, 1);
-    shipper.later = later;
-    let report = shipper.ship(batch).await;
-    link.close().await;
-    served.join().unwrap().unwrap();
-    report
+        .0
 }
 
 /// Names in `dir` (temp files included).

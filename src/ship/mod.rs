@@ -2107,4 +2107,8 @@ mod tests {
 }
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
+mod in_process;
+#[cfg(test)]
 mod local_slave_tests;
