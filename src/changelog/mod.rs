@@ -97,6 +97,8 @@
 //! Records are in the order the hook saw the events. A path in a record may
 //! no longer exist when it is read (it was changed again later); the crawler
 //! always consults the file system.
+//!
+//! May import: `relpath`, `session` (stime). Nothing downstream.
 
 mod format;
 pub mod glusterfs;

@@ -2,6 +2,9 @@
 //!
 //! Exit status: 0 success, 1 the operation failed, 2 the command line is
 //! wrong. Errors are printed by the binary as `geo-rep: <what>: <cause>`.
+//!
+//! On top: may import every room; nothing but `src/bin/` imports it
+//! (`tests/layout.rs` checks).
 
 mod configure;
 mod create;

@@ -1,5 +1,11 @@
 //! The vocabulary of a session: which master volume goes to which slave, its
 //! bricks, and how far each brick is synced.
+//!
+//! Also the session's settings ([`config`]) and its home ([`Home`]: the
+//! state database, keys, journals and logs of every session).
+//!
+//! May import: `crawl` (the filter a config builds), `proto` (compression),
+//! `state` (opened by the home).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,10 @@
 //! and finally a commit. Only a `Committed` reply lets the caller advance
 //! stime (DESIGN.md invariant 2).
 //!
+//! May import: `brick` (reads), `crawl` (batches), `changelog` (later
+//! records), `proto`, `transport` (the link), `relpath`; the slave only in
+//! its in-process tests.
+//!
 //! A file that changes while it is being read is abandoned (`FileAbort`):
 //! the write that changed it happened after this batch's journal files were
 //! closed, so a later batch sends it again. Nothing torn is ever marked synced.

@@ -2,7 +2,7 @@
 //! stdout being the SSH channel.
 //!
 //! # Place in the flow
-//! A master worker (`transport/`) sends batches of [`Request`]s: entry
+//! A master worker (`ship/`, over `transport/`) sends batches of [`Request`]s: entry
 //! operations in journal order, then file contents (signatures asked for
 //! first, then pieces, literal or delta), then attributes, then `Commit`.
 //! [`serve`] applies them in order below the root and answers in order; its
@@ -43,6 +43,9 @@
 //! read it first).
 //!
 //! [`PIECE_SIZE`]: crate::proto::PIECE_SIZE
+//!
+//! May import: `proto` (the wire format both ends share), `relpath`,
+//! `fsutil`; never the master's `transport`, `ship` or `monitor`.
 
 mod apply;
 mod partial;

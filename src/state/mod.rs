@@ -8,6 +8,8 @@
 //! The monitor process writes worker status and counters; the CLI reads them.
 //! WAL mode and a busy timeout let both work at once; a database locked for
 //! longer than the timeout gives [`StateError::Locked`].
+//!
+//! May import: `session`, `fsutil`.
 
 mod bricks;
 mod crawl;

@@ -2,6 +2,8 @@
 //! slave over its lanes ([`link`]) speaking the wire format of
 //! [`crate::proto`], and the bandwidth limit ([`throttle`]). What to send is
 //! decided by [`crate::ship`], above it; the slave never imports it.
+//!
+//! May import: `proto`, `relpath`; never `ship` or `slave`.
 
 pub mod link;
 pub mod ssh;

@@ -6,6 +6,8 @@
 //! other than the whole volume (several bricks, erasure-coded fragments,
 //! shard pieces) is refused by [`Topology::unsupported`] until it is
 //! handled: a partial copy that says it is healthy is never acceptable.
+//!
+//! Imports nothing of georep; `cli` asks it at `create` and `start`.
 
 mod gluster;
 mod xml;
