@@ -15,5 +15,6 @@ pub mod relpath;
 pub mod session;
 pub mod slave;
 pub mod state;
+pub mod terminal;
 pub mod testkit;
 pub mod transport;

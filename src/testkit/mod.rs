@@ -16,11 +16,14 @@
 //! - [`glusterfs`]: a real GlusterFS volume (glusterd, brick with
 //!   changelogs, FUSE mount), installed and started on demand.
 //! - Fixtures: [`random_bytes`], [`sample_tree`], [`copy_tree`], [`set_mtime`].
+//! - [`hostile`]: a fake slave that answers the real master with crafted
+//!   replies (what the master must not trust).
 //!
 //! Nothing here is used by the product at run time.
 
 mod fixtures;
 pub mod glusterfs;
+pub mod hostile;
 mod process;
 mod sshd;
 mod tree;
