@@ -14,6 +14,7 @@ mod faults;
 mod fidelity;
 mod gaps;
 mod gluster;
+mod master_trust;
 mod model;
 mod nonroot;
 mod ops;

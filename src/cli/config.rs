@@ -380,8 +380,8 @@ impl SessionConfig {
                 return bad(key, "must not contain quotes, backslashes or newlines");
             }
         }
-        if self.remote_command.trim().is_empty() {
-            return bad("remote-command", "must not be empty");
+        if let Err(why) = crate::transport::command::check_program(&self.remote_command) {
+            return bad("remote-command", &why);
         }
         Ok(())
     }

@@ -136,12 +136,9 @@ pub fn start(
         return Ok(());
     }
     let plan = plan(home, &session)?;
+    let slave_here = super::brick_check::slave_dir_here(&session.slave);
     for b in &plan.bricks {
-        let md =
-            std::fs::metadata(&b.brick).with_context(|| format!("brick {}", b.brick.display()))?;
-        if !md.is_dir() {
-            bail!("brick {}: not a directory", b.brick.display());
-        }
+        super::brick_check::recheck_brick(&b.brick, home.root(), slave_here.as_deref())?;
     }
     // Pre-flight: a changed host key or an unreachable slave is reported
     // here, to the operator, not only in a log.
@@ -158,7 +155,9 @@ pub fn start(
             .with_context(|| format!("cannot start {vol} -> {slave}"));
         match checked {
             Err(e) if force => {
-                eprintln!("geo-rep: warning: {e:#}; starting anyway (force)");
+                let e = format!("{e:#}");
+                let e = crate::terminal::escape_controls(&e);
+                eprintln!("geo-rep: warning: {e}; starting anyway (force)");
                 Ok(())
             }
             other => other,

@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 the operation failed, 2 the command line is
 //! wrong. Errors are printed by the binary as `geo-rep: <what>: <cause>`.
 
+mod brick_check;
 pub mod config;
 mod configure;
 mod create;
@@ -230,6 +231,11 @@ impl Cli {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home);
+    // The slave applies the master's modes itself; everything else here
+    // writes into the home, which stays private.
+    if !matches!(cli.command, Command::Slave { .. }) {
+        crate::fsutil::private_umask();
+    }
     match cli.command {
         Command::Create {
             master_vol,

@@ -3,6 +3,7 @@
 //! of a batch ([`ship`]).
 
 pub(crate) mod brickdir;
+pub mod command;
 pub mod compress;
 pub mod link;
 pub mod origin;
