@@ -7,10 +7,17 @@
 //! headers bounded, body computed from the state database on a blocking
 //! thread. A port that cannot be bound is logged and replication goes on
 //! without the endpoint.
+//!
+//! The endpoint has no authentication (bind it to a trusted address), so
+//! what anyone can make it cost is bounded: at most [`MAX_CONNECTIONS`] are
+//! served at once (more are closed at once), and a scrape is answered from
+//! the last rendering, made again (a database query and a read of the
+//! journals) at most once per [`REFRESH`], however many scrape.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +33,59 @@ use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 const MAX_HEAD: usize = 8192;
 /// A client that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// How old the rendering a scrape gets may be.
+pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// The bounds of an endpoint (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub refresh: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            refresh: REFRESH,
+        }
+    }
+}
+
+/// The last rendering, shared by the connections.
+#[derive(Default)]
+struct Cache {
+    rendered: Option<(std::time::Instant, Result<Arc<str>, String>)>,
+    /// How many times the metrics were rendered (what a scrape costs).
+    renders: u64,
+}
+
+type SharedCache = Arc<tokio::sync::Mutex<Cache>>;
+
+/// What scrapes get: the cached rendering, made again when older than
+/// `refresh` (one connection renders, the others wait for it).
+async fn rendering(
+    cache: &SharedCache,
+    src: &Source,
+    refresh: Duration,
+) -> Result<Arc<str>, String> {
+    let mut cache = cache.lock().await;
+    if let Some((at, body)) = &cache.rendered {
+        if at.elapsed() < refresh {
+            return body.clone();
+        }
+    }
+    let src = src.clone();
+    let body = tokio::task::spawn_blocking(move || render(&src))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map(Arc::from).map_err(|e| e.to_string()));
+    cache.renders += 1;
+    cache.rendered = Some((std::time::Instant::now(), body.clone()));
+    body
+}
 
 /// What the endpoint reports on.
 #[derive(Debug, Clone)]
@@ -37,7 +97,7 @@ pub struct Source {
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(addr: SocketAddr, src: Source, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(addr: SocketAddr, src: Source, shutdown: watch::Receiver<bool>) {
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -46,15 +106,40 @@ pub async fn serve(addr: SocketAddr, src: Source, mut shutdown: watch::Receiver<
         }
     };
     tracing::info!("serving Prometheus metrics at http://{addr}/metrics");
+    serve_on(
+        listener,
+        src,
+        Limits::default(),
+        Default::default(),
+        shutdown,
+    )
+    .await;
+}
+
+/// [`serve`] on a bound `listener`, within `limits`, rendering into `cache`.
+async fn serve_on(
+    listener: TcpListener,
+    src: Source,
+    limits: Limits,
+    cache: SharedCache,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let src = src.clone();
+                Ok((stream, peer)) => {
+                    // Over the cap, the connection is closed unanswered.
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::debug!("metrics endpoint: {peer} refused, {} connections open", limits.max_connections);
+                        continue;
+                    };
+                    let (src, cache) = (src.clone(), cache.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, src).await {
+                        if let Err(e) = answer(stream, &src, &cache, limits.refresh).await {
                             tracing::debug!("metrics request: {e}");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => {
@@ -67,7 +152,12 @@ pub async fn serve(addr: SocketAddr, src: Source, mut shutdown: watch::Receiver<
     }
 }
 
-async fn answer(mut stream: TcpStream, src: Source) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    src: &Source,
+    cache: &SharedCache,
+    refresh: Duration,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -92,10 +182,7 @@ async fn answer(mut stream: TcpStream, src: Source) -> std::io::Result<()> {
     if path != "/metrics" {
         return respond(&mut stream, "404 Not Found", "see /metrics\n").await;
     }
-    let body = tokio::task::spawn_blocking(move || render(&src))
-        .await
-        .map_err(std::io::Error::other)?;
-    match body {
+    match rendering(cache, src, refresh).await {
         Ok(body) if method == "HEAD" => respond_head(&mut stream, body.len()).await,
         Ok(body) => respond(&mut stream, "200 OK", &body).await,
         Err(e) => {
@@ -320,6 +407,83 @@ pub fn render(src: &Source) -> Result<String, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint on a free port with `limits`, for a home without the
+    /// session (every rendering is an error: what it costs is the same).
+    async fn endpoint(
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        SharedCache,
+        watch::Sender<bool>,
+        tempfile::TempDir,
+    ) {
+        let home = tempfile::tempdir().unwrap();
+        let src = Source {
+            state_home: home.path().to_owned(),
+            session_id: 1,
+            session_dir: home.path().join("sessions/1"),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cache = SharedCache::default();
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(serve_on(listener, src, limits, cache.clone(), shutdown));
+        (addr, cache, stop, home)
+    }
+
+    /// What one `GET /metrics` on a new connection reads back.
+    async fn scrape(addr: SocketAddr) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        // A connection closed unanswered may also be reset.
+        let _ = c.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn scrapes_are_served_from_one_rendering_per_refresh() {
+        let limits = Limits {
+            max_connections: 4,
+            refresh: Duration::from_secs(3600),
+        };
+        let (addr, cache, _stop, _home) = endpoint(limits).await;
+        for _ in 0..5 {
+            let answer = scrape(addr).await;
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        }
+        assert_eq!(cache.lock().await.renders, 1);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_unanswered() {
+        let limits = Limits {
+            max_connections: 2,
+            refresh: REFRESH,
+        };
+        let (addr, _cache, _stop, _home) = endpoint(limits).await;
+        // Two clients that say nothing hold both places (accepted in the
+        // order they connected).
+        let held = [
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        ];
+        assert_eq!(scrape(addr).await, "");
+        drop(held);
+        // Their places free again once they are gone.
+        let mut answer = String::new();
+        for _ in 0..1000 {
+            answer = scrape(addr).await;
+            if !answer.is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    }
 
     #[test]
     fn labels_are_escaped() {
