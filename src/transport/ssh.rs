@@ -52,7 +52,8 @@ pub enum Auth {
     /// The session's own key (every connection after `create`).
     Key(PathBuf),
     /// The operator's credentials for `create`: this key file if given, else
-    /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`, then the ssh-agent.
+    /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` (with the `rsa` feature),
+    /// then the ssh-agent.
     Operator(Option<PathBuf>),
 }
 
@@ -182,14 +183,17 @@ pub struct SshConnection {
 pub const ALLOW_SSH_RSA_SHA1: &str = "GEOREP_ALLOW_SSH_RSA_SHA1";
 
 /// The host key algorithms offered: russh's defaults, without `ssh-rsa`
-/// unless `allow_sha1`.
+/// unless `allow_sha1`, and without any RSA one unless built with the `rsa`
+/// feature (it could not be verified).
 fn host_key_algorithms(allow_sha1: bool) -> std::borrow::Cow<'static, [russh::keys::Algorithm]> {
-    let all = russh::Preferred::DEFAULT.key;
-    if allow_sha1 {
-        return all;
-    }
-    all.iter()
-        .filter(|a| !matches!(a, russh::keys::Algorithm::Rsa { hash: None }))
+    use russh::keys::Algorithm;
+    russh::Preferred::DEFAULT
+        .key
+        .iter()
+        .filter(|a| match a {
+            Algorithm::Rsa { hash } => cfg!(feature = "rsa") && (hash.is_some() || allow_sha1),
+            _ => true,
+        })
         .cloned()
         .collect::<Vec<_>>()
         .into()
@@ -665,7 +669,13 @@ async fn authenticate(
         Auth::Operator(None) => {
             let mut tried = Vec::new();
             if let Some(home) = std::env::var_os("HOME") {
-                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                // RSA keys only with the `rsa` feature (see Cargo.toml).
+                let names: &[&str] = if cfg!(feature = "rsa") {
+                    &["id_ed25519", "id_ecdsa", "id_rsa"]
+                } else {
+                    &["id_ed25519", "id_ecdsa"]
+                };
+                for name in names {
                     let path = Path::new(&home).join(".ssh").join(name);
                     if !path.exists() {
                         continue;
@@ -760,7 +770,9 @@ mod tests {
         };
         let offered = client_config(Duration::from_secs(5)).preferred.key;
         assert!(!offered.contains(&sha1), "{offered:?}");
-        assert!(offered.contains(&sha256) && offered.contains(&Algorithm::Ed25519));
-        assert!(host_key_algorithms(true).contains(&sha1));
+        assert!(offered.contains(&Algorithm::Ed25519));
+        let rsa = cfg!(feature = "rsa");
+        assert_eq!(offered.contains(&sha256), rsa, "{offered:?}");
+        assert_eq!(host_key_algorithms(true).contains(&sha1), rsa);
     }
 }
