@@ -1,5 +1,5 @@
 //! The Prometheus endpoint (`metrics-addr`): `GET /metrics` answers, in the
-//! text exposition format, what `status --json` tells per brick: stime and
+//! OpenMetrics text format (written by `prometheus-client`), what `status --json` tells per brick: stime and
 //! lag, pending journal records, what was shipped, failures, worker and
 //! crawl status as labelled gauges, and the Hybrid Crawl's progress.
 //!
@@ -14,12 +14,17 @@
 //! the last rendering, made again (a database query and a read of the
 //! journals) at most once per [`REFRESH`], however many scrape.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -196,7 +201,7 @@ async fn answer(
     }
 }
 
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
@@ -216,191 +221,157 @@ async fn respond_head(stream: &mut TcpStream, len: usize) -> std::io::Result<()>
     stream.shutdown().await
 }
 
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', r#"\""#)
-        .replace('\n', r"\n")
-}
+/// A series' labels (the crate escapes their values).
+type Labels = Vec<(String, String)>;
+type GaugeFamily = Family<Labels, Gauge<f64, AtomicU64>>;
+type CounterFamily = Family<Labels, Counter<u64>>;
 
-/// Collects samples of one metric family, printed under one HELP/TYPE.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    kind: &'static str,
-    samples: Vec<(String, f64)>,
-}
+/// The families of one rendering, registered in the order they are shown.
+struct Families(Registry);
 
-fn family(name: &'static str, kind: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        help,
-        kind,
-        samples: Vec::new(),
+impl Families {
+    fn gauge(&mut self, name: &str, help: &str) -> GaugeFamily {
+        let f = GaugeFamily::default();
+        self.0.register(name, help, f.clone());
+        f
+    }
+
+    /// A counter, shown as `<name>_total`.
+    fn counter(&mut self, name: &str, help: &str) -> CounterFamily {
+        let f = CounterFamily::default();
+        self.0.register(name, help, f.clone());
+        f
     }
 }
 
-/// The metrics text for `src`'s session.
-pub fn render(src: &Source) -> Result<String, StateError> {
+fn set(f: &GaugeFamily, labels: &Labels, v: f64) {
+    f.get_or_create(labels).set(v);
+}
+
+fn with(labels: &Labels, key: &str, value: impl ToString) -> Labels {
+    let mut l = labels.clone();
+    l.push((key.to_owned(), value.to_string()));
+    l
+}
+
+/// Why the metrics could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("encoding the metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// The metrics text for `src`'s session, in the OpenMetrics text format.
+pub fn render(src: &Source) -> Result<String, RenderError> {
     let state = State::open(&src.state_home)?;
     let session = state.session(src.session_id)?;
     let now = Stime::now();
-    let mut stime = family(
+    // The crate ends each help with a period.
+    let mut m = Families(Registry::default());
+    let stime = m.gauge(
         "georep_stime_seconds",
-        "gauge",
-        "Time up to which every change of the brick is on the slave (seconds since the epoch).",
+        "Time up to which every change of the brick is on the slave (seconds since the epoch)",
     );
-    let mut lag = family(
+    let lag = m.gauge(
         "georep_stime_lag_seconds",
-        "gauge",
-        "Now minus stime: how far the slave is behind.",
+        "Now minus stime: how far the slave is behind",
     );
-    let mut pend = family(
+    let pend = m.gauge(
         "georep_pending",
-        "gauge",
-        "Journal records not yet on the slave, by kind (entry, data, meta).",
+        "Journal records not yet on the slave, by kind (entry, data, meta)",
     );
-    let mut exact = family(
+    let exact = m.gauge(
         "georep_pending_exact",
-        "gauge",
-        "1 if the pending counts are exact, 0 if they are lower bounds.",
+        "1 if the pending counts are exact, 0 if they are lower bounds",
     );
-    let mut bytes = family(
-        "georep_bytes_sent_total",
-        "counter",
-        "Protocol bytes sent to the slave.",
+    let bytes = m.counter("georep_bytes_sent", "Protocol bytes sent to the slave");
+    let files = m.counter("georep_files_shipped", "Files whose content was shipped");
+    let entries = m.counter(
+        "georep_entries_shipped",
+        "Entry operations (create, mkdir, rename, unlink, ...) shipped",
     );
-    let mut files = family(
-        "georep_files_shipped_total",
-        "counter",
-        "Files whose content was shipped.",
+    let meta = m.counter("georep_meta_shipped", "Attribute updates shipped");
+    let failures = m.counter(
+        "georep_failures",
+        "Operations that failed permanently, and worker failures",
     );
-    let mut entries = family(
-        "georep_entries_shipped_total",
-        "counter",
-        "Entry operations (create, mkdir, rename, unlink, ...) shipped.",
-    );
-    let mut meta = family(
-        "georep_meta_shipped_total",
-        "counter",
-        "Attribute updates shipped.",
-    );
-    let mut failures = family(
-        "georep_failures_total",
-        "counter",
-        "Operations that failed permanently, and worker failures.",
-    );
-    let mut status = family(
+    let status = m.gauge(
         "georep_worker_status",
-        "gauge",
-        "1 for the brick worker's current status, 0 for the others.",
+        "1 for the brick worker's current status, 0 for the others",
     );
-    let mut crawl = family(
+    let crawl = m.gauge(
         "georep_crawl_status",
-        "gauge",
-        "1 for the brick's current crawl, 0 for the others.",
+        "1 for the brick's current crawl, 0 for the others",
     );
-    let mut crawl_files = family(
+    let crawl_files = m.gauge(
         "georep_hybrid_crawl_files_shipped",
-        "gauge",
-        "Files shipped by the brick's latest Hybrid Crawl.",
+        "Files shipped by the brick's latest Hybrid Crawl",
     );
-    let mut crawl_total = family(
+    let crawl_total = m.gauge(
         "georep_hybrid_crawl_files_total",
-        "gauge",
-        "Files the brick's latest Hybrid Crawl has to ship (once counted).",
+        "Files the brick's latest Hybrid Crawl has to ship (once counted)",
     );
-    let mut crawl_eta = family(
+    let crawl_eta = m.gauge(
         "georep_hybrid_crawl_eta_seconds",
-        "gauge",
-        "Estimated seconds left of the running Hybrid Crawl.",
+        "Estimated seconds left of the running Hybrid Crawl",
     );
-    let session_labels = format!(
-        "vol=\"{}\",slave=\"{}\"",
-        escape(session.master_vol.as_str()),
-        escape(&session.slave.to_string())
+    let checkpoint = m.gauge(
+        "georep_checkpoint_completed",
+        "1 if the session's checkpoint is completed, 0 if not (absent: no checkpoint)",
     );
+    let session_labels: Labels = vec![
+        ("vol".into(), session.master_vol.to_string()),
+        ("slave".into(), session.slave.to_string()),
+    ];
     for b in state.bricks(src.session_id)? {
-        let l = format!(
-            "{session_labels},brick=\"{}\"",
-            escape(&b.brick.to_string())
-        );
+        let l = with(&session_labels, "brick", &b.brick);
         if let Some(s) = b.stime {
-            stime.samples.push((l.clone(), s.nanos() as f64 / 1e9));
-            lag.samples
-                .push((l.clone(), (now.nanos() - s.nanos()) as f64 / 1e9));
+            set(&stime, &l, s.nanos() as f64 / 1e9);
+            set(&lag, &l, (now.nanos() - s.nanos()) as f64 / 1e9);
         }
         if let Some(p) = pending(&journal_dir(&src.session_dir, b.id), b.stime) {
             for (kind, n) in [("entry", p.entry), ("data", p.data), ("meta", p.meta)] {
-                pend.samples
-                    .push((format!("{l},kind=\"{kind}\""), n as f64));
+                set(&pend, &with(&l, "kind", kind), n as f64);
             }
-            exact.samples.push((l.clone(), u8::from(p.exact).into()));
+            set(&exact, &l, u8::from(p.exact).into());
         }
-        bytes.samples.push((l.clone(), b.bytes_sent as f64));
-        files.samples.push((l.clone(), b.data as f64));
-        entries.samples.push((l.clone(), b.entries as f64));
-        meta.samples.push((l.clone(), b.meta as f64));
-        failures.samples.push((l.clone(), b.failures as f64));
+        for (family, n) in [
+            (&bytes, b.bytes_sent),
+            (&files, b.data),
+            (&entries, b.entries),
+            (&meta, b.meta),
+            (&failures, b.failures),
+        ] {
+            family.get_or_create(&l).inc_by(n);
+        }
         for w in WorkerStatus::ALL {
-            let on = w == b.status;
-            status
-                .samples
-                .push((format!("{l},status=\"{w}\""), u8::from(on).into()));
+            set(
+                &status,
+                &with(&l, "status", w),
+                u8::from(w == b.status).into(),
+            );
         }
         for c in CrawlStatus::ALL {
-            let on = c == b.crawl;
-            crawl
-                .samples
-                .push((format!("{l},crawl=\"{c}\""), u8::from(on).into()));
+            set(&crawl, &with(&l, "crawl", c), u8::from(c == b.crawl).into());
         }
         if let Some(e) = super::progress::estimate(&b.progress, now) {
-            crawl_files
-                .samples
-                .push((l.clone(), b.progress.files as f64));
+            set(&crawl_files, &l, b.progress.files as f64);
             if let Some(t) = b.progress.total_files {
-                crawl_total.samples.push((l.clone(), t as f64));
+                set(&crawl_total, &l, t as f64);
             }
             if let Some(eta) = e.eta_seconds {
-                crawl_eta.samples.push((l.clone(), eta));
+                set(&crawl_eta, &l, eta);
             }
         }
     }
-    let mut checkpoint = family(
-        "georep_checkpoint_completed",
-        "gauge",
-        "1 if the session's checkpoint is completed, 0 if not (absent: no checkpoint).",
-    );
     if session.checkpoint.is_some() {
-        checkpoint.samples.push((
-            session_labels.clone(),
-            u8::from(session.checkpoint_completed.is_some()).into(),
-        ));
+        let done = u8::from(session.checkpoint_completed.is_some());
+        set(&checkpoint, &session_labels, done.into());
     }
     let mut out = String::new();
-    for f in [
-        stime,
-        lag,
-        pend,
-        exact,
-        bytes,
-        files,
-        entries,
-        meta,
-        failures,
-        status,
-        crawl,
-        crawl_files,
-        crawl_total,
-        crawl_eta,
-        checkpoint,
-    ] {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-        for (labels, v) in f.samples {
-            let _ = writeln!(out, "{}{{{labels}}} {v}", f.name);
-        }
-    }
+    encode(&mut out, &m.0)?;
     Ok(out)
 }
 
@@ -483,11 +454,5 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
-    }
-
-    #[test]
-    fn labels_are_escaped() {
-        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape("a\nb"), r"a\nb");
     }
 }
