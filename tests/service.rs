@@ -278,7 +278,9 @@ fn metrics_endpoint_serves_per_brick_gauges() {
         .unwrap_or_else(|e| panic!("no answer at {addr}: {e}"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        // Header names are case-insensitive.
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
         "{head}"
     );
     assert!(body.ends_with("# EOF\n"), "{body}");

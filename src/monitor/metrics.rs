@@ -3,9 +3,9 @@
 //! lag, pending journal records, what was shipped, failures, worker and
 //! crawl status as labelled gauges, and the Hybrid Crawl's progress.
 //!
-//! A deliberately small HTTP/1.1 responder: one request per connection,
-//! headers bounded, body computed from the state database on a blocking
-//! thread. A port that cannot be bound is logged and replication goes on
+//! HTTP/1.1 by hyper: one request per connection, the request head bounded
+//! in size and time, the body computed from the state database on a
+//! blocking thread. A port that cannot be bound is logged and replication goes on
 //! without the endpoint.
 //!
 //! The endpoint has no authentication (bind it to a trusted address), so
@@ -16,16 +16,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -34,7 +37,7 @@ use crate::crawl::journal::journal_dir;
 use crate::session::Stime;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
-/// Longest request head read.
+/// Longest request head read (hyper's smallest buffer limit).
 const MAX_HEAD: usize = 8192;
 /// A client that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,7 +144,7 @@ async fn serve_on(
                     };
                     let (src, cache) = (src.clone(), cache.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &src, &cache, limits.refresh).await {
+                        if let Err(e) = answer(stream, src, cache, limits.refresh).await {
                             tracing::debug!("metrics request: {e}");
                         }
                         drop(permit);
@@ -157,68 +160,59 @@ async fn serve_on(
     }
 }
 
+/// Serves one request on `stream` with hyper (HTTP/1.1, no keep-alive,
+/// the request head bounded in size and in time).
 async fn answer(
-    mut stream: TcpStream,
+    stream: TcpStream,
+    src: Source,
+    cache: SharedCache,
+    refresh: Duration,
+) -> Result<(), hyper::Error> {
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (src, cache) = (src.clone(), cache.clone());
+        async move { Ok::<_, std::convert::Infallible>(respond(&req, &src, &cache, refresh).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .max_buf_size(MAX_HEAD)
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+}
+
+/// The answer to `req` (hyper leaves out the body of a HEAD's).
+async fn respond(
+    req: &Request<hyper::body::Incoming>,
     src: &Source,
     cache: &SharedCache,
     refresh: Duration,
-) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
-        }
-        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::other("request timed out"))??;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
     }
-    let line = String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or(&[]));
-    let mut words = line.split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "only GET\n").await;
-    }
-    if path != "/metrics" {
-        return respond(&mut stream, "404 Not Found", "see /metrics\n").await;
+    if req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "see /metrics\n".into());
     }
     match rendering(cache, src, refresh).await {
-        Ok(body) if method == "HEAD" => respond_head(&mut stream, body.len()).await,
-        Ok(body) => respond(&mut stream, "200 OK", &body).await,
-        Err(e) => {
-            respond(
-                &mut stream,
-                "503 Service Unavailable",
-                &format!("state database: {e}\n"),
-            )
-            .await
-        }
+        Ok(body) => text(StatusCode::OK, body.to_string()),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("state database: {e}\n"),
+        ),
     }
 }
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(CONTENT_TYPE),
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-async fn respond_head(stream: &mut TcpStream, len: usize) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.shutdown().await
+    r
 }
 
 /// A series' labels (the crate escapes their values).
@@ -378,6 +372,7 @@ pub fn render(src: &Source) -> Result<String, RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An endpoint on a free port with `limits`, for a home without the
     /// session (every rendering is an error: what it costs is the same).
@@ -405,10 +400,14 @@ mod tests {
 
     /// What one `GET /metrics` on a new connection reads back.
     async fn scrape(addr: SocketAddr) -> String {
+        ask(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await
+    }
+
+    /// What `request` on a new connection reads back.
+    async fn ask(addr: SocketAddr, request: &[u8]) -> String {
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        // The server may answer (and close) before it read it all.
+        let _ = c.write_all(request).await;
         let mut out = Vec::new();
         // A connection closed unanswered may also be reset.
         let _ = c.read_to_end(&mut out).await;
@@ -427,6 +426,20 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         }
         assert_eq!(cache.lock().await.renders, 1);
+    }
+
+    #[tokio::test]
+    async fn only_get_of_metrics_is_answered_and_heads_are_bounded() {
+        let (addr, _cache, _stop, _home) = endpoint(Limits::default()).await;
+        let post = ask(addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        let other = ask(addr, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 4 * MAX_HEAD));
+        huge.extend(b"\r\n\r\n");
+        let refused = ask(addr, &huge).await;
+        assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
     }
 
     #[tokio::test]
