@@ -371,6 +371,12 @@ pub struct Shipper<'a, S> {
     /// The last request sequence number of earlier batches: a reply naming
     /// one at or before it, or after the last one sent, is refused.
     seq_before: u64,
+    /// Failures the slave reported in this batch, and the names the prunes
+    /// sent keep (each may fail on its own): a slave reporting more failures
+    /// than requests and kept names is refused, so what the failures hold
+    /// stays bounded by what the master sent.
+    failures_seen: u64,
+    prune_names: u64,
     /// The brick is a GlusterFS brick: send the mtime its clients see
     /// (`trusted.glusterfs.mdata`) rather than the brick inode's, and do
     /// not count the `.glusterfs` handle among a file's links.
@@ -447,6 +453,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     ) -> Self {
         Shipper {
             seq_before: link.last_seq(),
+            failures_seen: 0,
+            prune_names: 0,
             link,
             brick,
             dir: BrickDir::open(brick),
@@ -1162,10 +1170,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Records a reply that is not the one being waited for.
     fn absorb(&mut self, reply: Reply) -> Result<(), ShipError> {
         if let Reply::Failed(f) = &reply {
-            if !trust::sent_in_batch(f.seq, self.seq_before, self.link.last_seq()) {
+            let last = self.link.last_seq();
+            if !trust::sent_in_batch(f.seq, self.seq_before, last) {
                 return Err(ShipError::Untrusted(format!(
                     "the slave reported a failure of request {} about {}, which this batch never sent",
                     f.seq, f.path
+                )));
+            }
+            self.failures_seen += 1;
+            let sent = last - self.seq_before + self.prune_names;
+            if self.failures_seen > sent {
+                return Err(ShipError::Untrusted(format!(
+                    "the slave reported {} failures for {sent} requests and kept names",
+                    self.failures_seen
                 )));
             }
         }
@@ -1386,6 +1403,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 // The slave learns no excluded name, so its copies of them
                 // (from before the pattern was set) are pruned.
                 keep.retain(|k| !dir.join(k).is_ok_and(|p| self.filter.excluded(&p)));
+                self.prune_names += keep.len() as u64;
                 let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
                     .map(|k| {

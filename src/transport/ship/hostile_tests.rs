@@ -256,3 +256,30 @@ fn a_slave_asking_for_excluded_names_gets_none_of_them() {
         "excluded names left the master: {leaked:?}"
     );
 }
+
+#[test]
+fn more_failures_than_requests_end_the_session() {
+    let t = tempfile::tempdir().unwrap();
+    let mut batch = Batch::new();
+    batch.push_entry(Entry::Mkdir(rp("d")));
+    // Each failure names a request the batch did send: only their number
+    // gives the slave away (kept, they would fill the master's memory).
+    let (report, _) = ship_to_hostile(t.path(), batch, SyncFilter::default(), |req| match req {
+        Request::Entry { seq, .. } => Answer::Flood {
+            first: Vec::new(),
+            reply: Reply::Failed(Failure {
+                seq: *seq,
+                path: rp("d"),
+                kind: FailureKind::Permission,
+                errno: None,
+                message: "again".into(),
+            }),
+            times: 100_000,
+        },
+        _ => Answer::Honest,
+    });
+    match report {
+        Err(ShipError::Untrusted(why)) => assert!(why.contains("failures for"), "{why}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
