@@ -177,3 +177,24 @@ fn what_the_slave_says_is_escaped_before_it_reaches_the_terminal() {
     assert!(err.contains("pwned\\u{1b}]0;owned"), "{err:?}");
     assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
 }
+
+#[test]
+fn a_slave_whose_host_key_signs_only_with_sha1_is_refused() {
+    let mut s = Scenario::new();
+    s.sshd.restart_with_sha1_rsa_host_key().unwrap();
+    // Control: the daemon is up, and a client that accepts SHA-1 gets in.
+    let control = georep::testkit::run_with_timeout(
+        s.sshd.ssh_command(s.sshd.operator_key()).args([
+            "-o",
+            "HostKeyAlgorithms=+ssh-rsa",
+            "true",
+        ]),
+        crate::common::COMMAND_TIMEOUT,
+    )
+    .unwrap();
+    assert!(control.success(), "{control}");
+    let run = s.create(false);
+    assert_ne!(run.code(), Some(0), "{}", run.0);
+    let keys = fs::read_to_string(s.sshd.authorized_keys()).unwrap();
+    assert!(!keys.contains("command="), "{keys}");
+}
