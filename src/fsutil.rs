@@ -6,13 +6,28 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 /// Creates `dir` (and parents) if missing and makes it accessible to its
-/// owner only: it holds keys and the state database.
+/// owner only: it holds keys and the state database. A `dir` that another
+/// user owns is refused: that user could read or replace what georep keeps
+/// there (keys, the database that says what to replicate where).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let perms = fs::metadata(dir)?.permissions();
+    let md = fs::metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !md.is_dir() || md.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "not a directory owned by the running user (uid {me}): owner uid {}{}",
+                md.uid(),
+                if md.is_dir() { "" } else { ", not a directory" }
+            ),
+        ));
+    }
+    let perms = md.permissions();
     if perms.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
@@ -33,4 +48,11 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     f.write_all(contents)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
+}
+
+/// Makes every file and directory this process creates from now on
+/// private to its user (0600, 0700), whatever the caller's umask: the
+/// master's home holds keys, the database, journals and logs.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }

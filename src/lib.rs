@@ -18,5 +18,6 @@ pub mod session;
 pub mod ship;
 pub mod slave;
 pub mod state;
+pub mod terminal;
 pub mod transport;
 pub mod volume;

@@ -1,5 +1,5 @@
 //! Integration tests: the real `geo-rep` binary against a real OpenSSH sshd
-//! on 127.0.0.1 (see `georep::testkit`). One module per topic; each test
+//! on 127.0.0.1 (see the `georep-testkit` crate). One module per topic; each test
 //! builds its own [`common::Scenario`] (own sshd, `GEOREP_HOME`, brick and
 //! slave directory), so they run in parallel.
 
@@ -14,6 +14,7 @@ mod fidelity;
 mod gaps;
 mod gluster;
 mod layout;
+mod master_trust;
 mod model;
 mod nonroot;
 mod ops;

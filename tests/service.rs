@@ -278,9 +278,12 @@ fn metrics_endpoint_serves_per_brick_gauges() {
         .unwrap_or_else(|e| panic!("no answer at {addr}: {e}"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4"),
+        // Header names are case-insensitive.
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
         "{head}"
     );
+    assert!(body.ends_with("# EOF\n"), "{body}");
     let got = samples(&body);
     let brick = s.brick.display().to_string();
     let one = |name: &str, extra: &[(&str, &str)]| -> f64 {
@@ -316,9 +319,15 @@ fn metrics_endpoint_serves_per_brick_gauges() {
         .map(|c| one("georep_crawl_status", &[("crawl", c)]))
         .sum();
     assert_eq!(crawls, 1.0, "exactly one crawl status is set:\n{body}");
-    // Every family has HELP and TYPE.
+    // Every family has HELP and TYPE (a counter's without `_total`).
     for (name, _, _) in &got {
-        assert!(body.contains(&format!("# TYPE {name} ")), "{name}");
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        let has = |what: &str| {
+            [name.as_str(), family]
+                .iter()
+                .any(|n| body.contains(&format!("# {what} {n} ")))
+        };
+        assert!(has("TYPE") && has("HELP"), "{name}");
     }
 
     let (head, _) = http_get(&addr, "/other").unwrap();

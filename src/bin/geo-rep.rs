@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     match georep::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("geo-rep: {e:#}");
+            // The cause may quote a slave or a file name (see `terminal`).
+            let text = format!("{e:#}");
+            eprintln!("geo-rep: {}", georep::terminal::escape_controls(&text));
             if e.downcast_ref::<georep::cli::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -45,14 +45,19 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let mut bricks = Vec::new();
+    let slave_here = super::brick_check::slave_dir_here(&args.slave);
     for b in &args.bricks {
-        let brick = Brick::new(b.clone())?;
-        let md = std::fs::metadata(brick.path())
-            .with_context(|| format!("brick {}", brick.path().display()))?;
-        if !md.is_dir() {
-            bail!("brick {}: not a directory", brick.path().display());
+        // Checked as given (absolute), recorded by its real path.
+        Brick::new(b.clone())?;
+        let real = super::brick_check::resolve_brick(b, home.root(), slave_here.as_deref())?;
+        if real != *b {
+            println!(
+                "brick {} is {}: recorded as such",
+                b.display(),
+                real.display()
+            );
         }
-        bricks.push(brick);
+        bricks.push(Brick::new(real)?);
     }
     super::discover::check_shape(&args.vol, &args.bricks)?;
     let mut state = home.state()?;

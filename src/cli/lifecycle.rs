@@ -65,12 +65,9 @@ pub fn start(
         return Ok(());
     }
     let plan = plan(home, &session)?;
+    let slave_here = super::brick_check::slave_dir_here(&session.slave);
     for b in &plan.bricks {
-        let md =
-            std::fs::metadata(&b.brick).with_context(|| format!("brick {}", b.brick.display()))?;
-        if !md.is_dir() {
-            bail!("brick {}: not a directory", b.brick.display());
-        }
+        super::brick_check::recheck_brick(&b.brick, home.root(), slave_here.as_deref())?;
     }
     let bricks: Vec<_> = plan.bricks.iter().map(|b| b.brick.clone()).collect();
     super::discover::check_shape(vol, &bricks)
@@ -90,7 +87,9 @@ pub fn start(
             .with_context(|| format!("cannot start {vol} -> {slave}"));
         match checked {
             Err(e) if force => {
-                eprintln!("geo-rep: warning: {e:#}; starting anyway (force)");
+                let e = format!("{e:#}");
+                let e = crate::terminal::escape_controls(&e);
+                eprintln!("geo-rep: warning: {e}; starting anyway (force)");
                 Ok(())
             }
             other => other,

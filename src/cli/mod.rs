@@ -6,6 +6,7 @@
 //! On top: may import every room; nothing but `src/bin/` imports it
 //! (`tests/layout.rs` checks).
 
+mod brick_check;
 mod configure;
 mod create;
 mod delete;
@@ -230,6 +231,11 @@ impl Cli {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home);
+    // The slave applies the master's modes itself; everything else here
+    // writes into the home, which stays private.
+    if !matches!(cli.command, Command::Slave { .. }) {
+        crate::fsutil::private_umask();
+    }
     match cli.command {
         Command::Create {
             master_vol,

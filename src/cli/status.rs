@@ -319,7 +319,7 @@ pub fn status(
         if !crawls.is_empty() {
             println!();
             for c in crawls {
-                println!("{c}");
+                println!("{}", crate::terminal::escape_controls(&c));
             }
         }
     }
@@ -329,8 +329,17 @@ pub fn status(
 /// Left-aligned columns separated by four spaces, a dashed rule under the
 /// header, as GlusterFS prints it.
 pub(super) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    // Cells name bricks, slave hosts and errors (see `terminal`).
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::terminal::escape_controls(c).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
+    for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -351,7 +360,7 @@ pub(super) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let total = widths.iter().sum::<usize>() + 4 * (widths.len() - 1);
     out.push_str(&"-".repeat(total));
     out.push('\n');
-    for r in rows {
+    for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out

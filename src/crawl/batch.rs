@@ -29,6 +29,25 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    /// The paths the entry names: a rename's source and destination, a
+    /// prune's directory, the path of the others.
+    pub fn paths(&self) -> impl Iterator<Item = &RelPath> {
+        let (first, second) = match self {
+            Entry::Rename { from, to } => (from, Some(to)),
+            Entry::Prune { dir, .. } => (dir, None),
+            Entry::Mkdir(p)
+            | Entry::Create(p)
+            | Entry::Mknod(p)
+            | Entry::Symlink(p)
+            | Entry::Link(p)
+            | Entry::Unlink(p)
+            | Entry::Rmdir(p) => (p, None),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
 /// Entries in journal order, then the files whose content must be sent, then
 /// the paths whose attributes must be set. Data and meta are sets (a path
 /// written 10,000 times is sent once) kept in first-seen order.

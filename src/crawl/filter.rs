@@ -257,19 +257,14 @@ impl SyncFilter {
                     }
                     !(f || t)
                 }
-                Entry::Mkdir(p)
-                | Entry::Create(p)
-                | Entry::Mknod(p)
-                | Entry::Symlink(p)
-                | Entry::Link(p)
-                | Entry::Unlink(p)
-                | Entry::Rmdir(p) => !self.excluded(p),
                 Entry::Prune { dir, keep } => {
                     if self.excluded(dir) {
                         false
                     } else {
-                        // An excluded name the slave holds (from before the
-                        // pattern was set) is left alone, not removed.
+                        // The shipper takes the excluded names out of the
+                        // keep list (no excluded name leaves the master), so
+                        // a copy the slave holds from before the pattern was
+                        // set is pruned.
                         out.push_entry(Entry::Prune {
                             dir: dir.clone(),
                             keep: keep.clone(),
@@ -277,6 +272,7 @@ impl SyncFilter {
                         continue;
                     }
                 }
+                other => !other.paths().any(|p| self.excluded(p)),
             };
             if keep {
                 out.push_entry(e.clone());

@@ -449,6 +449,7 @@ async fn ship_now(
         acls: ctx.live.config.sync_acls,
     };
     shipper.exclude = ctx.brick.exclude.clone();
+    shipper.filter = ctx.live.filter.clone();
     shipper.prune_touched = !ctx.live.config.ignore_deletes;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     shipper.later = later;

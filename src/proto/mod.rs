@@ -351,6 +351,25 @@ pub enum EntryOp {
     Rename { from: RelPath, to: RelPath },
 }
 
+impl EntryOp {
+    /// The path the operation makes or removes (a rename's destination, a
+    /// link's new name, a prune's directory), then the other path it names
+    /// (a rename's source, a link's target), if any.
+    pub fn paths(&self) -> (&RelPath, Option<&RelPath>) {
+        match self {
+            EntryOp::Rename { from, to } => (to, Some(from)),
+            EntryOp::Link { path, target } => (path, Some(target)),
+            EntryOp::Mkdir { path, .. }
+            | EntryOp::Create { path, .. }
+            | EntryOp::Symlink { path, .. }
+            | EntryOp::Mknod { path, .. }
+            | EntryOp::Unlink { path }
+            | EntryOp::Rmdir { path }
+            | EntryOp::Prune { path, .. } => (path, None),
+        }
+    }
+}
+
 /// How the bytes of one piece are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PieceKind {
@@ -699,9 +718,25 @@ where
     T: for<'de> Deserialize<'de>,
     R: AsyncRead + Unpin,
 {
+    read_frame_within(r, MAX_FRAME).await
+}
+
+/// [`read_frame_async`] for a frame of at most `max` bytes: what a peer may send of a kind of message is bounded by the
+/// largest such message, not by [`MAX_FRAME`].
+pub async fn read_frame_within<T, R>(r: &mut R, max: usize) -> Result<T, ProtocolError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; 4];
     r.read_exact(&mut header).await.map_err(map_eof)?;
-    let mut payload = vec![0u8; frame_len(header)?];
+    let len = frame_len(header)?;
+    if len > max {
+        return Err(ProtocolError::Corrupt(format!(
+            "frame of {len} bytes, more than the {max} such a message can need"
+        )));
+    }
+    let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.map_err(map_eof)?;
     Ok(postcard::from_bytes(&payload)?)
 }

@@ -53,6 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::brick::dir::{unresolved, BrickDir, Handle};
 use crate::brick::origin::OriginIndex;
+use crate::crawl::filter::SyncFilter;
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::proto::compress;
 use crate::proto::{
@@ -84,6 +85,10 @@ pub enum ShipError {
     Transient(Vec<Failure>),
     #[error("unexpected reply from the slave: {0}")]
     Unexpected(String),
+    /// A reply the master cannot have asked for (see [`trust`]): the
+    /// session ends rather than act on it.
+    #[error("protocol error: {0}")]
+    Untrusted(String),
 }
 
 fn first_failure(f: &[Failure]) -> String {
@@ -363,6 +368,19 @@ pub struct Shipper<'a, S> {
     /// Absolute directories of the brick the re-walks never enter (the
     /// brick's `exclude`, e.g. GlusterFS's `.glusterfs`).
     pub exclude: Vec<std::path::PathBuf>,
+    /// The session's `exclude` patterns: no path they match leaves the
+    /// master, whatever asks for it (a journal record, a heal, a re-walk, a
+    /// prune's keep list, a failure the slave reports).
+    pub filter: SyncFilter,
+    /// The last request sequence number of earlier batches: a reply naming
+    /// one at or before it, or after the last one sent, is refused.
+    seq_before: u64,
+    /// Failures the slave reported in this batch, and the names the prunes
+    /// sent keep (each may fail on its own): a slave reporting more failures
+    /// than requests and kept names is refused, so what the failures hold
+    /// stays bounded by what the master sent.
+    failures_seen: u64,
+    prune_names: u64,
     /// The brick is a GlusterFS brick: send the mtime its clients see
     /// (`trusted.glusterfs.mdata`) rather than the brick inode's, and do
     /// not count the `.glusterfs` handle among a file's links.
@@ -438,6 +456,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         batch_id: u64,
     ) -> Self {
         Shipper {
+            seq_before: link.last_seq(),
+            failures_seen: 0,
+            prune_names: 0,
             link,
             brick,
             dir: BrickDir::open(brick),
@@ -445,6 +466,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             batch_id,
             with_owner: nix_is_root(),
             exclude: Vec::new(),
+            filter: SyncFilter::default(),
             gluster_brick: false,
             xattrs: XattrScope::default(),
             prune_touched: true,
@@ -660,7 +682,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             while !target.is_root() && self.dir.lstat(&target).is_err() {
                 target = target.parent().unwrap_or_default();
             }
-            if done.iter().any(|d| target.starts_with(d)) {
+            if done.iter().any(|d| target.starts_with(d)) || self.withheld(&target) {
                 continue;
             }
             tracing::debug!(batch = self.batch_id, path = %target, "resending from the brick");
@@ -692,18 +714,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut touched: Vec<RelPath> = batch
             .entries()
             .iter()
-            .flat_map(|e| match e {
-                Entry::Rename { from, to } => vec![from.parent(), to.parent()],
-                Entry::Mkdir(p)
-                | Entry::Create(p)
-                | Entry::Mknod(p)
-                | Entry::Symlink(p)
-                | Entry::Link(p)
-                | Entry::Unlink(p)
-                | Entry::Rmdir(p) => vec![p.parent()],
-                Entry::Prune { .. } => vec![],
-            })
-            .flatten()
+            .filter(|e| !matches!(e, Entry::Prune { .. }))
+            .flat_map(|e| e.paths().filter_map(RelPath::parent))
             // A directory the brick no longer has may still be on the slave,
             // made as a parent of a path replayed out of order: its nearest
             // ancestor the brick has drops it.
@@ -738,7 +750,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             // From the directory entry's type where the file system gives
             // one; a name gone since it was listed is gone.
             let Ok(ft) = entry.file_type() else { continue };
-            out.push((entry.file_name(), node_kind(ft)));
+            let name = entry.file_name();
+            // Excluded names are neither listed nor kept: they never leave.
+            if dir.join(&name).is_ok_and(|p| self.filter.excluded(&p)) {
+                continue;
+            }
+            out.push((name, node_kind(ft)));
         }
         (out.len() <= TOUCHED_PRUNE_MAX).then_some(out)
     }
@@ -749,6 +766,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// batch's files, so the new ones are on both sides.
     async fn check_listings(&mut self) -> Result<(), ShipError> {
         for dir in std::mem::take(&mut self.listings_due) {
+            if self.withheld(&dir) {
+                continue;
+            }
             let Some(listing) = self.brick_listing(&dir) else {
                 continue;
             };
@@ -931,6 +951,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// the brick; `None` if it cannot be read whole, holds a multiply-linked
     /// file or more than [`TREE_CHECK_MAX`] entries.
     fn tree_digest(&self, root: &RelPath) -> Option<[u8; 32]> {
+        if self.filter.excluded(root) {
+            return None;
+        }
         let mut d = TreeDigest::new(self.with_owner);
         let md = self.dir.lstat(root).ok().filter(|m| m.is_dir())?;
         d.add(&self.tree_entry(root, b"", &md));
@@ -950,6 +973,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             };
             entries += 1;
             let path = dirs.last()?.join(&name).ok()?;
+            // As the slave should have it: without what is excluded.
+            if self.filter.excluded(&path) {
+                continue;
+            }
             let md = self.dir.lstat(&path).ok()?;
             let links = 1 + u64::from(self.gluster_brick);
             if entries > TREE_CHECK_MAX || (md.is_file() && md.nlink() > links) {
@@ -1102,6 +1129,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for chunk in paths.chunks(STAT_MAX) {
             let local: Vec<(RelPath, fs::Metadata)> = chunk
                 .iter()
+                .filter(|p| !self.filter.excluded(p))
                 .filter_map(|p| {
                     let md = self.dir.lstat(p).ok()?;
                     let handle = u64::from(self.gluster_brick);
@@ -1145,6 +1173,23 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
 
     /// Records a reply that is not the one being waited for.
     fn absorb(&mut self, reply: Reply) -> Result<(), ShipError> {
+        if let Reply::Failed(f) = &reply {
+            let last = self.link.last_seq();
+            if !trust::sent_in_batch(f.seq, self.seq_before, last) {
+                return Err(ShipError::Untrusted(format!(
+                    "the slave reported a failure of request {} about {}, which this batch never sent",
+                    f.seq, f.path
+                )));
+            }
+            self.failures_seen += 1;
+            let sent = last - self.seq_before + self.prune_names;
+            if self.failures_seen > sent {
+                return Err(ShipError::Untrusted(format!(
+                    "the slave reported {} failures for {sent} requests and kept names",
+                    self.failures_seen
+                )));
+            }
+        }
         match reply {
             Reply::Failed(f)
                 if f.kind == FailureKind::SourceMissing && self.relink_seqs.contains(&f.seq) =>
@@ -1259,6 +1304,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(())
     }
 
+    /// Whether the session's `exclude` keeps `path` on the master.
+    fn withheld(&self, path: &RelPath) -> bool {
+        let excluded = self.filter.excluded(path);
+        if excluded {
+            tracing::debug!(batch = self.batch_id, path = %path, "excluded: not sent");
+        }
+        excluded
+    }
+
     fn local_error(&mut self, what: &str, path: &RelPath, e: io::Error) {
         let msg = format!("cannot {what} {}: {e}", path.under(self.brick).display());
         tracing::warn!("{msg}");
@@ -1266,6 +1320,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_entry(&mut self, entry: &Entry) -> Result<(), ShipError> {
+        if entry.paths().any(|p| self.withheld(p)) {
+            return Ok(());
+        }
         let lstat = |p: &RelPath| self.dir.lstat(p).ok();
         // The brick may have moved on since the journal was written; the
         // later records describe what happened next, so a placeholder mode
@@ -1347,6 +1404,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     tracing::debug!(batch = self.batch_id, path = %dir, kept = extra.len(), "names that later records move away are kept");
                     keep.extend(extra);
                 }
+                // The slave learns no excluded name, so its copies of them
+                // (from before the pattern was set) are pruned.
+                keep.retain(|k| !dir.join(k).is_ok_and(|p| self.filter.excluded(&p)));
+                self.prune_names += keep.len() as u64;
                 let kinds: Option<Vec<NodeKind>> = keep
                     .iter()
                     .map(|k| {
@@ -1385,18 +1446,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             EntryOp::Link { .. } | EntryOp::Prune { .. } => {}
         }
         let seq = self.link.next_seq();
-        let paths = match &op {
-            EntryOp::Rename { from, to } => vec![to.clone(), from.clone()],
-            EntryOp::Link { path, target } => vec![path.clone(), target.clone()],
-            EntryOp::Mkdir { path, .. }
-            | EntryOp::Create { path, .. }
-            | EntryOp::Symlink { path, .. }
-            | EntryOp::Mknod { path, .. }
-            | EntryOp::Unlink { path }
-            | EntryOp::Rmdir { path } => vec![path.clone()],
+        let paths: Vec<RelPath> = match (&op, op.paths()) {
             // Its failures name the path concerned (the directory, or a
             // child of another type).
-            EntryOp::Prune { .. } => vec![],
+            (EntryOp::Prune { .. }, _) => vec![],
+            (_, (path, other)) => std::iter::once(path).chain(other).cloned().collect(),
         };
         if !paths.is_empty() {
             self.entry_paths.insert(seq, paths);
@@ -1429,6 +1483,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     }
 
     async fn send_meta(&mut self, path: &RelPath) -> Result<(), ShipError> {
+        if self.withheld(path) {
+            return Ok(());
+        }
         // Resolved beneath the brick: the attributes of whatever a symlink
         // that replaced an ancestor points to are never read (the slave's
         // copy would get them, and their owner would see them leave).
@@ -1470,7 +1527,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     async fn send_files(&mut self, paths: impl Iterator<Item = &RelPath>) -> Result<(), ShipError> {
         // Large files wait here for their signatures, in request order
         // (with the lane that carries them).
-        let mut waiting: VecDeque<(RelPath, u64, usize, Option<Query>)> = VecDeque::new();
+        let mut waiting: VecDeque<(RelPath, u64, usize, Option<Query>, u64)> = VecDeque::new();
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
         let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
@@ -1480,7 +1537,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // the first send's content, not to the copy it signed.
         let mut queued: HashSet<&RelPath> = HashSet::new();
         for path in paths {
-            if !queued.insert(path) {
+            if !queued.insert(path) || self.withheld(path) {
                 continue;
             }
             if waiting.is_empty() {
@@ -1535,17 +1592,18 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 })
                 .await?;
             let query = self.ask_partial(path, lane, &md).await?;
-            waiting.push_back((path.clone(), seq, lane, query));
+            waiting.push_back((path.clone(), seq, lane, query, md.size()));
             if waiting.len() >= SIG_WINDOW {
-                let (p, seq, lane, query) = waiting.pop_front().expect("window is non-empty");
-                self.receive_and_send(&p, lane, seq, query).await?;
+                if let Some((p, seq, lane, query, size)) = waiting.pop_front() {
+                    self.receive_and_send(&p, lane, (seq, size), query).await?;
+                }
             }
         }
         for lane in 0..self.link.lane_count() {
             self.link.lane(lane).flush().await?;
         }
-        while let Some((p, seq, lane, query)) = waiting.pop_front() {
-            self.receive_and_send(&p, lane, seq, query).await?;
+        while let Some((p, seq, lane, query, size)) = waiting.pop_front() {
+            self.receive_and_send(&p, lane, (seq, size), query).await?;
         }
         if self.link.lane_count() > 1 {
             // What follows (relinks, attributes of the directories) must
@@ -1581,7 +1639,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         for (inode, primary) in primaries {
             let names = self.memory.links.verified(self.brick, inode);
             for name in names {
-                if name == primary {
+                if name == primary || self.withheld(&name) {
                     continue;
                 }
                 self.memory.origins.link(&name, &primary);
@@ -1629,16 +1687,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         Ok(Some(Query { seq, stamp }))
     }
 
-    /// Takes the answers to a file's `Signature` (and `Partial`) requests,
-    /// then sends the file.
+    /// Takes the answers to a file's `Signature` (request `seq`, for a local
+    /// file of `size` bytes) and `Partial` requests, then sends the file.
     async fn receive_and_send(
         &mut self,
         path: &RelPath,
         lane: usize,
-        seq: u64,
+        (seq, size): (u64, u64),
         query: Option<Query>,
     ) -> Result<(), ShipError> {
-        let sigs = self.receive_signatures(lane, seq).await?;
+        let sigs = self.receive_signatures(path, lane, seq, size).await?;
         let resume = match query {
             Some(q) => loop {
                 match self.link.lane(lane).recv().await? {
@@ -1653,12 +1711,15 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.send_file(path, lane, None, sigs, resume).await
     }
 
-    /// The slave's per-piece signatures for request `seq`; `None` if it has
-    /// no regular file there.
+    /// The slave's per-piece signatures of `path` for request `seq`, as far
+    /// as a local file of `local_size` bytes uses them (checked: see
+    /// [`trust`]); `None` if it has no regular file there.
     async fn receive_signatures(
         &mut self,
+        path: &RelPath,
         lane: usize,
         seq: u64,
+        local_size: u64,
     ) -> Result<Option<Vec<Signature>>, ShipError> {
         let size = loop {
             match self.link.lane(lane).recv().await? {
@@ -1667,14 +1728,16 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             }
         };
         let Some(size) = size else { return Ok(None) };
-        let pieces = size.div_ceil(PIECE_SIZE);
-        let mut sigs = Vec::with_capacity(pieces.min(1 << 16) as usize);
-        for _ in 0..pieces {
+        let (keep, drop) =
+            trust::signature_pieces(path, size, local_size).map_err(ShipError::Untrusted)?;
+        let mut sigs = Vec::with_capacity(keep as usize);
+        for index in 0..keep + drop {
             match self.link.lane(lane).recv().await? {
-                Reply::SigPiece { data } => match Signature::deserialize(data) {
-                    Ok(s) => sigs.push(s),
-                    Err(_) => return Err(ShipError::Unexpected("malformed signature".into())),
-                },
+                Reply::SigPiece { data } if index < keep => sigs.push(
+                    trust::check_signature(path, index, size, data)
+                        .map_err(ShipError::Untrusted)?,
+                ),
+                Reply::SigPiece { .. } => {}
                 other => {
                     return Err(ShipError::Unexpected(format!(
                         "{other:?} inside a signature"
@@ -2112,7 +2175,13 @@ mod tests {
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(any(test, feature = "hostile-kit"))]
+pub mod hostile_kit;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod in_process;
 #[cfg(test)]
 mod local_slave_tests;
+
+mod trust;

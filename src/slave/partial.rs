@@ -1,6 +1,6 @@
 //! Partial copies of large files, kept across sessions so that a dropped
 //! connection does not restart a large file from byte 0 (see "Resuming
-//! large files" in `transport::protocol`).
+//! large files" in `proto`).
 //!
 //! A partial lives next to its final name as `.georep.<hash>.part` (one
 //! name per final name, so the next session finds it without listing the

@@ -21,14 +21,27 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::throttle::Throttle;
 use crate::proto::compress::Compression;
-use crate::proto::{self as protocol, ProtocolError, Reply, Request, PROTOCOL_VERSION};
+use crate::proto::{self as protocol, FileStamp, ProtocolError, Reply, Request, PROTOCOL_VERSION};
 
 /// Frames are gathered up to this many bytes before they are written.
 pub const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The largest reply frame taken from a slave. The largest legitimate one,
+/// a signature of a whole piece, is 24 KiB; a frame decodes to at most 32
+/// times its size (a `Stat` of absent files), so one frame can never take
+/// more than 32 MiB.
+pub const REPLY_MAX_FRAME: usize = 1024 * 1024;
+
+/// How much memory the replies read but not yet taken by the shipper may
+/// hold (see [`reply_cost`]). Legitimately they are answers to requests
+/// sent, a few hundred bytes each; a slave that sends more than this ahead
+/// ends the conversation rather than the master's memory.
+pub const REPLY_QUEUE_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -110,6 +123,8 @@ pub struct SlaveLink<S> {
     /// Frames not yet written (see [`WRITE_BUFFER`]).
     wbuf: Vec<u8>,
     replies: mpsc::UnboundedReceiver<Result<Reply, ProtocolError>>,
+    /// What the replies in `replies` cost (see [`REPLY_QUEUE_MAX`]).
+    queued: Arc<AtomicUsize>,
     reader: tokio::task::JoinHandle<()>,
     timeout: Duration,
     bytes_sent: u64,
@@ -158,11 +173,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
     ) -> Result<SlaveLink<S>, LinkError> {
         let (read, writer) = tokio::io::split(stream);
         let (tx, replies) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_replies(read, tx, ending.clone()));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let reader = tokio::spawn(read_replies(read, tx, queued.clone(), ending.clone()));
         let mut link = SlaveLink {
             writer,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
             replies,
+            queued,
             reader,
             timeout,
             bytes_sent: 0,
@@ -305,6 +322,11 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         }
     }
 
+    /// The last sequence number handed out (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// A fresh sequence number for a request.
     pub fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
@@ -402,8 +424,13 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
         match got {
             None => Err(LinkError::Closed),
             Some(Err(e)) => Err(stream_error(e)),
-            Some(Ok(Reply::Fatal { message })) => Err(LinkError::Fatal(message)),
-            Some(Ok(reply)) => Ok(reply),
+            Some(Ok(reply)) => {
+                self.queued.fetch_sub(reply_cost(&reply), Ordering::Relaxed);
+                match printable(reply) {
+                    Reply::Fatal { message } => Err(LinkError::Fatal(message)),
+                    reply => Ok(reply),
+                }
+            }
         }
     }
 
@@ -457,13 +484,78 @@ fn stream_error(e: ProtocolError) -> LinkError {
     }
 }
 
+/// `reply` with the text the slave wrote escaped (see [`crate::terminal`]):
+/// it ends up in logs, in the state database and on terminals.
+fn printable(reply: Reply) -> Reply {
+    let escape = |s: String| match crate::terminal::escape_controls(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    };
+    match reply {
+        Reply::Fatal { message } => Reply::Fatal {
+            message: escape(message),
+        },
+        Reply::Failed(mut f) => {
+            f.message = escape(f.message);
+            Reply::Failed(f)
+        }
+        Reply::Hello {
+            protocol,
+            agent_version,
+            root,
+            root_empty,
+        } => Reply::Hello {
+            protocol,
+            agent_version: escape(agent_version),
+            root: escape(root),
+            root_empty,
+        },
+        other => other,
+    }
+}
+
+/// What a reply read ahead holds in memory, about.
+fn reply_cost(reply: &Reply) -> usize {
+    std::mem::size_of::<Reply>()
+        + match reply {
+            Reply::SigPiece { data } => data.len(),
+            Reply::Stat { files, .. } => files.len() * std::mem::size_of::<Option<FileStamp>>(),
+            Reply::Failed(f) => f.path.as_bytes().len() + f.message.len(),
+            Reply::Hello {
+                agent_version,
+                root,
+                ..
+            } => agent_version.len() + root.len(),
+            Reply::Fatal { message } => message.len(),
+            Reply::SigBegin { .. }
+            | Reply::Barrier { .. }
+            | Reply::Committed { .. }
+            | Reply::Partial { .. }
+            | Reply::ListingDiffers { .. }
+            | Reply::Tree { .. } => 0,
+        }
+}
+
 async fn read_replies<R: AsyncRead>(
     mut read: ReadHalf<R>,
     tx: mpsc::UnboundedSender<Result<Reply, ProtocolError>>,
+    queued: Arc<AtomicUsize>,
     ending: Ending,
 ) {
     loop {
-        let reply = protocol::read_frame_async::<Reply, _>(&mut read).await;
+        let reply = protocol::read_frame_within::<Reply, _>(&mut read, REPLY_MAX_FRAME)
+            .await
+            .and_then(|reply| {
+                let cost = reply_cost(&reply);
+                let before = queued.fetch_add(cost, Ordering::Relaxed);
+                if before + cost > REPLY_QUEUE_MAX {
+                    return Err(ProtocolError::Unexpected(format!(
+                        "the slave sent more than {} MiB of replies ahead of the master",
+                        REPLY_QUEUE_MAX >> 20
+                    )));
+                }
+                Ok(reply)
+            });
         let Err(e) = reply else {
             if tx.send(reply).is_err() {
                 return;
@@ -519,6 +611,54 @@ mod tests {
         }
         // The lane that ended reports it too.
         assert!(matches!(link.lane(1).recv().await, Err(LinkError::Closed)));
+    }
+
+    /// Replies the master has not taken yet are bounded: a slave that sends
+    /// more than [`REPLY_QUEUE_MAX`] ahead ends the conversation with a
+    /// protocol error, and a reply frame larger than any reply needs is
+    /// refused before it is read.
+    #[tokio::test]
+    async fn replies_read_ahead_are_bounded() {
+        let big = Reply::Failed(protocol::Failure {
+            seq: 1,
+            path: crate::relpath::RelPath::new("f").unwrap(),
+            kind: protocol::FailureKind::Io,
+            errno: None,
+            message: "x".repeat(REPLY_MAX_FRAME - 64),
+        });
+        let frame = protocol::encode(&big).unwrap();
+        let sent = 2 * REPLY_QUEUE_MAX / frame.len();
+        let stream = std::io::Cursor::new(frame.repeat(sent));
+        let (read, _) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        // Nothing takes the replies meanwhile: the reader runs to its end.
+        read_replies(read, tx, queued, Ending::default()).await;
+        let mut taken = 0;
+        let ended = loop {
+            match rx.recv().await {
+                Some(Ok(_)) => taken += 1,
+                Some(Err(e)) => break e.to_string(),
+                None => panic!("the reader ended without an error"),
+            }
+        };
+        assert!(ended.contains("ahead of the master"), "{ended}");
+        assert!(
+            taken * frame.len() <= REPLY_QUEUE_MAX,
+            "{taken} replies queued"
+        );
+
+        let huge = Reply::SigPiece {
+            data: vec![0; REPLY_MAX_FRAME + 1],
+        };
+        let stream = std::io::Cursor::new(protocol::encode(&huge).unwrap());
+        let (read, _) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        read_replies(read, tx, Arc::default(), Ending::default()).await;
+        match rx.recv().await {
+            Some(Err(e)) => assert!(e.to_string().contains("more than"), "{e}"),
+            other => panic!("expected the frame refused, got {other:?}"),
+        }
     }
 
     /// Lanes opened in the background join the link only once they are

@@ -52,7 +52,8 @@ pub enum Auth {
     /// The session's own key (every connection after `create`).
     Key(PathBuf),
     /// The operator's credentials for `create`: this key file if given, else
-    /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`, then the ssh-agent.
+    /// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa` (with the `rsa` feature),
+    /// then the ssh-agent.
     Operator(Option<PathBuf>),
 }
 
@@ -176,6 +177,28 @@ pub struct SshConnection {
     host_key: PublicKey,
 }
 
+/// Set to `1`, a slave whose only RSA host key signature is SHA-1
+/// (`ssh-rsa`) is accepted; by default it is refused (SHA-1 signatures can
+/// be forged for a price within reach).
+pub const ALLOW_SSH_RSA_SHA1: &str = "GEOREP_ALLOW_SSH_RSA_SHA1";
+
+/// The host key algorithms offered: russh's defaults, without `ssh-rsa`
+/// unless `allow_sha1`, and without any RSA one unless built with the `rsa`
+/// feature (it could not be verified).
+fn host_key_algorithms(allow_sha1: bool) -> std::borrow::Cow<'static, [russh::keys::Algorithm]> {
+    use russh::keys::Algorithm;
+    russh::Preferred::DEFAULT
+        .key
+        .iter()
+        .filter(|a| match a {
+            Algorithm::Rsa { hash } => cfg!(feature = "rsa") && (hash.is_some() || allow_sha1),
+            _ => true,
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .into()
+}
+
 fn client_config(timeout: Duration) -> client::Config {
     client::Config {
         // AES-GCM is fastest here (AES-NI); see DEPENDENCIES.md.
@@ -185,6 +208,9 @@ fn client_config(timeout: Duration) -> client::Config {
                 cipher::AES_256_GCM,
                 cipher::CHACHA20_POLY1305,
             ]),
+            key: host_key_algorithms(
+                std::env::var_os(ALLOW_SSH_RSA_SHA1).is_some_and(|v| v == "1"),
+            ),
             ..Default::default()
         },
         nodelay: true,
@@ -363,6 +389,10 @@ impl SshConnection {
 /// (sshd sends it when it has reaped the process, usually at once).
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
+/// How many data messages of a channel (each at most an SSH packet) wait
+/// for the reader of its [`ExecStream`].
+const INCOMING_MAX: usize = 64;
+
 /// What the channel of an [`ExecStream`] delivers to its reader.
 enum Incoming {
     Data(Bytes),
@@ -378,7 +408,7 @@ enum Incoming {
 /// [`super::link::Ending`]). A write after that fails the same way.
 pub struct ExecStream {
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
-    incoming: mpsc::UnboundedReceiver<Incoming>,
+    incoming: mpsc::Receiver<Incoming>,
     /// The part of the last data message not read yet.
     chunk: Bytes,
     /// Set once the reader met the end (kept for every later read).
@@ -393,7 +423,10 @@ pub struct ExecStream {
 impl ExecStream {
     fn new(channel: russh::Channel<client::Msg>, host: &str) -> ExecStream {
         let (read, write) = channel.split();
-        let (tx, incoming) = mpsc::unbounded_channel();
+        // Bounded: a slave that writes faster than the link reads waits
+        // (the pump stops taking from the channel, and the SSH window
+        // closes), instead of filling the master's memory.
+        let (tx, incoming) = mpsc::channel(INCOMING_MAX);
         let ended = Arc::new(Mutex::new(None));
         let pump = tokio::spawn(pump(read, tx, host.to_owned(), ended.clone()));
         ExecStream {
@@ -434,7 +467,7 @@ type Exit = Result<u32, String>;
 /// and how the command ended to both the reader and the writer.
 async fn pump(
     mut read: ChannelReadHalf,
-    tx: mpsc::UnboundedSender<Incoming>,
+    tx: mpsc::Sender<Incoming>,
     host: String,
     ended: Arc<Mutex<Option<String>>>,
 ) {
@@ -451,7 +484,7 @@ async fn pump(
         };
         match msg {
             Some(ChannelMsg::Data { data }) => {
-                if tx.send(Incoming::Data(data)).is_err() {
+                if tx.send(Incoming::Data(data)).await.is_err() {
                     return;
                 }
                 continue;
@@ -469,7 +502,7 @@ async fn pump(
                 }
                 if !error_message.is_empty() {
                     how.push_str(": ");
-                    how.push_str(&error_message);
+                    how.push_str(&crate::terminal::escape_controls(&error_message));
                 }
                 exit = Some(Err(how));
             }
@@ -501,7 +534,7 @@ async fn pump(
         why.clone()
             .unwrap_or_else(|| format!("the slave process on {host} exited")),
     );
-    let _ = tx.send(Incoming::End(why));
+    let _ = tx.send(Incoming::End(why)).await;
 }
 
 fn describe_exit(host: &str, exit: &Exit) -> String {
@@ -520,7 +553,7 @@ fn set_ended(ended: &Mutex<Option<String>>, why: String) {
 
 fn sig_name(sig: &Sig) -> String {
     match sig {
-        Sig::Custom(name) => name.clone(),
+        Sig::Custom(name) => crate::terminal::escape_controls(name).into_owned(),
         other => format!("{other:?}"),
     }
 }
@@ -636,7 +669,13 @@ async fn authenticate(
         Auth::Operator(None) => {
             let mut tried = Vec::new();
             if let Some(home) = std::env::var_os("HOME") {
-                for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                // RSA keys only with the `rsa` feature (see Cargo.toml).
+                let names: &[&str] = if cfg!(feature = "rsa") {
+                    &["id_ed25519", "id_ecdsa", "id_rsa"]
+                } else {
+                    &["id_ed25519", "id_ecdsa"]
+                };
+                for name in names {
                     let path = Path::new(&home).join(".ssh").join(name);
                     if !path.exists() {
                         continue;
@@ -720,5 +759,20 @@ mod tests {
         assert!(fingerprint(&key).starts_with("SHA256:"));
         let parsed = russh::keys::decode_secret_key(&private, None).unwrap();
         assert_eq!(parsed.public_key().key_data(), key.key_data());
+    }
+
+    #[test]
+    fn sha1_rsa_host_keys_are_offered_only_when_allowed() {
+        use russh::keys::{Algorithm, HashAlg};
+        let sha1 = Algorithm::Rsa { hash: None };
+        let sha256 = Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256),
+        };
+        let offered = client_config(Duration::from_secs(5)).preferred.key;
+        assert!(!offered.contains(&sha1), "{offered:?}");
+        assert!(offered.contains(&Algorithm::Ed25519));
+        let rsa = cfg!(feature = "rsa");
+        assert_eq!(offered.contains(&sha256), rsa, "{offered:?}");
+        assert_eq!(host_key_algorithms(true).contains(&sha1), rsa);
     }
 }

@@ -173,11 +173,39 @@ impl Sshd {
     /// what a client sees when the slave was reinstalled, or an attacker sits
     /// in between.
     pub fn restart_with_new_host_key(&mut self) -> Result<(), TestkitError> {
+        self.replace_host_key("ed25519", "georep-test-host-new", None)
+    }
+
+    /// Replaces the host key with an RSA key that the daemon signs with
+    /// SHA-1 only (`ssh-rsa`, as sshd before 7.2 did) and restarts on the
+    /// same port.
+    pub fn restart_with_sha1_rsa_host_key(&mut self) -> Result<(), TestkitError> {
+        self.replace_host_key(
+            "rsa",
+            "georep-test-host-rsa",
+            Some("HostKeyAlgorithms ssh-rsa"),
+        )
+    }
+
+    /// A new host key of type `kind`, `config` added to the daemon's, and
+    /// a restart on the same port.
+    fn replace_host_key(
+        &mut self,
+        kind: &str,
+        comment: &str,
+        config: Option<&str>,
+    ) -> Result<(), TestkitError> {
         self.stop();
         for p in [self.host_key.clone(), pub_path(&self.host_key)] {
             fs::remove_file(&p).map_err(TestkitError::io(format!("remove {}", p.display())))?;
         }
-        keygen(&self.host_key, "georep-test-host-new")?;
+        keygen_of(kind, &self.host_key, comment)?;
+        if let Some(line) = config {
+            let mut cfg = read_to_string(&self.config)?;
+            let _ = writeln!(cfg, "{line}");
+            fs::write(&self.config, cfg)
+                .map_err(TestkitError::io(format!("write {}", self.config.display())))?;
+        }
         self.start_again()
     }
 
@@ -369,9 +397,13 @@ fn read_to_string(p: &Path) -> Result<String, TestkitError> {
 }
 
 fn keygen(path: &Path, comment: &str) -> Result<(), TestkitError> {
+    keygen_of("ed25519", path, comment)
+}
+
+fn keygen_of(kind: &str, path: &Path, comment: &str) -> Result<(), TestkitError> {
     let out = run_with_timeout(
         Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .args(["-q", "-t", kind, "-N", "", "-C", comment, "-f"])
             .arg(path),
         Duration::from_secs(60),
     )?;

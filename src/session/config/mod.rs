@@ -9,6 +9,7 @@
 //! `not yet applied` (stored and validated, but georep does not act on it
 //! yet: the listing says so rather than pretend).
 
+mod command;
 mod options;
 mod values;
 

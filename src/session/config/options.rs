@@ -28,10 +28,11 @@ pub enum Kind {
     /// `IP:PORT`, or empty.
     Addr,
     /// Text that ends up inside `command="…"` in the slave's
-    /// authorized_keys; `required`: it may not be empty.
-    ForcedCommandText {
-        required: bool,
-    },
+    /// authorized_keys.
+    ForcedCommandText,
+    /// The program of the slave's forced command: an absolute path or a
+    /// bare program name, never a shell snippet.
+    Program,
 }
 
 /// A value read by its [`Kind`], range and names already checked.
@@ -118,14 +119,15 @@ impl Kind {
                 Ok(Value::Patterns(patterns))
             }
             Kind::Addr => optional_addr::parse(t).map(Value::Addr).map_err(bad),
-            Kind::ForcedCommandText { required } => {
+            Kind::Program => {
+                super::command::check_program(text).map_err(bad)?;
+                Ok(Value::Text(text.to_owned()))
+            }
+            Kind::ForcedCommandText => {
                 if text.contains(['"', '\'', '\n', '\0', '\\']) {
                     return Err(bad(
                         "must not contain quotes, backslashes or newlines".into()
                     ));
-                }
-                if required && t.is_empty() {
-                    return Err(bad("must not be empty".into()));
                 }
                 Ok(Value::Text(text.to_owned()))
             }
@@ -141,7 +143,8 @@ impl Kind {
             Kind::Choice(names) => names.join(", "),
             Kind::Patterns => "comma-separated glob patterns".into(),
             Kind::Addr => "IP:PORT, or empty".into(),
-            Kind::ForcedCommandText { .. } => "text without quotes".into(),
+            Kind::ForcedCommandText => "text without quotes".into(),
+            Kind::Program => "an absolute path or a bare program name".into(),
         }
     }
 }
@@ -334,7 +337,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "remote-command",
         applies: Applies::AtCreate,
         help: "georep on the slave; it is the forced command in the slave's authorized_keys",
-        kind: Kind::ForcedCommandText { required: true },
+        kind: Kind::Program,
         get: |c| c.remote_command.clone(),
         set: |c, v| c.remote_command = v.text(),
     },
@@ -342,7 +345,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         key: "authorized-keys-file",
         applies: Applies::AtCreate,
         help: "the slave's authorized_keys file push-pem wrote to",
-        kind: Kind::ForcedCommandText { required: false },
+        kind: Kind::ForcedCommandText,
         get: |c| c.authorized_keys_file.clone(),
         set: |c, v| c.authorized_keys_file = v.text(),
     },
