@@ -40,15 +40,25 @@ fn volume(g: &Arc<Glusterd>, s: &Scenario, tag: &str) -> Volume {
 /// files and symlinks, hard-link groups. (Directory mtimes: GlusterFS keeps
 /// its own in `trusted.glusterfs.mdata`, see the README.)
 fn assert_slave_matches(v: &Volume, s: &Scenario) {
+    assert_same_tree(
+        &v.mount,
+        &s.slave,
+        "the slave differs from the GlusterFS mount",
+    );
+}
+
+/// `slave` equals `master` as [`assert_slave_matches`] compares them, and
+/// shows no GlusterFS internals.
+fn assert_same_tree(master: &Path, slave: &Path, what: &str) {
     let opts = CompareOptions {
         owner: true,
         hard_links: true,
         ..CompareOptions::default()
     };
-    let diffs = compare_trees(&v.mount, &s.slave, &opts.without_dir_mtime());
+    let diffs = compare_trees(master, slave, &opts.without_dir_mtime());
     assert!(
         diffs.is_empty(),
-        "slave differs from the GlusterFS mount:\n{}",
+        "{what}:\n{}",
         diffs
             .iter()
             .map(|d| d.to_string())
@@ -56,8 +66,8 @@ fn assert_slave_matches(v: &Volume, s: &Scenario) {
             .join("\n")
     );
     assert!(
-        !s.slave.join(".glusterfs").exists(),
-        "GlusterFS internals reached the slave"
+        !slave.join(".glusterfs").exists(),
+        "{what}: GlusterFS internals are visible"
     );
 }
 
@@ -333,4 +343,95 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
         s.monitor_pids().is_empty(),
         "a monitor runs for a refused volume"
     );
+}
+
+/// Whether anything is mounted at `dir` (from this process's mountinfo).
+fn mounted_at(dir: &Path) -> bool {
+    let want = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m.replace("\\040", " ") == want)
+}
+
+/// A slave given as `host::VOLUME`: the slave side mounts the volume itself
+/// and writes through that mount; a killed slave's mount is reused; the
+/// last slave to leave unmounts; a wrong name is refused at `create`.
+#[test]
+fn a_slave_volume_given_by_name_is_mounted_and_written_by_the_slave() {
+    let Some(g) = glusterd() else { return };
+    let s = Scenario::new();
+    // The slave volume, and the test's own view of it through its own mount.
+    let dr = volume(&g, &s, "dr");
+    let host = format!("{}@{}", s.sshd.user(), s.sshd.host());
+    let url = format!("{host}::{}", dr.name);
+    let slave_mount = s
+        .sshd
+        .slave_home()
+        .join("slave-volumes")
+        .join(&dr.name)
+        .join("mnt");
+
+    let missing = format!("georep{}none", std::process::id());
+    s.geo_rep(s.create_args(&[&s.brick], &format!("{host}::{missing}"), false))
+        .fails_with(1)
+        .stderr_mentions(&format!("GlusterFS volume {missing}"))
+        .stderr_mentions("does not exist");
+    assert!(s.session_key_lines().is_empty());
+
+    fs::create_dir(s.brick.join("before")).unwrap();
+    write(&s.brick.join("before/old"), b"from before the session");
+    s.geo_rep(s.create_args(&[&s.brick], &url, false)).ok();
+    s.geo_rep(["start", &s.vol, &url]).ok();
+    let b = &s.brick;
+    fs::create_dir_all(b.join("d/sub")).unwrap();
+    write(&b.join("d/f"), b"hello");
+    write(&b.join("big"), &random_bytes(3 << 20, 5));
+    fs::rename(b.join("big"), b.join("d/big")).unwrap();
+    fs::hard_link(b.join("d/f"), b.join("d/hl")).unwrap();
+    symlink("f", b.join("d/sl")).unwrap();
+    fs::set_permissions(b.join("d/f"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(b.join("d/big"), Some(1234), Some(4321)).unwrap();
+    write(&b.join("gone"), b"x");
+    fs::remove_file(b.join("gone")).unwrap();
+    write(&b.join("ñame"), "✓".as_bytes());
+    s.wait_synced_past_of(&s.vol, &url, SystemTime::now());
+    assert!(
+        mounted_at(&slave_mount),
+        "the slave did not mount {}",
+        dr.name
+    );
+    let same = |what: &str| assert_same_tree(&s.brick, &dr.mount, what);
+    same("first sync");
+
+    // Slave processes killed mid-batch: their mount stays, the next ones
+    // take it over, and the copy converges.
+    let slaves = || {
+        georep_testkit::find_processes(|a| {
+            a.iter().any(|x| x == "slave") && a.iter().any(|x| x.trim_matches('\'') == dr.name)
+        })
+    };
+    write(&b.join("d/later"), &random_bytes(8 << 20, 6));
+    let pids = slaves();
+    assert!(!pids.is_empty(), "no slave process serves {}", dr.name);
+    for pid in pids {
+        georep_testkit::signal(pid, rustix::process::Signal::KILL);
+    }
+    write(&b.join("d/after-kill"), b"after");
+    s.wait_synced_past_of(&s.vol, &url, SystemTime::now());
+    same("after the slaves were killed");
+    assert!(mounted_at(&slave_mount));
+
+    // The last slave to leave unmounts; delete leaves nothing mounted.
+    s.geo_rep(["stop", &s.vol, &url]).ok();
+    georep_testkit::wait_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(100),
+        || slaves().is_empty() && !mounted_at(&slave_mount),
+    )
+    .unwrap_or_else(|_| panic!("{} still mounted after stop", slave_mount.display()));
+    let key = s.sshd.operator_key().display().to_string();
+    s.geo_rep(["delete", &s.vol, &url, "--identity", &key]).ok();
+    assert!(!mounted_at(&slave_mount));
 }

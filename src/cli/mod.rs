@@ -146,8 +146,13 @@ pub enum Command {
     },
     /// Serve the slave side on stdin/stdout (run by sshd).
     Slave {
+        /// The slave directory.
+        #[arg(long, required_unless_present = "volume", conflicts_with = "volume")]
+        root: Option<PathBuf>,
+        /// A started GlusterFS volume on this host, mounted by the slave
+        /// itself under `--home`.
         #[arg(long)]
-        root: PathBuf,
+        volume: Option<String>,
     },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
@@ -379,10 +384,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(faulty_grace),
             )
         }
-        Command::Slave { root } => {
+        Command::Slave { root, volume } => {
             let stdout = std::io::stdout().lock();
-            crate::slave::serve(&root, std::io::stdin(), stdout)
-                .with_context(|| format!("slave at {}", root.display()))
+            match (root, volume) {
+                (Some(root), _) => crate::slave::serve(&root, std::io::stdin(), stdout)
+                    .with_context(|| format!("slave at {}", root.display())),
+                (None, Some(vol)) => {
+                    match crate::slave::mount::VolumeMount::acquire(home.root(), &vol) {
+                        Ok(mount) => crate::slave::serve(mount.path(), std::io::stdin(), stdout)
+                            .with_context(|| format!("slave of GlusterFS volume {vol}")),
+                        Err(e) => {
+                            let why = e.to_string();
+                            let _ = crate::slave::mount::refuse(std::io::stdin(), stdout, &why);
+                            Err(anyhow::Error::new(e))
+                        }
+                    }
+                }
+                (None, None) => {
+                    Err(UsageError("slave needs --root DIR or --volume VOL".into()).into())
+                }
+            }
         }
         Command::Monitor { master_vol, slave } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;

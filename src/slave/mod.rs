@@ -48,6 +48,7 @@
 //! `fsutil`; never the master's `transport`, `ship` or `monitor`.
 
 mod apply;
+pub mod mount;
 mod partial;
 mod receive;
 mod root;

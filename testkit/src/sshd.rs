@@ -122,6 +122,12 @@ impl Sshd {
         &self.operator_key
     }
 
+    /// `GEOREP_HOME` of every session this daemon runs (`SetEnv`): a slave
+    /// keeps its state there.
+    pub fn slave_home(&self) -> std::path::PathBuf {
+        self.dir.path().join("slave-home")
+    }
+
     /// The `authorized_keys` file this daemon reads (`AuthorizedKeysFile`).
     pub fn authorized_keys(&self) -> &Path {
         &self.authorized_keys
@@ -253,6 +259,9 @@ impl Sshd {
         let _ = writeln!(cfg, "Port {}", self.port);
         let _ = writeln!(cfg, "HostKey {}", self.host_key.display());
         let _ = writeln!(cfg, "AuthorizedKeysFile {}", self.authorized_keys.display());
+        // The slave's own state (e.g. where it mounts a slave volume) stays
+        // in this daemon's directory, never the machine's /var/lib/georep.
+        let _ = writeln!(cfg, "SetEnv GEOREP_HOME={}", self.slave_home().display());
         let _ = writeln!(cfg, "PubkeyAuthentication yes");
         let _ = writeln!(cfg, "PasswordAuthentication no");
         let _ = writeln!(cfg, "KbdInteractiveAuthentication no");

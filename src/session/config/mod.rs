@@ -260,9 +260,15 @@ impl SessionConfig {
         Duration::from_secs(self.timeout)
     }
 
-    /// The command line the slave runs for this session.
+    /// The command line the slave runs for this session: a slave directory
+    /// is an absolute path; any other name is a GlusterFS volume on the
+    /// slave host, which the slave mounts itself.
     pub fn slave_command(&self, root: &str) -> String {
-        format!("{} slave --root '{}'", self.remote_command, root)
+        if root.starts_with('/') {
+            format!("{} slave --root '{}'", self.remote_command, root)
+        } else {
+            format!("{} slave --volume '{}'", self.remote_command, root)
+        }
     }
 
     /// What the worker leaves out of each batch.
