@@ -55,14 +55,29 @@ impl Geo {
         sshd: &Sshd,
         ssh_port: u16,
     ) -> Result<Geo> {
-        std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
         std::fs::create_dir_all(slave_dir)
             .with_context(|| format!("creating {}", slave_dir.display()))?;
+        let slave = slave_dir.display().to_string();
+        Self::create_into(bin, home, bricks, &slave, slave_dir, sshd, ssh_port)
+    }
+
+    /// [`Geo::create`] into the slave named `slave` (a directory, or a
+    /// GlusterFS volume by name), whose tree is seen at `slave_dir`.
+    pub fn create_into(
+        bin: &Path,
+        home: &Path,
+        bricks: &[&Path],
+        slave: &str,
+        slave_dir: &Path,
+        sshd: &Sshd,
+        ssh_port: u16,
+    ) -> Result<Geo> {
+        std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
         let geo = Geo {
             bin: bin.to_path_buf(),
             home: home.to_path_buf(),
             slave_dir: slave_dir.to_path_buf(),
-            slave_url: format!("{}@{}::{}", sshd.user(), sshd.host(), slave_dir.display()),
+            slave_url: format!("{}@{}::{slave}", sshd.user(), sshd.host()),
             running: false,
             poll: Duration::from_millis(25),
         };

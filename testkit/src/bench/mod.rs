@@ -40,13 +40,14 @@ pub const WORKLOADS: &[&str] = &[
     "latency",
     "rename-storm",
     "wan",
+    "volume",
 ];
 
 #[derive(Debug, Parser)]
 #[command(
     name = "georep-bench",
     about = "Benchmark georep against rsync over the same loopback sshd",
-    after_help = "Workloads: limits small-initial big-initial big-delta incremental latency rename-storm wan (default: all)"
+    after_help = "Workloads: limits small-initial big-initial big-delta incremental latency rename-storm wan volume (default: all)"
 )]
 pub struct Opts {
     /// Smoke-test sizes, one run each (well under a minute).
@@ -326,6 +327,7 @@ pub fn run(opts: Opts) -> Result<()> {
             "latency" => workloads::latency(&ctx),
             "rename-storm" => workloads::rename_storm(&ctx),
             "wan" => workloads::wan(&ctx),
+            "volume" => workloads::volume_small_initial(&ctx),
             other => bail!("unknown workload {other}"),
         };
         progress(&format!(

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::glusterfs::{self, Volume};
 use crate::{compare_trees, CompareOptions};
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
@@ -108,11 +109,12 @@ fn synced_session(ctx: &Ctx, master: &Path, port: u16) -> Result<Geo> {
 
 /// First sync of `master` into fresh slaves, `runs` times each tool.
 fn initial(ctx: &Ctx, label: &str, master: &Path, port: u16, rsync: &Rsync) -> Result<Samples> {
-    initial_with(ctx, label, master, port, rsync, &[])
+    initial_with(ctx, label, master, port, rsync, &[], None)
 }
 
 /// [`initial`] with the sessions configured by `config` (key, value) before
-/// they start.
+/// they start, and into the GlusterFS volume `into` (emptied after each
+/// run; rsync writes through its mount) instead of fresh directories.
 fn initial_with(
     ctx: &Ctx,
     label: &str,
@@ -120,12 +122,24 @@ fn initial_with(
     port: u16,
     rsync: &Rsync,
     config: &[(&str, &str)],
+    into: Option<&Volume>,
 ) -> Result<Samples> {
     let runs = ctx.profile.runs;
     let t_fix = now_ns();
     let mut s = Samples::default();
     for run in 0..runs {
-        let mut geo = new_session(ctx, &[master], port)?;
+        let mut geo = match into {
+            None => new_session(ctx, &[master], port)?,
+            Some(v) => Geo::create_into(
+                &ctx.geo_rep,
+                &ctx.fresh("home"),
+                &[master],
+                &v.name,
+                &v.mount,
+                &ctx.sshd,
+                port,
+            )?,
+        };
         for (k, v) in config {
             geo.config(k, v)?;
         }
@@ -142,7 +156,17 @@ fn initial_with(
         }
         s.georep.push(g);
         s.georep_bytes.push(gb);
-        let rr = rsync.sync(master, &ctx.fresh("rsync"))?;
+        let rsync_dir = match into {
+            None => ctx.fresh("rsync"),
+            Some(v) => {
+                empty(&v.mount)?;
+                v.mount.join("rsync")
+            }
+        };
+        let rr = rsync.sync(master, &rsync_dir)?;
+        if let Some(v) = into {
+            empty(&v.mount)?;
+        }
         s.rsync.push(secs(rr.elapsed));
         s.rsync_bytes.push(rr.bytes_sent);
         run_line(
@@ -230,6 +254,44 @@ pub fn small_initial(ctx: &Ctx) -> Result<Vec<Row>> {
         &ctx.rsync,
     )?;
     Ok(vec![small_row(&s, "small-initial", tree)])
+}
+
+/// The small-file tree into a GlusterFS volume named as the slave (the
+/// slave mounts it itself), against rsync writing through a mount of the
+/// same volume: what writing through FUSE costs each. Needs root and FUSE.
+pub fn volume_small_initial(ctx: &Ctx) -> Result<Vec<Row>> {
+    if let Some(why) = glusterfs::unavailable() {
+        bail!("{why}");
+    }
+    let tree = ctx.small_tree()?;
+    let glusterd = glusterfs::Glusterd::shared()?;
+    let name = format!("georepbench{}", std::process::id());
+    let volume = Volume::create(&glusterd, &name, &ctx.fresh("slave-volume"))?;
+    let label = "volume small-initial";
+    let s = initial_with(
+        ctx,
+        label,
+        &tree.root,
+        ctx.sshd.port(),
+        &ctx.rsync,
+        &[],
+        Some(&volume),
+    )?;
+    Ok(vec![small_row(&s, label, tree)])
+}
+
+/// Removes everything inside `dir`.
+fn empty(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = e?.path();
+        let gone = if p.is_dir() && !p.is_symlink() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        gone.with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn small_row(s: &Samples, label: &str, tree: &SmallTree) -> Row {
@@ -726,6 +788,7 @@ fn wan_text(ctx: &Ctx, relay: &Relay, shape: LinkShape) -> Result<Vec<Row>> {
             relay.port(),
             &rsync,
             &[("compression", compression)],
+            None,
         )?;
         rows.push(s.row(
             format!("{label} {}", size_label(bytes)),
