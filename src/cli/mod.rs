@@ -75,6 +75,10 @@ pub enum Command {
         /// known_hosts file to check the slave's host key against (default ~/.ssh/known_hosts if present).
         #[arg(long)]
         known_hosts: Option<PathBuf>,
+        /// The slave policy written into the forced command (see README,
+        /// "The slave's policy").
+        #[command(flatten)]
+        slave_policy: crate::slave::Policy,
     },
     /// Start replicating (runs a background monitor).
     Start {
@@ -147,6 +151,10 @@ pub enum Command {
     Slave {
         #[arg(long)]
         root: PathBuf,
+        /// What this slave agrees to arm on its host (see README, "The
+        /// slave's policy").
+        #[command(flatten)]
+        policy: crate::slave::Policy,
     },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
@@ -241,6 +249,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             remote_command,
             authorized_keys_file,
             known_hosts,
+            slave_policy,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             let words = keywords(&words, &["push-pem", "force"])?;
@@ -276,6 +285,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     remote_command,
                     authorized_keys_file,
                     known_hosts,
+                    slave_policy,
                 },
             )
         }
@@ -373,12 +383,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(faulty_grace),
             )
         }
-        Command::Slave { root } => {
+        Command::Slave { root, policy } => {
+            crate::fsutil::raise_nofile_limit();
             let stdout = std::io::stdout().lock();
-            crate::slave::serve(&root, std::io::stdin(), stdout)
+            crate::slave::serve_with(&root, policy, std::io::stdin(), stdout)
                 .with_context(|| format!("slave at {}", root.display()))
         }
         Command::Monitor { master_vol, slave } => {
+            // One journal and a few files per brick, and a worker per brick.
+            crate::fsutil::raise_nofile_limit();
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             lifecycle::monitor(&home, &vol, &slave)
         }

@@ -45,7 +45,11 @@
 //! [`PIECE_SIZE`]: crate::transport::protocol::PIECE_SIZE
 
 mod apply;
+mod intake;
+mod limits;
+mod nofollow;
 mod partial;
+pub mod policy;
 mod receive;
 mod root;
 mod sigcache;
@@ -62,6 +66,7 @@ use crate::transport::protocol::{
     check_version, next_frame_len, read_frame, write_frame, ProtocolError, Reply, Request,
     PROTOCOL_VERSION,
 };
+pub use policy::{Owners, Policy};
 use receive::Receiver;
 use root::Root;
 
@@ -93,14 +98,17 @@ const READ_AHEAD: usize = 4;
 
 /// A batch of frames ends after this many...
 const BATCH_FRAMES: usize = 256;
-/// ...or once its frames hold this many bytes (a larger frame, at most
-/// [`MAX_FRAME`](crate::transport::protocol::MAX_FRAME), makes a batch of
-/// its own).
+/// ...or once its frames take this many bytes decoded (see `intake`; a
+/// larger frame, at most [`MAX_FRAME`](crate::transport::protocol::MAX_FRAME)
+/// of bytes, makes a batch of its own).
 const BATCH_BYTES: usize = 1024 * 1024;
 
 /// What the reading thread hands over: one decoded frame, the end of the
 /// input between frames (`None`), or why reading stopped.
 type Incoming = Result<Option<Request>, ProtocolError>;
+
+/// A batch of frames and the memory they take decoded.
+type Batch = (Vec<Incoming>, usize);
 
 /// Serves one master over `input`/`output` with `root` as the slave root,
 /// until the input closes between frames (`Ok`) or the session cannot go on.
@@ -114,16 +122,30 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
     input: R,
     output: W,
 ) -> Result<(), SlaveError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(READ_AHEAD);
+    serve_with(root, Policy::default(), input, output)
+}
+
+/// [`serve`] under the slave policy `policy`.
+pub fn serve_with<R: Read + Send + 'static, W: Write>(
+    root: &Path,
+    policy: Policy,
+    input: R,
+    output: W,
+) -> Result<(), SlaveError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
+    let inflight = intake::InFlight::default();
+    let reader_inflight = inflight.clone();
     // Not joined: after a fatal error it may sit in a read until the master
     // hangs up, and it ends by itself once nobody receives.
-    std::thread::spawn(move || read_requests(input, tx));
+    std::thread::spawn(move || read_requests(input, tx, reader_inflight));
     let mut requests = Requests {
         rx,
         batch: Vec::new().into_iter(),
+        inflight,
+        held: 0,
     };
     let mut out = BufWriter::with_capacity(256 * 1024, output);
-    let result = Session::start(root, &mut requests, &mut out).and_then(|mut s| {
+    let result = Session::start(root, policy, &mut requests, &mut out).and_then(|mut s| {
         let r = s.run(&mut requests, &mut out);
         s.finish();
         r
@@ -156,7 +178,11 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
 /// [`BATCH_BYTES`]). Handing over each small file's three frames one by one
 /// made the two threads wake each other for every frame, which cost the
 /// slave more CPU than writing the files.
-fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming>>) {
+fn read_requests<R: Read>(
+    input: R,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    inflight: intake::InFlight,
+) {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     loop {
         let mut batch = Vec::new();
@@ -164,12 +190,12 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
         let last = loop {
             let next = match input.fill_buf() {
                 Ok([]) => Ok(None),
-                Ok(buf) => {
-                    bytes += next_frame_len(buf).unwrap_or(0);
-                    read_frame(&mut input).and_then(unpack).map(Some)
-                }
+                Ok(_) => read_frame(&mut input).and_then(unpack).map(Some),
                 Err(e) => Err(ProtocolError::Io(e)),
             };
+            if let Ok(Some(req)) = &next {
+                bytes += intake::decoded_size(req);
+            }
             let last = !matches!(next, Ok(Some(_)));
             batch.push(next);
             if last
@@ -180,7 +206,8 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
                 break last;
             }
         };
-        if tx.send(batch).is_err() || last {
+        // Decode no further while enough waits to be applied.
+        if !inflight.reserve(bytes) || tx.send((batch, bytes)).is_err() || last {
             return;
         }
     }
@@ -188,9 +215,19 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
 
 /// The requests the reading thread decoded, in order.
 struct Requests {
-    rx: std::sync::mpsc::Receiver<Vec<Incoming>>,
+    rx: std::sync::mpsc::Receiver<Batch>,
     /// What is left of the batch being applied.
     batch: std::vec::IntoIter<Incoming>,
+    /// Decoded bytes handed over and not yet applied...
+    inflight: intake::InFlight,
+    /// ...of which those of the batch being applied.
+    held: usize,
+}
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        self.inflight.close();
+    }
 }
 
 impl Requests {
@@ -199,7 +236,8 @@ impl Requests {
         if let Some(next) = self.batch.next() {
             return Some(next);
         }
-        self.batch = self.rx.try_recv().ok()?.into_iter();
+        let batch = self.rx.try_recv().ok()?;
+        self.take(batch);
         self.batch.next()
     }
 
@@ -212,11 +250,18 @@ impl Requests {
         // batch.
         match self.rx.recv() {
             Ok(batch) => {
-                self.batch = batch.into_iter();
+                self.take(batch);
                 self.batch.next().unwrap_or(Err(ProtocolError::Closed))
             }
             Err(_) => Err(ProtocolError::Closed),
         }
+    }
+
+    /// Starts applying `batch`: the one before is done.
+    fn take(&mut self, (batch, bytes): Batch) {
+        self.inflight.release(self.held);
+        self.held = bytes;
+        self.batch = batch.into_iter();
     }
 }
 
@@ -233,6 +278,7 @@ impl Session {
     /// Handshake: `Hello` with a compatible version, and a usable root.
     fn start<W: Write>(
         root_path: &Path,
+        policy: Policy,
         requests: &mut Requests,
         out: &mut W,
     ) -> Result<Session, SlaveError> {
@@ -255,10 +301,13 @@ impl Session {
             root: path.clone(),
             source,
         })?;
-        let root = Root::open(root_path).map_err(|e| SlaveError::Root {
-            root: path.clone(),
-            source: e.into(),
-        })?;
+        // The fd limit as raised at start decides what the caches hold.
+        let budget = limits::FdBudget::of(crate::fsutil::raise_nofile_limit());
+        let root =
+            Root::open(root_path, policy, budget.dir_cache).map_err(|e| SlaveError::Root {
+                root: path.clone(),
+                source: e.into(),
+            })?;
         let root_empty = root.is_empty().map_err(|e| SlaveError::Root {
             root: path.clone(),
             source: e.into(),
@@ -272,7 +321,7 @@ impl Session {
         let session = Session {
             root_path: path,
             root,
-            receiver: Receiver::default(),
+            receiver: Receiver::new(budget.pending_files),
         };
         session.send(out, &hello)?;
         out.flush().map_err(|e| session.stream(e))?;
