@@ -442,3 +442,28 @@ fn attributes_go_to_the_entry_that_was_looked_at_while_a_second_lane_swaps_it() 
     );
     m.finish().unwrap();
 }
+
+#[test]
+fn max_processes_refuses_one_slave_process_too_many() {
+    let dir = TempDir::new().unwrap();
+    let home = TempDir::new().unwrap();
+    let env_home = format!("HOME={}", home.path().display());
+    let wrapper = ["env", env_home.as_str()];
+    let args = ["--max-processes", "2"];
+    let first = slave(dir.path(), &args, &wrapper, &[]);
+    let _second = slave(dir.path(), &args, &wrapper, &[]);
+    let mut third =
+        FakeMaster::spawn(Path::new(GEO_REP), dir.path(), &args, &wrapper, &[]).unwrap();
+    third
+        .send(&Request::Hello {
+            protocol: georep::transport::protocol::PROTOCOL_VERSION,
+            agent_version: "hostile".into(),
+        })
+        .unwrap();
+    let replies = drain(&mut third);
+    let message = fatal(&replies).unwrap_or_else(|| panic!("no Fatal: {replies:?}"));
+    assert!(message.contains("--max-processes 2"), "{message}");
+    // A slot is free again as soon as its process ends.
+    first.finish().unwrap();
+    let _fourth = slave(dir.path(), &args, &wrapper, &[]);
+}

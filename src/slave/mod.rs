@@ -27,7 +27,9 @@
 //!
 //! Beyond bytes: a `SparsePiece` leaves the gaps between its segments as
 //! holes (the temp file is sought over, then sized at `FileEnd`); `Mknod`
-//! makes FIFOs, sockets and (as root) device nodes; `Attrs::xattrs`, when
+//! makes FIFOs, sockets and, if the policy allows (`policy`), device nodes;
+//! set-id bits, owners and the root's own mode likewise go through the
+//! policy, and what it does not apply is recorded; `Attrs::xattrs`, when
 //! present, makes the `user.*` xattrs of a file or directory exactly that
 //! set. Errors showing that the tree is not in the state an operation
 //! expects (a non-empty directory in the way of a rename, …) are reported as
@@ -37,7 +39,8 @@
 //! A request that fails is answered with `Reply::Failed` and the session goes
 //! on; a frame out of place (e.g. a `Piece` with no `FileBegin`) or a broken
 //! stream ends it with `Reply::Fatal` (when it can still be sent) and an
-//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers, plus the
+//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers, the frames
+//! read ahead (counted decoded, see `intake`), plus the
 //! signature cache (`sigcache`: the piece signatures of large files this
 //! process signed or wrote, so a delta against an unchanged copy need not
 //! read it first).
@@ -53,6 +56,7 @@ pub mod policy;
 mod receive;
 mod root;
 mod sigcache;
+mod slots;
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +95,10 @@ pub enum SlaveError {
     Stream { root: PathBuf, source: io::Error },
     #[error("slave root {root}: cannot make the batch durable: {source}")]
     Sync { root: PathBuf, source: io::Error },
+    #[error("slave root {root}: already served by {max} geo-rep slave processes (--max-processes {max})")]
+    Busy { root: PathBuf, max: u32 },
+    #[error("slave root {root}: cannot count its slave processes: {source}")]
+    Slots { root: PathBuf, source: io::Error },
 }
 
 /// Batches of frames read ahead of the one being applied.
@@ -272,6 +280,8 @@ struct Session {
     root_path: PathBuf,
     root: Root,
     receiver: Receiver,
+    /// This process's slot under `--max-processes`, held to the end.
+    _slot: Option<slots::Slot>,
 }
 
 impl Session {
@@ -301,6 +311,20 @@ impl Session {
             root: path.clone(),
             source,
         })?;
+        let slot = match policy.max_processes {
+            Some(max) => Some(
+                slots::take(root_path, max)
+                    .map_err(|source| SlaveError::Slots {
+                        root: path.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| SlaveError::Busy {
+                        root: path.clone(),
+                        max,
+                    })?,
+            ),
+            None => None,
+        };
         // The fd limit as raised at start decides what the caches hold.
         let budget = limits::FdBudget::of(crate::fsutil::raise_nofile_limit());
         let root =
@@ -322,6 +346,7 @@ impl Session {
             root_path: path,
             root,
             receiver: Receiver::new(budget.pending_files),
+            _slot: slot,
         };
         session.send(out, &hello)?;
         out.flush().map_err(|e| session.stream(e))?;

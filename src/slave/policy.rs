@@ -74,6 +74,10 @@ pub struct Policy {
     /// ACLs, record them.
     #[arg(long, value_enum, default_value_t = Owners::Keep)]
     pub owners: Owners,
+    /// Serve the root with at most this many slave processes at once (a
+    /// session runs one per brick and stream); more are refused.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_processes: Option<u32>,
 }
 
 impl Policy {
@@ -89,6 +93,9 @@ impl Policy {
         }
         if self.owners == Owners::Fake {
             a.push_str(" --owners fake");
+        }
+        if let Some(n) = self.max_processes {
+            a.push_str(&format!(" --max-processes {n}"));
         }
         a
     }
@@ -340,7 +347,11 @@ mod tests {
             allow_devices: true,
             allow_setid: true,
             owners: Owners::Fake,
+            max_processes: Some(8),
         };
-        assert_eq!(all.args(), " --allow-devices --allow-setid --owners fake");
+        assert_eq!(
+            all.args(),
+            " --allow-devices --allow-setid --owners fake --max-processes 8"
+        );
     }
 }

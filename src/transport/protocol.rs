@@ -42,7 +42,7 @@
 //! inode and, after putting new content in place under one name, links the
 //! other names to it again (a temp file renamed over one name would split
 //! the group). FIFOs, sockets and device nodes are [`EntryOp::Mknod`] (the
-//! slave needs to be root for devices). `user.*` extended attributes and
+//! slave makes devices only as root and when its policy allows it). `user.*` extended attributes and
 //! POSIX ACLs travel in [`Attrs::xattrs`] when the session syncs them.
 //!
 //! # Versions
