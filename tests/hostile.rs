@@ -467,3 +467,63 @@ fn max_processes_refuses_one_slave_process_too_many() {
     first.finish().unwrap();
     let _fourth = slave(dir.path(), &args, &wrapper, &[]);
 }
+
+#[test]
+fn a_copy_within_the_policy_checks_as_the_same_tree_as_its_brick() {
+    use georep::transport::protocol::{TreeDigest, TreeEntry};
+    let dir = TempDir::new().unwrap();
+    let mut m = slave(dir.path(), &["--owners", "fake"], &[], &[]);
+    m.send_file(1, "bin/su", b"x", attrs(0o4755, Some(0), Some(0)))
+        .unwrap();
+    mknod(
+        &mut m,
+        2,
+        "bin/disk",
+        SpecialKind::BlockDevice,
+        0o640,
+        (254, 0),
+    );
+    assert!(failures(&m.barrier(3).unwrap()).is_empty());
+    // The master's view: su setuid root, disk a device, bin as it is.
+    let bin = fs::metadata(dir.path().join("bin")).unwrap();
+    let mut d = TreeDigest::new(true);
+    let entry =
+        |path: &'static [u8], kind, mode, size, mtime: (i64, u32), owner: (u32, u32)| TreeEntry {
+            path,
+            kind,
+            mode,
+            size,
+            mtime_sec: mtime.0,
+            mtime_nsec: mtime.1,
+            uid: owner.0,
+            gid: owner.1,
+        };
+    let bin_mtime = (bin.mtime(), bin.mtime_nsec() as u32);
+    d.add(&entry(
+        b"",
+        NodeKind::Dir,
+        bin.mode() & 0o7777,
+        0,
+        bin_mtime,
+        (bin.uid(), bin.gid()),
+    ));
+    d.add(&entry(b"disk", NodeKind::Other, 0o640, 0, (0, 0), (0, 0)));
+    d.add(&entry(
+        b"su",
+        NodeKind::File,
+        0o4755,
+        1,
+        (1_700_000_000, 0),
+        (0, 0),
+    ));
+    m.send(&Request::CheckTree {
+        seq: 4,
+        path: rel("bin").unwrap(),
+        digest: d.finish(),
+        owners: true,
+    })
+    .unwrap();
+    let replies = m.recv_until(|r| matches!(r, Reply::Tree { .. })).unwrap();
+    assert_eq!(replies.last(), Some(&Reply::Tree { seq: 4, same: true }));
+    m.finish().unwrap();
+}

@@ -9,7 +9,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::nofollow::Entry;
-use super::policy::{keep_record, FakeStat};
+use super::policy::{keep_record, FakeStat, STAT_XATTR};
 use super::root::{
     file_type, is_dot, lstat, remove_any, remove_tree, set_user_xattrs, temp_name, timestamps,
     OpError, Root,
@@ -202,22 +202,41 @@ pub(crate) fn tree_same(root: &mut Root, path: &RelPath, digest: &[u8; 32], owne
         return false;
     };
     let mut d = TreeDigest::new(owners);
-    d.add(&tree_entry(b"", &st));
+    d.add(&tree_entry(b"", &st, record_of(dir.as_fd(), None)));
     let mut rel = Vec::new();
     tree_walk(dir, &mut rel, &mut d).is_some() && d.finish() == *digest
 }
 
-/// What [`TreeDigest`] covers of the entry at `rel` with status `st`.
-fn tree_entry<'a>(rel: &'a [u8], st: &rfs::Stat) -> TreeEntry<'a> {
+/// The record of `name` in `dir` (of `dir` itself without a name), read by
+/// path so that an entry without one costs a single syscall. Only regular
+/// files and directories hold one.
+fn record_of(dir: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) -> Option<FakeStat> {
+    let mut path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name.to_bytes());
+    }
+    let mut buf = [0u8; 128];
+    let n = rfs::lgetxattr(OsStr::from_bytes(&path), STAT_XATTR, &mut buf[..]).ok()?;
+    FakeStat::parse(&buf[..n])
+}
+
+/// What [`TreeDigest`] covers of the entry at `rel` with status `st`: the
+/// brick's values where the policy recorded them instead of applying them
+/// (so a copy within the policy is the same tree as its brick).
+fn tree_entry<'a>(rel: &'a [u8], st: &rfs::Stat, record: Option<FakeStat>) -> TreeEntry<'a> {
+    let (mode, uid, gid) = record.map_or((st.st_mode, st.st_uid, st.st_gid), |r| {
+        (r.mode, r.uid, r.gid)
+    });
     TreeEntry {
         path: rel,
-        kind: node_kind(file_type(st)),
-        mode: st.st_mode & 0o7777,
+        kind: node_kind(FileType::from_raw_mode(mode)),
+        mode: mode & 0o7777,
         size: st.st_size as u64,
         mtime_sec: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
+        uid,
+        gid,
     }
 }
 
@@ -239,7 +258,13 @@ fn tree_walk(dir: OwnedFd, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Option<()> 
         }
         rel.extend_from_slice(name.as_bytes());
         let st = lstat(&dir, name.as_c_str()).ok()??;
-        d.add(&tree_entry(rel, &st));
+        let record = match file_type(&st) {
+            FileType::RegularFile | FileType::Directory => {
+                record_of(dir.as_fd(), Some(name.as_c_str()))
+            }
+            _ => None,
+        };
+        d.add(&tree_entry(rel, &st, record));
         if file_type(&st) == FileType::Directory {
             let sub =
                 rfs::openat(&dir, name.as_c_str(), super::root::DIR_FLAGS, Mode::empty()).ok()?;
