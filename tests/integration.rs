@@ -15,6 +15,7 @@ mod fidelity;
 mod gaps;
 mod gluster;
 mod hostile;
+mod limits;
 mod model;
 mod nonroot;
 mod ops;
