@@ -109,6 +109,12 @@ fn an_unprivileged_slave_user_receives_the_replica() {
     fs::write(s.brick.join("dir/file"), b"owned by root on the master").unwrap();
     fs::set_permissions(s.brick.join("dir/file"), fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::symlink("dir/file", s.brick.join("link")).unwrap();
+    fs::write(s.brick.join("dir/read-only"), b"r").unwrap();
+    fs::set_permissions(
+        s.brick.join("dir/read-only"),
+        fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
     // A FIFO any user can make; a device node only root can.
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -147,6 +153,13 @@ fn an_unprivileged_slave_user_receives_the_replica() {
         .unwrap()
         .file_type()
         .is_fifo());
+    assert_eq!(session.failures(), 0, "the session stays healthy");
+    // New attributes for a read-only copy (its record needs no removal).
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    georep::testkit::set_mtime(&s.brick.join("dir/read-only"), mtime, false).unwrap();
+    s.wait_synced_past_of(&s.vol, url, SystemTime::now());
+    let copy = fs::metadata(slave.join("dir/read-only")).unwrap();
+    assert_eq!(copy.modified().unwrap(), mtime);
     assert_eq!(session.failures(), 0, "the session stays healthy");
     let md = fs::metadata(slave.join("dir/file")).unwrap();
     use std::os::unix::fs::MetadataExt;

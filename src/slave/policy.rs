@@ -291,9 +291,16 @@ pub(crate) fn keep_record(
     if fresh {
         return Ok(());
     }
-    // Most entries never had one: this costs one syscall, no listing.
+    // Most entries never had one: asking costs one syscall and, unlike a
+    // removal, no write permission (a read-only copy of a slave that is
+    // not root stays fine).
+    match rfs::fgetxattr_query(fd, STAT_XATTR) {
+        Err(Errno::NODATA | Errno::NOTSUP) => return Ok(()),
+        Ok(_) => {}
+        Err(e) => return Err(e),
+    }
     match rfs::fremovexattr(fd, STAT_XATTR) {
-        Ok(()) | Err(Errno::NODATA | Errno::NOTSUP) => Ok(()),
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
         Err(e) => Err(e),
     }
 }
