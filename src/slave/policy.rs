@@ -51,7 +51,7 @@ const SETID_BITS: u32 = 0o6000;
 /// What happens to the numeric owners the master sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Owners {
-    /// `chown` when the slave runs as root; recorded otherwise.
+    /// `chown` when the slave runs as root; not applied otherwise.
     #[default]
     Keep,
     /// Never `chown` (nor apply ACLs): record them with the copy. The
@@ -70,8 +70,8 @@ pub struct Policy {
     /// removed and recorded.
     #[arg(long)]
     pub allow_setid: bool,
-    /// `keep`: chown as root, record otherwise; `fake`: never chown nor apply
-    /// ACLs, record them.
+    /// `keep`: chown as root (not applied otherwise); `fake`: never chown
+    /// nor apply ACLs, record them.
     #[arg(long, value_enum, default_value_t = Owners::Keep)]
     pub owners: Owners,
     /// Serve the root with at most this many slave processes at once (a
