@@ -8,9 +8,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use georep::slave::policy::{recorded_stat, FakeStat, ACL_ACCESS_XATTR};
-use georep::testkit::hostile::{frame, prune_bomb, rel, sparse_bomb, zero_piece_bomb, FakeMaster};
+use georep::testkit::hostile::{
+    frame, prune_bomb, prune_of_names, rel, sparse_bomb, zero_piece_bomb, FakeMaster,
+};
 use georep::transport::protocol::{
-    Attrs, EntryOp, FailureKind, NodeKind, Reply, Request, SpecialKind, Xattr,
+    Attrs, EntryOp, FailureKind, NodeKind, Reply, Request, SpecialKind, Xattr, MAX_PRUNE_NAMES,
 };
 use tempfile::TempDir;
 
@@ -120,6 +122,7 @@ fn compressed_zero_pieces_are_counted_decoded_so_memory_stays_bounded() {
     assert!(matches!(m.recv().unwrap(), Reply::Hello { .. }));
     let replies = m.barrier(2).unwrap();
     let peak = m.peak_rss_kib().expect("the slave is alive");
+    println!("peak RSS of the slave: {peak} KiB");
     assert!(
         matches!(&replies[0], Reply::Failed(f) if f.seq == 1 && f.kind == FailureKind::Mismatch),
         "{replies:?}"
@@ -150,6 +153,7 @@ fn a_sparse_piece_of_millions_of_empty_segments_is_refused_before_decoding() {
     m.send_raw(&bomb).unwrap();
     let replies = drain(&mut m);
     let peak = m.peak_rss_kib().unwrap_or(0);
+    println!("peak RSS of the slave: {peak} KiB");
     let (status, stderr) = m.finish().unwrap();
     let message = fatal(&replies).unwrap_or_else(|| panic!("no Fatal: {replies:?} {stderr}"));
     assert!(message.contains("protocol error"), "{message}");
@@ -174,6 +178,7 @@ fn a_prune_of_millions_of_names_is_refused_before_decoding() {
     let _ = m.send_raw(&bomb);
     let replies = drain(&mut m);
     let peak = m.peak_rss_kib().unwrap_or(0);
+    println!("peak RSS of the slave: {peak} KiB");
     let (status, stderr) = m.finish().unwrap();
     let message = fatal(&replies).unwrap_or_else(|| panic!("no Fatal: {replies:?} {stderr}"));
     assert!(message.contains("protocol error"), "{message}");
@@ -525,5 +530,29 @@ fn a_copy_within_the_policy_checks_as_the_same_tree_as_its_brick() {
     .unwrap();
     let replies = m.recv_until(|r| matches!(r, Reply::Tree { .. })).unwrap();
     assert_eq!(replies.last(), Some(&Reply::Tree { seq: 4, same: true }));
+    m.finish().unwrap();
+}
+
+#[test]
+fn prunes_of_a_million_names_each_go_through_within_bounded_memory() {
+    let dir = TempDir::new().unwrap();
+    fs::create_dir(dir.path().join("d")).unwrap();
+    fs::write(dir.path().join("d/a"), b"kept").unwrap();
+    fs::write(dir.path().join("d/b"), b"pruned").unwrap();
+    let mut m = slave(dir.path(), &[], &["prlimit", AS_LIMIT, "--"], &[]);
+    // Within the cap, each frame (2 MiB on the wire) decodes to more than
+    // the whole read-ahead: they must still go through, one at a time.
+    let prunes = prune_of_names("d", 8, MAX_PRUNE_NAMES).unwrap();
+    m.send_raw(&prunes).unwrap();
+    let replies = m.barrier(9).unwrap();
+    let peak = m.peak_rss_kib().expect("the slave is alive");
+    println!("peak RSS of the slave: {peak} KiB");
+    assert!(failures(&replies).is_empty(), "{:?}", failures(&replies));
+    assert!(
+        peak < PEAK_LIMIT_KIB,
+        "peak RSS {peak} KiB under the prunes"
+    );
+    assert!(dir.path().join("d/a").exists());
+    assert!(!dir.path().join("d/b").exists());
     m.finish().unwrap();
 }

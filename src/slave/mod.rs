@@ -228,7 +228,7 @@ struct Requests {
     batch: std::vec::IntoIter<Incoming>,
     /// Decoded bytes handed over and not yet applied...
     inflight: intake::InFlight,
-    /// ...of which those of the batch being applied.
+    /// ...of which those of the batch being applied (released once it is).
     held: usize,
 }
 
@@ -243,6 +243,12 @@ impl Requests {
     fn try_next(&mut self) -> Option<Incoming> {
         if let Some(next) = self.batch.next() {
             return Some(next);
+        }
+        // The batch is applied (its last request dropped): the reader may
+        // decode more now, before this waits for it (else one batch larger
+        // than the read-ahead would wait for itself to be released).
+        if self.held > 0 {
+            self.inflight.release(std::mem::take(&mut self.held));
         }
         let batch = self.rx.try_recv().ok()?;
         self.take(batch);
@@ -265,9 +271,8 @@ impl Requests {
         }
     }
 
-    /// Starts applying `batch`: the one before is done.
+    /// Starts applying `batch` (the one before is released).
     fn take(&mut self, (batch, bytes): Batch) {
-        self.inflight.release(self.held);
         self.held = bytes;
         self.batch = batch.into_iter();
     }

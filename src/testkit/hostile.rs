@@ -29,7 +29,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A `geo-rep slave` process driven by the test.
 pub struct FakeMaster {
     child: Child,
-    stdin: Option<PipeWriter>,
+    /// To the thread writing the slave's input: a slave that stops reading
+    /// then never blocks the test, whose waits are all bounded.
+    stdin: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     replies: Receiver<Result<Reply, ProtocolError>>,
     peak: Option<PeakWatch>,
     pub root: PathBuf,
@@ -101,7 +103,7 @@ impl FakeMaster {
         }
         Ok(FakeMaster {
             child,
-            stdin: Some(stdin),
+            stdin: Some(writer(stdin)),
             replies,
             peak: None,
             root: root.to_owned(),
@@ -127,16 +129,13 @@ impl FakeMaster {
         self.send_raw(&frame)
     }
 
-    /// Writes bytes as they are (crafted frames).
+    /// Writes bytes as they are (crafted frames), without waiting for the
+    /// slave to read them.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), TestkitError> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| TestkitError::Setup("the slave's input is closed".into()))?;
-        stdin
-            .write_all(bytes)
-            .and_then(|()| stdin.flush())
-            .map_err(TestkitError::io("writing to the slave"))
+        self.stdin
+            .as_ref()
+            .and_then(|tx| tx.send(bytes.to_vec()).ok())
+            .ok_or_else(|| TestkitError::Setup("the slave's input is closed".into()))
     }
 
     /// The next reply (an error if the slave closed its output or sent an
@@ -242,15 +241,14 @@ impl FakeMaster {
         self.stdin = None;
     }
 
-    /// Closes the input and waits for the slave to exit: its status and
-    /// what it wrote on stderr.
+    /// Closes the input and waits (at most [`REPLY_TIMEOUT`]) for the slave
+    /// to exit: its status and what it wrote on stderr.
     pub fn finish(mut self) -> Result<(ExitStatus, String), TestkitError> {
         self.close_input();
         let stderr = self.child.stderr.take();
-        let status = self
-            .child
-            .wait()
-            .map_err(TestkitError::io("waiting for the slave"))?;
+        let status = super::wait_for(REPLY_TIMEOUT, Duration::from_millis(10), || {
+            self.child.try_wait().ok().flatten()
+        })?;
         let mut text = String::new();
         if let Some(mut e) = stderr {
             use std::io::Read;
@@ -258,6 +256,20 @@ impl FakeMaster {
         }
         Ok((status, text))
     }
+}
+
+/// A thread writing what it is sent to `w`, until the senders are gone (then
+/// it closes `w`) or the slave stops reading for good.
+fn writer(mut w: PipeWriter) -> std::sync::mpsc::Sender<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for chunk in rx {
+            if w.write_all(&chunk).and_then(|()| w.flush()).is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 impl Drop for FakeMaster {
@@ -359,6 +371,11 @@ pub fn sparse_bomb(count: usize) -> Result<Vec<u8>, TestkitError> {
 /// `count` `Prune`s of `dir` keeping as many one-byte names as a frame
 /// holds (about 4.2 million: 2 bytes each on the wire, some 50 in memory).
 pub fn prune_bomb(dir: &str, count: usize) -> Result<Vec<u8>, TestkitError> {
+    prune_of_names(dir, count, (MAX_FRAME - 64) / 2)
+}
+
+/// `count` `Prune`s of `dir` keeping `names` one-byte names each.
+pub fn prune_of_names(dir: &str, count: usize, names: usize) -> Result<Vec<u8>, TestkitError> {
     let head = Request::Entry {
         seq: 1,
         op: EntryOp::Prune {
@@ -367,8 +384,7 @@ pub fn prune_bomb(dir: &str, count: usize) -> Result<Vec<u8>, TestkitError> {
             kinds: Vec::new(),
         },
     };
-    let n = (MAX_FRAME - 64) / 2;
-    let frame = with_sequence(&head, 2, n, &[1, b'a'])?;
+    let frame = with_sequence(&head, 2, names, &[1, b'a'])?;
     Ok(frame.repeat(count))
 }
 
