@@ -5,7 +5,10 @@
 //! payload, a [postcard] encoding of [`Request`] (master → slave) or [`Reply`]
 //! (slave → master). A frame longer than [`MAX_FRAME`] is a protocol error:
 //! the reader refuses it before allocating, so a hostile peer cannot make
-//! either side allocate without bound.
+//! either side allocate without bound. The sequences of a request are
+//! capped too ([`MAX_SEGMENTS`], [`MAX_PRUNE_NAMES`], [`STAT_MAX`],
+//! [`MAX_XATTRS`]): a count over its cap is refused as soon as it is read,
+//! since a sequence of small elements takes many times its wire bytes.
 //!
 //! # Conversation
 //! 1. The master sends [`Request::Hello`]; the slave answers [`Reply::Hello`]
@@ -982,6 +985,56 @@ mod tests {
         evil[pos..pos + 2].copy_from_slice(b"..");
         assert!(matches!(
             read_frame::<Request, _>(&mut &evil[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sequences_over_their_caps_are_refused_when_their_count_is_read() {
+        // MAX_SEGMENTS + 1 empty segments: refused on their count.
+        let mut frame = encode(&Request::SparsePiece {
+            index: 0,
+            segments: Vec::new(),
+        })
+        .unwrap();
+        frame.pop();
+        let mut n = MAX_SEGMENTS + 1;
+        while n >= 0x80 {
+            frame.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        frame.push(n as u8);
+        frame.extend(std::iter::repeat_n(0u8, 2 * (MAX_SEGMENTS + 1)));
+        let e = decode::<Request>(&frame[4..]).unwrap_err().to_string();
+        assert!(e.contains(&format!("more than {MAX_SEGMENTS}")), "{e}");
+        // At the cap, a piece decodes.
+        let full = Request::SparsePiece {
+            index: 0,
+            segments: vec![
+                Segment {
+                    offset: 0,
+                    data: vec![]
+                };
+                MAX_SEGMENTS
+            ],
+        };
+        assert_eq!(
+            decode::<Request>(&encode(&full).unwrap()[4..]).unwrap(),
+            full
+        );
+        let empty_name = Request::Entry {
+            seq: 1,
+            op: EntryOp::Prune {
+                path: RelPath::root(),
+                keep: vec![serde_bytes::ByteBuf::new()],
+                kinds: vec![],
+            },
+        };
+        let e = decode::<Request>(&encode(&empty_name).unwrap()[4..]).unwrap_err();
+        assert!(e.to_string().contains("empty name"), "{e}");
+        // Other malformed frames keep their own error.
+        assert!(matches!(
+            decode::<Request>(&[0xff, 0xff]),
             Err(ProtocolError::Malformed(_))
         ));
     }
