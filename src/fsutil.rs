@@ -56,3 +56,25 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
 pub fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
+
+/// Raises this process's soft limit of open files to its hard limit and
+/// returns the soft limit now in force (`u64::MAX`: unlimited). The usual
+/// soft limit, 1024, is far below what both ends may need (the slave keeps
+/// a directory fd per file waiting to be renamed into place), while the
+/// hard limit is usually much higher and is the operator's to set.
+pub fn raise_nofile_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current != now.maximum {
+        let raised = Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        };
+        // Linux refuses an unlimited soft limit (above fs.nr_open): then the
+        // soft limit stays, and the caches are sized from it.
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return now.maximum.unwrap_or(u64::MAX);
+        }
+    }
+    now.current.unwrap_or(u64::MAX)
+}

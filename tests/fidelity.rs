@@ -27,9 +27,11 @@ fn synced_exactly(s: &Scenario) {
     assert_trees_equal_with(&s.brick, &s.slave, &CompareOptions::exact());
 }
 
+/// A session that replicates exactly: set-id bits and devices included
+/// (the slave policy's opt-ins).
 fn started() -> Scenario {
     let s = Scenario::new();
-    s.create_and_start(false);
+    s.create_and_start_with(false, &["--allow-setid", "--allow-devices"]);
     s
 }
 

@@ -655,7 +655,8 @@ fn random_operation_sequences_leave_an_exact_image_on_the_slave() {
     println!("model test: base seed {base}, {seqs} sequences of {ops} operations");
 
     let s = Scenario::new();
-    s.create_and_start(false);
+    // The model compares trees exactly, set-id bits included.
+    s.create_and_start_with(false, &["--allow-setid", "--allow-devices"]);
     let outside = s.path("outside");
     fs::create_dir(&outside).unwrap();
     let exact = CompareOptions::exact();

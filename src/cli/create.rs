@@ -29,6 +29,8 @@ pub struct CreateArgs {
     /// OpenSSH known_hosts to check the slave's key against at first contact
     /// (default `~/.ssh/known_hosts` when it exists).
     pub known_hosts: Option<PathBuf>,
+    /// What the slave may arm: written into its forced command.
+    pub slave_policy: crate::slave::Policy,
 }
 
 /// Shell-quotes `s` for a POSIX shell.
@@ -74,7 +76,13 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         user: args.slave.user.clone(),
     };
     let rt = super::lifecycle::runtime()?;
-    let slave_cmd = config.slave_command(&args.slave.volume);
+    // The policy is the slave's to decide: it goes into the forced command,
+    // which the session key cannot change.
+    let slave_cmd = format!(
+        "{}{}",
+        config.slave_command(&args.slave.volume),
+        args.slave_policy.args()
+    );
 
     // 1. Reach the slave as the operator; record its host key; check it.
     let known_hosts = args.known_hosts.clone().or_else(|| {

@@ -76,6 +76,10 @@ pub enum Command {
         /// known_hosts file to check the slave's host key against (default ~/.ssh/known_hosts if present).
         #[arg(long)]
         known_hosts: Option<PathBuf>,
+        /// The slave policy written into the forced command (see README,
+        /// "The slave's policy").
+        #[command(flatten)]
+        slave_policy: crate::slave::Policy,
     },
     /// Start replicating (runs a background monitor).
     Start {
@@ -153,6 +157,10 @@ pub enum Command {
         /// itself under `--home`.
         #[arg(long)]
         volume: Option<String>,
+        /// What this slave agrees to arm on its host (see README, "The
+        /// slave's policy").
+        #[command(flatten)]
+        policy: crate::slave::Policy,
     },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
@@ -252,6 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             remote_command,
             authorized_keys_file,
             known_hosts,
+            slave_policy,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             let words = keywords(&words, &["push-pem", "force"])?;
@@ -287,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     remote_command,
                     authorized_keys_file,
                     known_hosts,
+                    slave_policy,
                 },
             )
         }
@@ -384,15 +394,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(faulty_grace),
             )
         }
-        Command::Slave { root, volume } => {
+        Command::Slave {
+            root,
+            volume,
+            policy,
+        } => {
+            crate::fsutil::raise_nofile_limit();
             let stdout = std::io::stdout().lock();
             match (root, volume) {
-                (Some(root), _) => crate::slave::serve(&root, std::io::stdin(), stdout)
-                    .with_context(|| format!("slave at {}", root.display())),
+                (Some(root), _) => {
+                    crate::slave::serve_with(&root, policy, std::io::stdin(), stdout)
+                        .with_context(|| format!("slave at {}", root.display()))
+                }
                 (None, Some(vol)) => {
                     match crate::slave::mount::VolumeMount::acquire(home.root(), &vol) {
-                        Ok(mount) => crate::slave::serve(mount.path(), std::io::stdin(), stdout)
-                            .with_context(|| format!("slave of GlusterFS volume {vol}")),
+                        Ok(mount) => {
+                            crate::slave::serve_with(mount.path(), policy, std::io::stdin(), stdout)
+                                .with_context(|| format!("slave of GlusterFS volume {vol}"))
+                        }
                         Err(e) => {
                             let why = e.to_string();
                             let _ = crate::slave::mount::refuse(std::io::stdin(), stdout, &why);
@@ -406,6 +425,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Monitor { master_vol, slave } => {
+            // One journal and a few files per brick, and a worker per brick.
+            crate::fsutil::raise_nofile_limit();
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             lifecycle::monitor(&home, &vol, &slave)
         }

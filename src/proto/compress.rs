@@ -182,7 +182,7 @@ pub fn unpack(req: Request) -> Result<Request, ProtocolError> {
             raw.len()
         )));
     }
-    let inner: Request = postcard::from_bytes(&raw)?;
+    let inner: Request = super::decode(&raw)?;
     match inner {
         Request::Piece { .. } | Request::SparsePiece { .. } => Ok(inner),
         _ => Err(ProtocolError::Unexpected(

@@ -7,7 +7,10 @@
 //! payload, a [postcard] encoding of [`Request`] (master → slave) or [`Reply`]
 //! (slave → master). A frame longer than [`MAX_FRAME`] is a protocol error:
 //! the reader refuses it before allocating, so a hostile peer cannot make
-//! either side allocate without bound.
+//! either side allocate without bound. The sequences of a request are
+//! capped too ([`MAX_SEGMENTS`], [`MAX_PRUNE_NAMES`], [`STAT_MAX`],
+//! [`MAX_XATTRS`]): a count over its cap is refused as soon as it is read,
+//! since a sequence of small elements takes many times its wire bytes.
 //!
 //! # Conversation
 //! 1. The master sends [`Request::Hello`]; the slave answers [`Reply::Hello`]
@@ -44,7 +47,7 @@
 //! inode and, after putting new content in place under one name, links the
 //! other names to it again (a temp file renamed over one name would split
 //! the group). FIFOs, sockets and device nodes are [`EntryOp::Mknod`] (the
-//! slave needs to be root for devices). `user.*` extended attributes and
+//! slave makes devices only as root and when its policy allows it). `user.*` extended attributes and
 //! POSIX ACLs travel in [`Attrs::xattrs`] when the session syncs them.
 //!
 //! # Versions
@@ -133,7 +136,8 @@ pub struct Attrs {
     /// [`is_synced_xattr`]: `user.*` and the POSIX ACLs) of a regular file or
     /// directory: the slave sets these and removes its other synced ones.
     /// `None`: leave the slave's alone (xattrs not synced, or not
-    /// applicable, e.g. a symlink).
+    /// applicable, e.g. a symlink). At most [`MAX_XATTRS`].
+    #[serde(deserialize_with = "bounded::opt_vec::<_, _, MAX_XATTRS>")]
     pub xattrs: Option<Vec<Xattr>>,
 }
 
@@ -343,7 +347,10 @@ pub enum EntryOp {
     /// [`FailureKind::Conflict`] (with its path), so the master resends it.
     Prune {
         path: RelPath,
+        /// At most [`MAX_PRUNE_NAMES`], none empty.
+        #[serde(deserialize_with = "bounded::names")]
         keep: Vec<serde_bytes::ByteBuf>,
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_PRUNE_NAMES>")]
         kinds: Vec<NodeKind>,
     },
     /// Rename; replaces whatever is at `to`. A missing `from` is reported as
@@ -435,6 +442,8 @@ pub enum Request {
     /// in order and do not overlap.
     SparsePiece {
         index: u32,
+        /// At most [`MAX_SEGMENTS`].
+        #[serde(deserialize_with = "bounded::vec::<_, _, MAX_SEGMENTS>")]
         segments: Vec<Segment>,
     },
     /// The current file is complete: verify, apply `attrs`, put it in place.
@@ -461,6 +470,7 @@ pub enum Request {
     /// each of `paths` (at most [`STAT_MAX`]).
     Stat {
         seq: u64,
+        #[serde(deserialize_with = "bounded::vec::<_, _, STAT_MAX>")]
         paths: Vec<RelPath>,
     },
     /// A `Piece` or `SparsePiece`, postcard-encoded (`raw_len` bytes, at
@@ -495,6 +505,20 @@ pub enum Request {
 
 /// Most paths in one [`Request::Stat`].
 pub const STAT_MAX: usize = 1024;
+
+/// Most segments in one [`Request::SparsePiece`]: one per 1 KiB block of a
+/// piece, the smallest block a file system gives holes. An empty segment
+/// is 2 bytes on the wire but 32 in memory: without a cap a few KB of
+/// compressed frame decoded to gigabytes.
+pub const MAX_SEGMENTS: usize = (PIECE_SIZE / 1024) as usize;
+
+/// Most names in one [`EntryOp::Prune`]: more than a frame holds of
+/// names of 7 bytes, whatever the directory.
+pub const MAX_PRUNE_NAMES: usize = 1 << 20;
+
+/// Most xattrs in one [`Attrs`] (their bytes are limited by
+/// [`MAX_XATTR_BYTES`] on the master).
+pub const MAX_XATTRS: usize = 64 * 1024;
 
 /// Size and modification time of a regular file on the slave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -703,7 +727,18 @@ pub fn read_frame<T: for<'de> Deserialize<'de>, R: Read>(r: &mut R) -> Result<T,
     r.read_exact(&mut header).map_err(map_eof)?;
     let mut payload = vec![0u8; frame_len(header)?];
     r.read_exact(&mut payload).map_err(map_eof)?;
-    Ok(postcard::from_bytes(&payload)?)
+    decode(&payload)
+}
+
+/// Decodes one frame's payload. A sequence over its cap is refused as
+/// [`ProtocolError::Corrupt`] naming the cap (postcard keeps no message of
+/// its own for it).
+pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, ProtocolError> {
+    bounded::take_refusal();
+    postcard::from_bytes(payload).map_err(|e| match bounded::take_refusal() {
+        Some(why) => ProtocolError::Corrupt(format!("frame refused: {why}")),
+        None => ProtocolError::Malformed(e),
+    })
 }
 
 /// Writes one frame with blocking I/O (the slave side). Does not flush.
@@ -738,7 +773,7 @@ where
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.map_err(map_eof)?;
-    Ok(postcard::from_bytes(&payload)?)
+    decode(&payload)
 }
 
 /// Writes one frame to an async stream (the master side). Does not flush.
@@ -749,6 +784,111 @@ where
 {
     w.write_all(&encode(msg)?).await?;
     Ok(())
+}
+
+/// Deserializers for sequences that refuse a count over their cap as soon
+/// as the count is read, before any element is decoded or any memory
+/// reserved for them (the default preallocates from the count too).
+mod bounded {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use std::cell::RefCell;
+
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    thread_local! {
+        /// Why the last decode on this thread was refused by a cap.
+        static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// The refusal of the last decode on this thread, if a cap refused it.
+    pub(super) fn take_refusal() -> Option<String> {
+        REFUSAL.with(|r| r.borrow_mut().take())
+    }
+
+    fn refuse<E: de::Error>(why: String) -> E {
+        let e = E::custom(&why);
+        REFUSAL.with(|r| *r.borrow_mut() = Some(why));
+        e
+    }
+
+    struct Bounded<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for Bounded<T, N> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a sequence of at most {N} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let too_many = || refuse(format!("a sequence of more than {N} elements"));
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > N {
+                return Err(too_many());
+            }
+            // Reserve for what the bytes of the frame can hold at most.
+            let mut v = Vec::with_capacity(hint.min(4096));
+            while let Some(x) = seq.next_element()? {
+                if v.len() == N {
+                    return Err(too_many());
+                }
+                v.push(x);
+            }
+            Ok(v)
+        }
+    }
+
+    /// A `Vec` of at most `N` elements.
+    pub fn vec<'de, D, T, const N: usize>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        d.deserialize_seq(Bounded::<T, N>(PhantomData))
+    }
+
+    struct OptBounded<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for OptBounded<T, N> {
+        type Value = Option<Vec<T>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an optional sequence of at most {N} elements")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            vec::<D, T, N>(d).map(Some)
+        }
+    }
+
+    /// An optional `Vec` of at most `N` elements.
+    pub fn opt_vec<'de, D, T, const N: usize>(d: D) -> Result<Option<Vec<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        d.deserialize_option(OptBounded::<T, N>(PhantomData))
+    }
+
+    /// The names of a `Prune`: at most [`super::MAX_PRUNE_NAMES`], none
+    /// empty (no file has an empty name).
+    pub fn names<'de, D>(d: D) -> Result<Vec<serde_bytes::ByteBuf>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let names: Vec<serde_bytes::ByteBuf> = vec::<D, _, { super::MAX_PRUNE_NAMES }>(d)?;
+        if names.iter().any(|n| n.is_empty()) {
+            return Err(refuse("an empty name in a Prune".into()));
+        }
+        Ok(names)
+    }
 }
 
 /// Checks the peer's protocol version; `master` and `slave` as seen from the
@@ -884,6 +1024,56 @@ mod tests {
         evil[pos..pos + 2].copy_from_slice(b"..");
         assert!(matches!(
             read_frame::<Request, _>(&mut &evil[..]),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sequences_over_their_caps_are_refused_when_their_count_is_read() {
+        // MAX_SEGMENTS + 1 empty segments: refused on their count.
+        let mut frame = encode(&Request::SparsePiece {
+            index: 0,
+            segments: Vec::new(),
+        })
+        .unwrap();
+        frame.pop();
+        let mut n = MAX_SEGMENTS + 1;
+        while n >= 0x80 {
+            frame.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        frame.push(n as u8);
+        frame.extend(std::iter::repeat_n(0u8, 2 * (MAX_SEGMENTS + 1)));
+        let e = decode::<Request>(&frame[4..]).unwrap_err().to_string();
+        assert!(e.contains(&format!("more than {MAX_SEGMENTS}")), "{e}");
+        // At the cap, a piece decodes.
+        let full = Request::SparsePiece {
+            index: 0,
+            segments: vec![
+                Segment {
+                    offset: 0,
+                    data: vec![]
+                };
+                MAX_SEGMENTS
+            ],
+        };
+        assert_eq!(
+            decode::<Request>(&encode(&full).unwrap()[4..]).unwrap(),
+            full
+        );
+        let empty_name = Request::Entry {
+            seq: 1,
+            op: EntryOp::Prune {
+                path: RelPath::root(),
+                keep: vec![serde_bytes::ByteBuf::new()],
+                kinds: vec![],
+            },
+        };
+        let e = decode::<Request>(&encode(&empty_name).unwrap()[4..]).unwrap_err();
+        assert!(e.to_string().contains("empty name"), "{e}");
+        // Other malformed frames keep their own error.
+        assert!(matches!(
+            decode::<Request>(&[0xff, 0xff]),
             Err(ProtocolError::Malformed(_))
         ));
     }

@@ -2,19 +2,20 @@
 //! replayed batch is harmless (see [`EntryOp`]).
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::nofollow::Entry;
+use super::policy::{keep_record, FakeStat, STAT_XATTR};
 use super::root::{
-    chmod_nofollow, file_type, is_dot, lstat, owner, remove_any, remove_tree, set_user_xattrs,
-    temp_name, timestamps, OpError, Root,
+    file_type, is_dot, lstat, remove_any, remove_tree, set_user_xattrs, temp_name, timestamps,
+    OpError, Root,
 };
 use crate::proto::{
     listing_digest, Attrs, EntryOp, FailureKind, NodeKind, SpecialKind, TreeDigest, TreeEntry,
-    Xattr,
 };
 use crate::relpath::RelPath;
 
@@ -76,7 +77,16 @@ fn prune(
         let Ok(Some(st)) = lstat(dir_fd, OsStr::from_bytes(name)) else {
             continue;
         };
-        let have = node_kind(file_type(&st));
+        let have = match node_kind(file_type(&st)) {
+            // A device kept as a placeholder is one (see `policy`).
+            NodeKind::File
+                if *kind == NodeKind::Other
+                    && recorded_device(dir_fd, OsStr::from_bytes(name)).is_some() =>
+            {
+                NodeKind::Other
+            }
+            have => have,
+        };
         if have != *kind {
             let Ok(child) = path.join(OsStr::from_bytes(name)) else {
                 continue;
@@ -192,22 +202,41 @@ pub(crate) fn tree_same(root: &mut Root, path: &RelPath, digest: &[u8; 32], owne
         return false;
     };
     let mut d = TreeDigest::new(owners);
-    d.add(&tree_entry(b"", &st));
+    d.add(&tree_entry(b"", &st, record_of(dir.as_fd(), None)));
     let mut rel = Vec::new();
     tree_walk(dir, &mut rel, &mut d).is_some() && d.finish() == *digest
 }
 
-/// What [`TreeDigest`] covers of the entry at `rel` with status `st`.
-fn tree_entry<'a>(rel: &'a [u8], st: &rfs::Stat) -> TreeEntry<'a> {
+/// The record of `name` in `dir` (of `dir` itself without a name), read by
+/// path so that an entry without one costs a single syscall. Only regular
+/// files and directories hold one.
+fn record_of(dir: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) -> Option<FakeStat> {
+    let mut path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name.to_bytes());
+    }
+    let mut buf = [0u8; 128];
+    let n = rfs::lgetxattr(OsStr::from_bytes(&path), STAT_XATTR, &mut buf[..]).ok()?;
+    FakeStat::parse(&buf[..n])
+}
+
+/// What [`TreeDigest`] covers of the entry at `rel` with status `st`: the
+/// brick's values where the policy recorded them instead of applying them
+/// (so a copy within the policy is the same tree as its brick).
+fn tree_entry<'a>(rel: &'a [u8], st: &rfs::Stat, record: Option<FakeStat>) -> TreeEntry<'a> {
+    let (mode, uid, gid) = record.map_or((st.st_mode, st.st_uid, st.st_gid), |r| {
+        (r.mode, r.uid, r.gid)
+    });
     TreeEntry {
         path: rel,
-        kind: node_kind(file_type(st)),
-        mode: st.st_mode & 0o7777,
+        kind: node_kind(FileType::from_raw_mode(mode)),
+        mode: mode & 0o7777,
         size: st.st_size as u64,
         mtime_sec: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec as u32,
-        uid: st.st_uid,
-        gid: st.st_gid,
+        uid,
+        gid,
     }
 }
 
@@ -229,7 +258,13 @@ fn tree_walk(dir: OwnedFd, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Option<()> 
         }
         rel.extend_from_slice(name.as_bytes());
         let st = lstat(&dir, name.as_c_str()).ok()??;
-        d.add(&tree_entry(rel, &st));
+        let record = match file_type(&st) {
+            FileType::RegularFile | FileType::Directory => {
+                record_of(dir.as_fd(), Some(name.as_c_str()))
+            }
+            _ => None,
+        };
+        d.add(&tree_entry(rel, &st, record));
         if file_type(&st) == FileType::Directory {
             let sub =
                 rfs::openat(&dir, name.as_c_str(), super::root::DIR_FLAGS, Mode::empty()).ok()?;
@@ -275,7 +310,8 @@ fn create(root: &mut Root, path: &RelPath, mode: u32) -> Result<(), OpError> {
         None => {}
     }
     let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rfs::openat(&p.dir, p.name, flags, Mode::from_raw_mode(mode & 0o7777)) {
+    let mode = Mode::from_raw_mode(root.policy.mode(false, mode));
+    match rfs::openat(&p.dir, p.name, flags, mode) {
         Ok(_) | Err(Errno::EXIST) => {}
         Err(e) => return Err(fail(root, e)),
     }
@@ -375,24 +411,36 @@ fn mknod(
         SpecialKind::BlockDevice => FileType::BlockDevice,
     };
     let is_dev = matches!(kind, SpecialKind::CharDevice | SpecialKind::BlockDevice);
+    // Unless allowed, a device is an empty file recording it (see `policy`).
+    let fake = is_dev && !root.policy.allow_devices;
     let p = root.parent(path, true)?;
     let fail = |root: &Root, e| root.error(path, "cannot create special file", e);
-    match lstat(&p.dir, p.name).map_err(|e| fail(root, e))? {
-        Some(st) if file_type(&st) == ft && (!is_dev || st.st_rdev == rdev) => return Ok(()),
-        Some(st) if file_type(&st) == FileType::Directory => {
-            remove_tree(p.dir.as_fd(), p.name).map_err(|e| fail(root, e))?
+    let dir = p.dir.as_fd();
+    match Entry::open(dir, p.name).map_err(|e| fail(root, e))? {
+        Some(e) if !fake && e.file_type() == ft && (!is_dev || e.st.st_rdev == rdev) => {
+            return Ok(())
+        }
+        Some(_) if fake && recorded_device(dir, p.name).is_some_and(|r| r.is(ft, rdev)) => {
+            return Ok(())
+        }
+        Some(e) if e.file_type() == FileType::Directory => {
+            remove_tree(dir, p.name).map_err(|e| fail(root, e))?
         }
         _ => {}
     }
     let tmp = temp_name(p.name);
-    remove_any(p.dir.as_fd(), tmp.as_ref()).map_err(|e| fail(root, e))?;
-    let made = rfs::mknodat(
-        &p.dir,
-        tmp.as_str(),
-        ft,
-        Mode::from_raw_mode(mode & 0o7777),
-        if is_dev { rdev } else { 0 },
-    );
+    remove_any(dir, tmp.as_ref()).map_err(|e| fail(root, e))?;
+    let made = if fake {
+        make_placeholder(dir, &tmp, ft, mode, rdev)
+    } else {
+        rfs::mknodat(
+            dir,
+            tmp.as_str(),
+            ft,
+            Mode::from_raw_mode(root.policy.mode(false, mode)),
+            if is_dev { rdev } else { 0 },
+        )
+    };
     match made {
         Ok(()) => {}
         Err(Errno::PERM) if is_dev => {
@@ -404,12 +452,46 @@ fn mknod(
         }
         Err(e) => return Err(fail(root, e)),
     }
-    if let Err(e) = rfs::renameat(&p.dir, tmp.as_str(), &p.dir, p.name) {
-        let _ = rfs::unlinkat(&p.dir, tmp.as_str(), AtFlags::empty());
+    if let Err(e) = rfs::renameat(dir, tmp.as_str(), dir, p.name) {
+        let _ = rfs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
         return Err(fail(root, e));
     }
-    root.note_changed(p.dir.as_fd());
+    root.note_changed(dir);
     Ok(())
+}
+
+/// Mode of the empty regular file standing for a device node.
+const PLACEHOLDER_MODE: u32 = 0o600;
+
+/// Creates `name` in `dir` as the placeholder of a device of type `ft`,
+/// permission bits `mode` and number `rdev`: an empty regular file with
+/// the device in its record.
+fn make_placeholder(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    ft: FileType,
+    mode: u32,
+    rdev: u64,
+) -> Result<(), Errno> {
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::from_raw_mode(PLACEHOLDER_MODE))?;
+    let have = FakeStat::on_disk(&rfs::fstat(&fd)?);
+    let want = FakeStat {
+        mode: ft.as_raw_mode() | (mode & 0o7777),
+        rdev,
+        ..have
+    };
+    keep_record(fd.as_fd(), &have, &want, true)
+}
+
+/// The device recorded by the placeholder at `name` in `dir`, if that is
+/// one: a regular file whose record names a device.
+fn recorded_device(dir: BorrowedFd<'_>, name: &OsStr) -> Option<FakeStat> {
+    let e = Entry::open(dir, name).ok()??;
+    if e.file_type() != FileType::RegularFile {
+        return None;
+    }
+    e.record().filter(FakeStat::is_device)
 }
 
 /// `Unlink` and `Rmdir`: the journal may not know the type, so whatever is
@@ -493,22 +575,23 @@ fn rename(root: &mut Root, from: &RelPath, to: &RelPath) -> Result<(), (RelPath,
     Ok(())
 }
 
-/// Applies mode, owner (only as root) and times. A path that is not there is
-/// fine: a later journal record removed it.
+/// Applies mode, owner and times as the policy allows, and keeps the
+/// record of the brick's values where they differ (see `policy`). A path
+/// that is not there is fine: a later journal record removed it.
 pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result<(), OpError> {
     let times = timestamps(attrs.mtime_sec, attrs.mtime_nsec);
-    let owner = owner(attrs.uid, attrs.gid);
-    let mode = Mode::from_raw_mode(attrs.mode & 0o7777);
+    let policy = root.policy;
     if path.is_root() {
+        // The root's own owner, mode and ACLs are the slave operator's,
+        // never the master's: they are only recorded.
         let fd = root.fd();
         let r = (|| {
-            if let Some((u, g)) = owner {
-                rfs::fchown(fd, u, g)?;
-            }
-            rfs::fchmod(fd, mode)?;
             if let Some(x) = &attrs.xattrs {
-                set_user_xattrs(fd, x)?;
+                set_user_xattrs(fd, &policy.xattrs(x, true))?;
             }
+            let st = rfs::fstat(fd)?;
+            let want = FakeStat::of(FileType::Directory, 0, attrs, &st, &policy);
+            keep_record(fd, &FakeStat::on_disk(&st), &want, false)?;
             rfs::futimens(fd, &times)
         })();
         return r.map_err(|e| root.error(path, "cannot set attributes", e));
@@ -518,46 +601,51 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
         Err(e) if e.is_enoent() => return Ok(()),
         Err(e) => return Err(e),
     };
+    let dir = p.dir.as_fd();
     let r = (|| {
-        let Some(st) = lstat(&p.dir, p.name)? else {
+        // Opened once: everything below applies to what was looked at.
+        let Some(e) = Entry::open(dir, p.name)? else {
             return Ok(());
         };
-        if let Some((u, g)) = owner {
-            rfs::chownat(&p.dir, p.name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        let ft = e.file_type();
+        if let Some((u, g)) = policy.chown(attrs.uid, attrs.gid) {
+            e.chown(u, g)?;
         }
-        if file_type(&st) != FileType::Symlink {
-            chmod_nofollow(p.dir.as_fd(), p.name, attrs.mode)?;
-        }
+        let device = match ft {
+            FileType::RegularFile if !policy.allow_devices => {
+                e.record().filter(FakeStat::is_device)
+            }
+            _ => None,
+        };
+        let mode = match device {
+            Some(_) => PLACEHOLDER_MODE,
+            None => policy.mode(ft == FileType::Directory, attrs.mode),
+        };
+        e.chmod(dir, p.name, mode)?;
+        let fd = match e.reopen(dir, p.name) {
+            Ok(Some(fd)) => fd,
+            // Symlinks, FIFOs, sockets, devices hold no xattrs, no record;
+            // a copy its (non-root) slave may not read keeps none either.
+            Ok(None) => return rfs::utimensat(dir, p.name, &times, AtFlags::SYMLINK_NOFOLLOW),
+            Err(Errno::ACCESS) if attrs.xattrs.is_none() => {
+                return rfs::utimensat(dir, p.name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(x) = &attrs.xattrs {
-            set_xattrs_at(p.dir.as_fd(), p.name, file_type(&st), x)?;
+            set_user_xattrs(fd.as_fd(), &policy.xattrs(x, false))?;
         }
-        rfs::utimensat(&p.dir, p.name, &times, AtFlags::SYMLINK_NOFOLLOW)
+        let st = rfs::fstat(&fd)?;
+        let (ft, rdev) = device.map_or((ft, 0), |r| (r.file_type(), r.rdev));
+        let want = FakeStat::of(ft, rdev, attrs, &st, &policy);
+        keep_record(fd.as_fd(), &FakeStat::on_disk(&st), &want, false)?;
+        rfs::futimens(&fd, &times)
     })();
     match r {
         Ok(()) | Err(Errno::NOENT) => {
-            root.note_changed(p.dir.as_fd());
+            root.note_changed(dir);
             Ok(())
         }
         Err(e) => Err(root.error(path, "cannot set attributes", e)),
     }
-}
-
-/// `user.*` xattrs of a regular file or directory `name` in `dir`, opened
-/// without following a symlink (other types cannot hold them).
-fn set_xattrs_at(
-    dir: std::os::fd::BorrowedFd<'_>,
-    name: &OsStr,
-    ft: FileType,
-    want: &[Xattr],
-) -> Result<(), Errno> {
-    let flags = match ft {
-        FileType::RegularFile => OFlags::RDONLY,
-        FileType::Directory => OFlags::RDONLY | OFlags::DIRECTORY,
-        _ => return Ok(()),
-    } | OFlags::NOFOLLOW
-        | OFlags::NONBLOCK
-        | OFlags::NOCTTY
-        | OFlags::CLOEXEC;
-    let fd = rfs::openat(dir, name, flags, Mode::empty())?;
-    set_user_xattrs(fd.as_fd(), want)
 }

@@ -27,7 +27,9 @@
 //!
 //! Beyond bytes: a `SparsePiece` leaves the gaps between its segments as
 //! holes (the temp file is sought over, then sized at `FileEnd`); `Mknod`
-//! makes FIFOs, sockets and (as root) device nodes; `Attrs::xattrs`, when
+//! makes FIFOs, sockets and, if the policy allows (`policy`), device nodes;
+//! set-id bits, owners and the root's own mode likewise go through the
+//! policy, and what it does not apply is recorded; `Attrs::xattrs`, when
 //! present, makes the `user.*` xattrs of a file or directory exactly that
 //! set. Errors showing that the tree is not in the state an operation
 //! expects (a non-empty directory in the way of a rename, …) are reported as
@@ -37,7 +39,8 @@
 //! A request that fails is answered with `Reply::Failed` and the session goes
 //! on; a frame out of place (e.g. a `Piece` with no `FileBegin`) or a broken
 //! stream ends it with `Reply::Fatal` (when it can still be sent) and an
-//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers, plus the
+//! error. Memory is bounded by a few [`PIECE_SIZE`] buffers, the frames
+//! read ahead (counted decoded, see `intake`), plus the
 //! signature cache (`sigcache`: the piece signatures of large files this
 //! process signed or wrote, so a delta against an unchanged copy need not
 //! read it first).
@@ -48,11 +51,16 @@
 //! `fsutil`; never the master's `transport`, `ship` or `monitor`.
 
 mod apply;
+mod intake;
+mod limits;
 pub mod mount;
+mod nofollow;
 mod partial;
+pub mod policy;
 mod receive;
 mod root;
 mod sigcache;
+mod slots;
 
 #[cfg(test)]
 mod tests;
@@ -66,6 +74,7 @@ use crate::proto::{
     check_version, next_frame_len, read_frame, write_frame, ProtocolError, Reply, Request,
     PROTOCOL_VERSION,
 };
+pub use policy::{Owners, Policy};
 use receive::Receiver;
 use root::Root;
 
@@ -90,6 +99,10 @@ pub enum SlaveError {
     Stream { root: PathBuf, source: io::Error },
     #[error("slave root {root}: cannot make the batch durable: {source}")]
     Sync { root: PathBuf, source: io::Error },
+    #[error("slave root {root}: already served by {max} geo-rep slave processes (--max-processes {max})")]
+    Busy { root: PathBuf, max: u32 },
+    #[error("slave root {root}: cannot count its slave processes: {source}")]
+    Slots { root: PathBuf, source: io::Error },
 }
 
 /// Batches of frames read ahead of the one being applied.
@@ -97,14 +110,17 @@ const READ_AHEAD: usize = 4;
 
 /// A batch of frames ends after this many...
 const BATCH_FRAMES: usize = 256;
-/// ...or once its frames hold this many bytes (a larger frame, at most
-/// [`MAX_FRAME`](crate::proto::MAX_FRAME), makes a batch of
-/// its own).
+/// ...or once its frames take this many bytes decoded (see `intake`; a
+/// larger frame, at most [`MAX_FRAME`](crate::proto::MAX_FRAME)
+/// of bytes, makes a batch of its own).
 const BATCH_BYTES: usize = 1024 * 1024;
 
 /// What the reading thread hands over: one decoded frame, the end of the
 /// input between frames (`None`), or why reading stopped.
 type Incoming = Result<Option<Request>, ProtocolError>;
+
+/// A batch of frames and the memory they take decoded.
+type Batch = (Vec<Incoming>, usize);
 
 /// Serves one master over `input`/`output` with `root` as the slave root,
 /// until the input closes between frames (`Ok`) or the session cannot go on.
@@ -118,16 +134,30 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
     input: R,
     output: W,
 ) -> Result<(), SlaveError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(READ_AHEAD);
+    serve_with(root, Policy::default(), input, output)
+}
+
+/// [`serve`] under the slave policy `policy`.
+pub fn serve_with<R: Read + Send + 'static, W: Write>(
+    root: &Path,
+    policy: Policy,
+    input: R,
+    output: W,
+) -> Result<(), SlaveError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
+    let inflight = intake::InFlight::default();
+    let reader_inflight = inflight.clone();
     // Not joined: after a fatal error it may sit in a read until the master
     // hangs up, and it ends by itself once nobody receives.
-    std::thread::spawn(move || read_requests(input, tx));
+    std::thread::spawn(move || read_requests(input, tx, reader_inflight));
     let mut requests = Requests {
         rx,
         batch: Vec::new().into_iter(),
+        inflight,
+        held: 0,
     };
     let mut out = BufWriter::with_capacity(256 * 1024, output);
-    let result = Session::start(root, &mut requests, &mut out).and_then(|mut s| {
+    let result = Session::start(root, policy, &mut requests, &mut out).and_then(|mut s| {
         let r = s.run(&mut requests, &mut out);
         s.finish();
         r
@@ -160,7 +190,11 @@ pub fn serve<R: Read + Send + 'static, W: Write>(
 /// [`BATCH_BYTES`]). Handing over each small file's three frames one by one
 /// made the two threads wake each other for every frame, which cost the
 /// slave more CPU than writing the files.
-fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming>>) {
+fn read_requests<R: Read>(
+    input: R,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    inflight: intake::InFlight,
+) {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     loop {
         let mut batch = Vec::new();
@@ -168,12 +202,12 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
         let last = loop {
             let next = match input.fill_buf() {
                 Ok([]) => Ok(None),
-                Ok(buf) => {
-                    bytes += next_frame_len(buf).unwrap_or(0);
-                    read_frame(&mut input).and_then(unpack).map(Some)
-                }
+                Ok(_) => read_frame(&mut input).and_then(unpack).map(Some),
                 Err(e) => Err(ProtocolError::Io(e)),
             };
+            if let Ok(Some(req)) = &next {
+                bytes += intake::decoded_size(req);
+            }
             let last = !matches!(next, Ok(Some(_)));
             batch.push(next);
             if last
@@ -184,7 +218,8 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
                 break last;
             }
         };
-        if tx.send(batch).is_err() || last {
+        // Decode no further while enough waits to be applied.
+        if !inflight.reserve(bytes) || tx.send((batch, bytes)).is_err() || last {
             return;
         }
     }
@@ -192,9 +227,19 @@ fn read_requests<R: Read>(input: R, tx: std::sync::mpsc::SyncSender<Vec<Incoming
 
 /// The requests the reading thread decoded, in order.
 struct Requests {
-    rx: std::sync::mpsc::Receiver<Vec<Incoming>>,
+    rx: std::sync::mpsc::Receiver<Batch>,
     /// What is left of the batch being applied.
     batch: std::vec::IntoIter<Incoming>,
+    /// Decoded bytes handed over and not yet applied...
+    inflight: intake::InFlight,
+    /// ...of which those of the batch being applied (released once it is).
+    held: usize,
+}
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        self.inflight.close();
+    }
 }
 
 impl Requests {
@@ -203,7 +248,14 @@ impl Requests {
         if let Some(next) = self.batch.next() {
             return Some(next);
         }
-        self.batch = self.rx.try_recv().ok()?.into_iter();
+        // The batch is applied (its last request dropped): the reader may
+        // decode more now, before this waits for it (else one batch larger
+        // than the read-ahead would wait for itself to be released).
+        if self.held > 0 {
+            self.inflight.release(std::mem::take(&mut self.held));
+        }
+        let batch = self.rx.try_recv().ok()?;
+        self.take(batch);
         self.batch.next()
     }
 
@@ -216,11 +268,17 @@ impl Requests {
         // batch.
         match self.rx.recv() {
             Ok(batch) => {
-                self.batch = batch.into_iter();
+                self.take(batch);
                 self.batch.next().unwrap_or(Err(ProtocolError::Closed))
             }
             Err(_) => Err(ProtocolError::Closed),
         }
+    }
+
+    /// Starts applying `batch` (the one before is released).
+    fn take(&mut self, (batch, bytes): Batch) {
+        self.held = bytes;
+        self.batch = batch.into_iter();
     }
 }
 
@@ -231,12 +289,15 @@ struct Session {
     root_path: PathBuf,
     root: Root,
     receiver: Receiver,
+    /// This process's slot under `--max-processes`, held to the end.
+    _slot: Option<slots::Slot>,
 }
 
 impl Session {
     /// Handshake: `Hello` with a compatible version, and a usable root.
     fn start<W: Write>(
         root_path: &Path,
+        policy: Policy,
         requests: &mut Requests,
         out: &mut W,
     ) -> Result<Session, SlaveError> {
@@ -259,10 +320,27 @@ impl Session {
             root: path.clone(),
             source,
         })?;
-        let root = Root::open(root_path).map_err(|e| SlaveError::Root {
-            root: path.clone(),
-            source: e.into(),
-        })?;
+        let slot = match policy.max_processes {
+            Some(max) => Some(
+                slots::take(root_path, max)
+                    .map_err(|source| SlaveError::Slots {
+                        root: path.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| SlaveError::Busy {
+                        root: path.clone(),
+                        max,
+                    })?,
+            ),
+            None => None,
+        };
+        // The fd limit as raised at start decides what the caches hold.
+        let budget = limits::FdBudget::of(crate::fsutil::raise_nofile_limit());
+        let root =
+            Root::open(root_path, policy, budget.dir_cache).map_err(|e| SlaveError::Root {
+                root: path.clone(),
+                source: e.into(),
+            })?;
         let root_empty = root.is_empty().map_err(|e| SlaveError::Root {
             root: path.clone(),
             source: e.into(),
@@ -276,7 +354,8 @@ impl Session {
         let session = Session {
             root_path: path,
             root,
-            receiver: Receiver::default(),
+            receiver: Receiver::new(budget.pending_files),
+            _slot: slot,
         };
         session.send(out, &hello)?;
         out.flush().map_err(|e| session.stream(e))?;

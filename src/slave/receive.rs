@@ -34,9 +34,10 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::partial;
+use super::policy::{keep_record, FakeStat, Policy};
 use super::root::{
-    errno_of, file_type, lstat, owner, remove_any, remove_tree, set_fresh_xattrs, temp_name,
-    timestamps, DirInfo, OpError, Parent, Root,
+    errno_of, remove_any, remove_tree, set_fresh_xattrs, temp_name, timestamps, DirInfo, OpError,
+    Parent, Root,
 };
 use super::sigcache::{SigCache, Sigs, Stamp};
 use crate::proto::{
@@ -457,9 +458,19 @@ pub(crate) struct Receiver {
     out_buf: Vec<u8>,
     /// Signatures of large files this process signed or put in place.
     sig_cache: SigCache,
+    /// Most files waiting in `pending` (each holds fds, see `limits`).
+    pending_max: usize,
 }
 
 impl Receiver {
+    /// A receiver that flushes once `pending_max` files wait.
+    pub fn new(pending_max: usize) -> Receiver {
+        Receiver {
+            pending_max: pending_max.clamp(1, MAX_PENDING_FILES),
+            ..Receiver::default()
+        }
+    }
+
     /// Whether a file is between `FileBegin` and `FileEnd`/`FileAbort`.
     pub fn in_file(&self) -> bool {
         self.current.is_some()
@@ -472,7 +483,7 @@ impl Receiver {
 
     /// Whether the pending list reached its limits.
     pub fn needs_flush(&self) -> bool {
-        self.pending.len() >= MAX_PENDING_FILES || self.pending_bytes >= MAX_PENDING_BYTES
+        self.pending.len() >= self.pending_max || self.pending_bytes >= MAX_PENDING_BYTES
     }
 
     /// Answers `Signature`: `SigBegin` then one `SigPiece` per piece of the
@@ -721,7 +732,7 @@ impl Receiver {
                 Ok(())
             };
             sized
-                .and_then(|()| apply_owner_mode(&inc.out, attrs))
+                .and_then(|()| apply_owner_mode(&inc.out, attrs, &root.policy))
                 .map_err(|e| root.error(&inc.path, "cannot set attributes", e))
         };
         if let Err(e) = verdict {
@@ -733,12 +744,16 @@ impl Receiver {
         // The content goes in place even if the slave's file system cannot
         // hold the xattrs; that is reported as a failure of its own.
         let xattr_failure = match &attrs.xattrs {
-            Some(x) => set_fresh_xattrs(inc.out.as_fd(), x, inc.temp.info.inherits_xattrs)
-                .err()
-                .map(|e| {
-                    root.error(&inc.path, "cannot set extended attributes", e)
-                        .into_failure(inc.seq, inc.path.clone())
-                }),
+            Some(x) => set_fresh_xattrs(
+                inc.out.as_fd(),
+                &root.policy.xattrs(x, false),
+                inc.temp.info.inherits_xattrs,
+            )
+            .err()
+            .map(|e| {
+                root.error(&inc.path, "cannot set extended attributes", e)
+                    .into_failure(inc.seq, inc.path.clone())
+            }),
             None => None,
         };
         // Last, as setting anything else may touch the times.
@@ -1028,13 +1043,23 @@ impl Incoming {
     }
 }
 
-/// Owner (as root) and mode of a received file, on its open fd. The owner
-/// goes first: `chown` clears set-user-ID bits.
-fn apply_owner_mode(file: &File, attrs: &Attrs) -> Result<(), Errno> {
-    if let Some((u, g)) = owner(attrs.uid, attrs.gid) {
+/// Owner and mode of a received file, on its open fd, as the policy allows,
+/// and the record of the brick's values where they differ. The owner goes
+/// first: `chown` clears set-user-ID bits.
+fn apply_owner_mode(file: &File, attrs: &Attrs, policy: &Policy) -> Result<(), Errno> {
+    if let Some((u, g)) = policy.chown(attrs.uid, attrs.gid) {
         rfs::fchown(file, u, g)?;
     }
-    rfs::fchmod(file, Mode::from_raw_mode(attrs.mode & 0o7777))
+    let mode = policy.mode(false, attrs.mode);
+    // The record goes first, while the new file is still writable.
+    let st = rfs::fstat(file)?;
+    let have = FakeStat {
+        mode: FileType::RegularFile.as_raw_mode() | mode,
+        ..FakeStat::on_disk(&st)
+    };
+    let want = FakeStat::of(FileType::RegularFile, 0, attrs, &st, policy);
+    keep_record(file.as_fd(), &have, &want, true)?;
+    rfs::fchmod(file, Mode::from_raw_mode(mode))
 }
 
 /// The regular file at `path`, opened for reading without following a
@@ -1054,22 +1079,8 @@ fn open_regular(root: &mut Root, path: &RelPath) -> Result<Option<File>, OpError
 }
 
 fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<File>, Errno> {
-    // Look before opening: opening a device or FIFO can have side effects.
-    match lstat(dir, name)? {
-        Some(st) if file_type(&st) == FileType::RegularFile => {}
-        _ => return Ok(None),
-    }
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = match rfs::openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if file_type(&rfs::fstat(&fd)?) != FileType::RegularFile {
-        return Ok(None);
-    }
-    Ok(Some(File::from(fd)))
+    // Opened once: opening a device or FIFO can have side effects.
+    Ok(super::nofollow::open_regular(dir, name)?.map(File::from))
 }
 
 /// Alignment of the memory, offset and length of an `O_DIRECT` write (the

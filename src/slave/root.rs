@@ -19,16 +19,18 @@
 
 use std::ffi::{CStr, OsStr};
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
-use crate::proto::{is_synced_xattr, FileStamp, Xattr};
 use crate::proto::{Failure, FailureKind};
+use crate::proto::{FileStamp, Xattr};
 use crate::relpath::RelPath;
+
+use super::policy::{is_managed_xattr, Policy};
 
 /// Flags used to open each directory while walking a path.
 pub(crate) const DIR_FLAGS: OFlags = OFlags::DIRECTORY
@@ -94,8 +96,9 @@ pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_io_error(e).unwrap_or(Errno::IO)
 }
 
-/// Most parent directories kept open between requests.
-const DIR_CACHE_MAX: usize = 1024;
+/// Most parent directories kept open between requests, whatever the
+/// file descriptor limit allows (see [`super::limits`]).
+pub(crate) const DIR_CACHE_MAX: usize = 1024;
 
 /// The parent directory of a path, opened, and the path's last component.
 pub(crate) struct Parent<'a> {
@@ -140,12 +143,16 @@ pub(crate) struct Root {
     other_devs: Vec<(u64, OwnedFd)>,
     /// Opened parent directories by path (see the module docs).
     dirs: std::collections::HashMap<RelPath, (Rc<OwnedFd>, DirInfo)>,
+    /// How many `dirs` may hold (sized from the fd limit).
+    dir_cache_max: usize,
+    /// What the slave agrees to arm.
+    pub policy: Policy,
 }
 
 impl Root {
     /// Opens `path` as the root. The root itself may be reached through
     /// symlinks: it is the operator's configuration, not wire data.
-    pub fn open(path: &Path) -> Result<Root, Errno> {
+    pub fn open(path: &Path, policy: Policy, dir_cache_max: usize) -> Result<Root, Errno> {
         let fd = rfs::openat(
             CWD,
             path,
@@ -159,6 +166,8 @@ impl Root {
             dev,
             other_devs: Vec::new(),
             dirs: std::collections::HashMap::new(),
+            dir_cache_max: dir_cache_max.max(1),
+            policy,
         })
     }
 
@@ -291,7 +300,7 @@ impl Root {
         let info = DirInfo::of(cur.as_fd())
             .map_err(|e| self.error(rel, "cannot look at the parent directory", e))?;
         let dir = Rc::new(cur);
-        if self.dirs.len() >= DIR_CACHE_MAX {
+        if self.dirs.len() >= self.dir_cache_max {
             self.dirs.clear();
         }
         self.dirs.insert(parent, (dir.clone(), info));
@@ -423,28 +432,6 @@ pub(crate) fn remove_tree(
     }
 }
 
-/// `chmod` that never follows a symlink: through an `O_PATH` fd and its
-/// `/proc/self/fd` entry (what glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does);
-/// a symlink is left alone (Linux ignores symlink modes anyway). Without
-/// `/proc`, falls back to `fchmodat` by name after checking the type.
-pub(crate) fn chmod_nofollow(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), Errno> {
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    if file_type(&rfs::fstat(&fd)?) == FileType::Symlink {
-        return Ok(());
-    }
-    let mode = Mode::from_raw_mode(mode & 0o7777);
-    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match rfs::chmodat(CWD, proc_path.as_str(), mode, AtFlags::empty()) {
-        Err(Errno::NOENT) => rfs::chmodat(dir, name, mode, AtFlags::empty()),
-        other => other,
-    }
-}
-
 /// A temporary name in the same directory for the final name `name`, short
 /// enough that a 255-byte final name still works.
 /// The temporary name a file is built under before it is renamed over
@@ -463,7 +450,7 @@ fn own_pid() -> u32 {
 }
 
 /// Whether the slave runs as root (asked once: it decides every chown).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
 }
@@ -521,7 +508,7 @@ fn remove_other_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> 
         Err(e) => return Err(e),
     };
     for name in list[..n].split(|b| *b == 0) {
-        if is_synced_xattr(name) && !want.iter().any(|x| x.name.as_slice() == name) {
+        if is_managed_xattr(name) && !want.iter().any(|x| x.name.as_slice() == name) {
             match rfs::fremovexattr(fd, name) {
                 Ok(()) | Err(Errno::NODATA) => {}
                 Err(e) => return Err(e),
@@ -534,7 +521,7 @@ fn remove_other_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> 
 /// Sets each synced xattr of `want` on `fd`.
 fn add_xattrs(fd: BorrowedFd<'_>, want: &[Xattr]) -> Result<(), Errno> {
     for x in want {
-        if !is_synced_xattr(&x.name) {
+        if !is_managed_xattr(&x.name) {
             continue;
         }
         match rfs::fsetxattr(fd, x.name.as_slice(), &x.value, rfs::XattrFlags::empty()) {

@@ -570,6 +570,7 @@ fn symlinked_parent_is_refused_and_outside_untouched() {
 #[test]
 fn operations_on_the_root_itself_are_refused_except_setattr() {
     let dir = tempfile::tempdir().unwrap();
+    let before = fs::metadata(dir.path()).unwrap().mode();
     let replies = session(
         dir.path(),
         &[
@@ -600,8 +601,11 @@ fn operations_on_the_root_itself_are_refused_except_setattr() {
         f.iter().map(|f| (f.seq, f.kind)).collect::<Vec<_>>(),
         [(1, FailureKind::Unsafe), (2, FailureKind::Unsafe)]
     );
+    // The root's own mode is the slave operator's: only recorded.
     let md = fs::metadata(dir.path()).unwrap();
-    assert_eq!(md.mode() & 0o7777, 0o750);
+    assert_eq!(md.mode(), before);
+    let rec = super::policy::recorded_stat(dir.path()).unwrap().unwrap();
+    assert_eq!(rec.mode & 0o7777, 0o750);
     assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 123_456_789));
 }
 
@@ -1092,8 +1096,12 @@ fn owner_is_applied_when_running_as_root() {
     reqs.push(Request::Commit { batch: 1 });
     assert_eq!(session(root, &reqs), [Reply::Committed { batch: 1 }]);
     let f = fs::metadata(root.join("f")).unwrap();
-    // chown before chmod: the set-user-ID bit survives.
-    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1234, 5678, 0o4755));
+    // The set-user-ID bit is not armed by default, but recorded.
+    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1234, 5678, 0o755));
+    let rec = super::policy::recorded_stat(&root.join("f"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.mode, rec.uid, rec.gid), (0o104755, 1234, 5678));
     let l = fs::symlink_metadata(root.join("l")).unwrap();
     assert_eq!((l.uid(), l.gid()), (4321, 5678));
     let t = fs::metadata(root.join("target")).unwrap();

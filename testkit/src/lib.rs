@@ -16,6 +16,9 @@
 //!   timeout only bounds waiting, it never asserts a wall-clock budget.
 //! - [`glusterfs`]: a real GlusterFS volume (glusterd, brick with
 //!   changelogs, FUSE mount), installed and started on demand.
+//! - [`hostile::FakeMaster`]: crafted request streams written into a real
+//!   `geo-rep slave` process, its replies read back, its peak memory read
+//!   from `/proc`.
 //! - Fixtures: [`random_bytes`], [`sample_tree`], [`copy_tree`], [`set_mtime`].
 //!
 //! Nothing here is used by the product at run time.
@@ -23,6 +26,7 @@
 pub mod bench;
 mod fixtures;
 pub mod glusterfs;
+pub mod hostile;
 mod process;
 mod sshd;
 mod tree;

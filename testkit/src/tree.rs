@@ -547,7 +547,9 @@ pub fn data_ranges(p: &Path) -> io::Result<Vec<(u64, u64)>> {
     Ok(ranges)
 }
 
-/// `user.*` xattrs of `p` (not following a symlink) as `name=<hash>`, sorted.
+/// `user.*` xattrs of `p` (not following a symlink) as `name=<hash>`,
+/// sorted; the slave's own records (`user.georep.*`, see the slave policy)
+/// are no part of the replica.
 fn user_xattrs(p: &Path) -> io::Result<Vec<String>> {
     use rustix::fs::{lgetxattr, llistxattr};
     let mut list = vec![0u8; 64 * 1024];
@@ -555,7 +557,8 @@ fn user_xattrs(p: &Path) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
     for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
-        if !name.starts_with(b"user.") && !acl {
+        let records = name.starts_with(georep::slave::policy::RESERVED_PREFIX);
+        if (!name.starts_with(b"user.") && !acl) || records {
             continue;
         }
         let mut value = vec![0u8; 64 * 1024];

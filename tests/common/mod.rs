@@ -339,7 +339,15 @@ impl Scenario {
     /// `create` then `start`, then wait until every brick is Active with an
     /// stime.
     pub fn create_and_start(&self, force: bool) {
-        self.create(force).ok();
+        self.create_and_start_with(force, &[]);
+    }
+
+    /// [`Scenario::create_and_start`] with more options for `create` (e.g.
+    /// the slave policy's).
+    pub fn create_and_start_with(&self, force: bool, extra: &[&str]) {
+        let mut args = self.create_args(&[&self.brick], &self.slave_url(), force);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.geo_rep(args).ok();
         self.start().ok();
         self.wait_active();
     }
