@@ -396,7 +396,26 @@ fn a_slave_volume_given_by_name_is_mounted_and_written_by_the_slave() {
     write(&b.join("gone"), b"x");
     fs::remove_file(b.join("gone")).unwrap();
     write(&b.join("ñame"), "✓".as_bytes());
+    rustix::fs::lsetxattr(
+        b.join("d/f"),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     s.wait_synced_past_of(&s.vol, &url, SystemTime::now());
+    let mut note = [0u8; 16];
+    let n = rustix::fs::lgetxattr(dr.mount.join("d/f"), "user.note", &mut note)
+        .unwrap_or_else(|e| panic!("user.note on the slave volume: {e}"));
+    assert_eq!(&note[..n], b"kept");
+    // The SLAVE column names the volume as GlusterFS prints it.
+    let rows = s.status_json_of(&s.vol, &url);
+    assert_eq!(
+        rows[0]["slave"],
+        format!("ssh://{}::{}", s.sshd.host(), dr.name),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["slave_node"], s.sshd.host(), "{rows:?}");
     assert!(
         mounted_at(&slave_mount),
         "the slave did not mount {}",
