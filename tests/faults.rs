@@ -313,7 +313,7 @@ fn a_corrupted_journal_file_is_detected_and_healed() {
     let file = georep::changelog::write_closed(
         &brick_dir,
         now,
-        georep::session::Stime(now.0 + 1),
+        georep::session::Stime::from_nanos(now.nanos() + 1),
         &[georep::changelog::Record::Create("b".parse().unwrap())],
     )
     .unwrap();

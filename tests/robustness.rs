@@ -81,8 +81,8 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let file = write_closed(
             dir.path(),
-            Stime(1),
-            Stime(2),
+            Stime::from_nanos(1),
+            Stime::from_nanos(2),
             &[
                 Record::Create(RelPath::new("x/y").unwrap()),
                 Record::Rename { from: RelPath::new("x").unwrap(), to: RelPath::new("z").unwrap() },

@@ -48,7 +48,7 @@ fn parse_closed_name(name: &[u8]) -> Option<Option<Stime>> {
         std::str::from_utf8(digits)
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
-            .map(Stime),
+            .map(Stime::from_nanos),
     )
 }
 
@@ -344,8 +344,8 @@ pub(crate) fn decode(file: &Path, b: &[u8]) -> Result<Changelog, ChangelogError>
     if b[trailer_at] != TRAILER_MARK {
         return Err(corrupt(trailer_at, "trailer marker missing".into()));
     }
-    let start = Stime(le_i64(b, MAGIC.len() + 4));
-    let end = Stime(le_i64(b, trailer_at + 1));
+    let start = Stime::from_nanos(le_i64(b, MAGIC.len() + 4));
+    let end = Stime::from_nanos(le_i64(b, trailer_at + 1));
     let count = u64::from_le_bytes(
         b[trailer_at + 9..trailer_at + 17]
             .try_into()
@@ -394,7 +394,7 @@ pub(crate) fn decode(file: &Path, b: &[u8]) -> Result<Changelog, ChangelogError>
                     let nanos: [u8; 8] = bytes.try_into().map_err(|_| {
                         corrupt(sat, format!("gap since is {} bytes, not 8", bytes.len()))
                     })?;
-                    Some(Stime(i64::from_le_bytes(nanos)))
+                    Some(Stime::from_nanos(i64::from_le_bytes(nanos)))
                 } else {
                     None
                 };
@@ -470,7 +470,7 @@ pub fn list_closed(dir: &Path, after: Stime) -> Result<Vec<JournalFile>, Changel
 /// returns how many were deleted.
 pub fn purge(dir: &Path, through: Stime) -> Result<usize, ChangelogError> {
     let mut n = 0;
-    for f in list_closed(dir, Stime(i64::MIN))? {
+    for f in list_closed(dir, Stime::from_nanos(i64::MIN))? {
         if f.end > through {
             break;
         }
@@ -516,7 +516,7 @@ mod tests {
             Record::gap("inotify queue overflowed: ünïcode"),
             Record::Gap {
                 reason: "directories are not watched".into(),
-                since: Some(Stime(1_700_000_000_123_456_789)),
+                since: Some(Stime::from_nanos(1_700_000_000_123_456_789)),
             },
         ]
     }
@@ -541,8 +541,8 @@ mod tests {
         let recs = nasty_records();
         let f = write_closed(
             dir.path(),
-            Stime(5),
-            Stime(1_700_000_000_123_456_789),
+            Stime::from_nanos(5),
+            Stime::from_nanos(1_700_000_000_123_456_789),
             &recs,
         )
         .unwrap();
@@ -551,8 +551,8 @@ mod tests {
             "CHANGELOG.01700000000123456789"
         );
         let c = read_file(&f.path).unwrap();
-        assert_eq!(c.start, Stime(5));
-        assert_eq!(c.end, Stime(1_700_000_000_123_456_789));
+        assert_eq!(c.start, Stime::from_nanos(5));
+        assert_eq!(c.end, Stime::from_nanos(1_700_000_000_123_456_789));
         assert_eq!(c.records, recs);
     }
 
@@ -560,15 +560,15 @@ mod tests {
     fn streaming_writer_matches_encoder() {
         let dir = tempfile::tempdir().unwrap();
         let recs = nasty_records();
-        let mut w = OpenFile::create(dir.path(), Stime(10)).unwrap();
+        let mut w = OpenFile::create(dir.path(), Stime::from_nanos(10)).unwrap();
         for r in &recs {
             w.append(r).unwrap();
         }
-        let f = w.close(Stime(20)).unwrap();
+        let f = w.close(Stime::from_nanos(20)).unwrap();
         assert!(!dir.path().join(CURRENT_FILE).exists());
         assert_eq!(
             fs::read(&f.path).unwrap(),
-            encode_file(Stime(10), Stime(20), &recs)
+            encode_file(Stime::from_nanos(10), Stime::from_nanos(20), &recs)
         );
     }
 
@@ -576,8 +576,8 @@ mod tests {
     fn each_corruption_is_named_with_its_offset() {
         let f = Path::new("CHANGELOG.x");
         let good = encode_file(
-            Stime(1),
-            Stime(2),
+            Stime::from_nanos(1),
+            Stime::from_nanos(2),
             &[Record::Data(p(b"a")), Record::Data(p(b"bb"))],
         );
         let n = good.len();
@@ -619,7 +619,11 @@ mod tests {
 
         // Invalid RelPaths, CRC-valid files: `..`, absolute, NUL.
         for bad in [&b".."[..], b"/a", b"\0b"] {
-            let mut b = encode_file(Stime(1), Stime(2), &[Record::Data(p(b"ok"))]);
+            let mut b = encode_file(
+                Stime::from_nanos(1),
+                Stime::from_nanos(2),
+                &[Record::Data(p(b"ok"))],
+            );
             let pos = first_field + 4;
             b.splice(pos..pos + 2, bad.iter().copied());
             b[first_field..first_field + 4].copy_from_slice(&(bad.len() as u32).to_le_bytes());
@@ -645,8 +649,14 @@ mod tests {
     #[test]
     fn name_must_match_trailer() {
         let dir = tempfile::tempdir().unwrap();
-        let f = write_closed(dir.path(), Stime(1), Stime(2), &[Record::Data(p(b"a"))]).unwrap();
-        let other = dir.path().join(closed_name(Stime(3)));
+        let f = write_closed(
+            dir.path(),
+            Stime::from_nanos(1),
+            Stime::from_nanos(2),
+            &[Record::Data(p(b"a"))],
+        )
+        .unwrap();
+        let other = dir.path().join(closed_name(Stime::from_nanos(3)));
         fs::rename(&f.path, &other).unwrap();
         let (_, why) = corrupt_at(read_file(&other));
         assert!(why.contains("file name"), "{why}");
@@ -654,7 +664,7 @@ mod tests {
 
     #[test]
     fn random_damage_never_panics() {
-        let good = encode_file(Stime(1), Stime(2), &nasty_records());
+        let good = encode_file(Stime::from_nanos(1), Stime::from_nanos(2), &nasty_records());
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6e0_4e9);
         let f = Path::new("fuzz");
         for round in 0..20_000 {
@@ -693,12 +703,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for end in [30, 10, 20] {
-            write_closed(d, Stime(end - 5), Stime(end), &[Record::Data(p(b"a"))]).unwrap();
+            write_closed(
+                d,
+                Stime::from_nanos(end - 5),
+                Stime::from_nanos(end),
+                &[Record::Data(p(b"a"))],
+            )
+            .unwrap();
         }
         fs::write(d.join(CURRENT_FILE), b"partial").unwrap();
         fs::write(d.join("README"), b"x").unwrap();
         let ends = |after| -> Vec<i64> {
-            list_closed(d, Stime(after))
+            list_closed(d, Stime::from_nanos(after))
                 .unwrap()
                 .iter()
                 .map(|f| f.end.nanos())
@@ -707,9 +723,9 @@ mod tests {
         assert_eq!(ends(0), vec![10, 20, 30]);
         assert_eq!(ends(10), vec![20, 30]);
         assert_eq!(ends(30), Vec::<i64>::new());
-        assert_eq!(purge(d, Stime(20)).unwrap(), 2);
+        assert_eq!(purge(d, Stime::from_nanos(20)).unwrap(), 2);
         assert_eq!(ends(0), vec![30]);
-        assert_eq!(purge(d, Stime(20)).unwrap(), 0);
+        assert_eq!(purge(d, Stime::from_nanos(20)).unwrap(), 0);
         assert!(d.join(CURRENT_FILE).exists());
     }
 }

@@ -31,7 +31,7 @@ pub struct Pending {
 /// Counts the records after `stime` in `dir`; `None` if there is no
 /// journal yet (the session never ran).
 pub fn pending(dir: &Path, stime: Option<Stime>) -> Option<Pending> {
-    let files = super::list_closed(dir, stime.unwrap_or(Stime(i64::MIN))).ok()?;
+    let files = super::list_closed(dir, stime.unwrap_or(Stime::from_nanos(i64::MIN))).ok()?;
     let mut p = Pending {
         exact: files.len() <= PENDING_FILES_MAX,
         ..Pending::default()

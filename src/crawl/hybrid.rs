@@ -101,7 +101,7 @@ impl HybridCrawl {
     fn changed_since(&self, md: &fs::Metadata) -> bool {
         match self.since {
             None => true,
-            Some(s) => Stime(md.ctime() * 1_000_000_000 + md.ctime_nsec()) >= s,
+            Some(s) => Stime::from_nanos(md.ctime() * 1_000_000_000 + md.ctime_nsec()) >= s,
         }
     }
 
@@ -257,7 +257,7 @@ mod tests {
         fs::create_dir(t.path().join("d")).unwrap();
         fs::write(t.path().join("d/old"), "x").unwrap();
         let future = Stime::now().minus(std::time::Duration::from_secs(0));
-        let future = Stime(future.0 + 3_600_000_000_000);
+        let future = Stime::from_nanos(future.nanos() + 3_600_000_000_000);
         let c = HybridCrawl::new(t.path().to_owned(), RelPath::root(), vec![], Some(future));
         let (e, d, _, _) = all(c, 100);
         assert_eq!(e, vec![Entry::Mkdir(p("d"))]);

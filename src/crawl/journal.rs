@@ -257,7 +257,13 @@ mod tests {
     fn names_that_later_files_take_away_are_those_renamed_unlinked_or_removed() {
         let dir = tempfile::tempdir().unwrap();
         let write = |start: i64, end: i64, records: &[Record]| {
-            changelog::write_closed(dir.path(), Stime(start), Stime(end), records).unwrap();
+            changelog::write_closed(
+                dir.path(),
+                Stime::from_nanos(start),
+                Stime::from_nanos(end),
+                records,
+            )
+            .unwrap();
         };
         write(0, 10, &[Record::Unlink(p("d/before"))]);
         write(
@@ -278,10 +284,12 @@ mod tests {
             &[Record::Unlink(p("d/c")), Record::Rmdir(p("d/sub"))],
         );
         let source = ChangeSource::Notify(dir.path().to_owned());
-        let removed = removed_after(&source, Stime(10)).unwrap();
+        let removed = removed_after(&source, Stime::from_nanos(10)).unwrap();
         let want: HashSet<RelPath> = [p("d/a"), p("d/c"), p("d/sub")].into_iter().collect();
         assert_eq!(removed, want);
-        assert!(removed_after(&source, Stime(30)).unwrap().is_empty());
+        assert!(removed_after(&source, Stime::from_nanos(30))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -298,18 +306,18 @@ mod tests {
         let mut g = Gap::new("first".into());
         g.absorb(Gap {
             reason: "second".into(),
-            since: Some(Stime(20)),
+            since: Some(Stime::from_nanos(20)),
         });
         g.absorb(Gap {
             reason: "third".into(),
-            since: Some(Stime(10)),
+            since: Some(Stime::from_nanos(10)),
         });
         g.absorb(Gap::new("fourth".into()));
         assert_eq!(
             g,
             Gap {
                 reason: "first".into(),
-                since: Some(Stime(10))
+                since: Some(Stime::from_nanos(10))
             }
         );
     }

@@ -134,7 +134,7 @@ impl CrawlScope {
                 }
                 // A DirEntry's metadata does not follow a symlink.
                 let Ok(md) = e.metadata() else { continue };
-                let ctime = Stime(md.ctime() * 1_000_000_000 + md.ctime_nsec());
+                let ctime = Stime::from_nanos(md.ctime() * 1_000_000_000 + md.ctime_nsec());
                 if md.is_dir() {
                     stack.push(rel);
                 } else if md.is_file() && self.since.is_none_or(|s| ctime >= s) {
@@ -186,9 +186,9 @@ mod tests {
 
     #[test]
     fn estimate_needs_a_total_and_a_rate() {
-        let now = Stime(100_000_000_000);
+        let now = Stime::from_nanos(100_000_000_000);
         let mut p = CrawlProgress {
-            started: Some(Stime(now.0 - 10_000_000_000)),
+            started: Some(Stime::from_nanos(now.nanos() - 10_000_000_000)),
             files: 20,
             bytes: 2000,
             ..CrawlProgress::default()
@@ -237,7 +237,7 @@ mod tests {
         );
         scope.start = RelPath::new("d").unwrap();
         assert_eq!(scope.count(|| true), Some((1, 3)));
-        scope.since = Some(Stime(Stime::now().0 + 60_000_000_000));
+        scope.since = Some(Stime::from_nanos(Stime::now().nanos() + 60_000_000_000));
         assert_eq!(scope.count(|| true), Some((0, 0)));
     }
 }

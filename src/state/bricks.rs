@@ -32,8 +32,8 @@ impl State {
                         r.get::<_, i64>(10)?,
                     ],
                     CrawlProgress {
-                        started: r.get::<_, Option<i64>>(11)?.map(Stime),
-                        finished: r.get::<_, Option<i64>>(12)?.map(Stime),
+                        started: r.get::<_, Option<i64>>(11)?.map(Stime::from_nanos),
+                        finished: r.get::<_, Option<i64>>(12)?.map(Stime::from_nanos),
                         files: r.get::<_, i64>(13)? as u64,
                         bytes: r.get::<_, i64>(14)? as u64,
                         total_files: r.get::<_, Option<i64>>(15)?.map(|n| n as u64),
@@ -47,13 +47,13 @@ impl State {
             let (id, path, stime, status, crawl, last_error, n, progress) =
                 row.map_err(|e| self.err(e))?;
             out.push(BrickRecord {
-                id: BrickId(id),
+                id: BrickId::new(id),
                 session_id,
                 brick: Brick::new(&path).map_err(|_| StateError::Corrupt {
                     column: "bricks.path",
                     value: path.clone(),
                 })?,
-                stime: stime.map(Stime),
+                stime: stime.map(Stime::from_nanos),
                 status: parse_display(&WorkerStatus::ALL, "bricks.status", &status)?,
                 crawl: parse_display(&CrawlStatus::ALL, "bricks.crawl", &crawl)?,
                 last_error,
@@ -73,7 +73,7 @@ impl State {
             .conn()
             .query_row(
                 "SELECT session_id FROM bricks WHERE id = ?1",
-                params![id.0],
+                params![id.row()],
                 |r| r.get(0),
             )
             .optional()
@@ -93,7 +93,7 @@ impl State {
         self.conn()
             .execute(
                 "UPDATE bricks SET status = ?2, crawl = ?3 WHERE id = ?1",
-                params![brick.0, status.to_string(), crawl.to_string()],
+                params![brick.row(), status.to_string(), crawl.to_string()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -104,7 +104,7 @@ impl State {
         self.conn()
             .execute(
                 "UPDATE bricks SET last_error = ?2 WHERE id = ?1",
-                params![brick.0, error],
+                params![brick.row(), error],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -116,7 +116,7 @@ impl State {
                 "UPDATE bricks SET bytes_sent = bytes_sent + ?2, entries = entries + ?3, data = data + ?4,
                  meta = meta + ?5, failures = failures + ?6 WHERE id = ?1",
                 params![
-                    brick.0,
+                    brick.row(),
                     c.bytes_sent as i64,
                     c.entries as i64,
                     c.data as i64,

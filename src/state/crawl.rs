@@ -14,7 +14,7 @@ impl State {
                 "UPDATE bricks SET crawl_started_ns = ?2, crawl_finished_ns = NULL, crawl_files = 0, crawl_bytes = 0,
                         crawl_total_files = NULL, crawl_total_bytes = NULL
                  WHERE id = ?1",
-                params![brick.0, started.nanos()],
+                params![brick.row(), started.nanos()],
             )
             .map_err(|e| self.err(e))?;
         Ok(started)
@@ -34,7 +34,7 @@ impl State {
             .execute(
                 "UPDATE bricks SET crawl_total_files = ?3, crawl_total_bytes = ?4
                  WHERE id = ?1 AND crawl_started_ns = ?2",
-                params![brick.0, started.nanos(), files as i64, bytes as i64],
+                params![brick.row(), started.nanos(), files as i64, bytes as i64],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -46,7 +46,7 @@ impl State {
         self.conn()
             .execute(
                 "UPDATE bricks SET crawl_files = crawl_files + ?2, crawl_bytes = crawl_bytes + ?3 WHERE id = ?1",
-                params![brick.0, files as i64, bytes as i64],
+                params![brick.row(), files as i64, bytes as i64],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -56,7 +56,7 @@ impl State {
         self.conn()
             .execute(
                 "UPDATE bricks SET crawl_finished_ns = ?2 WHERE id = ?1",
-                params![brick.0, Stime::now().nanos()],
+                params![brick.row(), Stime::now().nanos()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -105,8 +105,8 @@ impl State {
                     r.get::<_, String>(8)?,
                     r.get::<_, Option<u32>>(9)?,
                     (
-                        r.get::<_, Option<i64>>(10)?.map(Stime),
-                        r.get::<_, Option<i64>>(11)?.map(Stime),
+                        r.get::<_, Option<i64>>(10)?.map(Stime::from_nanos),
+                        r.get::<_, Option<i64>>(11)?.map(Stime::from_nanos),
                     ),
                 ))
             })

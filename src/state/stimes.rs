@@ -66,7 +66,7 @@ impl State {
             .conn()
             .execute(
                 "UPDATE bricks SET stime_ns = ?2 WHERE id = ?1 AND (stime_ns IS NULL OR stime_ns <= ?2)",
-                params![brick.0, stime.nanos()],
+                params![brick.row(), stime.nanos()],
             )
             .map_err(|e| self.err(e))?;
         if changed == 0 {
@@ -74,7 +74,7 @@ impl State {
                 .conn()
                 .query_row(
                     "SELECT stime_ns FROM bricks WHERE id = ?1",
-                    params![brick.0],
+                    params![brick.row()],
                     |r| r.get(0),
                 )
                 .optional()
@@ -82,7 +82,7 @@ impl State {
                 .flatten();
             return Err(StateError::StimeBackwards {
                 brick,
-                stored: Stime(stored.unwrap_or_default()),
+                stored: Stime::from_nanos(stored.unwrap_or_default()),
                 new: stime,
             });
         }

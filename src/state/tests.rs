@@ -64,12 +64,15 @@ fn stime_never_goes_backwards() {
     let dir = tempfile::tempdir().unwrap();
     let (st, s) = sample(dir.path());
     let b = st.bricks(s.id).unwrap()[0].id;
-    st.set_stime(b, Stime(100)).unwrap();
-    st.set_stime(b, Stime(100)).unwrap();
-    st.set_stime(b, Stime(200)).unwrap();
-    let err = st.set_stime(b, Stime(150)).unwrap_err();
+    st.set_stime(b, Stime::from_nanos(100)).unwrap();
+    st.set_stime(b, Stime::from_nanos(100)).unwrap();
+    st.set_stime(b, Stime::from_nanos(200)).unwrap();
+    let err = st.set_stime(b, Stime::from_nanos(150)).unwrap_err();
     assert!(matches!(err, StateError::StimeBackwards { .. }), "{err}");
-    assert_eq!(st.bricks(s.id).unwrap()[0].stime, Some(Stime(200)));
+    assert_eq!(
+        st.bricks(s.id).unwrap()[0].stime,
+        Some(Stime::from_nanos(200))
+    );
     st.add_counters(
         b,
         Counters {
@@ -88,33 +91,38 @@ fn checkpoint_completes_once_every_brick_passes_it() {
     let (st, s) = sample(dir.path());
     let b: Vec<BrickId> = st.bricks(s.id).unwrap().iter().map(|b| b.id).collect();
     assert!(
-        !st.note_checkpoint(s.id, Stime(1)).unwrap(),
+        !st.note_checkpoint(s.id, Stime::from_nanos(1)).unwrap(),
         "no checkpoint set"
     );
-    st.set_checkpoint(s.id, Some(Stime(100))).unwrap();
-    st.set_stime(b[0], Stime(150)).unwrap();
+    st.set_checkpoint(s.id, Some(Stime::from_nanos(100)))
+        .unwrap();
+    st.set_stime(b[0], Stime::from_nanos(150)).unwrap();
     assert!(
-        !st.note_checkpoint(s.id, Stime(160)).unwrap(),
+        !st.note_checkpoint(s.id, Stime::from_nanos(160)).unwrap(),
         "brick 2 has no stime"
     );
-    st.set_stime(b[1], Stime(99)).unwrap();
+    st.set_stime(b[1], Stime::from_nanos(99)).unwrap();
     assert!(
-        !st.note_checkpoint(s.id, Stime(170)).unwrap(),
+        !st.note_checkpoint(s.id, Stime::from_nanos(170)).unwrap(),
         "brick 2 is behind"
     );
-    st.set_stime(b[1], Stime(100)).unwrap();
-    assert!(st.note_checkpoint(s.id, Stime(180)).unwrap());
-    assert!(!st.note_checkpoint(s.id, Stime(190)).unwrap(), "only once");
-    let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
-    assert_eq!(
-        (r.checkpoint, r.checkpoint_completed),
-        (Some(Stime(100)), Some(Stime(180)))
+    st.set_stime(b[1], Stime::from_nanos(100)).unwrap();
+    assert!(st.note_checkpoint(s.id, Stime::from_nanos(180)).unwrap());
+    assert!(
+        !st.note_checkpoint(s.id, Stime::from_nanos(190)).unwrap(),
+        "only once"
     );
-    st.set_checkpoint(s.id, Some(Stime(200))).unwrap();
     let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
     assert_eq!(
         (r.checkpoint, r.checkpoint_completed),
-        (Some(Stime(200)), None)
+        (Some(Stime::from_nanos(100)), Some(Stime::from_nanos(180)))
+    );
+    st.set_checkpoint(s.id, Some(Stime::from_nanos(200)))
+        .unwrap();
+    let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
+    assert_eq!(
+        (r.checkpoint, r.checkpoint_completed),
+        (Some(Stime::from_nanos(200)), None)
     );
 }
 
@@ -123,7 +131,7 @@ fn kept_stimes_go_to_a_recreated_session_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut st, s) = sample(dir.path());
     let b = st.bricks(s.id).unwrap()[0].id;
-    st.set_stime(b, Stime(500)).unwrap();
+    st.set_stime(b, Stime::from_nanos(500)).unwrap();
     st.keep_stimes(s.id).unwrap();
     st.delete_session(s.id).unwrap();
     let again = st
@@ -143,7 +151,7 @@ fn kept_stimes_go_to_a_recreated_session_once() {
         .iter()
         .map(|b| b.stime)
         .collect();
-    assert_eq!(stimes, vec![Some(Stime(500)), None]);
+    assert_eq!(stimes, vec![Some(Stime::from_nanos(500)), None]);
     assert_eq!(st.take_kept_stimes(again.id).unwrap(), 0, "taken once");
 }
 
@@ -160,7 +168,8 @@ fn crawl_progress_accumulates() {
     assert_eq!(p.started, Some(started));
     assert_eq!(p.total_files, None);
     st.crawl_total(b, started, 10, 4096).unwrap();
-    st.crawl_total(b, Stime(started.0 - 1), 99, 99).unwrap();
+    st.crawl_total(b, Stime::from_nanos(started.nanos() - 1), 99, 99)
+        .unwrap();
     let p = st.bricks(s.id).unwrap()[0].progress;
     assert_eq!((p.total_files, p.total_bytes), (Some(10), Some(4096)));
     std::thread::sleep(std::time::Duration::from_millis(2));
@@ -194,7 +203,7 @@ fn a_version_1_database_is_migrated() {
     let b = &st.bricks(s.id).unwrap()[0];
     assert_eq!(
         (b.stime, b.progress),
-        (Some(Stime(42)), CrawlProgress::default())
+        (Some(Stime::from_nanos(42)), CrawlProgress::default())
     );
 }
 
@@ -206,11 +215,14 @@ fn a_database_locked_by_another_process_says_so() {
     // Another process holds the write lock for longer than we wait.
     let other = Connection::open(dir.path().join("georep.db")).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let err = st.set_stime(b, Stime(1)).unwrap_err().to_string();
+    let err = st
+        .set_stime(b, Stime::from_nanos(1))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("locked by another process"), "{err}");
     assert!(err.contains("georep.db"), "names the database: {err}");
     other.execute_batch("ROLLBACK").unwrap();
-    st.set_stime(b, Stime(1)).unwrap();
+    st.set_stime(b, Stime::from_nanos(1)).unwrap();
 }
 
 #[test]

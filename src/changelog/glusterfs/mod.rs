@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn the_first_read_is_a_gap_then_intervals_replay_in_order() {
         let (_tmp, b) = brick();
-        let first = b.read_after(Stime(0)).unwrap();
+        let first = b.read_after(Stime::from_nanos(0)).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].end, Stime::from_secs(101));
         assert!(
@@ -282,7 +282,7 @@ mod tests {
     fn a_brick_without_changelogs_is_an_error_naming_it() {
         let tmp = tempfile::tempdir().unwrap();
         let err = GlusterBrick::new(tmp.path())
-            .read_after(Stime(0))
+            .read_after(Stime::from_nanos(0))
             .unwrap_err()
             .to_string();
         assert!(err.contains("changelog.changelog"), "{err}");

@@ -332,7 +332,7 @@ impl Hook {
     /// (initially the start time; advanced at each rollover, even when the
     /// interval had no records).
     pub fn closed_through(&self) -> Stime {
-        Stime(self.closed.load(Ordering::SeqCst))
+        Stime::from_nanos(self.closed.load(Ordering::SeqCst))
     }
 
     /// Whether the current file holds records: whether closing it now

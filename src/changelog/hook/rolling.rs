@@ -8,7 +8,7 @@ impl Recorder {
     /// time `t` taken first, then closes the current file with end = `t`,
     /// and only then advances `closed_through`.
     pub(super) fn rollover(&mut self, last: bool) -> Result<(), ChangelogError> {
-        let t = Stime(Stime::now().nanos().max(self.last_end.nanos() + 1));
+        let t = Stime::from_nanos(Stime::now().nanos().max(self.last_end.nanos() + 1));
         self.cover_unwatched()?;
         // The event of a change made just before `t` may still be in the
         // kernel queue or notify's thread; closing without it would let stime

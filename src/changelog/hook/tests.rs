@@ -52,7 +52,7 @@ impl Setup {
 
     /// All records of all closed files so far, in order.
     fn records(&self) -> Vec<Record> {
-        list_closed(self.journal.path(), Stime(i64::MIN))
+        list_closed(self.journal.path(), Stime::from_nanos(i64::MIN))
             .unwrap()
             .iter()
             .flat_map(|f| read_file(&f.path).unwrap().records)
@@ -158,7 +158,7 @@ fn records_basic_operations_in_order() {
     );
     // Within one file, writes of one path in a row are one Data record (a
     // timer rollover may fall between them, so not across files).
-    for f in list_closed(s.journal.path(), Stime(i64::MIN)).unwrap() {
+    for f in list_closed(s.journal.path(), Stime::from_nanos(i64::MIN)).unwrap() {
         let recs = read_file(&f.path).unwrap().records;
         for w in recs.windows(2) {
             let dup = matches!(&w[0], Record::Data(_)) && w[0] == w[1];
@@ -345,7 +345,7 @@ fn closed_through_advances_without_activity_and_writes_no_file() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Only the start Gap's file: idle intervals write nothing.
-    let files = list_closed(s.journal.path(), Stime(i64::MIN)).unwrap();
+    let files = list_closed(s.journal.path(), Stime::from_nanos(i64::MIN)).unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].end <= hook.closed_through());
     assert!(hook.error().is_none());
@@ -357,7 +357,7 @@ fn closed_through_covers_what_was_journalled() {
     fs::write(s.b("a"), b"1").unwrap();
     let recs = s.settle("m");
     let through = s.hook().closed_through();
-    let files = list_closed(s.journal.path(), Stime(i64::MIN)).unwrap();
+    let files = list_closed(s.journal.path(), Stime::from_nanos(i64::MIN)).unwrap();
     assert_eq!(files.last().unwrap().end, through);
     assert!(recs.contains(&Record::Create(p("a"))));
     // Consecutive files: each starts where the previous interval ended.
@@ -391,7 +391,7 @@ fn restart_discards_unclosed_file_and_says_so() {
     fs::write(journal.path().join(CURRENT_FILE), b"half written").unwrap();
     let hook = Hook::start(HookConfig::new(brick.path(), journal.path())).unwrap();
     hook.stop().unwrap();
-    let files = list_closed(journal.path(), Stime(i64::MIN)).unwrap();
+    let files = list_closed(journal.path(), Stime::from_nanos(i64::MIN)).unwrap();
     let recs = read_file(&files[0].path).unwrap().records;
     assert!(
         matches!(&recs[0], Record::Gap { reason, .. } if reason.contains("discarded")),
