@@ -12,7 +12,7 @@ use super::logging;
 use super::{find_session, Home};
 use crate::monitor::plan;
 use crate::session::config::{Applies, LogFormat, SessionConfig};
-use crate::session::{SlaveUrl, VolumeName};
+use crate::session::{SessionId, SlaveUrl, VolumeName};
 use crate::state::{CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 
 /// The runtime for commands that talk to a slave. Multi-threaded because
@@ -306,7 +306,7 @@ fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow
 /// while running (`live` options are read by the workers before each
 /// batch; `log-level` is applied here). Logs each change and whether it
 /// needs a restart. `running` is what is in effect.
-fn reload(home: &Home, id: i64, running: &mut SessionConfig, log: &logging::LogHandle) {
+fn reload(home: &Home, id: SessionId, running: &mut SessionConfig, log: &logging::LogHandle) {
     let stored = home
         .state()
         .map_err(anyhow::Error::from)
@@ -364,7 +364,7 @@ fn reload(home: &Home, id: i64, running: &mut SessionConfig, log: &logging::LogH
 async fn progress_bars(
     bars: indicatif::MultiProgress,
     state_home: std::path::PathBuf,
-    session_id: i64,
+    session_id: SessionId,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use std::collections::HashMap;

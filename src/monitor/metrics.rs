@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::changelog::pending::pending;
 use crate::crawl::journal::journal_dir;
-use crate::session::Stime;
+use crate::session::{SessionId, Stime};
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
 /// Longest request head read (hyper's smallest buffer limit).
@@ -99,7 +99,7 @@ async fn rendering(
 #[derive(Debug, Clone)]
 pub struct Source {
     pub state_home: PathBuf,
-    pub session_id: i64,
+    pub session_id: SessionId,
     /// `sessions/<id>` under the home: where the journals are.
     pub session_dir: PathBuf,
 }
@@ -387,7 +387,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let src = Source {
             state_home: home.path().to_owned(),
-            session_id: 1,
+            session_id: SessionId::new(1),
             session_dir: home.path().join("sessions/1"),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,7 +7,7 @@ use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::session::config::{ChangeDetector, SessionConfig};
-use crate::session::{BrickId, Home};
+use crate::session::{BrickId, Home, SessionId};
 use crate::state::{SessionRecord, SessionState, State, StateError};
 use crate::transport::ssh::{self, Auth, SshTarget};
 
@@ -29,7 +29,7 @@ pub struct BrickPlan {
 #[derive(Debug, Clone)]
 pub struct SessionPlan {
     /// Row id of the session in the state database.
-    pub session_id: i64,
+    pub session_id: SessionId,
     /// `MASTERVOL` and `[user@]host::dir`, as the operator names them.
     pub master_vol: String,
     pub slave: String,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::SessionId;
 use crate::state::{SessionRecord, State, StateError};
 
 #[derive(Debug, Clone)]
@@ -22,12 +23,12 @@ impl Home {
         State::open(&self.root)
     }
 
-    pub fn session_dir(&self, id: i64) -> PathBuf {
+    pub fn session_dir(&self, id: SessionId) -> PathBuf {
         self.root.join("sessions").join(id.to_string())
     }
 
     /// The session's private key (GlusterFS calls it secret.pem too).
-    pub fn session_key(&self, id: i64) -> PathBuf {
+    pub fn session_key(&self, id: SessionId) -> PathBuf {
         self.session_dir(id).join("secret.pem")
     }
 

@@ -139,6 +139,27 @@ impl fmt::Display for Brick {
     }
 }
 
+/// Row id of a session in the state database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(i64);
+
+impl SessionId {
+    pub const fn new(row: i64) -> SessionId {
+        SessionId(row)
+    }
+
+    /// The database row id.
+    pub const fn row(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Row id of a brick in the state database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BrickId(i64);

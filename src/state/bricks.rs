@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::*;
 
 impl State {
-    pub fn bricks(&self, session_id: i64) -> Result<Vec<BrickRecord>, StateError> {
+    pub fn bricks(&self, session_id: SessionId) -> Result<Vec<BrickRecord>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -16,7 +16,7 @@ impl State {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![session_id], |r| {
+            .query_map(params![session_id.row()], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -81,7 +81,10 @@ impl State {
         let Some(session) = session else {
             return Ok(None);
         };
-        Ok(self.bricks(session)?.into_iter().find(|b| b.id == id))
+        Ok(self
+            .bricks(SessionId::new(session))?
+            .into_iter()
+            .find(|b| b.id == id))
     }
 
     pub fn set_worker(

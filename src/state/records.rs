@@ -1,6 +1,6 @@
 //! The rows the state database hands out and takes in.
 
-use crate::session::{Brick, BrickId, SlaveUrl, Stime, VolumeName};
+use crate::session::{Brick, BrickId, SessionId, SlaveUrl, Stime, VolumeName};
 
 use super::{CrawlStatus, SessionState, WorkerStatus};
 
@@ -20,7 +20,7 @@ pub struct NewSession {
 /// A stored session.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
-    pub id: i64,
+    pub id: SessionId,
     pub master_vol: VolumeName,
     pub slave: SlaveUrl,
     pub port: u16,
@@ -39,7 +39,7 @@ pub struct SessionRecord {
 #[derive(Debug, Clone)]
 pub struct BrickRecord {
     pub id: BrickId,
-    pub session_id: i64,
+    pub session_id: SessionId,
     pub brick: Brick,
     pub stime: Option<Stime>,
     pub status: WorkerStatus,

@@ -49,12 +49,12 @@ impl State {
             source: e,
         })?;
         drop(conn);
-        self.session(id)
+        self.session(SessionId::new(id))
     }
 
     /// The session with row id `id`.
-    pub fn session(&self, id: i64) -> Result<SessionRecord, StateError> {
-        self.query_sessions("WHERE id = ?1", params![id])?
+    pub fn session(&self, id: SessionId) -> Result<SessionRecord, StateError> {
+        self.query_sessions("WHERE id = ?1", params![id.row()])?
             .pop()
             .ok_or_else(|| self.err(rusqlite::Error::QueryReturnedNoRows))
     }
@@ -116,7 +116,7 @@ impl State {
             let (id, vol, slave, port, host_key, config, state, monitor_pid, checkpoint) =
                 row.map_err(|e| self.err(e))?;
             out.push(SessionRecord {
-                id,
+                id: SessionId::new(id),
                 master_vol: vol.parse().map_err(|_| StateError::Corrupt {
                     column: "sessions.master_vol",
                     value: vol.clone(),
@@ -136,24 +136,24 @@ impl State {
 
     pub fn set_session_state(
         &self,
-        id: i64,
+        id: SessionId,
         state: SessionState,
         monitor_pid: Option<u32>,
     ) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET state = ?2, monitor_pid = ?3 WHERE id = ?1",
-                params![id, state.as_str(), monitor_pid],
+                params![id.row(), state.as_str(), monitor_pid],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub fn set_config(&self, id: i64, config: &str) -> Result<(), StateError> {
+    pub fn set_config(&self, id: SessionId, config: &str) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET config = ?2 WHERE id = ?1",
-                params![id, config],
+                params![id.row(), config],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -161,11 +161,11 @@ impl State {
 
     /// Sets (or with `None` clears) the session's checkpoint; either way it
     /// is not completed yet.
-    pub fn set_checkpoint(&self, id: i64, at: Option<Stime>) -> Result<(), StateError> {
+    pub fn set_checkpoint(&self, id: SessionId, at: Option<Stime>) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET checkpoint_ns = ?2, checkpoint_completed_ns = NULL WHERE id = ?1",
-                params![id, at.map(Stime::nanos)],
+                params![id.row(), at.map(Stime::nanos)],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -175,7 +175,7 @@ impl State {
     /// brick's stime is at or past it and it was not completed before.
     /// True if this call completed it. One statement, so the monitor and a
     /// `status` cannot both record it.
-    pub fn note_checkpoint(&self, id: i64, now: Stime) -> Result<bool, StateError> {
+    pub fn note_checkpoint(&self, id: SessionId, now: Stime) -> Result<bool, StateError> {
         let n = self
             .conn()
             .execute(
@@ -184,17 +184,20 @@ impl State {
                    AND EXISTS (SELECT 1 FROM bricks WHERE session_id = ?1)
                    AND NOT EXISTS (SELECT 1 FROM bricks WHERE session_id = ?1
                                    AND (stime_ns IS NULL OR stime_ns < sessions.checkpoint_ns))",
-                params![id, now.nanos()],
+                params![id.row(), now.nanos()],
             )
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
     }
 
-    pub fn delete_session(&self, id: i64) -> Result<(), StateError> {
+    pub fn delete_session(&self, id: SessionId) -> Result<(), StateError> {
         let conn = self.conn();
-        conn.execute("DELETE FROM bricks WHERE session_id = ?1", params![id])
-            .and_then(|_| conn.execute("DELETE FROM sessions WHERE id = ?1", params![id]))
-            .map_err(|e| self.err(e))?;
+        conn.execute(
+            "DELETE FROM bricks WHERE session_id = ?1",
+            params![id.row()],
+        )
+        .and_then(|_| conn.execute("DELETE FROM sessions WHERE id = ?1", params![id.row()]))
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 }

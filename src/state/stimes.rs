@@ -9,14 +9,14 @@ impl State {
     /// Keeps the stimes of session `id`'s bricks for a session re-created
     /// later between the same master volume and slave (see
     /// [`State::take_kept_stimes`]).
-    pub fn keep_stimes(&self, id: i64) -> Result<(), StateError> {
+    pub fn keep_stimes(&self, id: SessionId) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "INSERT OR REPLACE INTO kept_stimes (master_vol, slave_host, slave_volume, brick_path, stime_ns)
                  SELECT s.master_vol, s.slave_host, s.slave_volume, b.path, b.stime_ns
                  FROM bricks b JOIN sessions s ON s.id = b.session_id
                  WHERE s.id = ?1 AND b.stime_ns IS NOT NULL",
-                params![id],
+                params![id.row()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -36,7 +36,7 @@ impl State {
     /// Gives session `id`'s bricks the stimes a deleted session between the
     /// same volume and slave kept, and forgets them. Returns how many bricks
     /// got one.
-    pub fn take_kept_stimes(&self, id: i64) -> Result<usize, StateError> {
+    pub fn take_kept_stimes(&self, id: SessionId) -> Result<usize, StateError> {
         let session = self.session(id)?;
         let n = self
             .conn()
@@ -48,7 +48,7 @@ impl State {
                      SELECT 1 FROM kept_stimes k
                      WHERE k.master_vol = ?2 AND k.slave_host = ?3 AND k.slave_volume = ?4 AND k.brick_path = bricks.path)",
                 params![
-                    id,
+                    id.row(),
                     session.master_vol.as_str(),
                     session.slave.host,
                     session.slave.volume
@@ -90,11 +90,11 @@ impl State {
     }
 
     /// Forgets a brick's stime, so the next start does a full Hybrid Crawl.
-    pub fn reset_stime(&self, session_id: i64) -> Result<(), StateError> {
+    pub fn reset_stime(&self, session_id: SessionId) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE bricks SET stime_ns = NULL WHERE session_id = ?1",
-                params![session_id],
+                params![session_id.row()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
