@@ -65,20 +65,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// one that matches is not walked, so renaming a directory of many
     /// files sends neither their names nor their paths.
     pub(super) async fn rewalk_renamed(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
-        let mut roots: Vec<RelPath> = self
+        let roots: Vec<RelPath> = self
             .renamed_to
             .iter()
             .filter(|p| self.dir.lstat(p).is_ok_and(|m| m.is_dir()))
             .cloned()
             .collect();
-        roots.sort();
-        roots.dedup();
-        let mut done: Vec<RelPath> = Vec::new();
-        for root in roots {
-            if done.iter().any(|d| root.starts_with(d)) {
-                continue;
-            }
-            done.push(root.clone());
+        for root in outermost(roots) {
             if self.same_tree_on_slave(&root).await? {
                 tracing::debug!(batch = self.batch_id, path = %root, "renamed directory is on the slave as on the brick");
                 continue;
@@ -133,15 +126,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// directories through the data and attribute phases, the others as
     /// entries.
     pub(super) async fn resend_stale(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
-        let mut roots = std::mem::take(&mut self.renamed_to);
-        roots.sort();
-        roots.dedup();
-        let mut done: Vec<RelPath> = Vec::new();
-        for root in roots {
-            if done.iter().any(|d| root.starts_with(d)) {
-                continue;
-            }
-            done.push(root.clone());
+        let roots = std::mem::take(&mut self.renamed_to);
+        for root in outermost(roots) {
             for (path, md) in self.memory.origins.stale_under(self.brick, &root) {
                 tracing::debug!(batch = self.batch_id, path = %path, "the slave's copy came from another file: resending");
                 let ft = md.file_type();
@@ -260,4 +246,18 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         }
         Ok(out)
     }
+}
+
+/// The roots no other root of the list lies above, each once: a walk of
+/// those covers every root.
+fn outermost(mut roots: Vec<RelPath>) -> Vec<RelPath> {
+    roots.sort();
+    roots.dedup();
+    let mut kept: Vec<RelPath> = Vec::new();
+    for root in roots {
+        if !kept.iter().any(|k| root.starts_with(k)) {
+            kept.push(root);
+        }
+    }
+    kept
 }
