@@ -333,6 +333,12 @@ impl SshConnection {
     /// Runs `command` and returns its stdin/stdout as one byte stream (the
     /// protocol channel). The remote stderr is discarded.
     pub async fn exec_stream(&self, command: &str) -> Result<ExecStream, SshError> {
+        let channel = self.exec(command).await?;
+        Ok(ExecStream::new(channel, &self.target.host))
+    }
+
+    /// A new session channel running `command`.
+    async fn exec(&self, command: &str) -> Result<russh::Channel<client::Msg>, SshError> {
         let channel = self
             .handle
             .channel_open_session()
@@ -342,21 +348,13 @@ impl SshConnection {
             .exec(true, command)
             .await
             .map_err(|e| self.ssh_err(e))?;
-        Ok(ExecStream::new(channel, &self.target.host))
+        Ok(channel)
     }
 
     /// Runs `command` with `stdin`, waits for it, and returns its exit
     /// status, stdout and stderr (for one-shot set-up steps like push-pem).
     pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<CommandOutput, SshError> {
-        let mut channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.ssh_err(e))?;
-        channel
-            .exec(true, command)
-            .await
-            .map_err(|e| self.ssh_err(e))?;
+        let mut channel = self.exec(command).await?;
         {
             let mut w = channel.make_writer();
             w.write_all(stdin)
