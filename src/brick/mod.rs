@@ -5,4 +5,7 @@
 //! Imports only `relpath`; the shipper (`ship`) reads the brick through it.
 
 pub(crate) mod dir;
+mod inode;
 pub mod origin;
+
+pub use inode::Inode;

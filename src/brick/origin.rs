@@ -24,15 +24,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::Inode;
 use crate::relpath::RelPath;
 
 /// Most notes in one generation (two are kept).
 pub const ORIGIN_GENERATION: usize = 200_000;
-
-type Inode = (u64, u64);
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -70,7 +68,7 @@ impl OriginIndex {
     /// The slave's `path` is the brick entry of `path` as it is now.
     pub fn made_from_brick(&mut self, brick: &Path, path: &RelPath) {
         match fs::symlink_metadata(path.under(brick)) {
-            Ok(m) => self.made(path, (m.dev(), m.ino())),
+            Ok(m) => self.made(path, Inode::of(&m)),
             Err(_) => self.forget(path),
         }
     }
@@ -158,7 +156,7 @@ impl OriginIndex {
                 let Ok(md) = fs::symlink_metadata(rel.under(brick)) else {
                     continue;
                 };
-                if map.get(&k) != Some(&(md.dev(), md.ino())) {
+                if map.get(&k) != Some(&Inode::of(&md)) {
                     out.push((rel, md));
                 }
             }
@@ -178,7 +176,7 @@ mod tests {
 
     fn ino(path: &Path) -> Inode {
         let m = fs::symlink_metadata(path).unwrap();
-        (m.dev(), m.ino())
+        Inode::of(&m)
     }
 
     #[test]
@@ -241,7 +239,13 @@ mod tests {
     fn generations_bound_the_notes() {
         let mut ix = OriginIndex::default();
         for i in 0..(2 * ORIGIN_GENERATION + 10) {
-            ix.made(&p(&format!("f{i}")), (1, i as u64));
+            ix.made(
+                &p(&format!("f{i}")),
+                Inode {
+                    dev: 1,
+                    ino: i as u64,
+                },
+            );
         }
         assert!(ix.newer.len() + ix.older.len() <= 2 * ORIGIN_GENERATION);
         // The newest notes are kept, and a link copies a note.
@@ -249,7 +253,10 @@ mod tests {
         ix.link(&p("copy"), &p(&last));
         assert_eq!(
             ix.newer.get(&b"copy"[..]),
-            Some(&(1, (2 * ORIGIN_GENERATION + 9) as u64))
+            Some(&Inode {
+                dev: 1,
+                ino: (2 * ORIGIN_GENERATION + 9) as u64
+            })
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::brick::Inode;
 use crate::relpath::RelPath;
 
 /// An entry change, as the master saw it happen. The shipper turns it into a
@@ -58,7 +59,7 @@ pub struct Batch {
     meta: Vec<RelPath>,
     data_seen: HashSet<RelPath>,
     meta_seen: HashSet<RelPath>,
-    links: Vec<((u64, u64), RelPath)>,
+    links: Vec<(Inode, RelPath)>,
     journal: bool,
     quick_check: bool,
 }
@@ -110,7 +111,7 @@ impl Batch {
     /// Notes that `path` is a name of the multiply-linked file `inode`
     /// (`(dev, ino)`), even if nothing is sent for it: the shipper then
     /// knows which names to link again when the file's content is replaced.
-    pub fn push_link_name(&mut self, inode: (u64, u64), path: RelPath) {
+    pub fn push_link_name(&mut self, inode: Inode, path: RelPath) {
         self.links.push((inode, path));
     }
 
@@ -151,7 +152,7 @@ impl Batch {
     }
 
     /// The names noted with [`Batch::push_link_name`].
-    pub fn link_names(&self) -> &[((u64, u64), RelPath)] {
+    pub fn link_names(&self) -> &[(Inode, RelPath)] {
         &self.links
     }
 

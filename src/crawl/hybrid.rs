@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use super::batch::{Batch, Entry};
+use crate::brick::Inode;
 use crate::relpath::RelPath;
 use crate::session::Stime;
 
@@ -127,7 +128,7 @@ impl HybridCrawl {
         };
         let ft = md.file_type();
         if ft.is_file() && md.nlink() > 1 {
-            batch.push_link_name((md.dev(), md.ino()), path.clone());
+            batch.push_link_name(Inode::of(&md), path.clone());
         }
         if ft.is_dir() {
             let mut names = match fs::read_dir(&full) {

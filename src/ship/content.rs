@@ -250,7 +250,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let mut waiting: VecDeque<(RelPath, u64, usize, Option<Query>, u64)> = VecDeque::new();
         // Multiply-linked files: the one name per inode whose content is
         // sent; its other names are linked to it afterwards.
-        let mut primaries: HashMap<(u64, u64), RelPath> = HashMap::new();
+        let mut primaries: HashMap<Inode, RelPath> = HashMap::new();
         // A path named twice (a record of the batch and a re-walk, say) is
         // sent once: its second signature would be asked before the first
         // send is in place, so the slave would apply the second delta to
@@ -289,7 +289,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
             };
             if md.nlink() > 1 {
-                let inode = (md.dev(), md.ino());
+                let inode = Inode::of(&md);
                 self.memory.links.note(inode, path);
                 if primaries.contains_key(&inode) {
                     continue;
@@ -338,10 +338,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// is journalled under its new name only), so they are linked again to
     /// the content sent.
     pub(super) fn find_link_names<'b>(&mut self, data: impl Iterator<Item = &'b RelPath>) {
-        let inodes: HashSet<(u64, u64)> = data
+        let inodes: HashSet<Inode> = data
             .filter_map(|p| self.dir.lstat(p).ok())
             .filter(|m| m.is_file() && m.nlink() > 1)
-            .map(|m| (m.dev(), m.ino()))
+            .map(|m| Inode::of(&m))
             .collect();
         for (inode, name) in self.memory.origins.names_of(&inodes) {
             self.memory.links.note(inode, &name);
@@ -353,7 +353,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// rename) made that name a new inode on the slave.
     pub(super) async fn relink(
         &mut self,
-        primaries: HashMap<(u64, u64), RelPath>,
+        primaries: HashMap<Inode, RelPath>,
     ) -> Result<(), ShipError> {
         let mut primaries: Vec<_> = primaries.into_iter().collect();
         primaries.sort_by(|a, b| a.1.cmp(&b.1));
@@ -577,8 +577,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Err(e) => self.local_error("read the extended attributes of", path, e),
             }
         }
-        self.memory.origins.made(path, (before.dev(), before.ino()));
-        self.memory.owed.remove(&(before.dev(), before.ino()));
+        self.memory.origins.made(path, Inode::of(&before));
+        self.memory.owed.remove(&Inode::of(&before));
         self.link
             .lane(lane)
             .send(&Request::FileEnd {

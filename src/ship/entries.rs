@@ -26,7 +26,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             Entry::Create(p) | Entry::Link(p) => {
                 let md = lstat(p).filter(|m| m.is_file());
                 if let Some(m) = md.as_ref().filter(|m| m.nlink() > 1) {
-                    self.memory.links.note((m.dev(), m.ino()), p);
+                    self.memory.links.note(Inode::of(m), p);
                 }
                 match md {
                     Some(m) if m.size() == 0 => EntryOp::Create {

@@ -107,7 +107,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let mut skip = HashSet::new();
             if quick {
                 for (path, md) in self.unchanged_on_slave(b.data()).await? {
-                    self.memory.origins.made(&path, (md.dev(), md.ino()));
+                    self.memory.origins.made(&path, Inode::of(&md));
                     extra.push_meta(path.clone());
                     skip.insert(path);
                 }
@@ -154,13 +154,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// changed under a name that no longer leads to them (written through
     /// `f`, then `f` unlinked or replaced): their other names must get the
     /// new content, though no record names them.
-    pub(super) fn written_through_lost_names(&self, batch: &Batch) -> HashSet<(u64, u64)> {
+    pub(super) fn written_through_lost_names(&self, batch: &Batch) -> HashSet<Inode> {
         batch
             .data()
             .iter()
             .filter_map(|p| {
                 let noted = self.memory.origins.inode_of(p)?;
-                let now = self.dir.lstat(p).ok().map(|m| (m.dev(), m.ino()));
+                let now = self.dir.lstat(p).ok().map(|m| Inode::of(&m));
                 (now != Some(noted) && self.memory.links.knows(noted)).then_some(noted)
             })
             .collect()
@@ -187,7 +187,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let Ok(md) = self.dir.lstat(&path) else {
                 continue;
             };
-            if md.is_file() && self.memory.owed.contains(&(md.dev(), md.ino())) {
+            if md.is_file() && self.memory.owed.contains(&Inode::of(&md)) {
                 tracing::debug!(batch = self.batch_id, path = %path, "content owed since an abandoned send");
                 extra.push_data(path);
             }

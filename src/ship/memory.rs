@@ -10,7 +10,7 @@ use super::*;
 /// [`LINK_INDEX_MAX`] names.
 #[derive(Debug, Default)]
 pub struct LinkIndex {
-    by_inode: HashMap<(u64, u64), BTreeSet<RelPath>>,
+    by_inode: HashMap<Inode, BTreeSet<RelPath>>,
     names: usize,
     full_warned: bool,
 }
@@ -21,7 +21,7 @@ pub const LINK_INDEX_MAX: usize = 1_000_000;
 
 impl LinkIndex {
     /// Remembers that `path` is a name of `inode`.
-    pub fn note(&mut self, inode: (u64, u64), path: &RelPath) {
+    pub fn note(&mut self, inode: Inode, path: &RelPath) {
         if self.names >= LINK_INDEX_MAX {
             if !self.full_warned {
                 self.full_warned = true;
@@ -37,7 +37,7 @@ impl LinkIndex {
     }
 
     /// Whether any name of `inode` is known.
-    pub fn knows(&self, inode: (u64, u64)) -> bool {
+    pub fn knows(&self, inode: Inode) -> bool {
         self.by_inode.contains_key(&inode)
     }
 
@@ -58,14 +58,14 @@ impl LinkIndex {
 
     /// The known names of `inode` that are still names of it on `brick`
     /// (forgetting the others).
-    pub fn verified(&mut self, brick: &Path, inode: (u64, u64)) -> Vec<RelPath> {
+    pub fn verified(&mut self, brick: &Path, inode: Inode) -> Vec<RelPath> {
         let Some(names) = self.by_inode.get_mut(&inode) else {
             return Vec::new();
         };
         let before = names.len();
         names.retain(|n| {
             fs::symlink_metadata(n.under(brick))
-                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == inode)
+                .is_ok_and(|m| m.is_file() && Inode::of(&m) == inode)
         });
         self.names -= before - names.len();
         let out: Vec<RelPath> = names.iter().cloned().collect();
@@ -88,7 +88,7 @@ pub struct ShipMemory {
     /// while read. A write journals the file again, but a rename only
     /// journals the rename: the slave would move stale content into place.
     /// So every later batch sends such a file under whatever name it has.
-    pub(super) owed: HashSet<(u64, u64)>,
+    pub(super) owed: HashSet<Inode>,
 }
 
 /// Most abandoned files remembered (abandons are rare; past this, the
@@ -100,7 +100,7 @@ impl ShipMemory {
         if self.owed.len() >= OWED_MAX {
             self.owed.clear();
         }
-        self.owed.insert((md.dev(), md.ino()));
+        self.owed.insert(Inode::of(md));
     }
 }
 
@@ -120,7 +120,7 @@ mod tests {
         fs::write(b.join("d/a"), b"x").unwrap();
         fs::hard_link(b.join("d/a"), b.join("c")).unwrap();
         let m = fs::metadata(b.join("c")).unwrap();
-        let inode = (m.dev(), m.ino());
+        let inode = Inode::of(&m);
         let mut ix = LinkIndex::default();
         ix.note(inode, &p("d/a"));
         ix.note(inode, &p("c"));

@@ -59,6 +59,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::brick::dir::{unresolved, BrickDir, Handle};
 use crate::brick::origin::OriginIndex;
+use crate::brick::Inode;
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::{Batch, Entry, HybridCrawl};
 use crate::proto::compress;
@@ -323,7 +324,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let entries_done = started.elapsed();
         for (path, md) in self.unchanged_on_slave(probed).await? {
             // Its content is there; its attributes may not be.
-            self.memory.origins.made(&path, (md.dev(), md.ino()));
+            self.memory.origins.made(&path, Inode::of(&md));
             extra.push_meta(path.clone());
             unchanged.insert(path);
         }
