@@ -172,7 +172,7 @@ fn a_real_volume_replicates_through_its_changelogs() {
                 matches!(
                     r,
                     GRecord::Entry {
-                        op: gfs::EntryOp::Rename { .. },
+                        op: gfs::GEntryOp::Rename { .. },
                         ..
                     }
                 )

@@ -92,7 +92,7 @@ async fn supervise(
     let state = State::open(&plan.state_home)?;
     let mut backoff = BACKOFF_MIN;
     let backoff_max = Duration::from_secs(plan.config.retry_max_interval).max(BACKOFF_MIN);
-    let mut journal = worker::Journal::default();
+    let mut journal = worker::BrickJournal::default();
     let stime = |state: &State| {
         state
             .bricks_by_id(brick.brick_id)

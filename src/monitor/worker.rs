@@ -31,7 +31,7 @@ pub enum WorkerError {
     #[error("slave {target}: {source}")]
     Ship { target: String, source: ShipError },
     #[error("journal: {0}")]
-    Journal(#[from] ChangelogError),
+    BrickJournal(#[from] ChangelogError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("journal hook of {brick} failed: {reason}")]
@@ -43,7 +43,7 @@ pub enum WorkerError {
 /// The journal hook of a brick and what is known about its continuity; it
 /// outlives worker restarts so a reconnect needs no full crawl.
 #[derive(Default)]
-pub struct Journal {
+pub struct BrickJournal {
     hook: Option<Hook>,
     /// When the running hook started: everything before it must come from
     /// old journal files or a Hybrid Crawl.
@@ -55,7 +55,7 @@ pub struct Journal {
     memory: ShipMemory,
 }
 
-impl Journal {
+impl BrickJournal {
     pub fn stop(&mut self) {
         if let Some(hook) = self.hook.take() {
             if let Err(e) = hook.stop() {
@@ -77,7 +77,7 @@ struct Ctx<'a> {
     shown: Option<(WorkerStatus, CrawlStatus)>,
     /// Settings and pause flag, re-read every round.
     live: Live,
-    /// Lent by the [`Journal`], which outlives this connection.
+    /// Lent by the [`BrickJournal`], which outlives this connection.
     memory: ShipMemory,
     /// Whether a Hybrid Crawl asks the slave which files it has already
     /// (see [`Batch::mark_quick_check`]): not while the slave root was empty
@@ -92,7 +92,7 @@ pub async fn run(
     plan: &SessionPlan,
     brick: &BrickPlan,
     state: &State,
-    journal: &mut Journal,
+    journal: &mut BrickJournal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     state.set_worker(
@@ -141,7 +141,7 @@ pub async fn run(
     };
     let (hook, connected) = tokio::join!(hook, plan.connect());
     if let Some(hook) = hook? {
-        *journal = Journal {
+        *journal = BrickJournal {
             hook: Some(hook),
             started,
             sweep: std::mem::take(&mut journal.sweep),
@@ -211,7 +211,7 @@ fn stime_of(ctx: &Ctx<'_>) -> Result<Option<Stime>, WorkerError> {
 
 async fn follow(
     ctx: &mut Ctx<'_>,
-    journal: &mut Journal,
+    journal: &mut BrickJournal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     // Listing the journal directory is cheap, and a rollover is asked for

@@ -117,10 +117,10 @@ const BATCH_BYTES: usize = 1024 * 1024;
 
 /// What the reading thread hands over: one decoded frame, the end of the
 /// input between frames (`None`), or why reading stopped.
-type Incoming = Result<Option<Request>, ProtocolError>;
+type ReadFrame = Result<Option<Request>, ProtocolError>;
 
 /// A batch of frames and the memory they take decoded.
-type Batch = (Vec<Incoming>, usize);
+type Batch = (Vec<ReadFrame>, usize);
 
 /// Serves one master over `input`/`output` with `root` as the slave root,
 /// until the input closes between frames (`Ok`) or the session cannot go on.
@@ -229,7 +229,7 @@ fn read_requests<R: Read>(
 struct Requests {
     rx: std::sync::mpsc::Receiver<Batch>,
     /// What is left of the batch being applied.
-    batch: std::vec::IntoIter<Incoming>,
+    batch: std::vec::IntoIter<ReadFrame>,
     /// Decoded bytes handed over and not yet applied...
     inflight: intake::InFlight,
     /// ...of which those of the batch being applied (released once it is).
@@ -244,7 +244,7 @@ impl Drop for Requests {
 
 impl Requests {
     /// The next request if one was read already (without blocking).
-    fn try_next(&mut self) -> Option<Incoming> {
+    fn try_next(&mut self) -> Option<ReadFrame> {
         if let Some(next) = self.batch.next() {
             return Some(next);
         }
@@ -260,7 +260,7 @@ impl Requests {
     }
 
     /// The next request; `Ok(None)` when the input ended between frames.
-    fn next(&mut self) -> Incoming {
+    fn next(&mut self) -> ReadFrame {
         if let Some(next) = self.try_next() {
             return next;
         }

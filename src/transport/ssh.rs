@@ -353,7 +353,7 @@ impl SshConnection {
 
     /// Runs `command` with `stdin`, waits for it, and returns its exit
     /// status, stdout and stderr (for one-shot set-up steps like push-pem).
-    pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<CommandOutput, SshError> {
+    pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<RemoteOutput, SshError> {
         let mut channel = self.exec(command).await?;
         {
             let mut w = channel.make_writer();
@@ -363,7 +363,7 @@ impl SshConnection {
             w.shutdown().await.ok();
         }
         channel.eof().await.map_err(|e| self.ssh_err(e))?;
-        let mut out = CommandOutput::default();
+        let mut out = RemoteOutput::default();
         while let Some(msg) = channel.wait().await {
             match msg {
                 ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
@@ -392,7 +392,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const INCOMING_MAX: usize = 64;
 
 /// What the channel of an [`ExecStream`] delivers to its reader.
-enum Incoming {
+enum Delivery {
     Data(Bytes),
     /// The end of the output, with why if the process did not end cleanly.
     End(Option<String>),
@@ -406,7 +406,7 @@ enum Incoming {
 /// [`super::link::Ending`]). A write after that fails the same way.
 pub struct ExecStream {
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
-    incoming: mpsc::Receiver<Incoming>,
+    incoming: mpsc::Receiver<Delivery>,
     /// The part of the last data message not read yet.
     chunk: Bytes,
     /// Set once the reader met the end (kept for every later read).
@@ -465,7 +465,7 @@ type Exit = Result<u32, String>;
 /// and how the command ended to both the reader and the writer.
 async fn pump(
     mut read: ChannelReadHalf,
-    tx: mpsc::Sender<Incoming>,
+    tx: mpsc::Sender<Delivery>,
     host: String,
     ended: Arc<Mutex<Option<String>>>,
 ) {
@@ -482,7 +482,7 @@ async fn pump(
         };
         match msg {
             Some(ChannelMsg::Data { data }) => {
-                if tx.send(Incoming::Data(data)).await.is_err() {
+                if tx.send(Delivery::Data(data)).await.is_err() {
                     return;
                 }
                 continue;
@@ -532,7 +532,7 @@ async fn pump(
         why.clone()
             .unwrap_or_else(|| format!("the slave process on {host} exited")),
     );
-    let _ = tx.send(Incoming::End(why)).await;
+    let _ = tx.send(Delivery::End(why)).await;
 }
 
 fn describe_exit(host: &str, exit: &Exit) -> String {
@@ -575,8 +575,8 @@ impl AsyncRead for ExecStream {
                 });
             }
             match std::task::ready!(self.incoming.poll_recv(cx)) {
-                Some(Incoming::Data(data)) => self.chunk = data,
-                Some(Incoming::End(why)) => self.end = Some(why),
+                Some(Delivery::Data(data)) => self.chunk = data,
+                Some(Delivery::End(why)) => self.end = Some(why),
                 // The pump was stopped: only when the stream is dropped.
                 None => self.end = Some(None),
             }
@@ -608,7 +608,7 @@ impl AsyncWrite for ExecStream {
 
 /// What a remote command left behind.
 #[derive(Debug, Default)]
-pub struct CommandOutput {
+pub struct RemoteOutput {
     /// `None` if the server sent no exit status (e.g. killed by a signal).
     pub status: Option<u32>,
     pub stdout: Vec<u8>,

@@ -21,7 +21,7 @@ const FOP_CREATE: u32 = 23;
 
 /// What an E record did to its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryOp {
+pub enum GEntryOp {
     Create {
         mode: u32,
     },
@@ -44,7 +44,7 @@ pub enum EntryOp {
 pub enum GRecord {
     Entry {
         gfid: Gfid,
-        op: EntryOp,
+        op: GEntryOp,
         at: Location,
     },
     Data(Gfid),
@@ -91,27 +91,27 @@ pub fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<GRecord>, ChangelogError> 
             }
             _ => {
                 let op = match fields.number("fop")? {
-                    FOP_CREATE => Some(EntryOp::Create {
+                    FOP_CREATE => Some(GEntryOp::Create {
                         mode: fields.mode()?,
                     }),
                     FOP_MKDIR => {
                         fields.mode()?;
-                        Some(EntryOp::Mkdir)
+                        Some(GEntryOp::Mkdir)
                     }
-                    FOP_MKNOD => Some(EntryOp::Mknod {
+                    FOP_MKNOD => Some(GEntryOp::Mknod {
                         mode: fields.mode()?,
                     }),
-                    FOP_SYMLINK => Some(EntryOp::Symlink),
-                    FOP_LINK => Some(EntryOp::Link),
-                    FOP_UNLINK => Some(EntryOp::Unlink),
-                    FOP_RMDIR => Some(EntryOp::Rmdir),
+                    FOP_SYMLINK => Some(GEntryOp::Symlink),
+                    FOP_LINK => Some(GEntryOp::Link),
+                    FOP_UNLINK => Some(GEntryOp::Unlink),
+                    FOP_RMDIR => Some(GEntryOp::Rmdir),
                     FOP_RENAME => None,
                     other => return Err(corrupt(file, at, format!("unknown entry fop {other}"))),
                 };
                 let at = fields.location("entry")?;
                 let op = match op {
                     Some(op) => op,
-                    None => EntryOp::Rename {
+                    None => GEntryOp::Rename {
                         to: fields.location("rename target")?,
                     },
                 };
@@ -239,7 +239,7 @@ mod tests {
             recs[0],
             GRecord::Entry {
                 gfid: d1,
-                op: EntryOp::Mkdir,
+                op: GEntryOp::Mkdir,
                 at: loc(root, "d1")
             }
         );
@@ -247,7 +247,7 @@ mod tests {
             recs[1],
             GRecord::Entry {
                 gfid: f1,
-                op: EntryOp::Create { mode: 0o100644 },
+                op: GEntryOp::Create { mode: 0o100644 },
                 at: loc(d1, "f1")
             }
         );
@@ -291,7 +291,7 @@ mod tests {
             recs.last(),
             Some(&GRecord::Entry {
                 gfid: d1,
-                op: EntryOp::Rename {
+                op: GEntryOp::Rename {
                     to: loc(root, "d3")
                 },
                 at: loc(root, "d1")

@@ -86,7 +86,7 @@ mod resolve;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use format::{parse, EntryOp, GRecord, HEADER};
+pub use format::{parse, GEntryOp, GRecord, HEADER};
 pub use mdata::client_mtime;
 pub use resolve::INTERNAL;
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::format::{EntryOp, GRecord};
+use super::format::{GEntryOp, GRecord};
 use super::gfid::{self, Gfid, Location};
 use crate::changelog::Record;
 use crate::relpath::RelPath;
@@ -38,7 +38,7 @@ pub fn resolve(brick: &Path, files: &[Vec<GRecord>]) -> Vec<Vec<Record>> {
     for r in files.iter().flatten() {
         if let GRecord::Entry { gfid, op, at } = r {
             let loc = match op {
-                EntryOp::Rename { to } => to,
+                GEntryOp::Rename { to } => to,
                 _ => at,
             };
             ns.recorded.insert(*gfid, loc.clone());
@@ -113,7 +113,7 @@ impl Namespace<'_> {
             GRecord::Data(g) => Record::Data(self.path(*g)?),
             GRecord::Meta(g) => Record::Meta(self.path(*g)?),
             GRecord::Entry {
-                op: EntryOp::Rename { to },
+                op: GEntryOp::Rename { to },
                 at,
                 ..
             } => Record::Rename {
@@ -122,16 +122,16 @@ impl Namespace<'_> {
             },
             GRecord::Entry { op, at, .. } => {
                 let make: fn(RelPath) -> Record = match op {
-                    EntryOp::Create { mode } | EntryOp::Mknod { mode } if is_regular(*mode) => {
+                    GEntryOp::Create { mode } | GEntryOp::Mknod { mode } if is_regular(*mode) => {
                         Record::Create
                     }
-                    EntryOp::Create { .. } | EntryOp::Mknod { .. } => Record::Mknod,
-                    EntryOp::Mkdir => Record::Mkdir,
-                    EntryOp::Symlink => Record::Symlink,
-                    EntryOp::Link => Record::Link,
-                    EntryOp::Unlink => Record::Unlink,
-                    EntryOp::Rmdir => Record::Rmdir,
-                    EntryOp::Rename { .. } => return None,
+                    GEntryOp::Create { .. } | GEntryOp::Mknod { .. } => Record::Mknod,
+                    GEntryOp::Mkdir => Record::Mkdir,
+                    GEntryOp::Symlink => Record::Symlink,
+                    GEntryOp::Link => Record::Link,
+                    GEntryOp::Unlink => Record::Unlink,
+                    GEntryOp::Rmdir => Record::Rmdir,
+                    GEntryOp::Rename { .. } => return None,
                 };
                 make(self.entry_path(at)?)
             }
@@ -145,13 +145,16 @@ impl Namespace<'_> {
             return;
         };
         match op {
-            EntryOp::Rename { .. } | EntryOp::Unlink | EntryOp::Rmdir => {
+            GEntryOp::Rename { .. } | GEntryOp::Unlink | GEntryOp::Rmdir => {
                 self.overlay.insert(*gfid, Some(at.clone()));
             }
-            EntryOp::Create { .. } | EntryOp::Mkdir | EntryOp::Mknod { .. } | EntryOp::Symlink => {
+            GEntryOp::Create { .. }
+            | GEntryOp::Mkdir
+            | GEntryOp::Mknod { .. }
+            | GEntryOp::Symlink => {
                 self.overlay.insert(*gfid, None);
             }
-            EntryOp::Link => {
+            GEntryOp::Link => {
                 // Before the link the file had its other names only.
                 if self.overlay.get(gfid) == Some(&Some(at.clone())) {
                     self.overlay.remove(gfid);
@@ -229,30 +232,30 @@ mod tests {
             vec![
                 GRecord::Entry {
                     gfid: d1,
-                    op: EntryOp::Mkdir,
+                    op: GEntryOp::Mkdir,
                     at: at(gfid::ROOT, "d1"),
                 },
                 GRecord::Entry {
                     gfid: f,
-                    op: EntryOp::Create { mode: 0o100644 },
+                    op: GEntryOp::Create { mode: 0o100644 },
                     at: at(d1, "f"),
                 },
                 GRecord::Data(f),
                 GRecord::Entry {
                     gfid: d1,
-                    op: EntryOp::Rename {
+                    op: GEntryOp::Rename {
                         to: at(gfid::ROOT, "d3"),
                     },
                     at: at(gfid::ROOT, "d1"),
                 },
                 GRecord::Entry {
                     gfid: gone,
-                    op: EntryOp::Mkdir,
+                    op: GEntryOp::Mkdir,
                     at: at(gfid::ROOT, "tmp"),
                 },
                 GRecord::Entry {
                     gfid: x,
-                    op: EntryOp::Create { mode: 0o100644 },
+                    op: GEntryOp::Create { mode: 0o100644 },
                     at: at(gone, "x"),
                 },
                 GRecord::Meta(d1),
@@ -260,17 +263,17 @@ mod tests {
             vec![
                 GRecord::Entry {
                     gfid: x,
-                    op: EntryOp::Unlink,
+                    op: GEntryOp::Unlink,
                     at: at(gone, "x"),
                 },
                 GRecord::Entry {
                     gfid: gone,
-                    op: EntryOp::Rmdir,
+                    op: GEntryOp::Rmdir,
                     at: at(gfid::ROOT, "tmp"),
                 },
                 GRecord::Entry {
                     gfid: g(5),
-                    op: EntryOp::Mkdir,
+                    op: GEntryOp::Mkdir,
                     at: at(gfid::ROOT, ".glusterfs"),
                 },
             ],

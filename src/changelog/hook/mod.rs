@@ -141,13 +141,13 @@ impl HookConfig {
     }
 }
 
-type Reply = SyncSender<Result<(), String>>;
+type Answer = SyncSender<Result<(), String>>;
 
 enum Msg {
     /// An event and when notify handed it over.
     Event(Stime, notify::Result<notify::Event>),
-    Rollover(Reply),
-    Stop(Reply),
+    Rollover(Answer),
+    Stop(Answer),
     /// Events handled back to back, as if one inotify read had delivered
     /// them: tests need events to be queued together, which separate sends
     /// cannot promise (the recorder may act on the first before the next).

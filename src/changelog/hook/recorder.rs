@@ -32,8 +32,8 @@ pub(super) struct Recorder {
     pub(super) held: VecDeque<(u64, Vec<Record>)>,
     /// While a scan runs, its records go here instead of the file.
     pub(super) capture: Option<Vec<Record>>,
-    pub(super) deferred: Vec<Reply>,
-    pub(super) stop: Option<Reply>,
+    pub(super) deferred: Vec<Answer>,
+    pub(super) stop: Option<Answer>,
     /// Set while some directory has no watch: when the first one could not
     /// be watched. Changes in such directories since then are in no record.
     pub(super) unwatched_since: Option<Stime>,
