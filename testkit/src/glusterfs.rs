@@ -232,13 +232,20 @@ impl Volume {
         dir: &Path,
     ) -> Result<Volume, TestkitError> {
         let mut v = Volume::define(glusterd, name, dir, &[], 1)?;
-        gluster(["volume", "start", name])?;
+        v.start()?;
+        Ok(v)
+    }
+
+    /// Starts a volume made with [`Volume::define`] and mounts it with FUSE
+    /// at `mount`, as a client would.
+    pub fn start(&mut self) -> Result<(), TestkitError> {
+        gluster(["volume", "start", &self.name])?;
         run(Command::new("mount")
             .args(["-t", "glusterfs"])
-            .arg(format!("{}:/{name}", glusterd.host()))
-            .arg(&v.mount))?;
-        v.mounted = true;
-        Ok(v)
+            .arg(format!("{}:/{}", self.glusterd.host(), self.name))
+            .arg(&self.mount))?;
+        self.mounted = true;
+        Ok(())
     }
 
     /// Creates, without starting it, `name` of `bricks` bricks at

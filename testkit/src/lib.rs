@@ -19,11 +19,14 @@
 //! - [`hostile::FakeMaster`]: crafted request streams written into a real
 //!   `geo-rep slave` process, its replies read back, its peak memory read
 //!   from `/proc`.
+//! - [`churn`]: a client's workload through a volume mount, and a watch that
+//!   samples the slave for what must never appear there.
 //! - Fixtures: [`random_bytes`], [`sample_tree`], [`copy_tree`], [`set_mtime`].
 //!
 //! Nothing here is used by the product at run time.
 
 pub mod bench;
+pub mod churn;
 mod fixtures;
 pub mod glusterfs;
 pub mod hostile;
