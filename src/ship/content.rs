@@ -211,7 +211,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         data: impl Iterator<Item = &RelPath>,
         meta: impl Iterator<Item = &RelPath>,
     ) -> Result<(), ShipError> {
-        if self.link.lane_count() > 1 && self.entries_unsettled {
+        if self.link.lane_count() > 1 && self.ledger.unsettled() {
             // The other lanes must not write files while the entries sent
             // before (prunes, removals, renames) are still being applied.
             self.barrier().await?;
@@ -365,7 +365,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 self.memory.origins.link(&name, &primary);
                 let seq = self.link.next_seq();
-                self.relink_seqs.insert(seq);
+                self.ledger.record(seq, Awaiting::Relink);
                 tracing::debug!(batch = self.batch_id, seq, path = %name, target = %primary, "relink");
                 self.link
                     .send(&Request::Entry {
@@ -510,7 +510,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.content_sent.insert(path.clone());
         let seq = self.link.next_seq();
         if sigs.is_some() {
-            self.delta_sends.insert(seq, path.clone());
+            self.ledger
+                .record(seq, Awaiting::Delta { path: path.clone() });
         }
         tracing::debug!(batch = self.batch_id, seq, path = %path, size, "file");
         let begin = match resume {

@@ -137,11 +137,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             (_, (path, other)) => std::iter::once(path).chain(other).cloned().collect(),
         };
         if !paths.is_empty() {
-            self.entry_paths.insert(seq, paths);
+            self.ledger.record(seq, Awaiting::Entry { paths });
         }
         tracing::debug!(batch = self.batch_id, seq, "entry {op:?}");
         self.link.send(&Request::Entry { seq, op }).await?;
-        self.entries_unsettled = true;
+        self.ledger.entry_sent();
         self.report.entries += 1;
         Ok(())
     }

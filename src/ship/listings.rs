@@ -109,7 +109,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     digest,
                 })
                 .await?;
-            self.listing_seqs.insert(seq, dir);
+            self.ledger.record(seq, Awaiting::Listing { dir });
         }
         Ok(())
     }

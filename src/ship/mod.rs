@@ -14,8 +14,10 @@
 //! One phase a file: `entries` (journal order), `content` (files, pieces,
 //! resumes, hard links put back), `attrs`, `heals` (a diverged slave),
 //! `listings` (listing and subtree digests, prunes), `memory` (what a
-//! worker keeps between batches), `trust` (checks of what the slave says).
-//! Here: the shipper, the order of the phases, and the routing of replies.
+//! worker keeps between batches), `trust` (checks of what the slave says),
+//! `ledger` (the requests whose replies matter, and where each stray reply
+//! goes). Here: the shipper, the order of the phases, the waits on every
+//! lane (barrier, commit), and acting on what the ledger routes.
 //!
 //! A file that changes while it is being read is abandoned (`FileAbort`):
 //! the write that changed it happened after this batch's journal files were
@@ -76,11 +78,13 @@ mod attrs;
 mod content;
 mod entries;
 mod heals;
+mod ledger;
 mod listings;
 mod memory;
 
 use attrs::*;
 use content::*;
+use ledger::{Awaiting, Ledger, Routed};
 use listings::*;
 pub use memory::{LinkIndex, ShipMemory, LINK_INDEX_MAX};
 
@@ -193,10 +197,6 @@ pub struct Shipper<'a, S> {
     removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
     /// The data paths of the batch being shipped: never kept for `later`.
     batch_data: HashSet<RelPath>,
-    /// `Link` requests that relink names of a file sent in this batch: a
-    /// missing target there only means the file did not land (it is sent
-    /// again by a later batch), so it is no failure.
-    relink_seqs: HashSet<u64>,
     /// Regular files whose content (with attributes) was sent, or abandoned
     /// because it changed meanwhile (a later batch sends both again).
     content_sent: HashSet<RelPath>,
@@ -217,13 +217,9 @@ pub struct Shipper<'a, S> {
     attrs_due: Vec<RelPath>,
     /// Destinations of the renames sent (see [`Shipper::resend_stale`]).
     renamed_to: Vec<RelPath>,
-    /// The paths each entry sent concerns (for a rename: its destination,
-    /// then its source), by request sequence number.
-    entry_paths: HashMap<u64, Vec<RelPath>>,
-    /// Entries were sent since the last barrier.
-    entries_unsettled: bool,
-    /// Files sent as deltas, by the `seq` of their `FileBegin`.
-    delta_sends: HashMap<u64, RelPath>,
+    /// The requests whose replies matter, by sequence number (see
+    /// [`Ledger`]).
+    ledger: Ledger,
     /// Files sent as deltas that the slave could not rebuild (its copy was
     /// not the one its signature described): sent again whole.
     literal_due: BTreeSet<RelPath>,
@@ -234,8 +230,6 @@ pub struct Shipper<'a, S> {
     /// the slave checks once the batch's files are in place (see
     /// [`Shipper::check_listings`]).
     listings_due: Vec<RelPath>,
-    /// The directory of each `CheckListing` sent, by sequence number.
-    listing_seqs: HashMap<u64, RelPath>,
     /// Directories whose listing differs on the slave: their whole name
     /// list is sent.
     listings_differ: Vec<RelPath>,
@@ -266,23 +260,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             later: None,
             removed_later: HashMap::new(),
             batch_data: HashSet::new(),
-            relink_seqs: HashSet::new(),
             content_sent: HashSet::new(),
             report: ShipReport::default(),
             transient: Vec::new(),
             heal_paths: Vec::new(),
             heal_quick: Vec::new(),
             heal_failures: Vec::new(),
-            entry_paths: HashMap::new(),
-            entries_unsettled: false,
+            ledger: Ledger::default(),
             renamed_to: Vec::new(),
             touched_dirs: std::collections::BTreeSet::new(),
             attrs_due: Vec::new(),
-            delta_sends: HashMap::new(),
             literal_due: BTreeSet::new(),
             literal: HashSet::new(),
             listings_due: Vec::new(),
-            listing_seqs: HashMap::new(),
             listings_differ: Vec::new(),
         }
     }
@@ -372,23 +362,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let healed = started.elapsed();
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
-        let lanes = self.link.lane_count();
-        for lane in 0..lanes {
-            let link = self.link.lane(lane);
-            link.send(&Request::Commit {
-                batch: self.batch_id,
-            })
-            .await?;
-            link.flush().await?;
-        }
-        for lane in 0..lanes {
-            loop {
-                match self.link.lane(lane).recv().await? {
-                    Reply::Committed { batch } if batch == self.batch_id => break,
-                    other => self.absorb(other)?,
-                }
-            }
-        }
+        let batch = self.batch_id;
+        self.on_every_lane(|_| Request::Commit { batch }).await?;
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
         tracing::debug!(
             batch = self.batch_id,
@@ -430,26 +405,17 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 )));
             }
         }
-        match reply {
-            Reply::Failed(f)
-                if f.kind == FailureKind::SourceMissing && self.relink_seqs.contains(&f.seq) =>
-            {
+        match self.ledger.route(reply)? {
+            Routed::NotRelinked(f) => {
                 tracing::debug!(path = %f.path, "not relinked: {}", f.message);
-                Ok(())
             }
-            Reply::Failed(f)
-                if matches!(
-                    f.kind,
-                    FailureKind::SourceMissing | FailureKind::Conflict | FailureKind::Unsafe
-                ) =>
-            {
+            Routed::Heal {
+                mut paths,
+                failure: f,
+            } => {
                 // The slave never had the source, or its tree is not what
                 // the journal expects: send the paths concerned whole.
                 tracing::debug!(path = %f.path, kind = ?f.kind, "healing: {}", f.message);
-                let mut paths = self
-                    .entry_paths
-                    .remove(&f.seq)
-                    .unwrap_or_else(|| vec![f.path.clone()]);
                 if f.kind == FailureKind::SourceMissing {
                     // A missing source (`f.path`) that the brick lacks too
                     // is healed through the quick check. Both sides agree
@@ -483,62 +449,58 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 if f.kind != FailureKind::SourceMissing {
                     self.heal_failures.push(f);
                 }
-                Ok(())
             }
-            Reply::Failed(f)
-                if f.kind == FailureKind::Mismatch && self.delta_sends.contains_key(&f.seq) =>
-            {
+            Routed::Literal { path, failure: f } => {
                 // The slave's copy changed between its signature and the
                 // delta (or the delta was computed against another copy):
                 // its temp file is gone and its copy untouched, so sending
                 // the bytes themselves puts it right.
                 tracing::debug!(path = %f.path, "delta not applied, resending whole: {}", f.message);
-                if let Some(path) = self.delta_sends.remove(&f.seq) {
-                    self.literal_due.insert(path);
-                }
-                Ok(())
+                self.literal_due.insert(path);
             }
-            Reply::ListingDiffers { seq } => match self.listing_seqs.remove(&seq) {
-                Some(dir) => {
-                    self.listings_differ.push(dir);
-                    Ok(())
-                }
-                None => Err(ShipError::Unexpected(format!(
-                    "ListingDiffers for request {seq}, which checked no listing"
-                ))),
-            },
-            Reply::Failed(f) if f.kind.is_transient() => {
-                self.transient.push(f);
-                Ok(())
-            }
-            Reply::Failed(f) => {
+            Routed::ListingDiffers(dir) => self.listings_differ.push(dir),
+            Routed::Transient(f) => self.transient.push(f),
+            Routed::Failed(f) => {
                 tracing::warn!(path = %f.path, kind = ?f.kind, "{}", f.message);
                 self.report.failures.push(f);
-                Ok(())
             }
-            other => Err(ShipError::Unexpected(format!("{other:?}"))),
         }
+        Ok(())
     }
 
     /// Waits until every lane has done everything sent so far (files
     /// received on a lane are in place afterwards).
     async fn barrier(&mut self) -> Result<(), ShipError> {
-        self.entries_unsettled = false;
+        self.ledger.settle();
+        self.on_every_lane(|link| Request::Barrier {
+            id: link.next_seq(),
+        })
+        .await
+    }
+
+    /// Sends every lane the request `make` gives for it, then waits for
+    /// each lane's answer to it (see [`ledger::answers`]), absorbing the
+    /// other replies on the way.
+    async fn on_every_lane(
+        &mut self,
+        mut make: impl FnMut(&mut SlaveLink<S>) -> Request,
+    ) -> Result<(), ShipError> {
         let lanes = self.link.lane_count();
-        let mut ids = Vec::with_capacity(lanes);
+        let mut sent = Vec::with_capacity(lanes);
         for lane in 0..lanes {
-            let id = self.link.next_seq();
+            let request = make(self.link);
             let link = self.link.lane(lane);
-            link.send(&Request::Barrier { id }).await?;
+            link.send(&request).await?;
             link.flush().await?;
-            ids.push(id);
+            sent.push(request);
         }
-        for (lane, id) in ids.into_iter().enumerate() {
+        for (lane, request) in sent.iter().enumerate() {
             loop {
-                match self.link.lane(lane).recv().await? {
-                    Reply::Barrier { id: got } if got == id => break,
-                    other => self.absorb(other)?,
+                let reply = self.link.lane(lane).recv().await?;
+                if ledger::answers(request, &reply) {
+                    break;
                 }
+                self.absorb(reply)?;
             }
         }
         Ok(())
