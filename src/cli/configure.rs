@@ -9,7 +9,7 @@ use super::lifecycle::monitor_alive;
 use super::status::{local, render_table};
 use super::{find_session, Home, UsageError};
 use crate::session::config::{option, Applies, ConfigError, SessionConfig, OPTIONS};
-use crate::session::{SlaveUrl, Stime, VolumeName};
+use crate::session::{SlaveUrl, Timestamp, VolumeName};
 use crate::state::{SessionRecord, SessionState, State, WorkerStatus};
 
 /// What `config` was asked to do.
@@ -42,12 +42,12 @@ fn usage(e: ConfigError) -> anyhow::Error {
 }
 
 /// `checkpoint now` or whole seconds since the epoch.
-fn parse_checkpoint(v: &str) -> Result<Stime, UsageError> {
+fn parse_checkpoint(v: &str) -> Result<Timestamp, UsageError> {
     if v == "now" {
-        return Ok(Stime::now());
+        return Ok(Timestamp::now());
     }
     match v.parse::<i64>() {
-        Ok(secs) if secs > 0 && secs < i64::MAX / 1_000_000_000 => Ok(Stime::from_secs(secs)),
+        Ok(secs) if secs > 0 && secs < i64::MAX / 1_000_000_000 => Ok(Timestamp::from_secs(secs)),
         _ => Err(UsageError(format!(
             "invalid value for checkpoint: {v:?} (expected `now` or seconds since the epoch)"
         ))),
@@ -192,7 +192,7 @@ pub fn wait(
     let mut faulty_since: Option<Instant> = None;
     loop {
         let id = find_session(&state, vol, slave)?.id;
-        state.note_checkpoint(id, Stime::now())?;
+        state.note_checkpoint(id, Timestamp::now())?;
         let session = state.session(id)?;
         let Some(cp) = session.checkpoint else {
             bail!("no checkpoint is set for {vol} -> {slave}; set one with `geo-rep config {vol} {slave} checkpoint now`");
@@ -241,13 +241,15 @@ pub fn wait(
             if began.elapsed() >= t {
                 let behind: Vec<String> = bricks
                     .iter()
-                    .filter(|b| b.stime.is_none_or(|s| s < cp))
+                    .filter(|b| b.stime.is_none_or(|s| s < cp.as_stime()))
                     .map(|b| {
                         format!(
                             "{} {} synced to {}",
                             b.brick,
                             b.status,
-                            b.stime.map(local).unwrap_or_else(|| "never".into())
+                            b.stime
+                                .map(|s| local(s.as_timestamp()))
+                                .unwrap_or_else(|| "never".into())
                         )
                     })
                     .collect();
@@ -297,7 +299,7 @@ mod tests {
         assert!(parse_checkpoint("now").is_ok());
         assert_eq!(
             parse_checkpoint("1700000000").unwrap(),
-            Stime::from_secs(1_700_000_000)
+            Timestamp::from_secs(1_700_000_000)
         );
         for bad in ["", "0", "-5", "yesterday", "1.5", "99999999999999999999"] {
             let e = parse_checkpoint(bad).unwrap_err().to_string();

@@ -372,7 +372,7 @@ async fn progress_bars(
     use indicatif::{ProgressBar, ProgressStyle};
 
     use crate::monitor::progress::describe;
-    use crate::session::Stime;
+    use crate::session::Timestamp;
 
     let Ok(state) = crate::state::State::open(&state_home) else {
         return;
@@ -381,9 +381,10 @@ async fn progress_bars(
         .expect("template")
         .progress_chars("=> ");
     let counting = ProgressStyle::with_template("{prefix} {spinner} {wide_msg}").expect("template");
-    let mut shown: HashMap<crate::session::BrickId, (ProgressBar, Stime, bool)> = HashMap::new();
+    let mut shown: HashMap<crate::session::BrickId, (ProgressBar, Timestamp, bool)> =
+        HashMap::new();
     while !*shutdown.borrow() {
-        let now = Stime::now();
+        let now = Timestamp::now();
         for b in state.bricks(session_id).unwrap_or_default() {
             let p = b.progress;
             let Some(started) = p.started else { continue };

@@ -6,7 +6,7 @@ use super::lifecycle::monitor_alive;
 use super::Home;
 use crate::changelog::pending::{pending, Pending};
 use crate::crawl::journal::journal_dir;
-use crate::session::{SlaveUrl, Stime, VolumeName};
+use crate::session::{SlaveUrl, Stime, Timestamp, VolumeName};
 use crate::state::{BrickRecord, CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 
 /// The latest Hybrid Crawl of a brick, with its rate.
@@ -48,10 +48,10 @@ struct Checkpoint {
 fn checkpoint(s: &SessionRecord) -> Checkpoint {
     Checkpoint {
         checkpoint_time: s.checkpoint.map(rfc3339),
-        checkpoint_epoch: s.checkpoint.map(Stime::secs),
+        checkpoint_epoch: s.checkpoint.map(Timestamp::secs),
         checkpoint_completed: s.checkpoint_completed.is_some(),
         checkpoint_completion_time: s.checkpoint_completed.map(rfc3339),
-        checkpoint_completion_epoch: s.checkpoint_completed.map(Stime::secs),
+        checkpoint_completion_epoch: s.checkpoint_completed.map(Timestamp::secs),
     }
 }
 
@@ -125,7 +125,7 @@ fn row(
             Some("the monitor process is not running; run `geo-rep start … force`".to_string()),
         ),
     };
-    let now = Stime::now();
+    let now = Timestamp::now();
     Row {
         master_node: node.to_owned(),
         master_vol: s.master_vol.to_string(),
@@ -135,10 +135,10 @@ fn row(
         slave_node: s.slave.host.clone(),
         status,
         crawl_status: crawl,
-        last_synced: b.stime.map(rfc3339),
+        last_synced: b.stime.map(|s| rfc3339(s.as_timestamp())),
         last_synced_epoch: b.stime.map(Stime::secs),
         stime_ns: b.stime.map(Stime::nanos),
-        lag_seconds: b.stime.map(|t| (now.nanos() - t.nanos()) as f64 / 1e9),
+        lag_seconds: b.stime.map(|t| now.seconds_since(t.as_timestamp())),
         last_error: error,
         bytes_sent: b.bytes_sent,
         entries_synced: b.entries,
@@ -156,7 +156,7 @@ fn row(
                 started: rfc3339(started),
                 started_epoch: started.secs(),
                 finished: b.progress.finished.map(rfc3339),
-                finished_epoch: b.progress.finished.map(Stime::secs),
+                finished_epoch: b.progress.finished.map(Timestamp::secs),
                 running: b.progress.finished.is_none(),
                 files_synced: b.progress.files,
                 bytes_sent: b.progress.bytes,
@@ -172,7 +172,7 @@ fn row(
     }
 }
 
-fn offset_time(t: Stime) -> time::OffsetDateTime {
+fn offset_time(t: Timestamp) -> time::OffsetDateTime {
     let utc = time::OffsetDateTime::from_unix_timestamp_nanos(t.nanos() as i128)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     match time::UtcOffset::current_local_offset() {
@@ -181,13 +181,13 @@ fn offset_time(t: Stime) -> time::OffsetDateTime {
     }
 }
 
-fn rfc3339(t: Stime) -> String {
+fn rfc3339(t: Timestamp) -> String {
     offset_time(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
-pub(super) fn local(t: Stime) -> String {
+pub(super) fn local(t: Timestamp) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     offset_time(t).format(&fmt).unwrap_or_default()
 }
@@ -223,7 +223,7 @@ pub fn status(
     for s in &sessions {
         // The monitor records completion too; this catches it when the
         // monitor is not running (best effort: status may be read-only).
-        let _ = state.note_checkpoint(s.id, Stime::now());
+        let _ = state.note_checkpoint(s.id, Timestamp::now());
         let s = &state.session(s.id)?;
         let alive = monitor_alive(s.monitor_pid);
         for b in state.bricks(s.id)? {
@@ -278,7 +278,8 @@ pub fn status(
                 r.slave_node.clone(),
                 r.status.clone(),
                 r.crawl_status.clone(),
-                st.map(local).unwrap_or_else(|| "N/A".into()),
+                st.map(|s| local(s.as_timestamp()))
+                    .unwrap_or_else(|| "N/A".into()),
             ];
             if detail {
                 let count = |n: Option<u64>| match n {

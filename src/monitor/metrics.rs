@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::changelog::pending::pending;
 use crate::crawl::journal::journal_dir;
-use crate::session::{SessionId, Stime};
+use crate::session::{SessionId, Timestamp};
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
 /// Longest request head read (hyper's smallest buffer limit).
@@ -261,7 +261,7 @@ pub enum RenderError {
 pub fn render(src: &Source) -> Result<String, RenderError> {
     let state = State::open(&src.state_home)?;
     let session = state.session(src.session_id)?;
-    let now = Stime::now();
+    let now = Timestamp::now();
     // The crate ends each help with a period.
     let mut m = Families(Registry::default());
     let stime = m.gauge(
@@ -323,7 +323,7 @@ pub fn render(src: &Source) -> Result<String, RenderError> {
         let l = with(&session_labels, "brick", &b.brick);
         if let Some(s) = b.stime {
             set(&stime, &l, s.nanos() as f64 / 1e9);
-            set(&lag, &l, (now.nanos() - s.nanos()) as f64 / 1e9);
+            set(&lag, &l, now.seconds_since(s.as_timestamp()));
         }
         if let Some(p) = pending(&journal_dir(&src.session_dir, b.id), b.stime) {
             for (kind, n) in [("entry", p.entry), ("data", p.data), ("meta", p.meta)] {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::session::Stime;
+use crate::session::Timestamp;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
 pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan};
@@ -41,7 +41,7 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
-                match state.note_checkpoint(id, Stime::now()) {
+                match state.note_checkpoint(id, Timestamp::now()) {
                     Ok(true) => tracing::info!("checkpoint completed"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!("recording checkpoint completion: {e}"),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use crate::crawl::filter::SyncFilter;
 use crate::relpath::RelPath;
-use crate::session::{BrickId, Stime};
+use crate::session::{BrickId, Stime, Timestamp};
 use crate::state::{CrawlProgress, State};
 
 /// A look at a crawl: its rates, and once the total is known, its share
@@ -30,10 +30,10 @@ pub struct Estimate {
 }
 
 /// The rates and estimate of `p` as of `now`; `None` if no crawl ran.
-pub fn estimate(p: &CrawlProgress, now: Stime) -> Option<Estimate> {
+pub fn estimate(p: &CrawlProgress, now: Timestamp) -> Option<Estimate> {
     let started = p.started?;
     let end = p.finished.unwrap_or(now);
-    let elapsed = ((end.nanos() - started.nanos()) as f64 / 1e9).max(1e-3);
+    let elapsed = end.seconds_since(started).max(1e-3);
     let files_per_second = p.files as f64 / elapsed;
     let percent = if p.finished.is_some() {
         Some(100.0)
@@ -66,7 +66,7 @@ pub fn estimate(p: &CrawlProgress, now: Stime) -> Option<Estimate> {
 
 /// One line about a crawl, e.g. `120 of 5000 files (2%), 1.20 MiB sent,
 /// 40.0 files/s, 1.00 MiB/s, about 2 minutes left`.
-pub fn describe(p: &CrawlProgress, now: Stime) -> Option<String> {
+pub fn describe(p: &CrawlProgress, now: Timestamp) -> Option<String> {
     use indicatif::{HumanBytes, HumanDuration};
     let e = estimate(p, now)?;
     let mut s = match (p.total_files, e.percent) {
@@ -149,7 +149,7 @@ impl CrawlScope {
     /// Counts on a blocking thread and records the total for the Hybrid
     /// Crawl of `brick_id` that began at `started`. Gives up when that
     /// crawl is over or another began.
-    pub fn count_in_background(self, state_home: PathBuf, brick_id: BrickId, started: Stime) {
+    pub fn count_in_background(self, state_home: PathBuf, brick_id: BrickId, started: Timestamp) {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _span = span.enter();
@@ -186,9 +186,9 @@ mod tests {
 
     #[test]
     fn estimate_needs_a_total_and_a_rate() {
-        let now = Stime::from_nanos(100_000_000_000);
+        let now = Timestamp::from_nanos(100_000_000_000);
         let mut p = CrawlProgress {
-            started: Some(Stime::from_nanos(now.nanos() - 10_000_000_000)),
+            started: Some(Timestamp::from_nanos(now.nanos() - 10_000_000_000)),
             files: 20,
             bytes: 2000,
             ..CrawlProgress::default()

@@ -1,5 +1,6 @@
 //! The vocabulary of a session: which master volume goes to which slave, its
-//! bricks, and how far each brick is synced.
+//! bricks, and how far each brick is synced ([`Stime`], apart from every
+//! other moment, a [`Timestamp`]).
 //!
 //! Also the session's settings ([`config`]) and its home ([`Home`]: the
 //! state database, keys, journals and logs of every session).
@@ -16,7 +17,7 @@ mod home;
 mod time;
 
 pub use home::Home;
-pub use time::Stime;
+pub use time::{Stime, Timestamp};
 
 /// Why a session name, slave address or brick is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

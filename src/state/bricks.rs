@@ -32,8 +32,8 @@ impl State {
                         r.get::<_, i64>(10)?,
                     ],
                     CrawlProgress {
-                        started: r.get::<_, Option<i64>>(11)?.map(Stime::from_nanos),
-                        finished: r.get::<_, Option<i64>>(12)?.map(Stime::from_nanos),
+                        started: r.get::<_, Option<i64>>(11)?.map(Timestamp::from_nanos),
+                        finished: r.get::<_, Option<i64>>(12)?.map(Timestamp::from_nanos),
                         files: r.get::<_, i64>(13)? as u64,
                         bytes: r.get::<_, i64>(14)? as u64,
                         total_files: r.get::<_, Option<i64>>(15)?.map(|n| n as u64),

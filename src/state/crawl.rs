@@ -7,8 +7,8 @@ use super::*;
 impl State {
     /// A Hybrid Crawl of `brick` begins: its progress starts from zero.
     /// Returns its start, which identifies it for [`State::crawl_total`].
-    pub fn crawl_begin(&self, brick: BrickId) -> Result<Stime, StateError> {
-        let started = Stime::now();
+    pub fn crawl_begin(&self, brick: BrickId) -> Result<Timestamp, StateError> {
+        let started = Timestamp::now();
         self.conn()
             .execute(
                 "UPDATE bricks SET crawl_started_ns = ?2, crawl_finished_ns = NULL, crawl_files = 0, crawl_bytes = 0,
@@ -26,7 +26,7 @@ impl State {
     pub fn crawl_total(
         &self,
         brick: BrickId,
-        started: Stime,
+        started: Timestamp,
         files: u64,
         bytes: u64,
     ) -> Result<(), StateError> {
@@ -56,7 +56,7 @@ impl State {
         self.conn()
             .execute(
                 "UPDATE bricks SET crawl_finished_ns = ?2 WHERE id = ?1",
-                params![brick.row(), Stime::now().nanos()],
+                params![brick.row(), Timestamp::now().nanos()],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::session::{Brick, BrickId, SessionId, SlaveUrl, Stime, VolumeName};
+use crate::session::{Brick, BrickId, SessionId, SlaveUrl, Stime, Timestamp, VolumeName};
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! The rows the state database hands out and takes in.
 
-use crate::session::{Brick, BrickId, SessionId, SlaveUrl, Stime, VolumeName};
+use crate::session::{Brick, BrickId, SessionId, SlaveUrl, Stime, Timestamp, VolumeName};
 
 use super::{CrawlStatus, SessionState, WorkerStatus};
 
@@ -30,9 +30,9 @@ pub struct SessionRecord {
     pub monitor_pid: Option<u32>,
     /// The operator's checkpoint: every change made before it should reach
     /// the slave.
-    pub checkpoint: Option<Stime>,
+    pub checkpoint: Option<Timestamp>,
     /// When every brick's stime was first seen at or past the checkpoint.
-    pub checkpoint_completed: Option<Stime>,
+    pub checkpoint_completed: Option<Timestamp>,
 }
 
 /// A stored brick with its progress.
@@ -56,9 +56,9 @@ pub struct BrickRecord {
 /// The brick's latest Hybrid Crawl.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CrawlProgress {
-    pub started: Option<Stime>,
+    pub started: Option<Timestamp>,
     /// `None` while it runs (or if it never ran).
-    pub finished: Option<Stime>,
+    pub finished: Option<Timestamp>,
     /// Files shipped as data by it so far.
     pub files: u64,
     /// Protocol bytes it sent so far.

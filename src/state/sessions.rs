@@ -105,8 +105,8 @@ impl State {
                     r.get::<_, String>(8)?,
                     r.get::<_, Option<u32>>(9)?,
                     (
-                        r.get::<_, Option<i64>>(10)?.map(Stime::from_nanos),
-                        r.get::<_, Option<i64>>(11)?.map(Stime::from_nanos),
+                        r.get::<_, Option<i64>>(10)?.map(Timestamp::from_nanos),
+                        r.get::<_, Option<i64>>(11)?.map(Timestamp::from_nanos),
                     ),
                 ))
             })
@@ -161,11 +161,11 @@ impl State {
 
     /// Sets (or with `None` clears) the session's checkpoint; either way it
     /// is not completed yet.
-    pub fn set_checkpoint(&self, id: SessionId, at: Option<Stime>) -> Result<(), StateError> {
+    pub fn set_checkpoint(&self, id: SessionId, at: Option<Timestamp>) -> Result<(), StateError> {
         self.conn()
             .execute(
                 "UPDATE sessions SET checkpoint_ns = ?2, checkpoint_completed_ns = NULL WHERE id = ?1",
-                params![id.row(), at.map(Stime::nanos)],
+                params![id.row(), at.map(Timestamp::nanos)],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -173,9 +173,12 @@ impl State {
 
     /// Records the checkpoint of session `id` as completed at `now` if every
     /// brick's stime is at or past it and it was not completed before.
+    /// The comparison is in SQL: `checkpoint_ns` holds the nanoseconds of
+    /// the checkpoint's [`Timestamp`], the same as its
+    /// [`Timestamp::as_stime`], the stime that covers it.
     /// True if this call completed it. One statement, so the monitor and a
     /// `status` cannot both record it.
-    pub fn note_checkpoint(&self, id: SessionId, now: Stime) -> Result<bool, StateError> {
+    pub fn note_checkpoint(&self, id: SessionId, now: Timestamp) -> Result<bool, StateError> {
         let n = self
             .conn()
             .execute(

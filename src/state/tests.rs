@@ -91,38 +91,46 @@ fn checkpoint_completes_once_every_brick_passes_it() {
     let (st, s) = sample(dir.path());
     let b: Vec<BrickId> = st.bricks(s.id).unwrap().iter().map(|b| b.id).collect();
     assert!(
-        !st.note_checkpoint(s.id, Stime::from_nanos(1)).unwrap(),
+        !st.note_checkpoint(s.id, Timestamp::from_nanos(1)).unwrap(),
         "no checkpoint set"
     );
-    st.set_checkpoint(s.id, Some(Stime::from_nanos(100)))
+    st.set_checkpoint(s.id, Some(Timestamp::from_nanos(100)))
         .unwrap();
     st.set_stime(b[0], Stime::from_nanos(150)).unwrap();
     assert!(
-        !st.note_checkpoint(s.id, Stime::from_nanos(160)).unwrap(),
+        !st.note_checkpoint(s.id, Timestamp::from_nanos(160))
+            .unwrap(),
         "brick 2 has no stime"
     );
     st.set_stime(b[1], Stime::from_nanos(99)).unwrap();
     assert!(
-        !st.note_checkpoint(s.id, Stime::from_nanos(170)).unwrap(),
+        !st.note_checkpoint(s.id, Timestamp::from_nanos(170))
+            .unwrap(),
         "brick 2 is behind"
     );
     st.set_stime(b[1], Stime::from_nanos(100)).unwrap();
-    assert!(st.note_checkpoint(s.id, Stime::from_nanos(180)).unwrap());
+    assert!(st
+        .note_checkpoint(s.id, Timestamp::from_nanos(180))
+        .unwrap());
     assert!(
-        !st.note_checkpoint(s.id, Stime::from_nanos(190)).unwrap(),
+        !st.note_checkpoint(s.id, Timestamp::from_nanos(190))
+            .unwrap(),
         "only once"
     );
     let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
     assert_eq!(
         (r.checkpoint, r.checkpoint_completed),
-        (Some(Stime::from_nanos(100)), Some(Stime::from_nanos(180)))
+        (
+            Some(Timestamp::from_nanos(100)),
+            Some(Timestamp::from_nanos(180))
+        )
     );
-    st.set_checkpoint(s.id, Some(Stime::from_nanos(200)))
+    st.set_checkpoint(s.id, Some(Timestamp::from_nanos(200)))
         .unwrap();
     let r = st.find_session(&s.master_vol, &s.slave).unwrap().unwrap();
     assert_eq!(
         (r.checkpoint, r.checkpoint_completed),
-        (Some(Stime::from_nanos(200)), None)
+        (Some(Timestamp::from_nanos(200)), None)
     );
 }
 
@@ -168,7 +176,7 @@ fn crawl_progress_accumulates() {
     assert_eq!(p.started, Some(started));
     assert_eq!(p.total_files, None);
     st.crawl_total(b, started, 10, 4096).unwrap();
-    st.crawl_total(b, Stime::from_nanos(started.nanos() - 1), 99, 99)
+    st.crawl_total(b, Timestamp::from_nanos(started.nanos() - 1), 99, 99)
         .unwrap();
     let p = st.bricks(s.id).unwrap()[0].progress;
     assert_eq!((p.total_files, p.total_bytes), (Some(10), Some(4096)));
