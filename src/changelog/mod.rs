@@ -121,6 +121,13 @@ pub const CURRENT_FILE: &str = "CHANGELOG.current.tmp";
 pub const CLOSED_PREFIX: &str = "CHANGELOG.";
 
 /// One change of the brick; see the module documentation.
+///
+/// Not the same type as the batch's `crawl::Entry` or the wire's
+/// `proto::EntryOp`, though its entry kinds have the same names: this is
+/// what the journal file holds, so its encoding must read back files older
+/// versions wrote whatever the other two become; it holds content,
+/// attribute and gap records beside entries, and no prune (only a walk
+/// makes one); and it names paths only, as the hook saw them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Record {
     Create(RelPath),

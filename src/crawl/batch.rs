@@ -8,6 +8,15 @@ use crate::relpath::RelPath;
 /// An entry change, as the master saw it happen. The shipper turns it into a
 /// wire `EntryOp`, reading the current type, mode or link target from the
 /// brick.
+///
+/// Apart from the journal's `changelog::Record` because a batch's entries
+/// are only what is replayed in order: the journal reader splits each
+/// record into its entry, content and attribute parts (the latter two
+/// are sets of the batch) and stops at a gap, and a Hybrid Crawl adds
+/// prunes, which no journal holds. So the shipper handles every variant,
+/// with no content or gap case that cannot happen. Apart from `EntryOp`
+/// because it carries no mode, target or device number yet: those are read
+/// from the brick when it is sent, not when it was journalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     Mkdir(RelPath),

@@ -14,6 +14,12 @@ pub struct Segment {
 
 /// An entry operation, applied by path in journal order. Every one of them is
 /// idempotent, so replaying a batch after a crash is harmless.
+///
+/// Apart from the batch's `crawl::Entry` (and the journal's `Record`)
+/// because this is the wire format between a master and a slave that may
+/// run other versions: it stays as it is while those change, and it is
+/// whole in itself (mode, symlink target, device number, a prune's types,
+/// read from the brick when sent), as the slave sees no brick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryOp {
     /// Make a directory; an existing directory is kept, anything else in the

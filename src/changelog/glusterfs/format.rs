@@ -20,6 +20,13 @@ const FOP_LINK: u32 = 9;
 const FOP_CREATE: u32 = 23;
 
 /// What an E record did to its entry.
+///
+/// Apart from georep's own `Record` because it is GlusterFS's format, read
+/// as GlusterFS writes it: its entry is a gfid at a parent gfid and name
+/// (a rename's source), and it keeps what GlusterFS gives (the mode of a
+/// create or mknod, which tells a regular file from a special one). Only
+/// once the gfids are resolved to paths (`resolve`) does it become a
+/// `Record`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GEntryOp {
     Create {
