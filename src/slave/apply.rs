@@ -594,6 +594,9 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
             keep_record(fd, &FakeStat::on_disk(&st), &want, false)?;
             rfs::futimens(fd, &times)
         })();
+        if r.is_ok() {
+            root.note_root_changed();
+        }
         return r.map_err(|e| root.error(path, "cannot set attributes", e));
     }
     let p = match root.parent(path, false) {
@@ -602,6 +605,8 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
         Err(e) => return Err(e),
     };
     let dir = p.dir.as_fd();
+    // The inode whose attributes were set, when it could be opened.
+    let mut changed = None;
     let r = (|| {
         // Opened once: everything below applies to what was looked at.
         let Some(e) = Entry::open(dir, p.name)? else {
@@ -639,11 +644,16 @@ pub(crate) fn set_attr(root: &mut Root, path: &RelPath, attrs: &Attrs) -> Result
         let (ft, rdev) = device.map_or((ft, 0), |r| (r.file_type(), r.rdev));
         let want = FakeStat::of(ft, rdev, attrs, &st, &policy);
         keep_record(fd.as_fd(), &FakeStat::on_disk(&st), &want, false)?;
-        rfs::futimens(&fd, &times)
+        rfs::futimens(&fd, &times)?;
+        changed = Some(fd);
+        Ok(())
     })();
     match r {
         Ok(()) | Err(Errno::NOENT) => {
             root.note_changed(dir);
+            if let Some(fd) = changed {
+                root.note_inode(fd.as_fd());
+            }
             Ok(())
         }
         Err(e) => Err(root.error(path, "cannot set attributes", e)),

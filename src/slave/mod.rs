@@ -51,6 +51,7 @@
 //! `fsutil`; never the master's `transport`, `ship` or `monitor`.
 
 mod apply;
+mod durable;
 mod intake;
 mod limits;
 pub mod mount;
@@ -74,6 +75,7 @@ use crate::proto::{
     check_version, next_frame_len, read_frame, write_frame, ProtocolError, Reply, Request,
     PROTOCOL_VERSION,
 };
+pub use durable::Durability;
 pub use policy::{Owners, Policy};
 use receive::Receiver;
 use root::Root;
@@ -515,7 +517,7 @@ impl Session {
                 // Changes made behind the slave's back are seen from the
                 // next batch on.
                 self.root.forget_dirs();
-                self.root.sync_all().map_err(|e| SlaveError::Sync {
+                self.root.sync_all(&[]).map_err(|e| SlaveError::Sync {
                     root: self.root_path.clone(),
                     source: e.into(),
                 })?;

@@ -30,6 +30,7 @@ use crate::proto::{Failure, FailureKind};
 use crate::proto::{FileStamp, Xattr};
 use crate::relpath::RelPath;
 
+use super::durable::{Dirty, Durability, Synced};
 use super::policy::{is_managed_xattr, Policy};
 
 /// Flags used to open each directory while walking a path.
@@ -138,9 +139,8 @@ impl DirInfo {
 pub(crate) struct Root {
     fd: OwnedFd,
     shown: String,
-    dev: u64,
-    /// One directory fd per other file system changed since the last commit.
-    other_devs: Vec<(u64, OwnedFd)>,
+    /// What changed since the last commit, for making it durable.
+    dirty: Dirty,
     /// Opened parent directories by path (see the module docs).
     dirs: std::collections::HashMap<RelPath, (Rc<OwnedFd>, DirInfo)>,
     /// How many `dirs` may hold (sized from the fd limit).
@@ -160,11 +160,11 @@ impl Root {
             Mode::empty(),
         )?;
         let dev = rfs::fstat(&fd)?.st_dev;
+        let dirty = Dirty::new(Durability::of(fd.as_fd())?, dev);
         Ok(Root {
             fd,
             shown: path.display().to_string(),
-            dev,
-            other_devs: Vec::new(),
+            dirty,
             dirs: std::collections::HashMap::new(),
             dir_cache_max: dir_cache_max.max(1),
             policy,
@@ -331,23 +331,29 @@ impl Root {
 
     /// [`Root::note_changed`] for a directory whose file system is known.
     pub fn note_changed_dev(&mut self, dev: u64, dir: BorrowedFd<'_>) {
-        if dev == self.dev || self.other_devs.iter().any(|(d, _)| *d == dev) {
-            return;
-        }
-        if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(dir, 0) {
-            self.other_devs.push((dev, fd));
-        }
+        self.dirty.note_dir(dev, dir);
     }
 
-    /// `syncfs` the root's file system and every other one changed since the
-    /// last call.
-    pub fn sync_all(&mut self) -> Result<(), Errno> {
-        rfs::syncfs(&self.fd)?;
-        for (_, fd) in &self.other_devs {
-            rfs::syncfs(fd)?;
-        }
-        self.other_devs.clear();
-        Ok(())
+    /// Notes that the contents or attributes of the file or directory open
+    /// as `fd` changed (see `durable`).
+    pub fn note_inode(&mut self, fd: BorrowedFd<'_>) {
+        self.dirty.note_inode(fd);
+    }
+
+    /// [`Root::note_inode`] of the root itself.
+    pub fn note_root_changed(&mut self) {
+        self.dirty.note_inode(self.fd.as_fd());
+    }
+
+    /// How the root's file system is made durable.
+    pub fn durability(&self) -> Durability {
+        self.dirty.mode()
+    }
+
+    /// Makes every change since the last call durable, with the files open
+    /// as `extra` (temp files about to be renamed into place).
+    pub fn sync_all(&mut self, extra: &[BorrowedFd<'_>]) -> Result<Synced, Errno> {
+        self.dirty.sync(self.fd.as_fd(), extra)
     }
 }
 

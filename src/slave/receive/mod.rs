@@ -33,6 +33,7 @@ use fast_rsync::{Signature, SignatureOptions};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::durable::Durability;
 use super::partial;
 use super::policy::{keep_record, FakeStat, Policy};
 use super::root::{
@@ -417,7 +418,8 @@ impl Receiver {
         } = *inc;
         drop(base);
         let sigs = sigs.filter(|s| s.len() as u64 == size.div_ceil(PIECE_SIZE));
-        let out = (resumable || sigs.is_some()).then_some(out);
+        let out = (resumable || sigs.is_some() || root.durability() == Durability::EachInode)
+            .then_some(out);
         root.note_changed_dev(temp.info.dev, temp.dir.as_fd());
         self.pending_bytes = self.pending_bytes.saturating_add(size);
         self.pending_paths.insert(path.clone());
@@ -472,7 +474,19 @@ impl Receiver {
         let pending = std::mem::take(&mut self.pending);
         self.pending_paths.clear();
         self.pending_bytes = 0;
-        if let Err(e) = root.sync_all() {
+        // Where `syncfs` does not reach the storage, each temp file is
+        // synced on its own, so each is still open here.
+        let outs: Vec<BorrowedFd<'_>> = match root.durability() {
+            Durability::SyncFs => Vec::new(),
+            Durability::EachInode => pending
+                .iter()
+                .filter_map(|p| p.out.as_ref())
+                .map(|o| o.as_fd())
+                .collect(),
+        };
+        let synced = root.sync_all(&outs);
+        drop(outs);
+        if let Err(e) = synced {
             // Temp files are removed as `pending` drops.
             return pending
                 .into_iter()
