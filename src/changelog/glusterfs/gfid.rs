@@ -134,6 +134,49 @@ pub fn file_locations(brick: &Path, gfid: Gfid) -> Vec<Location> {
     out
 }
 
+/// Directory depth beyond which a chain of handles counts as broken (a
+/// loop in a damaged brick).
+pub(super) const MAX_DEPTH: usize = 4096;
+
+/// Where a directory is now, as a path from the brick root, following the
+/// handles up to the root; `None` if a handle is missing.
+fn dir_path(brick: &Path, gfid: Gfid) -> Option<crate::relpath::RelPath> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut g = gfid;
+    for _ in 0..MAX_DEPTH {
+        if g.is_root() {
+            let mut path = crate::relpath::RelPath::root();
+            for n in names.iter().rev() {
+                path = path.join(OsStr::from_bytes(n)).ok()?;
+            }
+            return Some(path);
+        }
+        let loc = dir_location(brick, g)?;
+        names.push(loc.name);
+        g = loc.parent;
+    }
+    None
+}
+
+/// Every name the non-directory at `path` (from the brick root) has now,
+/// from its gfid and the gfid2path xattrs of its handle: a worker that did
+/// not see a file's hard links made learns them here. Empty if the brick
+/// cannot tell.
+pub fn file_names(brick: &Path, path: &crate::relpath::RelPath) -> Vec<crate::relpath::RelPath> {
+    let mut raw = [0u8; 16];
+    let Ok(16) = rustix::fs::lgetxattr(path.under(brick), "trusted.gfid", &mut raw[..]) else {
+        return Vec::new();
+    };
+    file_locations(brick, Gfid(raw))
+        .into_iter()
+        .filter_map(|loc| {
+            dir_path(brick, loc.parent)?
+                .join(OsStr::from_bytes(&loc.name))
+                .ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use format::{parse, GEntryOp, GRecord, HEADER};
+pub use gfid::file_names;
 pub use mdata::client_mtime;
 pub use resolve::INTERNAL;
 
