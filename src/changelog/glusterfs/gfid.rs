@@ -39,6 +39,11 @@ impl Gfid {
         Some(Gfid(out))
     }
 
+    /// A UUID from its 16 bytes (e.g. a volume id xattr).
+    pub fn from_bytes(bytes: [u8; 16]) -> Gfid {
+        Gfid(bytes)
+    }
+
     pub fn is_root(&self) -> bool {
         *self == ROOT
     }
