@@ -278,4 +278,49 @@ mod tests {
             .collect();
         assert_eq!(names, [b"a".to_vec(), b"b".to_vec()]);
     }
+
+    #[test]
+    fn a_file_is_named_by_every_hard_link_beneath_the_brick_root() {
+        use crate::relpath::RelPath;
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        // d1 (a directory at the root) holds "b"; the root holds "a".
+        let d = Gfid::parse(b"37cb0cef-ea72-410e-a4e0-b075f8a6c824").unwrap();
+        let dh = d.handle(brick);
+        std::fs::create_dir_all(dh.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("../../00/00/00000000-0000-0000-0000-000000000001/d1", &dh)
+            .unwrap();
+        std::fs::create_dir(brick.join("d1")).unwrap();
+        std::fs::write(brick.join("a"), b"x").unwrap();
+        let f = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
+        let fh = f.handle(brick);
+        std::fs::create_dir_all(fh.parent().unwrap()).unwrap();
+        std::fs::hard_link(brick.join("a"), &fh).unwrap();
+        std::fs::hard_link(brick.join("a"), brick.join("d1/b")).unwrap();
+        let set = |name: &str, value: &[u8]| {
+            rustix::fs::lsetxattr(&fh, name, value, rustix::fs::XattrFlags::empty())
+        };
+        if set("trusted.gfid", &f.0).is_err() {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        set(
+            "trusted.gfid2path.1",
+            b"00000000-0000-0000-0000-000000000001/a",
+        )
+        .unwrap();
+        set(
+            "trusted.gfid2path.2",
+            b"37cb0cef-ea72-410e-a4e0-b075f8a6c824/b",
+        )
+        .unwrap();
+        let names = file_names(brick, &RelPath::new("d1/b").unwrap());
+        assert_eq!(
+            names,
+            [RelPath::new("a").unwrap(), RelPath::new("d1/b").unwrap()]
+        );
+        // Without a gfid (not a GlusterFS file) there is nothing to tell.
+        std::fs::write(brick.join("plain"), b"y").unwrap();
+        assert!(file_names(brick, &RelPath::new("plain").unwrap()).is_empty());
+    }
 }

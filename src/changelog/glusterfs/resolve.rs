@@ -329,4 +329,34 @@ mod tests {
         assert!(is_regular(0));
         assert!(!is_regular(0o010644));
     }
+
+    #[test]
+    fn the_anonymous_inode_directory_is_internal_before_it_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let raw = [0x0d; 16];
+        let id = Gfid::from_bytes(raw);
+        if rustix::fs::setxattr(
+            brick,
+            "trusted.glusterfs.volume-id",
+            &raw,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_err()
+        {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        let names = internal_names(brick);
+        let anon = format!("{ANON_INODE_PREFIX}{id}");
+        assert!(names.contains(&anon.clone().into()), "{names:?}");
+        assert!(names.contains(&".glusterfs".into()));
+        // One already there under another id is left out too.
+        std::fs::create_dir(brick.join(".glusterfs-anonymous-inode-other")).unwrap();
+        assert!(internal_names(brick).contains(&".glusterfs-anonymous-inode-other".into()));
+        let inside = RelPath::new(format!("{anon}/f").into_bytes()).unwrap();
+        assert_eq!(replicable(inside), None);
+        let user = RelPath::new(".glusterfsy/f").unwrap();
+        assert_eq!(replicable(user.clone()), Some(user));
+    }
 }
