@@ -38,19 +38,21 @@ pub fn brick_status(vol: &str) -> Result<Vec<BrickState>, VolumeError> {
 }
 
 /// The XML answer to `gluster volume QUESTION WHAT --xml`.
-fn ask(question: &str, what: &str) -> Result<String, VolumeError> {
+fn ask(question: &'static str, what: &str) -> Result<String, VolumeError> {
     let cli = gluster_cli();
     let out = Command::new(&cli)
         .args(["--mode=script", "volume", question, what, "--xml"])
         .output()
         .map_err(|source| VolumeError::Spawn {
             cli: cli.clone(),
+            question,
             vol: what.to_owned(),
             source,
         })?;
     let xml = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() && !xml.contains("<opRet>") {
         return Err(VolumeError::Refused {
+            question,
             vol: what.to_owned(),
             reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });

@@ -23,16 +23,25 @@ pub use xml::{parse_brick_status, parse_volume_info};
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("running {cli} volume info {vol} --xml: {source}")]
+    #[error("running {cli} volume {question} {vol} --xml: {source}")]
     Spawn {
         cli: PathBuf,
+        question: &'static str,
         vol: String,
         source: std::io::Error,
     },
-    #[error("gluster volume info {vol}: {reason}")]
-    Refused { vol: String, reason: String },
-    #[error("gluster volume info {vol}: unreadable answer: {reason}")]
-    Malformed { vol: String, reason: String },
+    #[error("gluster volume {question} {vol}: {reason}")]
+    Refused {
+        question: &'static str,
+        vol: String,
+        reason: String,
+    },
+    #[error("gluster volume {question} {vol}: unreadable answer: {reason}")]
+    Malformed {
+        question: &'static str,
+        vol: String,
+        reason: String,
+    },
 }
 
 impl VolumeError {

@@ -13,6 +13,7 @@ pub fn parse_volume_info(vol: &str, xml: &str) -> Result<Topology, VolumeError> 
         .into_iter()
         .find(|t| t.name == vol)
         .ok_or_else(|| VolumeError::Malformed {
+            question: "info",
             vol: vol.to_owned(),
             reason: format!("no <volume> named {vol}"),
         })
@@ -21,7 +22,7 @@ pub fn parse_volume_info(vol: &str, xml: &str) -> Result<Topology, VolumeError> 
 /// Every volume of an answer (`asked` names the question in errors: a
 /// volume, or `all`).
 pub fn parse_volumes(asked: &str, xml: &str) -> Result<Vec<Topology>, VolumeError> {
-    let doc = answer(asked, xml)?;
+    let doc = answer("info", asked, xml)?;
     doc.root_element()
         .descendants()
         .filter(|n| n.has_tag_name("volume"))
@@ -33,7 +34,7 @@ pub fn parse_volumes(asked: &str, xml: &str) -> Result<Vec<Topology>, VolumeErro
 /// answer to `gluster volume status VOL --xml` (daemons such as the
 /// self-heal daemon are left out: they have no brick path).
 pub fn parse_brick_status(vol: &str, xml: &str) -> Result<Vec<BrickState>, VolumeError> {
-    let doc = answer(vol, xml)?;
+    let doc = answer("status", vol, xml)?;
     let bricks = doc
         .root_element()
         .descendants()
@@ -51,8 +52,13 @@ pub fn parse_brick_status(vol: &str, xml: &str) -> Result<Vec<BrickState>, Volum
 }
 
 /// The parsed answer of the CLI, once its `opRet` says it succeeded.
-fn answer<'x>(asked: &str, xml: &'x str) -> Result<Document<'x>, VolumeError> {
+fn answer<'x>(
+    question: &'static str,
+    asked: &str,
+    xml: &'x str,
+) -> Result<Document<'x>, VolumeError> {
     let malformed = |reason: String| VolumeError::Malformed {
+        question,
         vol: asked.to_owned(),
         reason,
     };
@@ -65,6 +71,7 @@ fn answer<'x>(asked: &str, xml: &'x str) -> Result<Document<'x>, VolumeError> {
             .filter(|e| !e.is_empty())
             .map_or_else(|| format!("opRet {ret}"), str::to_owned);
         return Err(VolumeError::Refused {
+            question,
             vol: asked.to_owned(),
             reason,
         });
@@ -75,6 +82,7 @@ fn answer<'x>(asked: &str, xml: &'x str) -> Result<Document<'x>, VolumeError> {
 fn parse_volume(volume: Node, asked: &str) -> Result<Topology, VolumeError> {
     let vol = child_text(volume, "name").unwrap_or("").trim();
     let malformed = |reason: String| VolumeError::Malformed {
+        question: "info",
         vol: asked.to_owned(),
         reason: format!("volume {vol}: {reason}"),
     };
