@@ -200,7 +200,6 @@ async fn member(
             continue;
         };
         tracing::info!(set = %set.name, "elected Active of the replica set");
-        shown = None;
         // Read this brick's changelog afresh from the set's stime: what
         // this worker read while it was last Active is behind.
         let mut active = brick.clone();
@@ -226,6 +225,12 @@ async fn member(
         };
         keep_running(&plan, &active, &state, &stime, &mut journal, &mut stop).await;
         watcher.abort();
+        // Shown before the lock goes, so no status ever has two Active.
+        shown = None;
+        match health.down(&brick.brick) {
+            Some(why) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
+            None => show(&mut shown, WorkerStatus::Passive, None),
+        }
         drop(lease);
         tracing::info!(set = %set.name, "stepped down as Active of the replica set");
     }
