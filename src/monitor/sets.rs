@@ -240,10 +240,19 @@ fn check(vol: &str, bricks: &[PathBuf]) -> Verdicts {
     if let Err(e) = &status {
         tracing::warn!("cannot tell whether the bricks of {vol} run: {e}");
     }
+    verdicts(vol, bricks, &status)
+}
+
+/// Each brick's verdict from the CLI's answer and its directory.
+fn verdicts(
+    vol: &str,
+    bricks: &[PathBuf],
+    status: &Result<Vec<crate::volume::BrickState>, crate::volume::VolumeError>,
+) -> Verdicts {
     bricks
         .iter()
         .map(|b| {
-            let verdict = match (&status, std::fs::read_dir(b)) {
+            let verdict = match (status, std::fs::read_dir(b)) {
                 (_, Err(e)) => Err(format!("brick {} is unreadable: {e}", b.display())),
                 (Ok(states), Ok(_)) => match states.iter().find(|s| same_path(&s.path, b)) {
                     Some(s) if !s.online => Err(format!(
@@ -278,6 +287,47 @@ mod tests {
         assert!(election.try_lead("gv0-replicate-1").unwrap().is_some());
         drop(lease);
         assert!(election.try_lead("gv0-replicate-0").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_brick_is_down_when_its_process_is_offline_or_its_directory_unreadable() {
+        use crate::volume::{BrickState, VolumeError};
+        let dir = tempfile::tempdir().unwrap();
+        let (up, off, gone) = (
+            dir.path().join("up"),
+            dir.path().join("off"),
+            dir.path().join("gone"),
+        );
+        for d in [&up, &off] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let bricks = [up.clone(), off.clone(), gone.clone()];
+        let state = |path: &Path, online| BrickState {
+            host: "vm".into(),
+            path: path.to_owned(),
+            online,
+        };
+        let answer = Ok(vec![
+            state(&up, true),
+            state(&off, false),
+            state(&gone, true),
+        ]);
+        let v = verdicts("gv0", &bricks, &answer);
+        assert_eq!(v[&up], Ok(()));
+        assert!(v[&off].as_ref().unwrap_err().contains("offline"), "{v:?}");
+        assert!(
+            v[&gone].as_ref().unwrap_err().contains("unreadable"),
+            "{v:?}"
+        );
+        // No answer from the CLI: only the directories tell.
+        let failed = Err(VolumeError::Refused {
+            question: "status",
+            vol: "gv0".into(),
+            reason: "Connection failed".into(),
+        });
+        let v = verdicts("gv0", &bricks, &failed);
+        assert_eq!((&v[&up], &v[&off]), (&Ok(()), &Ok(())));
+        assert!(v[&gone].is_err());
     }
 
     #[test]
