@@ -13,6 +13,7 @@ mod faults;
 mod fidelity;
 mod gaps;
 mod gluster;
+mod gluster_replica;
 mod hostile;
 mod layout;
 mod limits;

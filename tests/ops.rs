@@ -584,6 +584,8 @@ fn status_json_schema() {
         ("checkpoint_completion_time", &opt_string),
         ("checkpoint_completion_epoch", &opt_int),
         ("crawl_progress", &progress),
+        ("subvolume", &opt_string),
+        ("arbiter", &boolean),
     ];
     for (key, ok) in &schema {
         let v = r

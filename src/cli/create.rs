@@ -61,7 +61,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         }
         bricks.push(Brick::new(real)?);
     }
-    super::discover::check_shape(&args.vol, &args.bricks)?;
+    let topology = super::discover::check_shape(&args.vol, &args.bricks)?;
     let mut state = home.state()?;
     if state.find_session(&args.vol, &args.slave)?.is_some() {
         bail!(
@@ -147,6 +147,9 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         bricks,
     })?;
     let result = (|| -> anyhow::Result<()> {
+        if let Some(t) = &topology {
+            super::discover::record_sets(&state, record.id, t)?;
+        }
         let dir = home.session_dir(record.id);
         fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let node = hostname::get()

@@ -1,16 +1,17 @@
 //! The bricks of a session as GlusterFS knows them: those of a volume on
 //! this node, for `create` without `--brick` (the local ones are those
-//! whose host names this machine), and whether the session's shape is one
-//! georep copies exactly.
+//! whose host names this machine), whether the session's shape is one
+//! georep copies exactly, and which replica set each brick belongs to.
 
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::session::VolumeName;
+use crate::session::{SessionId, VolumeName};
+use crate::state::State;
 pub use crate::volume::gluster_present;
-use crate::volume::{all_volumes, volume_info, Topology};
+use crate::volume::{all_volumes, volume_info, SetKind, Topology};
 
 /// The bricks of `vol` that live on this node, once its shape is known to
 /// be one georep handles.
@@ -37,10 +38,48 @@ pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Refuses a session whose bricks georep would not copy exactly: a
 /// GlusterFS volume of a shape not handled yet (whether or not `--brick`
-/// named its bricks), or several plain directories merged into one slave
-/// directory, where each brick's worker would prune the others' files.
-/// Run at `create` and again at `start`, since a volume can change shape.
-pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
+/// named its bricks), or several directories merged into one slave
+/// directory that are not the members of one replica set (each brick's
+/// worker would prune the others' files). Run at `create` and again at
+/// `start`, since a volume can change shape. Returns the volume that lists
+/// the bricks, if they hold a GlusterFS tree.
+pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Option<Topology>> {
+    let topology = gluster_shape(vol, bricks)?;
+    let one_set = topology.as_ref().is_some_and(|t| {
+        t.subvolumes.len() == 1
+            && t.subvolumes[0].kind == SetKind::Replica
+            && bricks.iter().all(|b| t.subvolume_of(b).is_some())
+    });
+    if bricks.len() > 1 && !one_set {
+        bail!(
+            "{} bricks ({}) into one slave directory are not supported yet: each brick's worker would remove the others' files there; create one session per brick, each into its own slave directory",
+            bricks.len(),
+            shown(bricks)
+        );
+    }
+    Ok(topology)
+}
+
+/// Records, for each brick of session `id`, the replica set `topology`
+/// puts it in (none for a plain brick), so the monitor elects one Active
+/// worker per set and the set's bricks share one stime.
+pub fn record_sets(state: &State, id: SessionId, topology: &Topology) -> anyhow::Result<()> {
+    for b in state.bricks(id)? {
+        let path = b.brick.path();
+        let set = topology
+            .subvolume_of(path)
+            .filter(|s| s.kind == SetKind::Replica);
+        let arbiter = set
+            .and_then(|s| s.bricks.iter().find(|x| x.path == path))
+            .is_some_and(|x| x.arbiter);
+        state.set_subvolume(b.id, set.map(|s| s.name.as_str()), arbiter)?;
+    }
+    Ok(())
+}
+
+/// The shape of the volume whose bricks these are, if they hold a
+/// GlusterFS tree, once it is known to be one georep handles.
+fn gluster_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Option<Topology>> {
     // `gluster volume create` makes `.glusterfs` in every brick, so a
     // plain directory never costs a question to glusterd (seconds when
     // no daemon answers).
@@ -51,8 +90,8 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 shown(bricks)
             );
         }
-        match volume_info(vol.as_str()) {
-            Ok(topology) => refuse_unsupported(&topology)?,
+        let topology = match volume_info(vol.as_str()) {
+            Ok(topology) => topology,
             // Bricks of a volume the session is not named after: the
             // volume that lists them decides.
             Err(e) if e.is_missing_volume() => {
@@ -61,7 +100,7 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                         .any(|b| is_local(&b.host) && bricks.contains(&b.path))
                 });
                 match owner {
-                    Some(topology) => refuse_unsupported(&topology)?,
+                    Some(topology) => topology,
                     None => bail!(
                         "{e}, and no volume lists brick(s) {}, which hold a GlusterFS tree (.glusterfs): its shape cannot be checked",
                         shown(bricks)
@@ -72,16 +111,11 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 "{e}; brick(s) {} hold a GlusterFS tree (.glusterfs), and the shape of {vol} must be known before they are replicated",
                 shown(bricks)
             ),
-        }
+        };
+        refuse_unsupported(&topology)?;
+        return Ok(Some(topology));
     }
-    if bricks.len() > 1 {
-        bail!(
-            "{} bricks ({}) into one slave directory are not supported yet: each brick's worker would remove the others' files there; create one session per brick, each into its own slave directory",
-            bricks.len(),
-            shown(bricks)
-        );
-    }
-    Ok(())
+    Ok(None)
 }
 
 fn refuse_unsupported(topology: &Topology) -> anyhow::Result<()> {

@@ -64,14 +64,22 @@ pub fn start(
         }
         return Ok(());
     }
-    let plan = plan(home, &session)?;
+    let bricks: Vec<_> = state
+        .bricks(session.id)?
+        .into_iter()
+        .map(|b| b.brick.path().to_owned())
+        .collect();
     let slave_here = super::brick_check::slave_dir_here(&session.slave);
-    for b in &plan.bricks {
-        super::brick_check::recheck_brick(&b.brick, home.root(), slave_here.as_deref())?;
+    for b in &bricks {
+        super::brick_check::recheck_brick(b, home.root(), slave_here.as_deref())?;
     }
-    let bricks: Vec<_> = plan.bricks.iter().map(|b| b.brick.clone()).collect();
-    super::discover::check_shape(vol, &bricks)
+    let topology = super::discover::check_shape(vol, &bricks)
         .with_context(|| format!("cannot start {vol} -> {slave}"))?;
+    // The sets as they are now: the plan elects one Active worker per set.
+    if let Some(t) = &topology {
+        super::discover::record_sets(&state, session.id, t)?;
+    }
+    let plan = plan(home, &session)?;
     // Pre-flight: a changed host key or an unreachable slave is reported
     // here, to the operator, not only in a log.
     // `force` (as in GlusterFS) starts anyway: the workers keep retrying

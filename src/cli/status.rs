@@ -89,6 +89,11 @@ struct Row {
     checkpoint: Checkpoint,
     /// The latest Hybrid Crawl (null if none ran).
     crawl_progress: Option<Progress>,
+    /// The GlusterFS subvolume (replica set) of the brick, null for a brick
+    /// of no set.
+    subvolume: Option<String>,
+    /// The brick is the arbiter of its replica set.
+    arbiter: bool,
 }
 
 fn row(
@@ -169,6 +174,8 @@ fn row(
                 summary: crate::monitor::progress::describe(&b.progress, now).unwrap_or_default(),
             })
         }),
+        subvolume: b.subvolume.clone(),
+        arbiter: b.arbiter,
     }
 }
 
@@ -263,6 +270,7 @@ pub fn status(
             "CHECKPOINT TIME",
             "CHECKPOINT COMPLETED",
             "CHECKPOINT COMPLETION TIME",
+            "SUBVOLUME",
         ]);
     }
     let cells: Vec<Vec<String>> = rows
@@ -301,6 +309,11 @@ pub fn status(
                         (Some(_), None) => "No".into(),
                     },
                     done.map(local).unwrap_or_else(|| "N/A".into()),
+                    match &r.subvolume {
+                        Some(s) if r.arbiter => format!("{s} (arbiter)"),
+                        Some(s) => s.clone(),
+                        None => "N/A".into(),
+                    },
                 ]);
             }
             c

@@ -12,6 +12,7 @@
 pub mod metrics;
 mod plan;
 pub mod progress;
+pub mod sets;
 mod worker;
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
 pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan};
 pub use worker::WorkerError;
+
+use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime};
 
 /// First wait between restarts of a failing worker; the longest is the
 /// `retry-max-interval` option.
@@ -62,6 +65,26 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         };
         tokio::spawn(metrics::serve(addr, src, shutdown.clone()));
     }
+    let members: Vec<_> = plan
+        .bricks
+        .iter()
+        .filter(|b| b.set.is_some())
+        .map(|b| b.brick.clone())
+        .collect();
+    let failover = Duration::from_secs(plan.config.replica_failover_interval.max(1));
+    let sets = (!members.is_empty()).then(|| {
+        let health = BrickHealth::spawn(
+            plan.master_vol.clone(),
+            members,
+            failover / 4,
+            shutdown.clone(),
+        );
+        let dir = crate::session::Home::new(plan.state_home.clone())
+            .session_dir(plan.session_id)
+            .join("sets");
+        let election: std::sync::Arc<dyn Election> = std::sync::Arc::new(LocalElection::new(dir));
+        (health, election)
+    });
     for brick in plan.bricks.clone() {
         let span = tracing::info_span!(
             "worker",
@@ -70,8 +93,17 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         );
         let plan = plan.clone();
         let shutdown = shutdown.clone();
+        let sets = sets.clone().filter(|_| brick.set.is_some());
         tasks.push(tokio::spawn(
-            async move { supervise(plan, brick, shutdown).await }.instrument(span),
+            async move {
+                match sets {
+                    Some((health, election)) => {
+                        member(plan, brick, health, election, failover, shutdown).await
+                    }
+                    None => supervise(plan, brick, shutdown).await,
+                }
+            }
+            .instrument(span),
         ));
     }
     for t in tasks {
@@ -90,19 +122,151 @@ async fn supervise(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StateError> {
     let state = State::open(&plan.state_home)?;
+    let stime = LocalStime::open(&plan.state_home, brick.brick_id, None)?;
+    let mut journal = worker::BrickJournal::default();
+    keep_running(&plan, &brick, &state, &stime, &mut journal, &mut shutdown).await;
+    stopped(&state, &brick, &mut journal)
+}
+
+/// A member of a replica set: Passive while another member is Active, its
+/// brick is down, or it is the arbiter; Active (a worker kept running as
+/// [`supervise`] does) while it holds the set's election, until its brick
+/// goes down.
+async fn member(
+    plan: SessionPlan,
+    brick: BrickPlan,
+    mut health: BrickHealth,
+    election: std::sync::Arc<dyn Election>,
+    failover: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StateError> {
+    let state = State::open(&plan.state_home)?;
+    let set = brick.set.clone();
+    let stime = LocalStime::open(&plan.state_home, brick.brick_id, set.as_ref())?;
+    let Some(set) = set else {
+        return Ok(());
+    };
+    // Polled this often for the lock, so that a Passive worker takes over
+    // within `replica-failover-interval` of the Active brick going down.
+    let poll = (failover / 4).max(Duration::from_millis(250));
+    let mut journal = worker::BrickJournal::default();
+    // STATUS and last error as last recorded, so polling rewrites nothing.
+    let mut shown: Option<(WorkerStatus, Option<String>)> = None;
+    let show = |shown: &mut Option<_>, status: WorkerStatus, why: Option<String>| {
+        if shown.as_ref() == Some(&(status, why.clone())) {
+            return;
+        }
+        let said = why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        tracing::info!("worker {status}{said}");
+        let r = state
+            .set_worker(brick.brick_id, status, CrawlStatus::NotApplicable)
+            .and_then(|()| state.set_last_error(brick.brick_id, why.as_deref()));
+        if let Err(e) = r {
+            tracing::warn!("cannot record the worker status: {e}");
+        }
+        *shown = Some((status, why));
+    };
+    while !*shutdown.borrow() {
+        let down = health.down(&brick.brick);
+        let lease = match (&down, set.arbiter) {
+            (Some(why), _) => {
+                show(&mut shown, WorkerStatus::Faulty, Some(why.clone()));
+                None
+            }
+            (None, true) => {
+                show(&mut shown, WorkerStatus::Passive, None);
+                None
+            }
+            (None, false) => match election.try_lead(&set.name) {
+                Ok(lease) => {
+                    if lease.is_none() {
+                        show(&mut shown, WorkerStatus::Passive, None);
+                    }
+                    lease
+                }
+                Err(e) => {
+                    show(&mut shown, WorkerStatus::Faulty, Some(e.to_string()));
+                    None
+                }
+            },
+        };
+        let Some(lease) = lease else {
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = health.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        tracing::info!(set = %set.name, "elected Active of the replica set");
+        // Read this brick's changelog afresh from the set's stime: what
+        // this worker read while it was last Active is behind.
+        let mut active = brick.clone();
+        if let crate::crawl::journal::ChangeSource::Glusterfs(_) = active.source {
+            active.source = crate::crawl::journal::ChangeSource::Glusterfs(
+                crate::changelog::glusterfs::GlusterBrick::new(&active.brick),
+            );
+        }
+        // The worker stops as for a shutdown when the brick goes down.
+        let (stop_tx, mut stop) = watch::channel(false);
+        let watcher = {
+            let (mut health, mut shutdown, path) =
+                (health.clone(), shutdown.clone(), brick.brick.clone());
+            tokio::spawn(async move {
+                while !*shutdown.borrow() && health.down(&path).is_none() {
+                    tokio::select! {
+                        _ = health.changed() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                let _ = stop_tx.send(true);
+            })
+        };
+        keep_running(&plan, &active, &state, &stime, &mut journal, &mut stop).await;
+        watcher.abort();
+        // Shown before the lock goes, so no status ever has two Active.
+        shown = None;
+        match health.down(&brick.brick) {
+            Some(why) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
+            None => show(&mut shown, WorkerStatus::Passive, None),
+        }
+        drop(lease);
+        tracing::info!(set = %set.name, "stepped down as Active of the replica set");
+    }
+    stopped(&state, &brick, &mut journal)
+}
+
+/// The end of a brick's supervision: its hook stopped, its row Stopped.
+fn stopped(
+    state: &State,
+    brick: &BrickPlan,
+    journal: &mut worker::BrickJournal,
+) -> Result<(), StateError> {
+    journal.stop();
+    state.set_worker(
+        brick.brick_id,
+        WorkerStatus::Stopped,
+        CrawlStatus::NotApplicable,
+    )
+}
+
+/// Runs a brick's worker until `shutdown` turns true, restarting it with
+/// back-off while it fails.
+async fn keep_running(
+    plan: &SessionPlan,
+    brick: &BrickPlan,
+    state: &State,
+    stimes: &dyn SetStime,
+    journal: &mut worker::BrickJournal,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let mut backoff = BACKOFF_MIN;
     let backoff_max = Duration::from_secs(plan.config.retry_max_interval).max(BACKOFF_MIN);
-    let mut journal = worker::BrickJournal::default();
-    let stime = |state: &State| {
-        state
-            .bricks_by_id(brick.brick_id)
-            .ok()
-            .flatten()
-            .and_then(|b| b.stime)
-    };
+    let stime = |_: &State| stimes.stime().ok().flatten();
     loop {
-        let before = stime(&state);
-        let outcome = worker::run(&plan, &brick, &state, &mut journal, &mut shutdown).await;
+        let before = stime(state);
+        let outcome = worker::run(plan, brick, state, stimes, journal, shutdown).await;
         if *shutdown.borrow() {
             break;
         }
@@ -112,7 +276,7 @@ async fn supervise(
         };
         // A worker that got batches through before failing starts over with
         // short waits; one that keeps failing waits longer and longer.
-        if stime(&state) > before {
+        if stime(state) > before {
             backoff = BACKOFF_MIN;
         }
         tracing::error!("worker failed: {err}; retrying in {} s", backoff.as_secs());
@@ -142,11 +306,4 @@ async fn supervise(
         }
         backoff = (backoff * 2).min(backoff_max);
     }
-    journal.stop();
-    state.set_worker(
-        brick.brick_id,
-        WorkerStatus::Stopped,
-        CrawlStatus::NotApplicable,
-    )?;
-    Ok(())
 }

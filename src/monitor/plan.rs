@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
+use super::sets::SetPlan;
+use crate::changelog::glusterfs::{internal_names, GlusterBrick};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::session::config::{ChangeDetector, SessionConfig};
@@ -23,6 +24,9 @@ pub struct BrickPlan {
     /// Absolute directories inside the brick that are not replicated (the
     /// georep home, if it lives there).
     pub exclude: Vec<PathBuf>,
+    /// The replica set the brick belongs to, if any: one worker of it is
+    /// Active at a time.
+    pub set: Option<SetPlan>,
 }
 
 /// A session as the monitor runs it.
@@ -168,9 +172,22 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
     let state = home.state()?;
     let dir = home.session_dir(session.id);
     let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
-    let bricks = state
-        .bricks(session.id)?
-        .into_iter()
+    let records = state.bricks(session.id)?;
+    let set_of = |b: &crate::state::BrickRecord| {
+        let name = b.subvolume.clone()?;
+        let members = records
+            .iter()
+            .filter(|m| m.subvolume.as_ref() == Some(&name))
+            .map(|m| m.id)
+            .collect();
+        Some(SetPlan {
+            name,
+            members,
+            arbiter: b.arbiter,
+        })
+    };
+    let bricks = records
+        .iter()
         .map(|b| {
             let brick = b.brick.path().to_owned();
             let journal_dir = journal_dir(&dir, b.id);
@@ -182,7 +199,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             let source = change_source(&config, &brick, &journal_dir);
             // GlusterFS's own tree is never replicated, whichever source.
             if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
-                exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
+                exclude.extend(internal_names(&brick).iter().map(|n| brick.join(n)));
             }
             BrickPlan {
                 brick_id: b.id,
@@ -190,6 +207,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
                 journal_dir,
                 source,
                 exclude,
+                set: set_of(b),
             }
         })
         .collect();

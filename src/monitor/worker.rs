@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::sets::{SetStime, TAKEOVER_REPLAY};
 use super::{BrickPlan, Live, SessionPlan};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
 use crate::crawl::journal::{self, ChangeSource};
@@ -69,6 +70,12 @@ struct Ctx<'a> {
     plan: &'a SessionPlan,
     brick: &'a BrickPlan,
     state: &'a State,
+    /// The stime of the brick's replica set (or of the brick alone).
+    stime: &'a dyn SetStime,
+    /// How far this worker has read its brick's journal; starts at stime
+    /// (for a member of a replica set a little before it: see
+    /// [`TAKEOVER_REPLAY`]).
+    cursor: Option<Stime>,
     link: SshLink,
     batch_id: u64,
     /// Parent directories of the files of the batch being shipped.
@@ -92,6 +99,7 @@ pub async fn run(
     plan: &SessionPlan,
     brick: &BrickPlan,
     state: &State,
+    stime: &dyn SetStime,
     journal: &mut BrickJournal,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
@@ -151,10 +159,16 @@ pub async fn run(
     let (conn, link) = connected?;
     state.set_last_error(brick.brick_id, None)?;
     let quick_check = !link.hello().root_empty;
+    let cursor = match (&brick.set, stime.stime()?) {
+        (Some(_), Some(s)) => Some(s.minus(TAKEOVER_REPLAY)),
+        (_, s) => s,
+    };
     let mut ctx = Ctx {
         plan,
         brick,
         state,
+        stime,
+        cursor,
         link,
         batch_id: 0,
         in_flight: BTreeSet::new(),
@@ -203,10 +217,7 @@ async fn sweep(ctx: &mut Ctx<'_>, dirs: &mut BTreeSet<RelPath>) -> Result<(), Wo
 }
 
 fn stime_of(ctx: &Ctx<'_>) -> Result<Option<Stime>, WorkerError> {
-    Ok(ctx
-        .state
-        .bricks_by_id(ctx.brick.brick_id)?
-        .and_then(|b| b.stime))
+    Ok(ctx.stime.stime()?)
 }
 
 async fn follow(
@@ -279,7 +290,7 @@ async fn drain_journal(
     let stime = stime_of(ctx)?;
     let max = ctx.live.config.changelog_batch_size;
     let source = &ctx.brick.source;
-    let after = stime.unwrap_or_default();
+    let after = ctx.cursor.or(stime).unwrap_or_default();
     let Some(jb) = tokio::task::block_in_place(|| journal::next_batch(source, after, max))? else {
         return Ok(false);
     };
@@ -490,10 +501,10 @@ fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(
     Ok(())
 }
 
-/// Moves stime forward to `to` (never back).
-fn advance(ctx: &Ctx<'_>, to: Stime) -> Result<(), WorkerError> {
-    match stime_of(ctx)? {
-        Some(s) if s >= to => Ok(()),
-        _ => Ok(ctx.state.set_stime(ctx.brick.brick_id, to)?),
-    }
+/// Moves stime forward to `to` (never back): the journal is read on from
+/// there.
+fn advance(ctx: &mut Ctx<'_>, to: Stime) -> Result<(), WorkerError> {
+    ctx.stime.advance(to)?;
+    ctx.cursor = ctx.cursor.max(Some(to));
+    Ok(())
 }

@@ -291,6 +291,14 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             if md.nlink() > 1 {
                 let inode = Inode::of(&md);
                 self.memory.links.note(inode, path);
+                // A GlusterFS brick names every hard link of a file (besides
+                // its handle): those this worker never saw made, e.g. since
+                // it took over a replica set, are relinked too.
+                if self.gluster_brick && md.nlink() > 2 {
+                    for name in crate::changelog::glusterfs::file_names(self.brick, path) {
+                        self.memory.links.note(inode, &name);
+                    }
+                }
                 if primaries.contains_key(&inode) {
                     continue;
                 }

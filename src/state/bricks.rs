@@ -11,7 +11,7 @@ impl State {
             .prepare(
                 "SELECT id, path, stime_ns, status, crawl, last_error, bytes_sent, entries, data, meta, failures,
                         crawl_started_ns, crawl_finished_ns, crawl_files, crawl_bytes,
-                        crawl_total_files, crawl_total_bytes
+                        crawl_total_files, crawl_total_bytes, subvolume, arbiter
                  FROM bricks WHERE session_id = ?1 ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -39,12 +39,13 @@ impl State {
                         total_files: r.get::<_, Option<i64>>(15)?.map(|n| n as u64),
                         total_bytes: r.get::<_, Option<i64>>(16)?.map(|n| n as u64),
                     },
+                    (r.get::<_, Option<String>>(17)?, r.get::<_, i64>(18)? != 0),
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, path, stime, status, crawl, last_error, n, progress) =
+            let (id, path, stime, status, crawl, last_error, n, progress, (subvolume, arbiter)) =
                 row.map_err(|e| self.err(e))?;
             out.push(BrickRecord {
                 id: BrickId::new(id),
@@ -63,9 +64,28 @@ impl State {
                 meta: n[3] as u64,
                 failures: n[4] as u64,
                 progress,
+                subvolume,
+                arbiter,
             });
         }
         Ok(out)
+    }
+
+    /// Records the GlusterFS subvolume (replica set) a brick belongs to,
+    /// and whether it is an arbiter; `None` for a brick of no set.
+    pub fn set_subvolume(
+        &self,
+        brick: BrickId,
+        subvolume: Option<&str>,
+        arbiter: bool,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET subvolume = ?2, arbiter = ?3 WHERE id = ?1",
+                params![brick.row(), subvolume, arbiter],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub fn bricks_by_id(&self, id: BrickId) -> Result<Option<BrickRecord>, StateError> {

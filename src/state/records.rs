@@ -51,6 +51,12 @@ pub struct BrickRecord {
     pub meta: u64,
     pub failures: u64,
     pub progress: CrawlProgress,
+    /// The GlusterFS subvolume the brick belongs to when it is a member of
+    /// a replica set (e.g. `gv0-replicate-0`): the set's bricks share one
+    /// stime, and one of them at a time is Active.
+    pub subvolume: Option<String>,
+    /// An arbiter brick holds names and metadata only: never Active.
+    pub arbiter: bool,
 }
 
 /// The brick's latest Hybrid Crawl.

@@ -55,6 +55,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // an estimate of the time left.
     "ALTER TABLE bricks ADD COLUMN crawl_total_files INTEGER;
     ALTER TABLE bricks ADD COLUMN crawl_total_bytes INTEGER;",
+    // 3 -> 4: the GlusterFS subvolume (replica set) of a brick, and whether
+    // it is an arbiter: the bricks of one set share one stime.
+    "ALTER TABLE bricks ADD COLUMN subvolume TEXT;
+    ALTER TABLE bricks ADD COLUMN arbiter INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(super) enum MigrateError {

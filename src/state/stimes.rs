@@ -89,6 +89,39 @@ impl State {
         Ok(())
     }
 
+    /// Records that everything on the bricks `members` (the bricks of one
+    /// replica set) before `stime` is durably on the slave: every member's
+    /// row at once, in one statement, so whichever member ships next
+    /// starts from it. A member already past `stime` keeps its own; the
+    /// first member refuses to go backwards as [`State::set_stime`] does.
+    pub fn set_stime_of_set(&self, members: &[BrickId], stime: Stime) -> Result<(), StateError> {
+        let Some(first) = members.first() else {
+            return Ok(());
+        };
+        let stored = self
+            .bricks_by_id(*first)?
+            .and_then(|b| b.stime)
+            .filter(|s| *s > stime);
+        if let Some(stored) = stored {
+            return Err(StateError::StimeBackwards {
+                brick: *first,
+                stored,
+                new: stime,
+            });
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for m in members {
+            tx.execute(
+                "UPDATE bricks SET stime_ns = ?2 WHERE id = ?1 AND (stime_ns IS NULL OR stime_ns <= ?2)",
+                params![m.row(), stime.nanos()],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Forgets a brick's stime, so the next start does a full Hybrid Crawl.
     pub fn reset_stime(&self, session_id: SessionId) -> Result<(), StateError> {
         self.conn()

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::{parse_volume_info, xml::parse_volumes, Topology, VolumeError};
+use super::{
+    parse_brick_status, parse_volume_info, xml::parse_volumes, BrickState, Topology, VolumeError,
+};
 
 /// The `gluster` CLI to ask (`GEOREP_GLUSTER` overrides it).
 pub fn gluster_cli() -> PathBuf {
@@ -22,28 +24,35 @@ pub fn gluster_present() -> bool {
 
 /// `gluster volume info VOL --xml`, read.
 pub fn volume_info(vol: &str) -> Result<Topology, VolumeError> {
-    parse_volume_info(vol, &ask(vol)?)
+    parse_volume_info(vol, &ask("info", vol)?)
 }
 
 /// `gluster volume info --xml`: every volume of the cluster.
 pub fn all_volumes() -> Result<Vec<Topology>, VolumeError> {
-    parse_volumes("all", &ask("all")?)
+    parse_volumes("all", &ask("info", "all")?)
 }
 
-/// The XML answer to `gluster volume info WHAT --xml`.
-fn ask(what: &str) -> Result<String, VolumeError> {
+/// `gluster volume status VOL --xml`: which brick processes run.
+pub fn brick_status(vol: &str) -> Result<Vec<BrickState>, VolumeError> {
+    parse_brick_status(vol, &ask("status", vol)?)
+}
+
+/// The XML answer to `gluster volume QUESTION WHAT --xml`.
+fn ask(question: &'static str, what: &str) -> Result<String, VolumeError> {
     let cli = gluster_cli();
     let out = Command::new(&cli)
-        .args(["--mode=script", "volume", "info", what, "--xml"])
+        .args(["--mode=script", "volume", question, what, "--xml"])
         .output()
         .map_err(|source| VolumeError::Spawn {
             cli: cli.clone(),
+            question,
             vol: what.to_owned(),
             source,
         })?;
     let xml = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() && !xml.contains("<opRet>") {
         return Err(VolumeError::Refused {
+            question,
             vol: what.to_owned(),
             reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });

@@ -2,10 +2,12 @@
 //! it: its type, its subvolumes (replica or disperse sets) in brick order,
 //! arbiter bricks, and the options that change what a brick holds.
 //!
-//! georep replicates one brick exactly. A volume whose bricks hold anything
-//! other than the whole volume (several bricks, erasure-coded fragments,
-//! shard pieces) is refused by [`Topology::unsupported`] until it is
-//! handled: a partial copy that says it is healthy is never acceptable.
+//! georep replicates a volume whose every brick it reads holds the whole
+//! volume as clients see it: one brick, or one replica set (whose Active
+//! member ships, see `monitor::sets`). A volume whose bricks hold anything
+//! else (parts of the namespace, erasure-coded fragments, shard pieces) is
+//! refused by [`Topology::unsupported`] until it is handled: a partial copy
+//! that says it is healthy is never acceptable.
 //!
 //! Imports nothing of georep; `cli` asks it at `create` and `start`.
 
@@ -15,22 +17,31 @@ mod xml;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use gluster::{all_volumes, gluster_cli, gluster_present, volume_info};
-pub use xml::parse_volume_info;
+pub use gluster::{all_volumes, brick_status, gluster_cli, gluster_present, volume_info};
+pub use xml::{parse_brick_status, parse_volume_info};
 
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("running {cli} volume info {vol} --xml: {source}")]
+    #[error("running {cli} volume {question} {vol} --xml: {source}")]
     Spawn {
         cli: PathBuf,
+        question: &'static str,
         vol: String,
         source: std::io::Error,
     },
-    #[error("gluster volume info {vol}: {reason}")]
-    Refused { vol: String, reason: String },
-    #[error("gluster volume info {vol}: unreadable answer: {reason}")]
-    Malformed { vol: String, reason: String },
+    #[error("gluster volume {question} {vol}: {reason}")]
+    Refused {
+        question: &'static str,
+        vol: String,
+        reason: String,
+    },
+    #[error("gluster volume {question} {vol}: unreadable answer: {reason}")]
+    Malformed {
+        question: &'static str,
+        vol: String,
+        reason: String,
+    },
 }
 
 impl VolumeError {
@@ -60,6 +71,15 @@ impl fmt::Display for BrickSpec {
     }
 }
 
+/// A brick as `gluster volume status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrickState {
+    pub host: String,
+    pub path: PathBuf,
+    /// Its brick process (glusterfsd) runs.
+    pub online: bool,
+}
+
 /// How the bricks of one subvolume relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetKind {
@@ -76,6 +96,9 @@ pub enum SetKind {
 pub struct Subvolume {
     pub kind: SetKind,
     pub bricks: Vec<BrickSpec>,
+    /// GlusterFS's name for it in the client graph: `VOL-replicate-N`,
+    /// `VOL-disperse-N`, or `VOL-client-N` for a plain brick.
+    pub name: String,
 }
 
 /// A volume's shape, as far as replicating it is concerned.
@@ -97,9 +120,17 @@ impl Topology {
         self.subvolumes.iter().flat_map(|s| s.bricks.iter())
     }
 
+    /// The subvolume that lists a brick at `path`.
+    pub fn subvolume_of(&self, path: &std::path::Path) -> Option<&Subvolume> {
+        self.subvolumes
+            .iter()
+            .find(|s| s.bricks.iter().any(|b| b.path == path))
+    }
+
     /// Why georep cannot replicate this volume yet, naming its type and
     /// what is missing; `None` when every brick holds the whole volume as
-    /// clients see it (a single-brick volume without sharding).
+    /// clients see it: a single brick, or a single replica set (with or
+    /// without an arbiter), without sharding.
     pub fn unsupported(&self) -> Option<String> {
         let mut missing = Vec::new();
         let subvolumes = self.subvolumes.len();
@@ -113,12 +144,11 @@ impl Topology {
                 .iter()
                 .any(|s| kind(&s.kind) && s.bricks.len() > 1)
         };
-        if sets(|k| matches!(k, SetKind::Replica)) {
-            let arbiter = self.bricks().any(|b| b.arbiter);
-            missing.push(format!(
-                "replica sets{}: one Active worker per set with failover",
-                if arbiter { " with arbiter bricks" } else { "" }
-            ));
+        if subvolumes > 1 && sets(|k| matches!(k, SetKind::Replica)) {
+            missing.push(
+                "several replica sets: each set's Active brick holds part of the namespace, to be merged as for distribute"
+                    .to_owned(),
+            );
         }
         if sets(|k| matches!(k, SetKind::Disperse { .. })) {
             missing.push(
@@ -136,7 +166,7 @@ impl Topology {
             return None;
         }
         Some(format!(
-            "volume {} is {} with {} brick(s) ({}); georep replicates only a single-brick volume yet, and does not handle: {}",
+            "volume {} is {} with {} brick(s) ({}); georep replicates only a single brick or a single replica set yet, and does not handle: {}",
             self.name,
             self.type_name,
             self.bricks().count(),
@@ -179,16 +209,16 @@ mod tests {
     }
 
     #[test]
-    fn an_arbiter_replica_is_one_set_and_refused() {
+    fn an_arbiter_replica_is_one_set_and_accepted() {
         let t = fixture("rv");
         assert_eq!(t.subvolumes.len(), 1);
         assert_eq!(t.subvolumes[0].kind, SetKind::Replica);
+        assert_eq!(t.subvolumes[0].name, "rv-replicate-0");
         let arbiters: Vec<bool> = t.bricks().map(|b| b.arbiter).collect();
         assert_eq!(arbiters, [false, false, true]);
-        let why = t.unsupported().unwrap();
-        assert!(why.contains("Replicate"), "{why}");
-        assert!(why.contains("replica sets with arbiter bricks"), "{why}");
-        assert!(why.contains("vm:/tmp/gx/r3 (arbiter)"), "{why}");
+        assert_eq!(t.unsupported(), None);
+        let set = t.subvolume_of(std::path::Path::new("/tmp/gx/r3")).unwrap();
+        assert_eq!(set.name, "rv-replicate-0");
     }
 
     #[test]
@@ -208,9 +238,11 @@ mod tests {
             sets,
             [["/tmp/gx/q1", "/tmp/gx/q2"], ["/tmp/gx/q3", "/tmp/gx/q4"]]
         );
+        let names: Vec<&str> = t.subvolumes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["r2-replicate-0", "r2-replicate-1"]);
         let why = t.unsupported().unwrap();
         assert!(why.contains("Distributed-Replicate"), "{why}");
-        assert!(why.contains("2 distribute subvolumes") && why.contains("replica sets"));
+        assert!(why.contains("2 distribute subvolumes") && why.contains("several replica sets"));
     }
 
     #[test]
@@ -218,6 +250,7 @@ mod tests {
         let t = fixture("ev");
         assert_eq!(t.subvolumes.len(), 1);
         assert_eq!(t.subvolumes[0].kind, SetKind::Disperse { redundancy: 1 });
+        assert_eq!(t.subvolumes[0].name, "ev-disperse-0");
         assert!(t.unsupported().unwrap().contains("erasure-coded"));
     }
 

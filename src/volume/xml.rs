@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use roxmltree::{Document, Node};
 
-use super::{BrickSpec, SetKind, Subvolume, Topology, VolumeError};
+use super::{BrickSpec, BrickState, SetKind, Subvolume, Topology, VolumeError};
 
 /// The topology of `vol` from the CLI's XML answer, or why it has none
 /// (GlusterFS's own error, e.g. "Volume gv0 does not exist").
@@ -13,6 +13,7 @@ pub fn parse_volume_info(vol: &str, xml: &str) -> Result<Topology, VolumeError> 
         .into_iter()
         .find(|t| t.name == vol)
         .ok_or_else(|| VolumeError::Malformed {
+            question: "info",
             vol: vol.to_owned(),
             reason: format!("no <volume> named {vol}"),
         })
@@ -21,7 +22,43 @@ pub fn parse_volume_info(vol: &str, xml: &str) -> Result<Topology, VolumeError> 
 /// Every volume of an answer (`asked` names the question in errors: a
 /// volume, or `all`).
 pub fn parse_volumes(asked: &str, xml: &str) -> Result<Vec<Topology>, VolumeError> {
+    let doc = answer("info", asked, xml)?;
+    doc.root_element()
+        .descendants()
+        .filter(|n| n.has_tag_name("volume"))
+        .map(|v| parse_volume(v, asked))
+        .collect()
+}
+
+/// The bricks of `vol` and whether each one's process runs, from the
+/// answer to `gluster volume status VOL --xml` (daemons such as the
+/// self-heal daemon are left out: they have no brick path).
+pub fn parse_brick_status(vol: &str, xml: &str) -> Result<Vec<BrickState>, VolumeError> {
+    let doc = answer("status", vol, xml)?;
+    let bricks = doc
+        .root_element()
+        .descendants()
+        .filter(|n| n.has_tag_name("node"))
+        .filter_map(|n| {
+            let path = child_text(n, "path")?.trim();
+            path.starts_with('/').then(|| BrickState {
+                host: child_text(n, "hostname").unwrap_or("").trim().to_owned(),
+                path: PathBuf::from(path),
+                online: child_text(n, "status").map(str::trim) == Some("1"),
+            })
+        })
+        .collect();
+    Ok(bricks)
+}
+
+/// The parsed answer of the CLI, once its `opRet` says it succeeded.
+fn answer<'x>(
+    question: &'static str,
+    asked: &str,
+    xml: &'x str,
+) -> Result<Document<'x>, VolumeError> {
     let malformed = |reason: String| VolumeError::Malformed {
+        question,
         vol: asked.to_owned(),
         reason,
     };
@@ -34,19 +71,18 @@ pub fn parse_volumes(asked: &str, xml: &str) -> Result<Vec<Topology>, VolumeErro
             .filter(|e| !e.is_empty())
             .map_or_else(|| format!("opRet {ret}"), str::to_owned);
         return Err(VolumeError::Refused {
+            question,
             vol: asked.to_owned(),
             reason,
         });
     }
-    root.descendants()
-        .filter(|n| n.has_tag_name("volume"))
-        .map(|v| parse_volume(v, asked))
-        .collect()
+    Ok(doc)
 }
 
 fn parse_volume(volume: Node, asked: &str) -> Result<Topology, VolumeError> {
     let vol = child_text(volume, "name").unwrap_or("").trim();
     let malformed = |reason: String| VolumeError::Malformed {
+        question: "info",
         vol: asked.to_owned(),
         reason: format!("volume {vol}: {reason}"),
     };
@@ -93,9 +129,15 @@ fn parse_volume(volume: Node, asked: &str) -> Result<Topology, VolumeError> {
     }
     let subvolumes = bricks
         .chunks(set_size)
-        .map(|set| Subvolume {
+        .enumerate()
+        .map(|(i, set)| Subvolume {
             kind,
             bricks: set.to_vec(),
+            name: match kind {
+                SetKind::Replica => format!("{vol}-replicate-{i}"),
+                SetKind::Disperse { .. } => format!("{vol}-disperse-{i}"),
+                SetKind::Single => format!("{vol}-client-{i}"),
+            },
         })
         .collect();
 
@@ -151,6 +193,27 @@ mod tests {
         assert_eq!(t.status, "Started");
         assert_eq!(t.bricks().next().unwrap().path, PathBuf::from("/srv/a&b"));
         assert_eq!(t.unsupported(), None);
+    }
+
+    #[test]
+    fn brick_status_says_which_brick_processes_run() {
+        let xml = r#"<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
+            <volName>rexp</volName><nodeCount>3</nodeCount>
+            <node><hostname>vm</hostname><path>/b/1</path><status>0</status><port>N/A</port><pid>-1</pid></node>
+            <node><hostname>vm</hostname><path>/b/2</path><status>1</status><port>56362</port><pid>9626</pid></node>
+            <node><hostname>Self-heal Daemon</hostname><path>localhost</path><status>1</status></node>
+            </volume></volumes></volStatus></cliOutput>"#;
+        let got: Vec<(String, bool)> = parse_brick_status("rexp", xml)
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.path.display().to_string(), b.online))
+            .collect();
+        assert_eq!(got, [("/b/1".to_owned(), false), ("/b/2".to_owned(), true)]);
+        let stopped = "<cliOutput><opRet>-1</opRet><opErrstr>Volume rexp is not started</opErrstr></cliOutput>";
+        assert!(parse_brick_status("rexp", stopped)
+            .unwrap_err()
+            .to_string()
+            .contains("not started"));
     }
 
     #[test]

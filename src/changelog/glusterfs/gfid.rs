@@ -39,6 +39,11 @@ impl Gfid {
         Some(Gfid(out))
     }
 
+    /// A UUID from its 16 bytes (e.g. a volume id xattr).
+    pub fn from_bytes(bytes: [u8; 16]) -> Gfid {
+        Gfid(bytes)
+    }
+
     pub fn is_root(&self) -> bool {
         *self == ROOT
     }
@@ -132,6 +137,49 @@ pub fn file_locations(brick: &Path, gfid: Gfid) -> Vec<Location> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Directory depth beyond which a chain of handles counts as broken (a
+/// loop in a damaged brick).
+pub(super) const MAX_DEPTH: usize = 4096;
+
+/// Where a directory is now, as a path from the brick root, following the
+/// handles up to the root; `None` if a handle is missing.
+fn dir_path(brick: &Path, gfid: Gfid) -> Option<crate::relpath::RelPath> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut g = gfid;
+    for _ in 0..MAX_DEPTH {
+        if g.is_root() {
+            let mut path = crate::relpath::RelPath::root();
+            for n in names.iter().rev() {
+                path = path.join(OsStr::from_bytes(n)).ok()?;
+            }
+            return Some(path);
+        }
+        let loc = dir_location(brick, g)?;
+        names.push(loc.name);
+        g = loc.parent;
+    }
+    None
+}
+
+/// Every name the non-directory at `path` (from the brick root) has now,
+/// from its gfid and the gfid2path xattrs of its handle: a worker that did
+/// not see a file's hard links made learns them here. Empty if the brick
+/// cannot tell.
+pub fn file_names(brick: &Path, path: &crate::relpath::RelPath) -> Vec<crate::relpath::RelPath> {
+    let mut raw = [0u8; 16];
+    let Ok(16) = rustix::fs::lgetxattr(path.under(brick), "trusted.gfid", &mut raw[..]) else {
+        return Vec::new();
+    };
+    file_locations(brick, Gfid(raw))
+        .into_iter()
+        .filter_map(|loc| {
+            dir_path(brick, loc.parent)?
+                .join(OsStr::from_bytes(&loc.name))
+                .ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -229,5 +277,50 @@ mod tests {
             .map(|l| l.name)
             .collect();
         assert_eq!(names, [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn a_file_is_named_by_every_hard_link_beneath_the_brick_root() {
+        use crate::relpath::RelPath;
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        // d1 (a directory at the root) holds "b"; the root holds "a".
+        let d = Gfid::parse(b"37cb0cef-ea72-410e-a4e0-b075f8a6c824").unwrap();
+        let dh = d.handle(brick);
+        std::fs::create_dir_all(dh.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("../../00/00/00000000-0000-0000-0000-000000000001/d1", &dh)
+            .unwrap();
+        std::fs::create_dir(brick.join("d1")).unwrap();
+        std::fs::write(brick.join("a"), b"x").unwrap();
+        let f = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
+        let fh = f.handle(brick);
+        std::fs::create_dir_all(fh.parent().unwrap()).unwrap();
+        std::fs::hard_link(brick.join("a"), &fh).unwrap();
+        std::fs::hard_link(brick.join("a"), brick.join("d1/b")).unwrap();
+        let set = |name: &str, value: &[u8]| {
+            rustix::fs::lsetxattr(&fh, name, value, rustix::fs::XattrFlags::empty())
+        };
+        if set("trusted.gfid", &f.0).is_err() {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        set(
+            "trusted.gfid2path.1",
+            b"00000000-0000-0000-0000-000000000001/a",
+        )
+        .unwrap();
+        set(
+            "trusted.gfid2path.2",
+            b"37cb0cef-ea72-410e-a4e0-b075f8a6c824/b",
+        )
+        .unwrap();
+        let names = file_names(brick, &RelPath::new("d1/b").unwrap());
+        assert_eq!(
+            names,
+            [RelPath::new("a").unwrap(), RelPath::new("d1/b").unwrap()]
+        );
+        // Without a gfid (not a GlusterFS file) there is nothing to tell.
+        std::fs::write(brick.join("plain"), b"y").unwrap();
+        assert!(file_names(brick, &RelPath::new("plain").unwrap()).is_empty());
     }
 }

@@ -87,8 +87,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use format::{parse, GEntryOp, GRecord, HEADER};
+pub use gfid::file_names;
 pub use mdata::client_mtime;
-pub use resolve::INTERNAL;
+pub use resolve::{internal_names, INTERNAL};
 
 use super::{Changelog, ChangelogError, Record};
 use crate::session::Stime;

@@ -15,16 +15,42 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::format::{GEntryOp, GRecord};
-use super::gfid::{self, Gfid, Location};
+use super::gfid::{self, Gfid, Location, MAX_DEPTH};
 use crate::changelog::Record;
 use crate::relpath::RelPath;
 
 /// Top-level names of the brick that belong to GlusterFS, never replicated.
 pub const INTERNAL: &[&str] = &[".glusterfs", ".trashcan"];
 
-/// Directory depth beyond which a chain of handles counts as broken (a
-/// loop in a damaged brick).
-const MAX_DEPTH: usize = 4096;
+/// The replicate layer keeps inodes whose name it lost during a heal in a
+/// top-level directory `.glusterfs-anonymous-inode-<volume id>`, which the
+/// mount never shows.
+pub const ANON_INODE_PREFIX: &str = ".glusterfs-anonymous-inode-";
+
+/// Whether a top-level name of a brick belongs to GlusterFS.
+pub fn is_internal(first: &std::ffi::OsStr) -> bool {
+    INTERNAL.iter().any(|n| first == std::ffi::OsStr::new(n))
+        || first.as_bytes().starts_with(ANON_INODE_PREFIX.as_bytes())
+}
+
+/// The top-level names of `brick` that belong to GlusterFS: [`INTERNAL`],
+/// and the replicate layer's anonymous-inode directory, named after the
+/// volume id the brick root carries (whether or not it exists yet), and
+/// any such directory already there.
+pub fn internal_names(brick: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<std::ffi::OsString> = INTERNAL.iter().map(Into::into).collect();
+    let mut id = [0u8; 16];
+    if let Ok(16) = rustix::fs::getxattr(brick, "trusted.glusterfs.volume-id", &mut id) {
+        names.push(format!("{ANON_INODE_PREFIX}{}", Gfid::from_bytes(id)).into());
+    }
+    for e in std::fs::read_dir(brick).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if is_internal(&name) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
 
 /// Resolves the records of consecutive changelog files (oldest first)
 /// against the brick as it is now; one list of records per file.
@@ -179,10 +205,7 @@ fn is_regular(mode: u32) -> bool {
 }
 
 fn replicable(p: RelPath) -> Option<RelPath> {
-    let internal = p
-        .components()
-        .next()
-        .is_some_and(|first| INTERNAL.iter().any(|n| first == std::ffi::OsStr::new(n)));
+    let internal = p.components().next().is_some_and(is_internal);
     (!internal).then_some(p)
 }
 
@@ -305,5 +328,35 @@ mod tests {
         assert!(is_regular(0o100644));
         assert!(is_regular(0));
         assert!(!is_regular(0o010644));
+    }
+
+    #[test]
+    fn the_anonymous_inode_directory_is_internal_before_it_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let raw = [0x0d; 16];
+        let id = Gfid::from_bytes(raw);
+        if rustix::fs::setxattr(
+            brick,
+            "trusted.glusterfs.volume-id",
+            &raw,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_err()
+        {
+            eprintln!("skipped: trusted xattrs need root");
+            return;
+        }
+        let names = internal_names(brick);
+        let anon = format!("{ANON_INODE_PREFIX}{id}");
+        assert!(names.contains(&anon.clone().into()), "{names:?}");
+        assert!(names.contains(&".glusterfs".into()));
+        // One already there under another id is left out too.
+        std::fs::create_dir(brick.join(".glusterfs-anonymous-inode-other")).unwrap();
+        assert!(internal_names(brick).contains(&".glusterfs-anonymous-inode-other".into()));
+        let inside = RelPath::new(format!("{anon}/f").into_bytes()).unwrap();
+        assert_eq!(replicable(inside), None);
+        let user = RelPath::new(".glusterfsy/f").unwrap();
+        assert_eq!(replicable(user.clone()), Some(user));
     }
 }

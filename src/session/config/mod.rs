@@ -73,6 +73,9 @@ pub struct SessionConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Where changes are found.
     pub change_detector: ChangeDetector,
+    /// Seconds within which a Passive worker of a replica set takes over
+    /// when the Active one's brick goes down.
+    pub replica_failover_interval: u64,
 }
 
 impl Default for SessionConfig {
@@ -101,6 +104,7 @@ impl Default for SessionConfig {
             log_rotate_keep: 5,
             metrics_addr: None,
             change_detector: ChangeDetector::Auto,
+            replica_failover_interval: 5,
         }
     }
 }

@@ -290,6 +290,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         set: |c, v| c.retry_max_interval = v.int(),
     },
     OptionSpec {
+        key: "replica-failover-interval",
+        applies: Applies::NextStart,
+        help: "seconds within which a Passive worker of a replica set becomes Active when the Active brick goes down",
+        kind: Kind::Int { min: 1, max: 600 },
+        get: |c| c.replica_failover_interval.to_string(),
+        set: |c, v| c.replica_failover_interval = v.int(),
+    },
+    OptionSpec {
         key: "log-level",
         applies: Applies::Reload,
         help: "monitor log verbosity",

@@ -1,0 +1,366 @@
+//! Replica sets: every brick of a set holds the whole set, so exactly one
+//! worker per set ships (Active) and the others wait (Passive), ready to
+//! take over when the Active brick goes down.
+//!
+//! Three seams, each with the implementation for one node:
+//!
+//! - [`Election`]: who is Active. [`LocalElection`] is an exclusive
+//!   `flock` on `<session dir>/sets/<subvolume>.lock`, held as long as the
+//!   worker is Active; the kernel drops it if the monitor dies. GlusterFS
+//!   elects the same way, with a lock on a file of its shared meta-volume:
+//!   for several nodes only the directory changes.
+//! - [`SetStime`]: the set's stime, which a new Active continues from.
+//!   [`LocalStime`] keeps it in georep's state database, written to every
+//!   member's row in one transaction, so any member reads it at takeover
+//!   and a Passive row shows the set's LAST_SYNCED. Each brick records the
+//!   same operations in its own changelog, so a time in one brick's
+//!   changelog is a place in every member's.
+//! - [`BrickHealth`]: whether a brick is up: its brick process runs
+//!   (`gluster volume status VOL --xml`) and its directory is readable.
+//!
+//! An arbiter brick holds names and 0-byte files, never content: it never
+//! runs for election.
+//!
+//! # Where the set's stime lives, and why
+//!
+//! GlusterFS keeps a stime xattr on each brick root and elects through a
+//! lock on a shared meta-volume. georep keeps the set's stime where it
+//! keeps every stime, in its state database, on the rows of all members,
+//! moved in one transaction by the Active worker after each `Committed`:
+//!
+//! - Any member reads it at takeover without asking anyone: on one node
+//!   every worker of the set is in the same monitor, with the same
+//!   database, and the row of a Passive member already holds it (status
+//!   shows it as the set's LAST_SYNCED with no extra query).
+//! - It is never ahead of the slave: it moves only after the slave
+//!   acknowledged a batch (after `syncfs`), exactly as a lone brick's does,
+//!   and never back (`State::set_stime_of_set`).
+//! - Nothing is written to the bricks (no `trusted.*` xattr), as for a lone
+//!   brick: georep stays a reader of the volume.
+//!
+//! The alternative of the slave recording stime per subvolume in the same
+//! commit as the data would make the slave the single source of truth
+//! across nodes, at the price of a protocol change (a stime in every
+//! commit, a read at takeover); it is not needed while the whole set is on
+//! one node. For several master nodes (issue 16) the members of a set are
+//! in different monitors: [`Election`] then needs a lock every node sees
+//! (a file on a shared mount, as GlusterFS's meta-volume) and [`SetStime`]
+//! a store every node reads (the slave's commit record, or a shared
+//! database); the worker, the supervision and the status rows stay as
+//! they are, since they only see these two traits.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::session::{BrickId, Stime};
+use crate::state::{State, StateError};
+
+/// The replica set a brick of the session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetPlan {
+    /// GlusterFS's name of the subvolume, e.g. `gv0-replicate-0`.
+    pub name: String,
+    /// The set's bricks in this session, this one included.
+    pub members: Vec<BrickId>,
+    /// This brick is the set's arbiter: never Active.
+    pub arbiter: bool,
+}
+
+/// Changes a brick records may be stamped a little later in one member's
+/// changelog than in another's (each rolls over on its own clock, and a
+/// replicated write reaches the bricks one after the other): a new Active
+/// replays its own changelog from this much before the set's stime.
+/// Replaying is harmless; what the slave holds is not sent again.
+pub const TAKEOVER_REPLAY: Duration = Duration::from_secs(5);
+
+/// Why an election could not be held.
+#[derive(Debug, thiserror::Error)]
+#[error("election lock {path}: {source}")]
+pub struct ElectionError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// Held while a worker is its set's Active one; dropping it steps down.
+pub struct Lease {
+    _held: Box<dyn Send + Sync>,
+}
+
+/// Who of a replica set ships.
+pub trait Election: Send + Sync {
+    /// Makes the caller the Active worker of `set` if no one is; `None` if
+    /// another member is.
+    fn try_lead(&self, set: &str) -> Result<Option<Lease>, ElectionError>;
+}
+
+/// [`Election`] among the workers of one node: a `flock` per set.
+pub struct LocalElection {
+    dir: PathBuf,
+}
+
+impl LocalElection {
+    pub fn new(dir: PathBuf) -> LocalElection {
+        LocalElection { dir }
+    }
+}
+
+impl Election for LocalElection {
+    fn try_lead(&self, set: &str) -> Result<Option<Lease>, ElectionError> {
+        let path = self.dir.join(format!("{set}.lock"));
+        let err = |source| ElectionError {
+            path: path.clone(),
+            source,
+        };
+        crate::fsutil::create_private_dir(&self.dir).map_err(err)?;
+        // Each call opens its own file description: flock excludes it from
+        // every other one, also within this process.
+        let file: File = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Lease {
+                _held: Box::new(file),
+            })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(err(e.into())),
+        }
+    }
+}
+
+/// Where the stime of a brick's set (or of a lone brick) is kept.
+pub trait SetStime: Send + Sync {
+    /// Everything changed before it is durably on the slave.
+    fn stime(&self) -> Result<Option<Stime>, StateError>;
+    /// Moves it forward to `to`; never back.
+    fn advance(&self, to: Stime) -> Result<(), StateError>;
+}
+
+/// [`SetStime`] in the state database: the rows of every member.
+pub struct LocalStime {
+    state: State,
+    own: BrickId,
+    /// The set's bricks (only `own` for a brick of no set).
+    members: Vec<BrickId>,
+}
+
+impl LocalStime {
+    pub fn open(home: &Path, own: BrickId, set: Option<&SetPlan>) -> Result<Self, StateError> {
+        Ok(LocalStime {
+            state: State::open(home)?,
+            own,
+            members: set.map_or_else(|| vec![own], |s| s.members.clone()),
+        })
+    }
+}
+
+impl SetStime for LocalStime {
+    fn stime(&self) -> Result<Option<Stime>, StateError> {
+        Ok(self.state.bricks_by_id(self.own)?.and_then(|b| b.stime))
+    }
+
+    fn advance(&self, to: Stime) -> Result<(), StateError> {
+        match self.stime()? {
+            Some(s) if s >= to => Ok(()),
+            _ if self.members == [self.own] => self.state.set_stime(self.own, to),
+            _ => self.state.set_stime_of_set(&self.members, to),
+        }
+    }
+}
+
+/// Whether each brick is up, as last seen: `Err(why)` names what is down.
+pub type Verdicts = HashMap<PathBuf, Result<(), String>>;
+
+/// The health of the session's bricks of replica sets, polled in the
+/// background; workers watch their own brick.
+#[derive(Clone)]
+pub struct BrickHealth {
+    rx: watch::Receiver<Arc<Verdicts>>,
+}
+
+impl BrickHealth {
+    /// Polls every `period` until `shutdown`: one `gluster volume status`
+    /// for the whole volume, and a listing of each brick directory. While
+    /// the CLI cannot answer, only unreadable directories count as down
+    /// (a glusterd restart is no reason to fail over).
+    pub fn spawn(
+        vol: String,
+        bricks: Vec<PathBuf>,
+        period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> BrickHealth {
+        let first = Arc::new(tokio::task::block_in_place(|| check(&vol, &bricks)));
+        let (tx, rx) = watch::channel(first);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = shutdown.changed() => break,
+                }
+                let (vol, bricks) = (vol.clone(), bricks.clone());
+                let Ok(verdicts) = tokio::task::spawn_blocking(move || check(&vol, &bricks)).await
+                else {
+                    break;
+                };
+                tx.send_if_modified(|old| {
+                    let changed = **old != verdicts;
+                    if changed {
+                        *old = Arc::new(verdicts);
+                    }
+                    changed
+                });
+            }
+        });
+        BrickHealth { rx }
+    }
+
+    /// Why `brick` is down, or `None` if it is up.
+    pub fn down(&self, brick: &Path) -> Option<String> {
+        self.rx.borrow().get(brick).and_then(|v| v.clone().err())
+    }
+
+    /// Waits for the next change of any verdict.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The poller ended (shutdown): nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn check(vol: &str, bricks: &[PathBuf]) -> Verdicts {
+    let status = crate::volume::brick_status(vol);
+    if let Err(e) = &status {
+        tracing::warn!("cannot tell whether the bricks of {vol} run: {e}");
+    }
+    verdicts(vol, bricks, &status)
+}
+
+/// Each brick's verdict from the CLI's answer and its directory.
+fn verdicts(
+    vol: &str,
+    bricks: &[PathBuf],
+    status: &Result<Vec<crate::volume::BrickState>, crate::volume::VolumeError>,
+) -> Verdicts {
+    bricks
+        .iter()
+        .map(|b| {
+            let verdict = match (status, std::fs::read_dir(b)) {
+                (_, Err(e)) => Err(format!("brick {} is unreadable: {e}", b.display())),
+                (Ok(states), Ok(_)) => match states.iter().find(|s| same_path(&s.path, b)) {
+                    Some(s) if !s.online => Err(format!(
+                        "brick {} is offline (gluster volume status {vol})",
+                        b.display()
+                    )),
+                    _ => Ok(()),
+                },
+                (Err(_), Ok(_)) => Ok(()),
+            };
+            (b.clone(), verdict)
+        })
+        .collect()
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_member_leads_until_it_steps_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let election = LocalElection::new(dir.path().join("sets"));
+        let lease = election.try_lead("gv0-replicate-0").unwrap();
+        assert!(lease.is_some());
+        assert!(election.try_lead("gv0-replicate-0").unwrap().is_none());
+        // Another set has its own lock.
+        assert!(election.try_lead("gv0-replicate-1").unwrap().is_some());
+        drop(lease);
+        assert!(election.try_lead("gv0-replicate-0").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_brick_is_down_when_its_process_is_offline_or_its_directory_unreadable() {
+        use crate::volume::{BrickState, VolumeError};
+        let dir = tempfile::tempdir().unwrap();
+        let (up, off, gone) = (
+            dir.path().join("up"),
+            dir.path().join("off"),
+            dir.path().join("gone"),
+        );
+        for d in [&up, &off] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let bricks = [up.clone(), off.clone(), gone.clone()];
+        let state = |path: &Path, online| BrickState {
+            host: "vm".into(),
+            path: path.to_owned(),
+            online,
+        };
+        let answer = Ok(vec![
+            state(&up, true),
+            state(&off, false),
+            state(&gone, true),
+        ]);
+        let v = verdicts("gv0", &bricks, &answer);
+        assert_eq!(v[&up], Ok(()));
+        assert!(v[&off].as_ref().unwrap_err().contains("offline"), "{v:?}");
+        assert!(
+            v[&gone].as_ref().unwrap_err().contains("unreadable"),
+            "{v:?}"
+        );
+        // No answer from the CLI: only the directories tell.
+        let failed = Err(VolumeError::Refused {
+            question: "status",
+            vol: "gv0".into(),
+            reason: "Connection failed".into(),
+        });
+        let v = verdicts("gv0", &bricks, &failed);
+        assert_eq!((&v[&up], &v[&off]), (&Ok(()), &Ok(())));
+        assert!(v[&gone].is_err());
+    }
+
+    #[test]
+    fn a_set_stime_is_every_members_and_never_goes_back() {
+        use crate::session::{Brick, SlaveUrl, VolumeName};
+        use crate::state::NewSession;
+        let home = tempfile::tempdir().unwrap();
+        let mut state = State::open(home.path()).unwrap();
+        let vol: VolumeName = "gv0".parse().unwrap();
+        let slave: SlaveUrl = "root@dr::/srv/dr".parse().unwrap();
+        let s = state
+            .create_session(&NewSession {
+                master_vol: vol,
+                slave,
+                port: 22,
+                host_key: String::new(),
+                config: "{}".into(),
+                bricks: vec![Brick::new("/b1").unwrap(), Brick::new("/b2").unwrap()],
+            })
+            .unwrap();
+        let ids: Vec<BrickId> = state.bricks(s.id).unwrap().iter().map(|b| b.id).collect();
+        let set = SetPlan {
+            name: "gv0-replicate-0".into(),
+            members: ids.clone(),
+            arbiter: false,
+        };
+        let first = LocalStime::open(home.path(), ids[0], Some(&set)).unwrap();
+        let second = LocalStime::open(home.path(), ids[1], Some(&set)).unwrap();
+        first.advance(Stime::from_nanos(2_000)).unwrap();
+        assert_eq!(second.stime().unwrap(), Some(Stime::from_nanos(2_000)));
+        second.advance(Stime::from_nanos(1_000)).unwrap();
+        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(2_000)));
+        second.advance(Stime::from_nanos(3_000)).unwrap();
+        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(3_000)));
+    }
+}
