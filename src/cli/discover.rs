@@ -10,7 +10,7 @@ use anyhow::bail;
 
 use crate::session::VolumeName;
 pub use crate::volume::gluster_present;
-use crate::volume::{all_volumes, volume_info, Topology};
+use crate::volume::{all_volumes, volume_info, BrickSpec, Topology};
 
 /// The bricks of `vol` that live on this node, once its shape is known to
 /// be one georep handles.
@@ -37,8 +37,9 @@ pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Refuses a session whose bricks georep would not copy exactly: a
 /// GlusterFS volume of a shape not handled yet (whether or not `--brick`
-/// named its bricks), or several plain directories merged into one slave
-/// directory, where each brick's worker would prune the others' files.
+/// named its bricks), part of a distributed volume, or several plain
+/// directories merged into one slave directory, where each brick's worker
+/// would prune the others' files.
 /// Run at `create` and again at `start`, since a volume can change shape.
 pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
     // `gluster volume create` makes `.glusterfs` in every brick, so a
@@ -51,8 +52,8 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 shown(bricks)
             );
         }
-        match volume_info(vol.as_str()) {
-            Ok(topology) => refuse_unsupported(&topology)?,
+        let whole = match volume_info(vol.as_str()) {
+            Ok(topology) => accept(&topology, bricks)?,
             // Bricks of a volume the session is not named after: the
             // volume that lists them decides.
             Err(e) if e.is_missing_volume() => {
@@ -61,7 +62,7 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                         .any(|b| is_local(&b.host) && bricks.contains(&b.path))
                 });
                 match owner {
-                    Some(topology) => refuse_unsupported(&topology)?,
+                    Some(topology) => accept(&topology, bricks)?,
                     None => bail!(
                         "{e}, and no volume lists brick(s) {}, which hold a GlusterFS tree (.glusterfs): its shape cannot be checked",
                         shown(bricks)
@@ -72,6 +73,9 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 "{e}; brick(s) {} hold a GlusterFS tree (.glusterfs), and the shape of {vol} must be known before they are replicated",
                 shown(bricks)
             ),
+        };
+        if whole {
+            return Ok(());
         }
     }
     if bricks.len() > 1 {
@@ -82,6 +86,46 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Refuses a volume of a shape not handled yet; for a distributed one,
+/// also unless `bricks` are all of its bricks and all on this node (each
+/// brick's worker keeps on the slave what the others hold, so it must see
+/// them). True when `bricks` are the whole distributed volume.
+fn accept(topology: &Topology, bricks: &[PathBuf]) -> anyhow::Result<bool> {
+    refuse_unsupported(topology)?;
+    if topology.subvolumes.len() < 2 {
+        return Ok(false);
+    }
+    let named = |b: &PathBuf| {
+        let real = std::fs::canonicalize(b).unwrap_or_else(|_| b.clone());
+        bricks
+            .iter()
+            .any(|x| x == b || std::fs::canonicalize(x).is_ok_and(|x| x == real))
+    };
+    let listed = |keep: &dyn Fn(&BrickSpec) -> bool| {
+        let found: Vec<String> = topology
+            .bricks()
+            .filter(|b| keep(b))
+            .map(|b| b.to_string())
+            .collect();
+        (!found.is_empty()).then(|| found.join(", "))
+    };
+    if let Some(remote) = listed(&|b| !is_local(&b.host)) {
+        bail!(
+            "volume {} is {} with brick(s) on other nodes ({remote}); georep replicates a distributed volume only when all its bricks are on this node yet",
+            topology.name,
+            topology.type_name,
+        );
+    }
+    if let Some(left) = listed(&|b| !named(&b.path)) {
+        bail!(
+            "volume {} is {}: its bricks hold one namespace, and the session names only some of them (not {left}); create it without --brick to take them all",
+            topology.name,
+            topology.type_name,
+        );
+    }
+    Ok(true)
 }
 
 fn refuse_unsupported(topology: &Topology) -> anyhow::Result<()> {

@@ -6,8 +6,8 @@
 //! Each worker runs inside a `worker` span with the `brick` and `slave`
 //! fields, so every line it logs names both (see `cli::logging`).
 //!
-//! May import: `changelog`, `crawl`, `ship`, `transport`, `proto`,
-//! `session`, `state`; never `cli`.
+//! May import: `brick` (the view of a distributed volume), `changelog`,
+//! `crawl`, `ship`, `transport`, `proto`, `session`, `state`; never `cli`.
 
 pub mod metrics;
 mod plan;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::changelog::glusterfs::{GlusterBrick, INTERNAL};
+use crate::changelog::glusterfs::{internal_name, GlusterBrick};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
 use crate::session::config::{ChangeDetector, SessionConfig};
@@ -23,6 +23,11 @@ pub struct BrickPlan {
     /// Absolute directories inside the brick that are not replicated (the
     /// georep home, if it lives there).
     pub exclude: Vec<PathBuf>,
+    /// Every brick of the session's volume, this one first, when the
+    /// volume is distributed over them (GlusterFS bricks only, all on this
+    /// node): a prune keeps what any of them holds (see
+    /// `brick::volume`). Empty for a volume of one brick.
+    pub volume_bricks: Vec<PathBuf>,
 }
 
 /// A session as the monitor runs it.
@@ -153,6 +158,22 @@ fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> Ch
     }
 }
 
+/// The GlusterFS-internal top-level entries of `brick`: `.glusterfs`,
+/// `.trashcan` and any `.glusterfs-anonymous-inode-*`.
+fn internal_names(brick: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = crate::changelog::glusterfs::INTERNAL
+        .iter()
+        .map(|n| brick.join(n))
+        .collect();
+    for e in std::fs::read_dir(brick).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if internal_name(&name) && !out.contains(&brick.join(&name)) {
+            out.push(brick.join(name));
+        }
+    }
+    out
+}
+
 /// Resolves a stored session into what the monitor runs.
 pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanError> {
     let named = || format!("{} -> {}", session.master_vol, session.slave);
@@ -168,8 +189,9 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
     let state = home.state()?;
     let dir = home.session_dir(session.id);
     let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
-    let bricks = state
-        .bricks(session.id)?
+    let stored = state.bricks(session.id)?;
+    let all: Vec<PathBuf> = stored.iter().map(|b| b.brick.path().to_owned()).collect();
+    let bricks = stored
         .into_iter()
         .map(|b| {
             let brick = b.brick.path().to_owned();
@@ -181,15 +203,27 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             };
             let source = change_source(&config, &brick, &journal_dir);
             // GlusterFS's own tree is never replicated, whichever source.
-            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
-                exclude.extend(INTERNAL.iter().map(|n| brick.join(n)));
+            let gluster =
+                matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir();
+            if gluster {
+                exclude.extend(internal_names(&brick));
             }
+            // `cli` let several bricks into one session only as the bricks
+            // of one distributed GlusterFS volume.
+            let volume_bricks = if gluster && all.len() > 1 {
+                std::iter::once(brick.clone())
+                    .chain(all.iter().filter(|o| **o != brick).cloned())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             BrickPlan {
                 brick_id: b.id,
                 brick,
                 journal_dir,
                 source,
                 exclude,
+                volume_bricks,
             }
         })
         .collect();

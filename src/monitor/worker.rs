@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{BrickPlan, Live, SessionPlan};
+use crate::brick::volume::{LocalBricks, VolumeView};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
 use crate::crawl::journal::{self, ChangeSource};
 use crate::crawl::{Batch, Entry, HybridCrawl};
@@ -441,6 +442,8 @@ async fn ship_now(
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
+    let volume =
+        (!ctx.brick.volume_bricks.is_empty()).then(|| LocalBricks::open(&ctx.brick.volume_bricks));
     // `compression` is live: taken for each batch.
     ctx.link.set_compression(ctx.live.config.compression());
     let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
@@ -453,6 +456,7 @@ async fn ship_now(
     shipper.prune_touched = !ctx.live.config.ignore_deletes;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     shipper.later = later;
+    shipper.volume = volume.as_ref().map(|v| v as &dyn VolumeView);
     let report = shipper
         .ship(batch)
         .await

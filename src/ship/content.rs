@@ -270,6 +270,8 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Ok((h, md))
             });
             let (handle, md) = match probed {
+                // Its data is another brick's to send.
+                Ok((h, md)) if self.link_file(&h, &md) => continue,
                 Ok((h, md)) if md.is_file() => (h, md),
                 // No content to send, but inotify reports an mtime set with
                 // the access time omitted (`touch -m`, rsync) as a write: a

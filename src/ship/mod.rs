@@ -59,6 +59,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::brick::dir::{unresolved, BrickDir, Handle};
 use crate::brick::origin::OriginIndex;
+use crate::brick::volume::{is_dht_link, VolumeView};
 use crate::brick::Inode;
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::{Batch, Entry, HybridCrawl};
@@ -188,6 +189,10 @@ pub struct Shipper<'a, S> {
     /// The journal after this batch (journal batches of georep's own hook
     /// only): see [`LaterRecords`].
     pub later: Option<&'a dyn LaterRecords>,
+    /// The whole volume, when the brick is one of several of a distributed
+    /// volume: prunes keep, and removals spare, what another brick holds
+    /// (see [`VolumeView`]).
+    pub volume: Option<&'a dyn VolumeView>,
     /// What `later` said last, by parent directory (see
     /// [`Shipper::refresh_later`]).
     removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
@@ -264,6 +269,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             xattrs: XattrScope::default(),
             prune_touched: true,
             later: None,
+            volume: None,
             removed_later: HashMap::new(),
             batch_data: HashSet::new(),
             relink_seqs: HashSet::new(),

@@ -2,10 +2,11 @@
 //! it: its type, its subvolumes (replica or disperse sets) in brick order,
 //! arbiter bricks, and the options that change what a brick holds.
 //!
-//! georep replicates one brick exactly. A volume whose bricks hold anything
-//! other than the whole volume (several bricks, erasure-coded fragments,
-//! shard pieces) is refused by [`Topology::unsupported`] until it is
-//! handled: a partial copy that says it is healthy is never acceptable.
+//! georep replicates a single brick, or the bricks of a plain distribute
+//! volume merged into one slave directory. A volume whose bricks hold
+//! anything else (replica or disperse sets, erasure-coded fragments, shard
+//! pieces) is refused by [`Topology::unsupported`] until it is handled: a
+//! partial copy that says it is healthy is never acceptable.
 //!
 //! Imports nothing of georep; `cli` asks it at `create` and `start`.
 
@@ -97,15 +98,24 @@ impl Topology {
         self.subvolumes.iter().flat_map(|s| s.bricks.iter())
     }
 
+    /// Whether every subvolume is one plain brick (a distribute volume,
+    /// or a single brick).
+    pub fn plain_distribute(&self) -> bool {
+        self.subvolumes.iter().all(|s| s.bricks.len() == 1)
+    }
+
     /// Why georep cannot replicate this volume yet, naming its type and
-    /// what is missing; `None` when every brick holds the whole volume as
-    /// clients see it (a single-brick volume without sharding).
+    /// what is missing; `None` for a single-brick or a plain distribute
+    /// volume without sharding (whose bricks' files are whole files, their
+    /// listings merged by `brick::volume`).
     pub fn unsupported(&self) -> Option<String> {
         let mut missing = Vec::new();
         let subvolumes = self.subvolumes.len();
-        if subvolumes > 1 {
+        // Plain distribute is handled (see `brick::volume`); distribute over
+        // sets is not yet.
+        if subvolumes > 1 && !self.plain_distribute() {
             missing.push(format!(
-                "{subvolumes} distribute subvolumes: their bricks' listings must be merged into one slave directory, and DHT link files left out"
+                "{subvolumes} distribute subvolumes of several bricks each: one brick of each set must ship, and the sets' listings be merged"
             ));
         }
         let sets = |kind: fn(&SetKind) -> bool| {
@@ -136,7 +146,7 @@ impl Topology {
             return None;
         }
         Some(format!(
-            "volume {} is {} with {} brick(s) ({}); georep replicates only a single-brick volume yet, and does not handle: {}",
+            "volume {} is {} with {} brick(s) ({}); georep replicates only a single-brick or plain distribute volume yet, and does not handle: {}",
             self.name,
             self.type_name,
             self.bricks().count(),
@@ -166,16 +176,19 @@ mod tests {
     }
 
     #[test]
-    fn a_distributed_volume_is_refused_naming_its_type() {
-        let t = fixture("dv");
+    fn a_plain_distributed_volume_is_handled_and_a_sharded_one_is_not() {
+        let mut t = fixture("dv");
         assert_eq!(t.type_name, "Distribute");
         assert_eq!(t.subvolumes.len(), 2);
+        assert!(t.plain_distribute());
+        assert_eq!(t.unsupported(), None);
+        t.sharded = true;
         let why = t.unsupported().unwrap();
         assert!(
             why.contains("volume dv is Distribute with 2 brick(s)"),
             "{why}"
         );
-        assert!(why.contains("2 distribute subvolumes"), "{why}");
+        assert!(why.contains("features.shard"), "{why}");
     }
 
     #[test]
@@ -210,7 +223,10 @@ mod tests {
         );
         let why = t.unsupported().unwrap();
         assert!(why.contains("Distributed-Replicate"), "{why}");
-        assert!(why.contains("2 distribute subvolumes") && why.contains("replica sets"));
+        assert!(
+            why.contains("2 distribute subvolumes of several bricks")
+                && why.contains("replica sets")
+        );
     }
 
     #[test]

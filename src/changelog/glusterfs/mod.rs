@@ -88,7 +88,7 @@ use std::sync::{Arc, Mutex};
 
 pub use format::{parse, GEntryOp, GRecord, HEADER};
 pub use mdata::client_mtime;
-pub use resolve::INTERNAL;
+pub use resolve::{internal_name, INTERNAL};
 
 use super::{Changelog, ChangelogError, Record};
 use crate::session::Stime;

@@ -179,11 +179,17 @@ fn is_regular(mode: u32) -> bool {
 }
 
 fn replicable(p: RelPath) -> Option<RelPath> {
-    let internal = p
-        .components()
-        .next()
-        .is_some_and(|first| INTERNAL.iter().any(|n| first == std::ffi::OsStr::new(n)));
+    let internal = p.components().next().is_some_and(internal_name);
     (!internal).then_some(p)
+}
+
+/// Whether a top-level name of a brick is GlusterFS's own: [`INTERNAL`],
+/// or a directory where AFR keeps unlinked inodes
+/// (`.glusterfs-anonymous-inode-<uuid>`). Never replicated, never kept by
+/// a prune.
+pub fn internal_name(name: &std::ffi::OsStr) -> bool {
+    let n = name.as_encoded_bytes();
+    INTERNAL.iter().any(|i| n == i.as_bytes()) || n.starts_with(b".glusterfs-anonymous-inode-")
 }
 
 #[cfg(test)]

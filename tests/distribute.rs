@@ -1,0 +1,114 @@
+//! georep on a distributed GlusterFS volume whose bricks are all on this
+//! node: each brick ships what its own changelog records, and the slave
+//! is an image of the volume as its FUSE mount shows it, never of one
+//! brick (no worker removes what another brick holds, no DHT link file
+//! leaves the master).
+//!
+//! Needs what `gluster.rs` needs (root, /dev/fuse, GlusterFS).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use georep_testkit::churn::{churn, SlaveWatch};
+use georep_testkit::glusterfs::Volume;
+use georep_testkit::random_bytes;
+
+use crate::common::Scenario;
+use crate::gluster::{assert_same_tree, glusterd};
+
+/// A started distribute volume of `bricks` bricks under the scenario.
+fn distributed(s: &Scenario, tag: &str, bricks: usize) -> Option<Volume> {
+    let g = glusterd()?;
+    let name = format!("georep{}{tag}", std::process::id());
+    let mut v = Volume::define(&g, &name, &s.path(&format!("gluster-{tag}")), &[], bricks)
+        .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"));
+    // Files go to the brick their name hashes to even on a disk fuller
+    // than GlusterFS's default 10 % reserve (where DHT would put every
+    // file on one brick, with link files on the other).
+    v.set("cluster.min-free-disk", "1%")
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    v.start()
+        .unwrap_or_else(|e| panic!("cannot start GlusterFS volume {name}: {e}"));
+    Some(v)
+}
+
+fn assert_slave_is_the_mount(v: &Volume, s: &Scenario, what: &str) {
+    assert_same_tree(&v.mount, &s.slave, what);
+}
+
+/// The brick that holds a DHT link file at `rel`, if any.
+fn link_file_on(v: &Volume, rel: &Path) -> Option<PathBuf> {
+    v.bricks.iter().find_map(|b| {
+        let md = fs::symlink_metadata(b.join(rel)).ok()?;
+        (md.is_file() && md.mode() & 0o7777 == 0o1000).then(|| b.clone())
+    })
+}
+
+/// The churn workload through the mount of a distribute-2 volume, before
+/// and after `start`: the slave equals the mount, and still does 10 s
+/// later (no worker trims it to its own brick afterwards); a watch of the
+/// slave while it syncs never sees a DHT link file or a GlusterFS name.
+/// A file renamed to a name another brick hashes to arrives as a rename:
+/// its content does not travel again.
+#[test]
+fn a_distributed_volume_is_copied_as_its_mount_shows_it() {
+    let mut s = Scenario::new();
+    let Some(v) = distributed(&s, "dist", 2) else {
+        return;
+    };
+    let m = &v.mount;
+    churn(m, 0).unwrap();
+    // No --brick: `create` takes both bricks from `gluster volume info`.
+    s.vol = v.name.clone();
+    let created = s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
+    for b in &v.bricks {
+        assert!(
+            created.stdout().contains(&format!("brick {}", b.display())),
+            "{}",
+            created.0
+        );
+    }
+    let watch = SlaveWatch::start(&s.slave, SlaveWatch::volume_internals());
+    s.start().ok();
+    s.wait_active();
+    assert_eq!(s.status_json().len(), 2, "one worker per brick");
+    for round in 1..=2 {
+        churn(m, round).unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    s.wait_synced_past(SystemTime::now());
+    assert_slave_is_the_mount(&v, &s, "after the churn");
+
+    // A big file renamed until its name hashes to the other brick: DHT
+    // leaves the data where it is and puts a link file there.
+    let dir = Path::new("r2/sub");
+    let big = random_bytes(3 << 20, 77);
+    fs::write(m.join(dir).join("travels"), &big).unwrap();
+    s.wait_synced_past(SystemTime::now());
+    let before = s.bytes_sent();
+    let mut name = PathBuf::from("travels");
+    for i in 0.. {
+        assert!(i < 64, "no name of 64 hashed to another brick");
+        let next = PathBuf::from(format!("moved-{i}"));
+        fs::rename(m.join(dir).join(&name), m.join(dir).join(&next)).unwrap();
+        name = next;
+        if link_file_on(&v, &dir.join(&name)).is_some() {
+            break;
+        }
+    }
+    s.wait_synced_past(SystemTime::now());
+    assert_eq!(fs::read(s.slave.join(dir).join(&name)).unwrap(), big);
+    let sent = s.bytes_sent() - before;
+    assert!(
+        sent < 1 << 20,
+        "renamed across bricks, the 3 MiB file travelled again ({sent} bytes)"
+    );
+    assert_slave_is_the_mount(&v, &s, "after the cross-brick rename");
+
+    std::thread::sleep(Duration::from_secs(10));
+    assert_slave_is_the_mount(&v, &s, "10 s after it was synced");
+    assert!(watch.samples() > 0, "the slave was never sampled");
+    assert_eq!(watch.flagged(), vec![], "GlusterFS internals on the slave");
+    s.stop().ok();
+}
