@@ -112,3 +112,50 @@ fn a_distributed_volume_is_copied_as_its_mount_shows_it() {
     assert_eq!(watch.flagged(), vec![], "GlusterFS internals on the slave");
     s.stop().ok();
 }
+
+/// The volume's topology is recorded at `create`: a brick added while the
+/// session runs stops every worker (Faulty, naming the brick) instead of
+/// copying a volume it was not planned for, and `start` refuses it
+/// afterwards, naming the change.
+#[test]
+fn a_brick_added_while_running_is_noticed_and_named() {
+    let mut s = Scenario::new();
+    let Some(v) = distributed(&s, "grow2", 2) else {
+        return;
+    };
+    s.vol = v.name.clone();
+    let url = s.slave_url();
+    s.geo_rep(s.create_args(&[], &url, false)).ok();
+    s.geo_rep(["config", &s.vol, &url, "volume-check-interval", "1"])
+        .ok();
+    s.start().ok();
+    s.wait_active();
+    fs::write(v.mount.join("before"), b"before the brick").unwrap();
+    s.wait_synced_past(SystemTime::now());
+
+    let added = s.path("gluster-grow2/brick3");
+    fs::create_dir_all(&added).unwrap();
+    let host = glusterd().map(|g| g.host().to_owned()).unwrap_or_default();
+    georep_testkit::glusterfs::gluster([
+        "volume",
+        "add-brick",
+        &v.name,
+        &format!("{host}:{}", added.display()),
+        "force",
+    ])
+    .unwrap();
+    let named = format!("brick(s) added: {host}:{}", added.display());
+    let rows = s.wait_status("every worker Faulty, naming the added brick", |rows| {
+        rows.len() == 2
+            && rows.iter().all(|r| {
+                r["status"] == "Faulty"
+                    && r["last_error"].as_str().is_some_and(|e| e.contains(&named))
+            })
+    });
+    assert_eq!(rows.len(), 2);
+    s.stop().ok();
+    s.start()
+        .fails_with(1)
+        .stderr_mentions("changed since the session was created")
+        .stderr_mentions(&named);
+}

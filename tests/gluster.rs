@@ -338,9 +338,8 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     .unwrap();
     s.start()
         .fails_with(1)
-        .stderr_mentions("is Distribute")
-        .stderr_mentions("names only some of them")
-        .stderr_mentions(&added.display().to_string());
+        .stderr_mentions("changed since the session was created")
+        .stderr_mentions(&format!("brick(s) added: {}:{}", g.host(), added.display()));
     assert!(
         s.monitor_pids().is_empty(),
         "a monitor runs for a refused volume"

@@ -41,7 +41,9 @@ pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
 /// directories merged into one slave directory, where each brick's worker
 /// would prune the others' files.
 /// Run at `create` and again at `start`, since a volume can change shape.
-pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
+/// Returns the topology of the GlusterFS volume the bricks belong to, if
+/// they belong to one (`create` records it).
+pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Option<Topology>> {
     // `gluster volume create` makes `.glusterfs` in every brick, so a
     // plain directory never costs a question to glusterd (seconds when
     // no daemon answers).
@@ -52,8 +54,8 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 shown(bricks)
             );
         }
-        let whole = match volume_info(vol.as_str()) {
-            Ok(topology) => accept(&topology, bricks)?,
+        let topology = match volume_info(vol.as_str()) {
+            Ok(topology) => topology,
             // Bricks of a volume the session is not named after: the
             // volume that lists them decides.
             Err(e) if e.is_missing_volume() => {
@@ -62,7 +64,7 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                         .any(|b| is_local(&b.host) && bricks.contains(&b.path))
                 });
                 match owner {
-                    Some(topology) => accept(&topology, bricks)?,
+                    Some(topology) => topology,
                     None => bail!(
                         "{e}, and no volume lists brick(s) {}, which hold a GlusterFS tree (.glusterfs): its shape cannot be checked",
                         shown(bricks)
@@ -74,10 +76,29 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<()> {
                 shown(bricks)
             ),
         };
-        if whole {
-            return Ok(());
+        if !accept(&topology, bricks)? {
+            refuse_several(bricks)?;
         }
+        return Ok(Some(topology));
     }
+    refuse_several(bricks)?;
+    Ok(None)
+}
+
+/// Refuses the volume recorded at `create` if it has changed since (see
+/// [`Topology::changes_since`]); run at `start`, before its shape is
+/// checked, so that the error names the change.
+pub fn check_unchanged(recorded: &Topology) -> anyhow::Result<()> {
+    let now = volume_info(&recorded.name)?;
+    if let Some(change) = now.changes_since(recorded) {
+        bail!("{change}; georep does not follow such a change yet: delete the session and create it again");
+    }
+    Ok(())
+}
+
+/// Refuses several bricks that are not the bricks of one distributed
+/// volume.
+fn refuse_several(bricks: &[PathBuf]) -> anyhow::Result<()> {
     if bricks.len() > 1 {
         bail!(
             "{} bricks ({}) into one slave directory are not supported yet: each brick's worker would remove the others' files there; create one session per brick, each into its own slave directory",

@@ -69,6 +69,10 @@ pub fn start(
     for b in &plan.bricks {
         super::brick_check::recheck_brick(&b.brick, home.root(), slave_here.as_deref())?;
     }
+    if let Some(recorded) = &plan.topology {
+        super::discover::check_unchanged(recorded)
+            .with_context(|| format!("cannot start {vol} -> {slave}"))?;
+    }
     let bricks: Vec<_> = plan.bricks.iter().map(|b| b.brick.clone()).collect();
     super::discover::check_shape(vol, &bricks)
         .with_context(|| format!("cannot start {vol} -> {slave}"))?;

@@ -7,7 +7,8 @@
 //! fields, so every line it logs names both (see `cli::logging`).
 //!
 //! May import: `brick` (the view of a distributed volume), `changelog`,
-//! `crawl`, `ship`, `transport`, `proto`, `session`, `state`; never `cli`.
+//! `crawl`, `ship`, `transport`, `proto`, `session`, `state`, `volume`
+//! (the master volume's topology, compared while it runs); never `cli`.
 
 pub mod metrics;
 mod plan;
@@ -22,7 +23,7 @@ use tracing::Instrument;
 use crate::session::Stime;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
-pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan};
+pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeChanged};
 pub use worker::WorkerError;
 
 /// First wait between restarts of a failing worker; the longest is the
@@ -62,6 +63,15 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         };
         tokio::spawn(metrics::serve(addr, src, shutdown.clone()));
     }
+    if let Some(recorded) = plan.topology.clone() {
+        let interval = Duration::from_secs(plan.config.volume_check_interval.max(1));
+        tokio::spawn(watch_volume(
+            recorded,
+            interval,
+            plan.volume_changed.clone(),
+            shutdown.clone(),
+        ));
+    }
     for brick in plan.bricks.clone() {
         let span = tracing::info_span!(
             "worker",
@@ -81,6 +91,38 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Compares the master volume's topology with the one recorded at
+/// `create` every `interval` until shutdown; on the first difference it
+/// sets `changed`, which stops every worker (Faulty, naming the change)
+/// rather than let them copy a volume they were not planned for. A
+/// glusterd that does not answer is only logged.
+pub async fn watch_volume(
+    recorded: crate::volume::Topology,
+    interval: Duration,
+    changed: VolumeChanged,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let name = recorded.name.clone();
+        let now = tokio::task::spawn_blocking(move || crate::volume::volume_info(&name)).await;
+        match now {
+            Ok(Ok(now)) => {
+                if let Some(why) = now.changes_since(&recorded) {
+                    tracing::error!("{why}: stopping the workers");
+                    changed.set(why);
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("checking the master volume's topology: {e}"),
+            Err(e) => tracing::warn!("checking the master volume's topology: {e}"),
+        }
+    }
 }
 
 /// Keeps one brick's worker running, backing off while it fails.

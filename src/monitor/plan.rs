@@ -10,6 +10,7 @@ use crate::session::config::{ChangeDetector, SessionConfig};
 use crate::session::{BrickId, Home, SessionId};
 use crate::state::{SessionRecord, SessionState, State, StateError};
 use crate::transport::ssh::{self, Auth, SshTarget};
+use crate::volume::Topology;
 
 /// Everything a brick's worker needs, resolved once at start.
 #[derive(Debug, Clone)]
@@ -47,6 +48,26 @@ pub struct SessionPlan {
     pub throttle: Option<std::sync::Arc<crate::transport::throttle::Throttle>>,
     pub config: SessionConfig,
     pub bricks: Vec<BrickPlan>,
+    /// The GlusterFS master volume's topology recorded at `create`.
+    pub topology: Option<Topology>,
+    /// Set when the volume no longer has that topology (see
+    /// [`super::watch_volume`]); shared by every worker.
+    pub volume_changed: VolumeChanged,
+}
+
+/// Why the master volume can no longer be copied as it was planned: its
+/// topology changed while the session ran. Clones share one value.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeChanged(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl VolumeChanged {
+    pub fn set(&self, why: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// What can change while a session runs: re-read by each worker between
@@ -141,6 +162,8 @@ pub enum PlanError {
     HostKey { host: String, reason: String },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Topology(#[from] crate::volume::VolumeError),
 }
 
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
@@ -244,5 +267,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             .map(std::sync::Arc::new),
         config,
         bricks,
+        topology: Topology::load(&home.session_topology(session.id))?,
+        volume_changed: VolumeChanged::default(),
     })
 }

@@ -39,6 +39,12 @@ pub enum WorkerError {
     Hook { brick: String, reason: String },
     #[error("Hybrid Crawl of {brick} stopped: {reason}")]
     Crawl { brick: String, reason: String },
+    /// The master volume's topology is not the one the session was
+    /// created for (see `monitor::watch_volume`).
+    #[error(
+        "{0}; georep does not follow such a change yet: stop, delete and create the session again"
+    )]
+    VolumeChanged(String),
 }
 
 /// The journal hook of a brick and what is known about its continuity; it
@@ -101,6 +107,9 @@ pub async fn run(
         WorkerStatus::Initializing,
         CrawlStatus::NotApplicable,
     )?;
+    if let Some(why) = plan.volume_changed.get() {
+        return Err(WorkerError::VolumeChanged(why));
+    }
     if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
         tracing::error!("journal hook failed: {err}; restarting it");
         journal.stop();
@@ -223,6 +232,9 @@ async fn follow(
     loop {
         if *shutdown.borrow() {
             return Ok(());
+        }
+        if let Some(why) = ctx.plan.volume_changed.get() {
+            return Err(WorkerError::VolumeChanged(why));
         }
         if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
             return Err(WorkerError::Hook {

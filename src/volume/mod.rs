@@ -14,7 +14,7 @@ mod gluster;
 mod xml;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use gluster::{all_volumes, gluster_cli, gluster_present, volume_info};
 pub use xml::parse_volume_info;
@@ -32,6 +32,8 @@ pub enum VolumeError {
     Refused { vol: String, reason: String },
     #[error("gluster volume info {vol}: unreadable answer: {reason}")]
     Malformed { vol: String, reason: String },
+    #[error("the volume topology recorded at create in {}: {reason}", .path.display())]
+    Recorded { path: PathBuf, reason: String },
 }
 
 impl VolumeError {
@@ -43,7 +45,7 @@ impl VolumeError {
 }
 
 /// One brick as the volume lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrickSpec {
     pub host: String,
     pub path: PathBuf,
@@ -62,7 +64,7 @@ impl fmt::Display for BrickSpec {
 }
 
 /// How the bricks of one subvolume relate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetKind {
     /// A plain distribute leg: one brick.
     Single,
@@ -73,14 +75,18 @@ pub enum SetKind {
 }
 
 /// One distribute leg of the volume: a brick, or a replica or disperse set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subvolume {
     pub kind: SetKind,
     pub bricks: Vec<BrickSpec>,
 }
 
-/// A volume's shape, as far as replicating it is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A volume's shape, as far as replicating it is concerned. A session of
+/// a GlusterFS volume records it at `create` ([`Topology::save`]) and
+/// compares it with the volume's at `start` and while it runs
+/// ([`Topology::changes_since`]): a volume changed by `add-brick`,
+/// `remove-brick` or `replace-brick` is never copied as if it had not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Topology {
     pub name: String,
     /// GlusterFS's own name for the type (`Distribute`, `Replicate`,
@@ -94,6 +100,69 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// What changed in the volume since `recorded` was taken, in words
+    /// (bricks added or removed, the type, the sets, sharding); `None` if
+    /// its shape is the same (whether it is started does not count).
+    pub fn changes_since(&self, recorded: &Topology) -> Option<String> {
+        let listed = |t: &Topology| t.bricks().map(|b| b.to_string()).collect::<Vec<_>>();
+        let (now, then) = (listed(self), listed(recorded));
+        let mut changes = Vec::new();
+        if self.type_name != recorded.type_name {
+            changes.push(format!(
+                "its type went from {} to {}",
+                recorded.type_name, self.type_name
+            ));
+        }
+        for (what, these, others) in [("added", &now, &then), ("removed", &then, &now)] {
+            let only: Vec<&str> = these
+                .iter()
+                .filter(|b| !others.contains(b))
+                .map(|b| b.as_str())
+                .collect();
+            if !only.is_empty() {
+                changes.push(format!("brick(s) {what}: {}", only.join(", ")));
+            }
+        }
+        if changes.is_empty() && self.subvolumes != recorded.subvolumes {
+            changes.push("its bricks were regrouped into other subvolumes".to_owned());
+        }
+        if self.sharded != recorded.sharded {
+            changes.push(format!(
+                "features.shard was turned {}",
+                if self.sharded { "on" } else { "off" }
+            ));
+        }
+        (!changes.is_empty()).then(|| {
+            format!(
+                "volume {} changed since the session was created: {}",
+                self.name,
+                changes.join("; ")
+            )
+        })
+    }
+
+    /// Writes the topology to `path` (JSON).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, json)
+    }
+
+    /// The topology saved at `path`; `None` if there is none (a session of
+    /// plain directories, or created before topologies were recorded).
+    pub fn load(path: &Path) -> Result<Option<Topology>, VolumeError> {
+        let unreadable = |reason: String| VolumeError::Recorded {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| unreadable(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unreadable(e.to_string())),
+        }
+    }
+
     pub fn bricks(&self) -> impl Iterator<Item = &BrickSpec> {
         self.subvolumes.iter().flat_map(|s| s.bricks.iter())
     }
@@ -227,6 +296,37 @@ mod tests {
             why.contains("2 distribute subvolumes of several bricks")
                 && why.contains("replica sets")
         );
+    }
+
+    #[test]
+    fn a_change_of_bricks_type_or_sharding_is_named_and_a_restart_is_not() {
+        let then = fixture("dv");
+        let mut now = then.clone();
+        now.status = "Stopped".into();
+        assert_eq!(now.changes_since(&then), None);
+        now.subvolumes.push(Subvolume {
+            kind: SetKind::Single,
+            bricks: vec![BrickSpec {
+                host: "vm".into(),
+                path: "/tmp/gx/d3".into(),
+                arbiter: false,
+            }],
+        });
+        now.subvolumes.remove(0);
+        now.sharded = true;
+        let why = now.changes_since(&then).unwrap();
+        assert!(
+            why.contains("volume dv changed since the session was created"),
+            "{why}"
+        );
+        assert!(why.contains("brick(s) added: vm:/tmp/gx/d3"), "{why}");
+        assert!(why.contains("brick(s) removed: "), "{why}");
+        assert!(why.contains("features.shard was turned on"), "{why}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.json");
+        assert_eq!(Topology::load(&path).unwrap(), None);
+        then.save(&path).unwrap();
+        assert_eq!(Topology::load(&path).unwrap(), Some(then));
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct SessionConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Where changes are found.
     pub change_detector: ChangeDetector,
+    /// Seconds between two comparisons of a GlusterFS master volume's
+    /// topology with the one recorded at `create`, while the session runs.
+    pub volume_check_interval: u64,
 }
 
 impl Default for SessionConfig {
@@ -101,6 +104,7 @@ impl Default for SessionConfig {
             log_rotate_keep: 5,
             metrics_addr: None,
             change_detector: ChangeDetector::Auto,
+            volume_check_interval: 60,
         }
     }
 }
