@@ -593,5 +593,7 @@ mod hostile_tests;
 mod in_process;
 #[cfg(test)]
 mod local_slave_tests;
+#[cfg(test)]
+mod volume_tests;
 
 mod trust;
