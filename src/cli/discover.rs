@@ -3,14 +3,13 @@
 //! whose host names this machine), and whether the session's shape is one
 //! georep copies exactly.
 
-use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 
 use anyhow::bail;
 
 use crate::session::VolumeName;
 pub use crate::volume::gluster_present;
-use crate::volume::{all_volumes, volume_info, BrickSpec, Topology};
+use crate::volume::{all_volumes, is_local, volume_info, BrickSpec, Topology};
 
 /// The bricks of `vol` that live on this node, once its shape is known to
 /// be one georep handles.
@@ -164,32 +163,9 @@ fn shown(bricks: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// A host names this machine when it is its host name, or resolves to an
-/// address this machine can bind.
-fn is_local(host: &str) -> bool {
-    if hostname::get().is_ok_and(|h| h == host) {
-        return true;
-    }
-    let Ok(addrs) = (host, 0).to_socket_addrs() else {
-        return false;
-    };
-    addrs.into_iter().any(|a| bindable(a.ip()))
-}
-
-fn bindable(ip: IpAddr) -> bool {
-    UdpSocket::bind((ip, 0)).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_is_local_and_a_foreign_address_is_not() {
-        assert!(is_local("127.0.0.1"));
-        assert!(!is_local("192.0.2.1"));
-        assert!(!is_local("no-such-host.invalid"));
-    }
 
     #[test]
     fn several_plain_directories_into_one_slave_are_refused() {

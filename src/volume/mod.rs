@@ -14,6 +14,7 @@ mod gluster;
 mod xml;
 
 use std::fmt;
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
 pub use gluster::{all_volumes, gluster_cli, gluster_present, volume_info};
@@ -228,9 +229,32 @@ impl Topology {
     }
 }
 
+/// A host names this machine when it is its host name, or resolves to an
+/// address this machine can bind.
+pub fn is_local(host: &str) -> bool {
+    if hostname::get().is_ok_and(|h| h == host) {
+        return true;
+    }
+    let Ok(addrs) = (host, 0).to_socket_addrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|a| bindable(a.ip()))
+}
+
+fn bindable(ip: IpAddr) -> bool {
+    UdpSocket::bind((ip, 0)).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_is_local_and_a_foreign_address_is_not() {
+        assert!(is_local("127.0.0.1"));
+        assert!(!is_local("192.0.2.1"));
+        assert!(!is_local("no-such-host.invalid"));
+    }
 
     fn fixture(name: &str) -> Topology {
         let xml = match name {
