@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use georep_testkit::churn::{churn, SlaveWatch};
-use georep_testkit::glusterfs::Volume;
+use georep_testkit::glusterfs::{gluster, Volume};
 use georep_testkit::random_bytes;
 
 use crate::common::Scenario;
@@ -36,6 +36,18 @@ fn distributed(s: &Scenario, tag: &str, bricks: usize) -> Option<Volume> {
 
 fn assert_slave_is_the_mount(v: &Volume, s: &Scenario, what: &str) {
     assert_same_tree(&v.mount, &s.slave, what);
+}
+
+/// Creates and starts a session of all of `v`'s bricks that compares the
+/// volume's topology every second; returns once every worker is Active.
+fn start_watching(s: &mut Scenario, v: &Volume) {
+    s.vol = v.name.clone();
+    let url = s.slave_url();
+    s.geo_rep(s.create_args(&[], &url, false)).ok();
+    s.geo_rep(["config", &s.vol, &url, "volume-check-interval", "1"])
+        .ok();
+    s.start().ok();
+    s.wait_active();
 }
 
 /// The brick that holds a DHT link file at `rel`, if any.
@@ -113,30 +125,50 @@ fn a_distributed_volume_is_copied_as_its_mount_shows_it() {
     s.stop().ok();
 }
 
-/// The volume's topology is recorded at `create`: a brick added while the
-/// session runs stops every worker (Faulty, naming the brick) instead of
-/// copying a volume it was not planned for, and `start` refuses it
-/// afterwards, naming the change.
+/// The volume's topology is recorded at `create`: sharding turned on
+/// while the session runs stops every worker (Faulty, naming the change)
+/// instead of copying shard pieces as files, and `start` refuses it.
 #[test]
-fn a_brick_added_while_running_is_noticed_and_named() {
+fn a_change_georep_does_not_follow_stops_the_workers_naming_it() {
     let mut s = Scenario::new();
-    let Some(v) = distributed(&s, "grow2", 2) else {
+    let Some(v) = distributed(&s, "shardon", 2) else {
         return;
     };
-    s.vol = v.name.clone();
-    let url = s.slave_url();
-    s.geo_rep(s.create_args(&[], &url, false)).ok();
-    s.geo_rep(["config", &s.vol, &url, "volume-check-interval", "1"])
-        .ok();
-    s.start().ok();
-    s.wait_active();
-    fs::write(v.mount.join("before"), b"before the brick").unwrap();
-    s.wait_synced_past(SystemTime::now());
+    start_watching(&mut s, &v);
+    v.set("features.shard", "on").unwrap();
+    let named = "features.shard was turned on";
+    s.wait_status("every worker Faulty, naming the change", |rows| {
+        rows.len() == 2
+            && rows.iter().all(|r| {
+                r["status"] == "Faulty"
+                    && r["last_error"].as_str().is_some_and(|e| e.contains(named))
+            })
+    });
+    s.stop().ok();
+    s.start()
+        .fails_with(1)
+        .stderr_mentions("changed since the session was created")
+        .stderr_mentions(named);
+}
 
-    let added = s.path("gluster-grow2/brick3");
-    fs::create_dir_all(&added).unwrap();
+/// A brick added to the running session's volume joins the session: its
+/// worker ships what clients write onto it (a directory made after
+/// `add-brick` is spread over all three bricks), the others' views take
+/// it in, and the slave ends equal to the mount.
+#[test]
+fn a_brick_added_while_running_joins_the_session() {
+    let mut s = Scenario::new();
+    let Some(v) = distributed(&s, "grow3", 2) else {
+        return;
+    };
+    start_watching(&mut s, &v);
+    let m = v.mount.clone();
+    fs::write(m.join("before"), b"before the brick").unwrap();
+    s.wait_synced_past(SystemTime::now());
     let host = glusterd().map(|g| g.host().to_owned()).unwrap_or_default();
-    georep_testkit::glusterfs::gluster([
+    let added = s.path("gluster-grow3/brick3");
+    fs::create_dir_all(&added).unwrap();
+    gluster([
         "volume",
         "add-brick",
         &v.name,
@@ -144,18 +176,32 @@ fn a_brick_added_while_running_is_noticed_and_named() {
         "force",
     ])
     .unwrap();
-    let named = format!("brick(s) added: {host}:{}", added.display());
-    let rows = s.wait_status("every worker Faulty, naming the added brick", |rows| {
-        rows.len() == 2
-            && rows.iter().all(|r| {
-                r["status"] == "Faulty"
-                    && r["last_error"].as_str().is_some_and(|e| e.contains(&named))
-            })
+    s.wait_status("the added brick joined the session", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r["status"] == "Active")
     });
-    assert_eq!(rows.len(), 2);
-    s.stop().ok();
-    s.start()
-        .fails_with(1)
-        .stderr_mentions("changed since the session was created")
-        .stderr_mentions(&named);
+    fs::create_dir(m.join("after")).unwrap();
+    for i in 0..30 {
+        fs::write(m.join(format!("after/f{i}")), random_bytes(2000, i)).unwrap();
+    }
+    s.wait_synced_past(SystemTime::now());
+    assert_slave_is_the_mount(&v, &s, "after the brick was added");
+    let on_new = fs::read_dir(added.join("after"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|md| md.mode() & 0o7777 != 0o1000))
+        .count();
+    assert!(
+        on_new > 0,
+        "no file of after/ landed on {}",
+        added.display()
+    );
+    let rows = s.status_json();
+    let new_row = rows
+        .iter()
+        .find(|r| r["master_brick"] == added.display().to_string())
+        .unwrap_or_else(|| panic!("no status row for {}: {rows:?}", added.display()));
+    assert!(
+        new_row["bytes_sent"].as_u64().unwrap() > 0,
+        "the new brick's worker sent nothing: {new_row}"
+    );
 }

@@ -60,6 +60,10 @@ pub trait VolumeView: Send + Sync {
     /// Whether the volume holds an entry at `path` (a client's lstat finds
     /// it).
     fn holds(&self, path: &RelPath) -> bool;
+
+    /// The brick that holds the regular file at `path`, if one of them
+    /// does (not as a link file).
+    fn holder(&self, path: &RelPath) -> Option<std::path::PathBuf>;
 }
 
 /// The view of a volume whose bricks are all on this node.
@@ -132,6 +136,13 @@ impl VolumeView for LocalBricks {
 
     fn holds(&self, path: &RelPath) -> bool {
         self.bricks.iter().any(|b| Self::entry(b, path).is_some())
+    }
+
+    fn holder(&self, path: &RelPath) -> Option<std::path::PathBuf> {
+        self.bricks
+            .iter()
+            .find(|b| Self::entry(b, path).is_some_and(|md| md.is_file()))
+            .map(|b| b.path().to_owned())
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::session::VolumeName;
+use crate::session::{Home, SessionId, VolumeName};
 pub use crate::volume::gluster_present;
 use crate::volume::{all_volumes, is_local, volume_info, BrickSpec, Topology};
 
@@ -84,13 +84,23 @@ pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Optio
     Ok(None)
 }
 
-/// Refuses the volume recorded at `create` if it has changed since (see
-/// [`Topology::changes_since`]); run at `start`, before its shape is
-/// checked, so that the error names the change.
-pub fn check_unchanged(recorded: &Topology) -> anyhow::Result<()> {
+/// Compares the volume with the topology recorded at `create` (see
+/// [`Topology::changes_since`]), run at `start` before its shape is
+/// checked: bricks added to a plain distribute volume on this node join
+/// the session (and are named), any other change is refused, named.
+pub fn follow_changes(home: &Home, session: SessionId) -> anyhow::Result<()> {
+    let Some(recorded) = Topology::load(&home.session_topology(session))? else {
+        return Ok(());
+    };
     let now = volume_info(&recorded.name)?;
-    if let Some(change) = now.changes_since(recorded) {
-        bail!("{change}; georep does not follow such a change yet: delete the session and create it again");
+    let added = crate::monitor::follow_volume(home, session, &recorded, &now)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    for (_, brick) in added {
+        println!(
+            "brick {} was added to {}: it joins the session",
+            brick.display(),
+            recorded.name
+        );
     }
     Ok(())
 }

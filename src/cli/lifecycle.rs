@@ -64,14 +64,12 @@ pub fn start(
         }
         return Ok(());
     }
+    super::discover::follow_changes(home, session.id)
+        .with_context(|| format!("cannot start {vol} -> {slave}"))?;
     let plan = plan(home, &session)?;
     let slave_here = super::brick_check::slave_dir_here(&session.slave);
     for b in &plan.bricks {
         super::brick_check::recheck_brick(&b.brick, home.root(), slave_here.as_deref())?;
-    }
-    if let Some(recorded) = &plan.topology {
-        super::discover::check_unchanged(recorded)
-            .with_context(|| format!("cannot start {vol} -> {slave}"))?;
     }
     let bricks: Vec<_> = plan.bricks.iter().map(|b| b.brick.clone()).collect();
     super::discover::check_shape(vol, &bricks)

@@ -10,6 +10,7 @@
 //! `crawl`, `ship`, `transport`, `proto`, `session`, `state`, `volume`
 //! (the master volume's topology, compared while it runs); never `cli`.
 
+mod follow;
 pub mod metrics;
 mod plan;
 pub mod progress;
@@ -23,7 +24,8 @@ use tracing::Instrument;
 use crate::session::Stime;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
-pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeChanged};
+pub use follow::follow_volume;
+pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeBricks, VolumeChanged};
 pub use worker::WorkerError;
 
 /// First wait between restarts of a failing worker; the longest is the
@@ -63,26 +65,22 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         };
         tokio::spawn(metrics::serve(addr, src, shutdown.clone()));
     }
-    if let Some(recorded) = plan.topology.clone() {
-        let interval = Duration::from_secs(plan.config.volume_check_interval.max(1));
-        tokio::spawn(watch_volume(
+    let watcher = plan.topology.clone().map(|recorded| {
+        tokio::spawn(follow::watch_volume(
+            plan.clone(),
             recorded,
-            interval,
-            plan.volume_changed.clone(),
             shutdown.clone(),
-        ));
-    }
+        ))
+    });
     for brick in plan.bricks.clone() {
-        let span = tracing::info_span!(
-            "worker",
-            brick = %brick.brick.display(),
-            slave = %plan.slave,
-        );
-        let plan = plan.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(
-            async move { supervise(plan, brick, shutdown).await }.instrument(span),
-        ));
+        tasks.push(spawn_worker(&plan, brick, &shutdown));
+    }
+    if let Some(w) = watcher {
+        // Returns at shutdown, with the workers of the bricks it added.
+        match w.await {
+            Ok(added) => tasks.extend(added),
+            Err(e) => tracing::error!("volume watch failed: {e}"),
+        }
     }
     for t in tasks {
         match t.await {
@@ -93,36 +91,20 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
     Ok(())
 }
 
-/// Compares the master volume's topology with the one recorded at
-/// `create` every `interval` until shutdown; on the first difference it
-/// sets `changed`, which stops every worker (Faulty, naming the change)
-/// rather than let them copy a volume they were not planned for. A
-/// glusterd that does not answer is only logged.
-pub async fn watch_volume(
-    recorded: crate::volume::Topology,
-    interval: Duration,
-    changed: VolumeChanged,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        let name = recorded.name.clone();
-        let now = tokio::task::spawn_blocking(move || crate::volume::volume_info(&name)).await;
-        match now {
-            Ok(Ok(now)) => {
-                if let Some(why) = now.changes_since(&recorded) {
-                    tracing::error!("{why}: stopping the workers");
-                    changed.set(why);
-                    return;
-                }
-            }
-            Ok(Err(e)) => tracing::warn!("checking the master volume's topology: {e}"),
-            Err(e) => tracing::warn!("checking the master volume's topology: {e}"),
-        }
-    }
+/// Starts the supervised worker of `brick`, in a span naming it.
+fn spawn_worker(
+    plan: &SessionPlan,
+    brick: BrickPlan,
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), StateError>> {
+    let span = tracing::info_span!(
+        "worker",
+        brick = %brick.brick.display(),
+        slave = %plan.slave,
+    );
+    let plan = plan.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move { supervise(plan, brick, shutdown).await }.instrument(span))
 }
 
 /// Keeps one brick's worker running, backing off while it fails.

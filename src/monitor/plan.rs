@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::changelog::glusterfs::{internal_name, GlusterBrick};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
+use crate::relpath::RelPath;
 use crate::session::config::{ChangeDetector, SessionConfig};
 use crate::session::{BrickId, Home, SessionId};
 use crate::state::{SessionRecord, SessionState, State, StateError};
@@ -24,11 +25,10 @@ pub struct BrickPlan {
     /// Absolute directories inside the brick that are not replicated (the
     /// georep home, if it lives there).
     pub exclude: Vec<PathBuf>,
-    /// Every brick of the session's volume, this one first, when the
-    /// volume is distributed over them (GlusterFS bricks only, all on this
-    /// node): a prune keeps what any of them holds (see
-    /// `brick::volume`). Empty for a volume of one brick.
-    pub volume_bricks: Vec<PathBuf>,
+    /// A GlusterFS brick: when the session has several (the bricks of a
+    /// distributed volume, all on this node), a prune keeps what any of
+    /// them holds (see [`SessionPlan::volume_bricks`] and `brick::volume`).
+    pub gluster: bool,
 }
 
 /// A session as the monitor runs it.
@@ -53,6 +53,70 @@ pub struct SessionPlan {
     /// Set when the volume no longer has that topology (see
     /// [`super::watch_volume`]); shared by every worker.
     pub volume_changed: VolumeChanged,
+    /// Every brick of the session, shared by its workers: a brick added
+    /// to the volume while the session runs joins it (see
+    /// [`super::watch_volume`]).
+    pub volume_bricks: VolumeBricks,
+}
+
+/// The session's bricks, as the workers' view of the volume reads them,
+/// and the files one worker hands to another (see
+/// `ship::ShipReport::handed_off`). Clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeBricks(std::sync::Arc<std::sync::Mutex<SharedBricks>>);
+
+#[derive(Debug, Default)]
+struct SharedBricks {
+    all: Vec<PathBuf>,
+    handed: std::collections::HashMap<PathBuf, Vec<RelPath>>,
+}
+
+/// Most files waiting to be handed to one brick's worker (memory stays
+/// bounded; beyond it the queue starts over, and a warning says so).
+const HANDED_MAX: usize = 100_000;
+
+impl VolumeBricks {
+    pub fn new(bricks: Vec<PathBuf>) -> VolumeBricks {
+        VolumeBricks(std::sync::Arc::new(std::sync::Mutex::new(SharedBricks {
+            all: bricks,
+            handed: Default::default(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBricks> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, brick: PathBuf) {
+        self.lock().all.push(brick);
+    }
+
+    /// Gives `path` to the worker of `brick` to send.
+    pub fn hand(&self, brick: PathBuf, path: RelPath) {
+        let mut shared = self.lock();
+        let queue = shared.handed.entry(brick).or_default();
+        if queue.len() >= HANDED_MAX {
+            tracing::warn!("more than {HANDED_MAX} files handed between bricks: some are dropped");
+            queue.clear();
+        }
+        queue.push(path);
+    }
+
+    /// The files handed to the worker of `brick` so far.
+    pub fn take_handed(&self, brick: &Path) -> Vec<RelPath> {
+        self.lock().handed.remove(brick).unwrap_or_default()
+    }
+
+    /// Every brick, `first` first; empty while the session has one brick.
+    pub fn seen_from(&self, first: &Path) -> Vec<PathBuf> {
+        let all = &self.lock().all;
+        if all.len() < 2 {
+            return Vec::new();
+        }
+        std::iter::once(first.to_owned())
+            .chain(all.iter().filter(|b| *b != first).cloned())
+            .collect()
+    }
 }
 
 /// Why the master volume can no longer be copied as it was planned: its
@@ -210,46 +274,17 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             reason,
         })?;
     let state = home.state()?;
-    let dir = home.session_dir(session.id);
-    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
     let stored = state.bricks(session.id)?;
     let all: Vec<PathBuf> = stored.iter().map(|b| b.brick.path().to_owned()).collect();
-    let bricks = stored
+    let bricks: Vec<BrickPlan> = stored
         .into_iter()
-        .map(|b| {
-            let brick = b.brick.path().to_owned();
-            let journal_dir = journal_dir(&dir, b.id);
-            let mut exclude = if home_abs.starts_with(&brick) {
-                vec![home_abs.clone()]
-            } else {
-                Vec::new()
-            };
-            let source = change_source(&config, &brick, &journal_dir);
-            // GlusterFS's own tree is never replicated, whichever source.
-            let gluster =
-                matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir();
-            if gluster {
-                exclude.extend(internal_names(&brick));
-            }
-            // `cli` let several bricks into one session only as the bricks
-            // of one distributed GlusterFS volume.
-            let volume_bricks = if gluster && all.len() > 1 {
-                std::iter::once(brick.clone())
-                    .chain(all.iter().filter(|o| **o != brick).cloned())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            BrickPlan {
-                brick_id: b.id,
-                brick,
-                journal_dir,
-                source,
-                exclude,
-                volume_bricks,
-            }
-        })
+        .map(|b| brick_plan(home, session.id, &config, b.id, b.brick.path()))
         .collect();
+    let volume_bricks = if bricks.iter().all(|b| b.gluster) {
+        VolumeBricks::new(all)
+    } else {
+        VolumeBricks::default()
+    };
     Ok(SessionPlan {
         session_id: session.id,
         master_vol: session.master_vol.to_string(),
@@ -269,5 +304,37 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         bricks,
         topology: Topology::load(&home.session_topology(session.id))?,
         volume_changed: VolumeChanged::default(),
+        volume_bricks,
     })
+}
+
+/// What the worker of brick `id` at `brick` of session `session` needs.
+pub fn brick_plan(
+    home: &Home,
+    session: SessionId,
+    config: &SessionConfig,
+    id: BrickId,
+    brick: &Path,
+) -> BrickPlan {
+    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
+    let journal_dir = journal_dir(&home.session_dir(session), id);
+    let mut exclude = if home_abs.starts_with(brick) {
+        vec![home_abs.clone()]
+    } else {
+        Vec::new()
+    };
+    let source = change_source(config, brick, &journal_dir);
+    // GlusterFS's own tree is never replicated, whichever source.
+    let gluster = matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir();
+    if gluster {
+        exclude.extend(internal_names(brick));
+    }
+    BrickPlan {
+        brick_id: id,
+        brick: brick.to_owned(),
+        journal_dir,
+        source,
+        exclude,
+        gluster,
+    }
 }

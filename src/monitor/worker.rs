@@ -252,6 +252,7 @@ async fn follow(
             }
             continue;
         }
+        send_handed(ctx).await?;
         // Close what the hook has gathered so far instead of waiting for the
         // next timed rollover: whenever the worker is free, changes go out
         // within a poll interval. While it is busy shipping, files still roll
@@ -278,6 +279,27 @@ async fn follow(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Sends the files another brick's worker handed to this one (a
+/// rebalance moved them here without a changelog record; see
+/// `ship::ShipReport::handed_off`). On failure they stay handed.
+async fn send_handed(ctx: &mut Ctx<'_>) -> Result<(), WorkerError> {
+    let handed = ctx.plan.volume_bricks.take_handed(&ctx.brick.brick);
+    if handed.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for path in &handed {
+        batch.push_data(path.clone());
+    }
+    if let Err(e) = ship(ctx, &batch, None).await {
+        for path in handed {
+            ctx.plan.volume_bricks.hand(ctx.brick.brick.clone(), path);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Ships one batch of journal files after stime; false if there were none.
@@ -454,8 +476,8 @@ async fn ship_now(
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
-    let volume =
-        (!ctx.brick.volume_bricks.is_empty()).then(|| LocalBricks::open(&ctx.brick.volume_bricks));
+    let bricks = ctx.plan.volume_bricks.seen_from(brick);
+    let volume = (!bricks.is_empty()).then(|| LocalBricks::open(&bricks));
     // `compression` is live: taken for each batch.
     ctx.link.set_compression(ctx.live.config.compression());
     let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
@@ -477,6 +499,9 @@ async fn ship_now(
             source,
         })?;
     ctx.in_flight.clear();
+    for (brick, path) in &report.handed_off {
+        ctx.plan.volume_bricks.hand(brick.clone(), path.clone());
+    }
     ctx.state.add_counters(
         ctx.brick.brick_id,
         Counters {

@@ -111,6 +111,20 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.gluster_brick && is_dht_link(&handle.proc_path(), md)
     }
 
+    /// Notes that the file at `path`, which this brick no longer holds,
+    /// is now on another brick of the volume: a rebalance moves files
+    /// without a changelog record on either brick, so no other worker
+    /// would send it (see [`ShipReport::handed_off`]).
+    pub(super) fn hand_off(&mut self, path: &RelPath) {
+        let Some(holder) = self.volume.and_then(|v| v.holder(path)) else {
+            return;
+        };
+        if holder != self.brick {
+            tracing::debug!(batch = self.batch_id, path = %path, brick = %holder.display(), "held by another brick now: handed to its worker");
+            self.report.handed_off.push((holder, path.clone()));
+        }
+    }
+
     /// Asks the slave to compare its listing of every touched directory
     /// with the brick's, by digest: only a directory that differs gets its
     /// whole name list (see [`Shipper::prune_differing`]). Sent after the

@@ -130,6 +130,10 @@ pub struct ShipReport {
     pub failures: Vec<Failure>,
     /// Problems reading the brick (master side), with paths.
     pub local_errors: Vec<String>,
+    /// Files of the batch that another brick of the volume holds now (a
+    /// rebalance moved them, unrecorded, before this brick sent them), by
+    /// that brick: its worker sends them.
+    pub handed_off: Vec<(std::path::PathBuf, RelPath)>,
 }
 
 /// What the journal holds after the batch being shipped. A journal batch

@@ -52,7 +52,7 @@ async fn ship_from(
     slave: &Path,
     memory: &mut ShipMemory,
     batch: &Batch,
-) {
+) -> ShipReport {
     let (report, _) = ship_in_process(
         b,
         Some(view),
@@ -64,7 +64,7 @@ async fn ship_from(
         Cut::Never,
     )
     .await;
-    report.unwrap();
+    report.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +83,7 @@ async fn a_brick_keeps_what_the_other_bricks_hold_and_sends_no_link_file() {
     batch.push_data(rp("d/x"));
     batch.push_meta(rp("d/x"));
     let mut memory = ShipMemory::default();
-    ship_from(&b, &view, &slave, &mut memory, &batch).await;
+    let report = ship_from(&b, &view, &slave, &mut memory, &batch).await;
     assert_eq!(fs::read(slave.join("d/x")).unwrap(), b"x data");
     assert_eq!(fs::read(slave.join("d/y")).unwrap(), b"y data");
     assert!(
@@ -91,6 +91,8 @@ async fn a_brick_keeps_what_the_other_bricks_hold_and_sends_no_link_file() {
         "the prune kept a name no brick has"
     );
     if root {
+        // The write recorded on b is a's file's now: a's worker sends it.
+        assert_eq!(report.handed_off, [(a.clone(), rp("d/x"))]);
         let md = fs::metadata(slave.join("d/x")).unwrap();
         assert_ne!(
             md.permissions().mode() & 0o7777,

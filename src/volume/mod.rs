@@ -142,6 +142,23 @@ impl Topology {
         })
     }
 
+    /// The bricks added to a plain distribute volume since `recorded`,
+    /// when that is its only change (every recorded brick still there, no
+    /// sets, no sharding): such a change georep follows, since DHT only
+    /// spreads the same namespace over more bricks. `None` otherwise.
+    pub fn added_bricks(&self, recorded: &Topology) -> Option<Vec<BrickSpec>> {
+        let kept = recorded.bricks().all(|r| self.bricks().any(|b| b == r));
+        if !kept || !self.plain_distribute() || self.sharded || recorded.sharded {
+            return None;
+        }
+        let added: Vec<BrickSpec> = self
+            .bricks()
+            .filter(|b| !recorded.bricks().any(|r| r == *b))
+            .cloned()
+            .collect();
+        (!added.is_empty()).then_some(added)
+    }
+
     /// Writes the topology to `path` (JSON).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
@@ -346,6 +363,16 @@ mod tests {
         assert!(why.contains("brick(s) added: vm:/tmp/gx/d3"), "{why}");
         assert!(why.contains("brick(s) removed: "), "{why}");
         assert!(why.contains("features.shard was turned on"), "{why}");
+        assert_eq!(now.added_bricks(&then), None, "a brick went");
+        let mut grown = then.clone();
+        grown.subvolumes.push(now.subvolumes[1].clone());
+        let added: Vec<String> = grown
+            .added_bricks(&then)
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
+        assert_eq!(added, ["vm:/tmp/gx/d3"]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("topology.json");
         assert_eq!(Topology::load(&path).unwrap(), None);
