@@ -7,6 +7,7 @@ mod common;
 mod confinement;
 
 mod delta;
+mod distribute;
 mod e2e;
 mod errors;
 mod faults;

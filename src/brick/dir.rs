@@ -69,6 +69,11 @@ impl Handle {
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
 
 impl BrickDir {
+    /// The brick's path, as opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn open(path: &Path) -> BrickDir {
         let fd = rfs::open(
             path,

@@ -152,6 +152,11 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         }
         let dir = home.session_dir(record.id);
         fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(t) = &topology {
+            let path = home.session_topology(record.id);
+            t.save(&path)
+                .with_context(|| format!("recording the volume topology in {}", path.display()))?;
+        }
         let node = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();

@@ -3,15 +3,14 @@
 //! whose host names this machine), whether the session's shape is one
 //! georep copies exactly, and which replica set each brick belongs to.
 
-use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::session::{SessionId, VolumeName};
+use crate::session::{Home, SessionId, VolumeName};
 use crate::state::State;
 pub use crate::volume::gluster_present;
-use crate::volume::{all_volumes, volume_info, SetKind, Topology};
+use crate::volume::{all_volumes, is_local, volume_info, BrickSpec, SetKind, Topology};
 
 /// The bricks of `vol` that live on this node, once its shape is known to
 /// be one georep handles.
@@ -38,19 +37,24 @@ pub fn local_bricks(vol: &VolumeName) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Refuses a session whose bricks georep would not copy exactly: a
 /// GlusterFS volume of a shape not handled yet (whether or not `--brick`
-/// named its bricks), or several directories merged into one slave
-/// directory that are not the members of one replica set (each brick's
+/// named its bricks), part of a distributed volume, or several directories
+/// merged into one slave directory that are neither the members of one
+/// replica set nor the bricks of one distributed volume (each brick's
 /// worker would prune the others' files). Run at `create` and again at
 /// `start`, since a volume can change shape. Returns the volume that lists
-/// the bricks, if they hold a GlusterFS tree.
+/// the bricks, if they hold a GlusterFS tree (`create` records it).
 pub fn check_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Option<Topology>> {
     let topology = gluster_shape(vol, bricks)?;
+    let whole_distribute = match &topology {
+        Some(t) => accept(t, bricks)?,
+        None => false,
+    };
     let one_set = topology.as_ref().is_some_and(|t| {
         t.subvolumes.len() == 1
             && t.subvolumes[0].kind == SetKind::Replica
             && bricks.iter().all(|b| t.subvolume_of(b).is_some())
     });
-    if bricks.len() > 1 && !one_set {
+    if bricks.len() > 1 && !one_set && !whole_distribute {
         bail!(
             "{} bricks ({}) into one slave directory are not supported yet: each brick's worker would remove the others' files there; create one session per brick, each into its own slave directory",
             bricks.len(),
@@ -118,6 +122,67 @@ fn gluster_shape(vol: &VolumeName, bricks: &[PathBuf]) -> anyhow::Result<Option<
     Ok(None)
 }
 
+/// Compares the volume with the topology recorded at `create` (see
+/// [`Topology::changes_since`]), run at `start` before its shape is
+/// checked: bricks added to a plain distribute volume on this node join
+/// the session (and are named), any other change is refused, named.
+pub fn follow_changes(home: &Home, session: SessionId) -> anyhow::Result<()> {
+    let Some(recorded) = Topology::load(&home.session_topology(session))? else {
+        return Ok(());
+    };
+    let now = volume_info(&recorded.name)?;
+    let added = crate::monitor::follow_volume(home, session, &recorded, &now)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    for (_, brick) in added {
+        println!(
+            "brick {} was added to {}: it joins the session",
+            brick.display(),
+            recorded.name
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a volume of a shape not handled yet; for a distributed one,
+/// also unless `bricks` are all of its bricks and all on this node (each
+/// brick's worker keeps on the slave what the others hold, so it must see
+/// them). True when `bricks` are the whole distributed volume.
+fn accept(topology: &Topology, bricks: &[PathBuf]) -> anyhow::Result<bool> {
+    refuse_unsupported(topology)?;
+    if topology.subvolumes.len() < 2 {
+        return Ok(false);
+    }
+    let named = |b: &PathBuf| {
+        let real = std::fs::canonicalize(b).unwrap_or_else(|_| b.clone());
+        bricks
+            .iter()
+            .any(|x| x == b || std::fs::canonicalize(x).is_ok_and(|x| x == real))
+    };
+    let listed = |keep: &dyn Fn(&BrickSpec) -> bool| {
+        let found: Vec<String> = topology
+            .bricks()
+            .filter(|b| keep(b))
+            .map(|b| b.to_string())
+            .collect();
+        (!found.is_empty()).then(|| found.join(", "))
+    };
+    if let Some(remote) = listed(&|b| !is_local(&b.host)) {
+        bail!(
+            "volume {} is {} with brick(s) on other nodes ({remote}); georep replicates a distributed volume only when all its bricks are on this node yet",
+            topology.name,
+            topology.type_name,
+        );
+    }
+    if let Some(left) = listed(&|b| !named(&b.path)) {
+        bail!(
+            "volume {} is {}: its bricks hold one namespace, and the session names only some of them (not {left}); create it without --brick to take them all",
+            topology.name,
+            topology.type_name,
+        );
+    }
+    Ok(true)
+}
+
 fn refuse_unsupported(topology: &Topology) -> anyhow::Result<()> {
     match topology.unsupported() {
         Some(why) => bail!("{why}"),
@@ -133,32 +198,9 @@ fn shown(bricks: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// A host names this machine when it is its host name, or resolves to an
-/// address this machine can bind.
-fn is_local(host: &str) -> bool {
-    if hostname::get().is_ok_and(|h| h == host) {
-        return true;
-    }
-    let Ok(addrs) = (host, 0).to_socket_addrs() else {
-        return false;
-    };
-    addrs.into_iter().any(|a| bindable(a.ip()))
-}
-
-fn bindable(ip: IpAddr) -> bool {
-    UdpSocket::bind((ip, 0)).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_is_local_and_a_foreign_address_is_not() {
-        assert!(is_local("127.0.0.1"));
-        assert!(!is_local("192.0.2.1"));
-        assert!(!is_local("no-such-host.invalid"));
-    }
 
     #[test]
     fn several_plain_directories_into_one_slave_are_refused() {

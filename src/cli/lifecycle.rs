@@ -64,6 +64,8 @@ pub fn start(
         }
         return Ok(());
     }
+    super::discover::follow_changes(home, session.id)
+        .with_context(|| format!("cannot start {vol} -> {slave}"))?;
     let bricks: Vec<_> = state
         .bricks(session.id)?
         .into_iter()

@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
 use super::batch::{Batch, Entry};
+use crate::brick::volume::is_dht_link;
 use crate::brick::Inode;
 use crate::relpath::RelPath;
 use crate::session::Stime;
@@ -127,6 +128,11 @@ impl HybridCrawl {
             }
         };
         let ft = md.file_type();
+        // A DHT link file stands for a name whose data another brick holds
+        // (and ships): never sent.
+        if is_dht_link(&full, &md) {
+            return;
+        }
         if ft.is_file() && md.nlink() > 1 {
             batch.push_link_name(Inode::of(&md), path.clone());
         }

@@ -6,9 +6,11 @@
 //! Each worker runs inside a `worker` span with the `brick` and `slave`
 //! fields, so every line it logs names both (see `cli::logging`).
 //!
-//! May import: `changelog`, `crawl`, `ship`, `transport`, `proto`,
-//! `session`, `state`; never `cli`.
+//! May import: `brick` (the view of a distributed volume), `changelog`,
+//! `crawl`, `ship`, `transport`, `proto`, `session`, `state`, `volume`
+//! (the master volume's topology, compared while it runs); never `cli`.
 
+mod follow;
 pub mod metrics;
 mod plan;
 pub mod progress;
@@ -23,7 +25,8 @@ use tracing::Instrument;
 use crate::session::Timestamp;
 use crate::state::{CrawlStatus, State, StateError, WorkerStatus};
 
-pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan};
+pub use follow::follow_volume;
+pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeBricks, VolumeChanged};
 pub use worker::WorkerError;
 
 use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime};
@@ -65,6 +68,13 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         };
         tokio::spawn(metrics::serve(addr, src, shutdown.clone()));
     }
+    let watcher = plan.topology.clone().map(|recorded| {
+        tokio::spawn(follow::watch_volume(
+            plan.clone(),
+            recorded,
+            shutdown.clone(),
+        ))
+    });
     let members: Vec<_> = plan
         .bricks
         .iter()
@@ -86,6 +96,10 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         (health, election)
     });
     for brick in plan.bricks.clone() {
+        if brick.set.is_none() {
+            tasks.push(spawn_worker(&plan, brick, &shutdown));
+            continue;
+        }
         let span = tracing::info_span!(
             "worker",
             brick = %brick.brick.display(),
@@ -93,18 +107,20 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         );
         let plan = plan.clone();
         let shutdown = shutdown.clone();
-        let sets = sets.clone().filter(|_| brick.set.is_some());
+        let Some((health, election)) = sets.clone() else {
+            continue;
+        };
         tasks.push(tokio::spawn(
-            async move {
-                match sets {
-                    Some((health, election)) => {
-                        member(plan, brick, health, election, failover, shutdown).await
-                    }
-                    None => supervise(plan, brick, shutdown).await,
-                }
-            }
-            .instrument(span),
+            async move { member(plan, brick, health, election, failover, shutdown).await }
+                .instrument(span),
         ));
+    }
+    if let Some(w) = watcher {
+        // Returns at shutdown, with the workers of the bricks it added.
+        match w.await {
+            Ok(added) => tasks.extend(added),
+            Err(e) => tracing::error!("volume watch failed: {e}"),
+        }
     }
     for t in tasks {
         match t.await {
@@ -113,6 +129,22 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Starts the supervised worker of `brick`, in a span naming it.
+fn spawn_worker(
+    plan: &SessionPlan,
+    brick: BrickPlan,
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), StateError>> {
+    let span = tracing::info_span!(
+        "worker",
+        brick = %brick.brick.display(),
+        slave = %plan.slave,
+    );
+    let plan = plan.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move { supervise(plan, brick, shutdown).await }.instrument(span))
 }
 
 /// Keeps one brick's worker running, backing off while it fails.

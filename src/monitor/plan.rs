@@ -7,10 +7,12 @@ use super::sets::SetPlan;
 use crate::changelog::glusterfs::{internal_names, GlusterBrick};
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::journal::{journal_dir, ChangeSource};
+use crate::relpath::RelPath;
 use crate::session::config::{ChangeDetector, SessionConfig};
 use crate::session::{BrickId, Home, SessionId};
 use crate::state::{SessionRecord, SessionState, State, StateError};
 use crate::transport::ssh::{self, Auth, SshTarget};
+use crate::volume::Topology;
 
 /// Everything a brick's worker needs, resolved once at start.
 #[derive(Debug, Clone)]
@@ -27,6 +29,10 @@ pub struct BrickPlan {
     /// The replica set the brick belongs to, if any: one worker of it is
     /// Active at a time.
     pub set: Option<SetPlan>,
+    /// A GlusterFS brick: when the session has several (the bricks of a
+    /// distributed volume, all on this node), a prune keeps what any of
+    /// them holds (see [`SessionPlan::volume_bricks`] and `brick::volume`).
+    pub gluster: bool,
 }
 
 /// A session as the monitor runs it.
@@ -46,6 +52,90 @@ pub struct SessionPlan {
     pub throttle: Option<std::sync::Arc<crate::transport::throttle::Throttle>>,
     pub config: SessionConfig,
     pub bricks: Vec<BrickPlan>,
+    /// The GlusterFS master volume's topology recorded at `create`.
+    pub topology: Option<Topology>,
+    /// Set when the volume no longer has that topology (see
+    /// [`super::watch_volume`]); shared by every worker.
+    pub volume_changed: VolumeChanged,
+    /// Every brick of the session, shared by its workers: a brick added
+    /// to the volume while the session runs joins it (see
+    /// [`super::watch_volume`]).
+    pub volume_bricks: VolumeBricks,
+}
+
+/// The session's bricks, as the workers' view of the volume reads them,
+/// and the files one worker hands to another (see
+/// `ship::ShipReport::handed_off`). Clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeBricks(std::sync::Arc<std::sync::Mutex<SharedBricks>>);
+
+#[derive(Debug, Default)]
+struct SharedBricks {
+    all: Vec<PathBuf>,
+    handed: std::collections::HashMap<PathBuf, Vec<RelPath>>,
+}
+
+/// Most files waiting to be handed to one brick's worker (memory stays
+/// bounded; beyond it the queue starts over, and a warning says so).
+const HANDED_MAX: usize = 100_000;
+
+impl VolumeBricks {
+    pub fn new(bricks: Vec<PathBuf>) -> VolumeBricks {
+        VolumeBricks(std::sync::Arc::new(std::sync::Mutex::new(SharedBricks {
+            all: bricks,
+            handed: Default::default(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBricks> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, brick: PathBuf) {
+        self.lock().all.push(brick);
+    }
+
+    /// Gives `path` to the worker of `brick` to send.
+    pub fn hand(&self, brick: PathBuf, path: RelPath) {
+        let mut shared = self.lock();
+        let queue = shared.handed.entry(brick).or_default();
+        if queue.len() >= HANDED_MAX {
+            tracing::warn!("more than {HANDED_MAX} files handed between bricks: some are dropped");
+            queue.clear();
+        }
+        queue.push(path);
+    }
+
+    /// The files handed to the worker of `brick` so far.
+    pub fn take_handed(&self, brick: &Path) -> Vec<RelPath> {
+        self.lock().handed.remove(brick).unwrap_or_default()
+    }
+
+    /// Every brick, `first` first; empty while the session has one brick.
+    pub fn seen_from(&self, first: &Path) -> Vec<PathBuf> {
+        let all = &self.lock().all;
+        if all.len() < 2 {
+            return Vec::new();
+        }
+        std::iter::once(first.to_owned())
+            .chain(all.iter().filter(|b| *b != first).cloned())
+            .collect()
+    }
+}
+
+/// Why the master volume can no longer be copied as it was planned: its
+/// topology changed while the session ran. Clones share one value.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeChanged(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl VolumeChanged {
+    pub fn set(&self, why: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// What can change while a session runs: re-read by each worker between
@@ -140,6 +230,8 @@ pub enum PlanError {
     HostKey { host: String, reason: String },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Topology(#[from] crate::volume::VolumeError),
 }
 
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
@@ -170,9 +262,8 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             reason,
         })?;
     let state = home.state()?;
-    let dir = home.session_dir(session.id);
-    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
     let records = state.bricks(session.id)?;
+    let all: Vec<PathBuf> = records.iter().map(|b| b.brick.path().to_owned()).collect();
     let set_of = |b: &crate::state::BrickRecord| {
         let name = b.subvolume.clone()?;
         let members = records
@@ -186,31 +277,18 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             arbiter: b.arbiter,
         })
     };
-    let bricks = records
+    let bricks: Vec<BrickPlan> = records
         .iter()
-        .map(|b| {
-            let brick = b.brick.path().to_owned();
-            let journal_dir = journal_dir(&dir, b.id);
-            let mut exclude = if home_abs.starts_with(&brick) {
-                vec![home_abs.clone()]
-            } else {
-                Vec::new()
-            };
-            let source = change_source(&config, &brick, &journal_dir);
-            // GlusterFS's own tree is never replicated, whichever source.
-            if matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir() {
-                exclude.extend(internal_names(&brick).iter().map(|n| brick.join(n)));
-            }
-            BrickPlan {
-                brick_id: b.id,
-                brick,
-                journal_dir,
-                source,
-                exclude,
-                set: set_of(b),
-            }
+        .map(|b| BrickPlan {
+            set: set_of(b),
+            ..brick_plan(home, session.id, &config, b.id, b.brick.path())
         })
         .collect();
+    let volume_bricks = if bricks.iter().all(|b| b.gluster) {
+        VolumeBricks::new(all)
+    } else {
+        VolumeBricks::default()
+    };
     Ok(SessionPlan {
         session_id: session.id,
         master_vol: session.master_vol.to_string(),
@@ -228,5 +306,40 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             .map(std::sync::Arc::new),
         config,
         bricks,
+        topology: Topology::load(&home.session_topology(session.id))?,
+        volume_changed: VolumeChanged::default(),
+        volume_bricks,
     })
+}
+
+/// What the worker of brick `id` at `brick` of session `session` needs.
+pub fn brick_plan(
+    home: &Home,
+    session: SessionId,
+    config: &SessionConfig,
+    id: BrickId,
+    brick: &Path,
+) -> BrickPlan {
+    let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
+    let journal_dir = journal_dir(&home.session_dir(session), id);
+    let mut exclude = if home_abs.starts_with(brick) {
+        vec![home_abs.clone()]
+    } else {
+        Vec::new()
+    };
+    let source = change_source(config, brick, &journal_dir);
+    // GlusterFS's own tree is never replicated, whichever source.
+    let gluster = matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir();
+    if gluster {
+        exclude.extend(internal_names(brick).iter().map(|n| brick.join(n)));
+    }
+    BrickPlan {
+        brick_id: id,
+        brick: brick.to_owned(),
+        journal_dir,
+        source,
+        exclude,
+        gluster,
+        set: None,
+    }
 }

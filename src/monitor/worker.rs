@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::sets::{SetStime, TAKEOVER_REPLAY};
 use super::{BrickPlan, Live, SessionPlan};
+use crate::brick::volume::{LocalBricks, VolumeView};
 use crate::changelog::{ChangelogError, Hook, HookConfig};
 use crate::crawl::journal::{self, ChangeSource};
 use crate::crawl::{Batch, Entry, HybridCrawl};
@@ -39,6 +40,12 @@ pub enum WorkerError {
     Hook { brick: String, reason: String },
     #[error("Hybrid Crawl of {brick} stopped: {reason}")]
     Crawl { brick: String, reason: String },
+    /// The master volume's topology is not the one the session was
+    /// created for (see `monitor::watch_volume`).
+    #[error(
+        "{0}; georep does not follow such a change yet: stop, delete and create the session again"
+    )]
+    VolumeChanged(String),
 }
 
 /// The journal hook of a brick and what is known about its continuity; it
@@ -108,6 +115,9 @@ pub async fn run(
         WorkerStatus::Initializing,
         CrawlStatus::NotApplicable,
     )?;
+    if let Some(why) = plan.volume_changed.get() {
+        return Err(WorkerError::VolumeChanged(why));
+    }
     if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
         tracing::error!("journal hook failed: {err}; restarting it");
         journal.stop();
@@ -234,6 +244,9 @@ async fn follow(
         if *shutdown.borrow() {
             return Ok(());
         }
+        if let Some(why) = ctx.plan.volume_changed.get() {
+            return Err(WorkerError::VolumeChanged(why));
+        }
         if let Some(err) = journal.hook.as_ref().and_then(|h| h.error()) {
             return Err(WorkerError::Hook {
                 brick: ctx.brick.brick.display().to_string(),
@@ -250,6 +263,7 @@ async fn follow(
             }
             continue;
         }
+        send_handed(ctx).await?;
         // Close what the hook has gathered so far instead of waiting for the
         // next timed rollover: whenever the worker is free, changes go out
         // within a poll interval. While it is busy shipping, files still roll
@@ -276,6 +290,27 @@ async fn follow(
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Sends the files another brick's worker handed to this one (a
+/// rebalance moved them here without a changelog record; see
+/// `ship::ShipReport::handed_off`). On failure they stay handed.
+async fn send_handed(ctx: &mut Ctx<'_>) -> Result<(), WorkerError> {
+    let handed = ctx.plan.volume_bricks.take_handed(&ctx.brick.brick);
+    if handed.is_empty() {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    for path in &handed {
+        batch.push_data(path.clone());
+    }
+    if let Err(e) = ship(ctx, &batch, None).await {
+        for path in handed {
+            ctx.plan.volume_bricks.hand(ctx.brick.brick.clone(), path);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Ships one batch of journal files after stime; false if there were none.
@@ -452,6 +487,8 @@ async fn ship_now(
     ctx.in_flight
         .extend(batch.data().iter().map(|p| p.parent().unwrap_or_default()));
     let brick: &Path = &ctx.brick.brick;
+    let bricks = ctx.plan.volume_bricks.seen_from(brick);
+    let volume = (!bricks.is_empty()).then(|| LocalBricks::open(&bricks));
     // `compression` is live: taken for each batch.
     ctx.link.set_compression(ctx.live.config.compression());
     let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
@@ -464,6 +501,7 @@ async fn ship_now(
     shipper.prune_touched = !ctx.live.config.ignore_deletes;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     shipper.later = later;
+    shipper.volume = volume.as_ref().map(|v| v as &dyn VolumeView);
     let report = shipper
         .ship(batch)
         .await
@@ -472,6 +510,9 @@ async fn ship_now(
             source,
         })?;
     ctx.in_flight.clear();
+    for (brick, path) in &report.handed_off {
+        ctx.plan.volume_bricks.hand(brick.clone(), path.clone());
+    }
     ctx.state.add_counters(
         ctx.brick.brick_id,
         Counters {

@@ -32,6 +32,12 @@ impl Home {
         self.session_dir(id).join("secret.pem")
     }
 
+    /// The master volume's topology as `create` found it (GlusterFS
+    /// volumes only), compared at `start` and while the session runs.
+    pub fn session_topology(&self, id: SessionId) -> PathBuf {
+        self.session_dir(id).join("topology.json")
+    }
+
     /// Where the monitors' logs are.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

@@ -110,6 +110,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             .handle(path)
             .and_then(|h| h.metadata().map(|md| (md, h)));
         let (md, handle) = match read {
+            Ok((md, h)) if self.link_file(&h, &md) => return Ok(()),
             Ok(x) => x,
             Err(e) if unresolved(&e) => return Ok(()),
             Err(e) => {

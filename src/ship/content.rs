@@ -270,6 +270,11 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Ok((h, md))
             });
             let (handle, md) = match probed {
+                // Its data is another brick's to send.
+                Ok((h, md)) if self.link_file(&h, &md) => {
+                    self.hand_off(path);
+                    continue;
+                }
                 Ok((h, md)) if md.is_file() => (h, md),
                 // No content to send, but inotify reports an mtime set with
                 // the access time omitted (`touch -m`, rsync) as a write: a
@@ -282,7 +287,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 }
                 // Gone as a file (or beyond a symlink now): a later record
                 // tells what the path is now.
-                Err(e) if unresolved(&e) => continue,
+                Err(e) if unresolved(&e) => {
+                    self.hand_off(path);
+                    continue;
+                }
                 Err(e) => {
                     self.local_error("stat", path, e);
                     continue;

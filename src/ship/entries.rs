@@ -12,6 +12,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // later records describe what happened next, so a placeholder mode
         // is enough for an entry that is gone now.
         let op = match entry {
+            // Of a distributed volume, a directory gone from the volume is
+            // not made again: every brick records its rename, and a replay
+            // (after a retry, or behind another brick's) would rename a
+            // new, empty one over what the other bricks put at its
+            // destination. Its rename then finds no source and heals the
+            // destination from this brick instead.
+            Entry::Mkdir(p) if self.volume.is_some_and(|v| !v.holds(p)) => return Ok(()),
             Entry::Mkdir(p) => EntryOp::Mkdir {
                 path: p.clone(),
                 mode: lstat(p)
@@ -24,7 +31,13 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             // rename of a file created this way finds no source and is
             // resent whole.
             Entry::Create(p) | Entry::Link(p) => {
-                let md = lstat(p).filter(|m| m.is_file());
+                let md = self
+                    .dir
+                    .handle(p)
+                    .and_then(|h| Ok((h.metadata()?, h)))
+                    .ok()
+                    .filter(|(m, h)| m.is_file() && !self.link_file(h, m))
+                    .map(|(m, _)| m);
                 if let Some(m) = md.as_ref().filter(|m| m.nlink() > 1) {
                     self.memory.links.note(Inode::of(m), p);
                 }
@@ -67,13 +80,44 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                     rdev: md.rdev(),
                 }
             }
+            Entry::Unlink(p) | Entry::Rmdir(p) if self.volume_holds(p) => return Ok(()),
             Entry::Unlink(p) => EntryOp::Unlink { path: p.clone() },
             Entry::Rmdir(p) => EntryOp::Rmdir { path: p.clone() },
+            Entry::Rename { to, from } if self.volume_holds(from) => {
+                // Whatever the slave has at `from` may be another brick's
+                // file by now: `to` is sent from this brick instead.
+                self.heal_quick.push(to.clone());
+                return Ok(());
+            }
             Entry::Rename { from, to } => {
                 self.memory.links.rename(from, to);
                 EntryOp::Rename {
                     from: from.clone(),
                     to: to.clone(),
+                }
+            }
+            Entry::Prune { dir, .. } if self.volume.is_some() => {
+                // Of a distributed volume, the slave keeps what any brick
+                // holds; a directory the volume cannot list is not pruned
+                // (this brick's names alone would remove the others').
+                let Some(volume) = self.volume else {
+                    return Ok(());
+                };
+                let Some(listing) = self.volume_listing(volume, dir) else {
+                    tracing::debug!(batch = self.batch_id, path = %dir, "the volume's listing is not known: not pruned");
+                    return Ok(());
+                };
+                self.prune_names += listing.len() as u64;
+                let (keep, kinds): (Vec<_>, Vec<_>) = listing
+                    .into_iter()
+                    .map(|(name, kind)| {
+                        (serde_bytes::ByteBuf::from(name.into_encoded_bytes()), kind)
+                    })
+                    .unzip();
+                EntryOp::Prune {
+                    path: dir.clone(),
+                    keep,
+                    kinds,
                 }
             }
             Entry::Prune { dir, keep } => {
@@ -144,5 +188,19 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         self.ledger.entry_sent();
         self.report.entries += 1;
         Ok(())
+    }
+
+    /// Whether this brick is one of a distributed volume that still holds
+    /// `path` (on this brick or another): a removal replayed from this
+    /// brick's changelog (an unlink, a rmdir, a rename's source) must not
+    /// take it from the slave. GlusterFS records, say, the unlink of a link
+    /// file that a rebalance or a rename replaced, under the name of the
+    /// file the volume keeps.
+    pub(super) fn volume_holds(&self, path: &RelPath) -> bool {
+        let held = self.volume.is_some_and(|v| v.holds(path));
+        if held {
+            tracing::debug!(batch = self.batch_id, path = %path, "the volume still holds it: not removed");
+        }
+        held
     }
 }

@@ -67,7 +67,17 @@ fn scene() -> Scene {
 
 async fn ship(s: &Scene, cut: Cut) -> (Result<ShipReport, ShipError>, Crossed) {
     let mut memory = ShipMemory::default();
-    ship_in_process(&s.brick, &s.slave, &mut memory, &s.batch, None, |_| {}, cut).await
+    ship_in_process(
+        &s.brick,
+        None,
+        &s.slave,
+        &mut memory,
+        &s.batch,
+        None,
+        |_| {},
+        cut,
+    )
+    .await
 }
 
 /// The differences between brick and slave (directory times aside: the

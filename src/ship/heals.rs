@@ -7,12 +7,18 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     /// Resends, from the brick as it is now, the paths the slave reported
     /// missing or in an unexpected state: the directories above each (made
     /// directories again if something else is there), then a Hybrid Crawl
-    /// of it with pruning; whole, or for the paths of `heal_quick` through
-    /// the quick check. Returns the content and attribute work found.
+    /// of it with pruning; whole, or for the paths of `heal_quick` (and all
+    /// of them on a brick of a distributed volume) through the quick
+    /// check. Returns the content and attribute work found.
     pub(super) async fn heal(&mut self) -> Result<Batch, ShipError> {
+        // Of a distributed volume, every brick records a directory's rename,
+        // and only the first to replay it finds the source on the slave:
+        // the others heal its destination, which the slave holds already,
+        // so their heals go through the quick check rather than resend it.
+        let quick = self.volume.is_some();
         let mut paths: Vec<(RelPath, bool)> = std::mem::take(&mut self.heal_paths)
             .into_iter()
-            .map(|p| (p, false))
+            .map(|p| (p, quick))
             .collect();
         paths.extend(
             std::mem::take(&mut self.heal_quick)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Batch, LaterRecords, ShipError, ShipMemory, ShipReport, Shipper};
+use crate::brick::volume::VolumeView;
 use crate::proto::{read_frame, write_frame, ProtocolError, Reply, Request};
 use crate::transport::link::SlaveLink;
 
@@ -83,9 +84,12 @@ impl<F: FnMut(&Request)> Read for Hooked<F> {
 
 /// Ships `batch` from `brick` to a slave session rooted at `slave`, with
 /// `memory` as the worker's; `hook` sees every request before the slave,
-/// and `cut` may break the conversation.
+/// and `cut` may break the conversation. `volume` sees the other bricks
+/// when `brick` is one of a distributed GlusterFS volume.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn ship_in_process(
     brick: &Path,
+    volume: Option<&dyn VolumeView>,
     slave: &Path,
     memory: &mut ShipMemory,
     batch: &Batch,
@@ -154,6 +158,8 @@ pub(super) async fn ship_in_process(
         Ok(mut link) => {
             let mut shipper = Shipper::new(&mut link, brick, memory, 1);
             shipper.later = later;
+            shipper.volume = volume;
+            shipper.gluster_brick = volume.is_some();
             let report = shipper.ship(batch).await;
             link.close().await;
             report

@@ -61,6 +61,9 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         &self,
         dir: &RelPath,
     ) -> Option<Vec<(std::ffi::OsString, NodeKind)>> {
+        if let Some(volume) = self.volume {
+            return self.volume_listing(volume, dir);
+        }
         // Listed through a handle resolved beneath the brick.
         let rd = self
             .dir
@@ -81,6 +84,45 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             out.push((name, node_kind(ft)));
         }
         (out.len() <= TOUCHED_PRUNE_MAX).then_some(out)
+    }
+
+    /// [`Shipper::brick_listing`] of a brick of a distributed volume: the
+    /// names the volume holds in `dir`, from whichever brick, as clients
+    /// list them (no DHT link file).
+    pub(super) fn volume_listing(
+        &self,
+        volume: &dyn VolumeView,
+        dir: &RelPath,
+    ) -> Option<Vec<(std::ffi::OsString, NodeKind)>> {
+        let listed = volume.listing(dir, TOUCHED_PRUNE_MAX)?;
+        Some(
+            listed
+                .into_iter()
+                .filter(|(name, _)| !dir.join(name).is_ok_and(|p| self.filter.excluded(&p)))
+                .map(|(name, ft)| (name, node_kind(ft)))
+                .collect(),
+        )
+    }
+
+    /// Whether `md`, the brick entry behind `handle`, is a DHT link file:
+    /// its name's data is on another brick, and neither its content nor
+    /// its attributes (mode `---------T`) are the volume's.
+    pub(super) fn link_file(&self, handle: &Handle, md: &fs::Metadata) -> bool {
+        self.gluster_brick && is_dht_link(&handle.proc_path(), md)
+    }
+
+    /// Notes that the file at `path`, which this brick no longer holds,
+    /// is now on another brick of the volume: a rebalance moves files
+    /// without a changelog record on either brick, so no other worker
+    /// would send it (see [`ShipReport::handed_off`]).
+    pub(super) fn hand_off(&mut self, path: &RelPath) {
+        let Some(holder) = self.volume.and_then(|v| v.holder(path)) else {
+            return;
+        };
+        if holder != self.brick {
+            tracing::debug!(batch = self.batch_id, path = %path, brick = %holder.display(), "held by another brick now: handed to its worker");
+            self.report.handed_off.push((holder, path.clone()));
+        }
     }
 
     /// Asks the slave to compare its listing of every touched directory
@@ -199,9 +241,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
 
     /// The [`TreeDigest`] of the brick's subtree at `root`, read beneath
     /// the brick; `None` if it cannot be read whole, holds a multiply-linked
-    /// file or more than [`TREE_CHECK_MAX`] entries.
+    /// file or more than [`TREE_CHECK_MAX`] entries, or the brick is one of
+    /// a distributed volume.
     pub(super) fn tree_digest(&self, root: &RelPath) -> Option<[u8; 32]> {
-        if self.filter.excluded(root) {
+        // One brick of a distributed volume holds part of the subtree: the
+        // walk (quick check, union-aware prunes) compares it instead.
+        if self.filter.excluded(root) || self.volume.is_some() {
             return None;
         }
         let mut d = TreeDigest::new(self.with_owner);

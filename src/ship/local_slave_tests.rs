@@ -34,7 +34,7 @@ async fn ship_locally_after(
     later: Option<&dyn LaterRecords>,
     hook: impl FnMut(&Request) + Send + 'static,
 ) -> Result<ShipReport, ShipError> {
-    ship_in_process(brick, slave, memory, batch, later, hook, Cut::Never)
+    ship_in_process(brick, None, slave, memory, batch, later, hook, Cut::Never)
         .await
         .0
 }

@@ -61,6 +61,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::brick::dir::{unresolved, BrickDir, Handle};
 use crate::brick::origin::OriginIndex;
+use crate::brick::volume::{is_dht_link, VolumeView};
 use crate::brick::Inode;
 use crate::crawl::filter::SyncFilter;
 use crate::crawl::{Batch, Entry, HybridCrawl};
@@ -133,6 +134,10 @@ pub struct ShipReport {
     pub failures: Vec<Failure>,
     /// Problems reading the brick (master side), with paths.
     pub local_errors: Vec<String>,
+    /// Files of the batch that another brick of the volume holds now (a
+    /// rebalance moved them, unrecorded, before this brick sent them), by
+    /// that brick: its worker sends them.
+    pub handed_off: Vec<(std::path::PathBuf, RelPath)>,
 }
 
 /// What the journal holds after the batch being shipped. A journal batch
@@ -192,6 +197,10 @@ pub struct Shipper<'a, S> {
     /// The journal after this batch (journal batches of georep's own hook
     /// only): see [`LaterRecords`].
     pub later: Option<&'a dyn LaterRecords>,
+    /// The whole volume, when the brick is one of several of a distributed
+    /// volume: prunes keep, and removals spare, what another brick holds
+    /// (see [`VolumeView`]).
+    pub volume: Option<&'a dyn VolumeView>,
     /// What `later` said last, by parent directory (see
     /// [`Shipper::refresh_later`]).
     removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
@@ -258,6 +267,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             xattrs: XattrScope::default(),
             prune_touched: true,
             later: None,
+            volume: None,
             removed_later: HashMap::new(),
             batch_data: HashSet::new(),
             content_sent: HashSet::new(),
@@ -549,5 +559,7 @@ mod hostile_tests;
 mod in_process;
 #[cfg(test)]
 mod local_slave_tests;
+#[cfg(test)]
+mod volume_tests;
 
 mod trust;

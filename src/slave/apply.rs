@@ -140,11 +140,13 @@ fn prune_names(
     for entry in rfs::Dir::read_from(&dir).map_err(|e| fail(root, e))? {
         let entry = entry.map_err(|e| fail(root, e))?;
         let name = entry.file_name().to_bytes();
-        // A partial being resumed is kept until it goes stale.
+        // A partial being resumed is kept until it goes stale, and so is
+        // a file another slave process is building.
         if name != b"."
             && name != b".."
             && !keep.contains(name)
             && !super::partial::is_fresh_partial(dir.as_fd(), name)
+            && !super::root::is_live_temp(dir.as_fd(), name)
         {
             doomed.push(name.to_vec());
         }

@@ -449,6 +449,41 @@ pub(crate) fn temp_name(name: &OsStr) -> String {
     format!(".georep.{}.{}.tmp", &hash.to_hex()[..16], own_pid())
 }
 
+/// How recently another process's temporary file must have been written
+/// for a prune to leave it alone.
+const LIVE_TEMP_SECS: i64 = 60;
+
+/// Whether a prune leaves `name` in `dir` alone: the temporary file of
+/// another slave process that is alive and wrote to it within
+/// [`LIVE_TEMP_SECS`]. Several workers (the bricks of a distributed volume)
+/// write into one slave directory, and one's prune must not take the file
+/// another is building; a killed or frozen process's leftovers still go.
+pub(crate) fn is_live_temp(dir: BorrowedFd<'_>, name: &[u8]) -> bool {
+    let Some(pid) = name
+        .strip_prefix(b".georep.")
+        .and_then(|n| n.strip_suffix(b".tmp"))
+        .and_then(|n| n.rsplit(|b| *b == b'.').next())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if pid as u32 == own_pid() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return false;
+    }
+    let Ok(st) = rfs::statat(
+        dir,
+        <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
+        AtFlags::SYMLINK_NOFOLLOW,
+    ) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    now - st.st_ctime < LIVE_TEMP_SECS
+}
+
 /// This process's id (asked once: it is part of every temp name).
 fn own_pid() -> u32 {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();

@@ -122,6 +122,18 @@ impl State {
         Ok(())
     }
 
+    /// Adds `brick` to a session (a brick added to its distributed volume
+    /// while the session exists); it starts with no stime.
+    pub fn add_brick(&self, session: SessionId, brick: &Brick) -> Result<BrickId, StateError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO bricks (session_id, path, status, crawl) VALUES (?1, ?2, 'Created', 'N/A')",
+            params![session.row(), brick.path().to_string_lossy()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(BrickId::new(conn.last_insert_rowid()))
+    }
+
     /// Sets or clears the last error shown for a brick.
     pub fn set_last_error(&self, brick: BrickId, error: Option<&str>) -> Result<(), StateError> {
         self.conn()

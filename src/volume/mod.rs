@@ -2,12 +2,14 @@
 //! it: its type, its subvolumes (replica or disperse sets) in brick order,
 //! arbiter bricks, and the options that change what a brick holds.
 //!
-//! georep replicates a volume whose every brick it reads holds the whole
-//! volume as clients see it: one brick, or one replica set (whose Active
-//! member ships, see `monitor::sets`). A volume whose bricks hold anything
-//! else (parts of the namespace, erasure-coded fragments, shard pieces) is
-//! refused by [`Topology::unsupported`] until it is handled: a partial copy
-//! that says it is healthy is never acceptable.
+//! georep replicates a volume when the bricks it reads hold whole files
+//! and, together, the whole volume as clients see it: one brick, one
+//! replica set (whose Active member ships, see `monitor::sets`), or the
+//! bricks of a plain distribute volume merged into one slave directory
+//! (`brick::volume`). A volume whose bricks hold anything else (several
+//! replica sets, erasure-coded fragments, shard pieces) is refused by
+//! [`Topology::unsupported`] until it is handled: a partial copy that says
+//! it is healthy is never acceptable.
 //!
 //! Imports nothing of georep; `cli` asks it at `create` and `start`.
 
@@ -15,7 +17,8 @@ mod gluster;
 mod xml;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
 
 pub use gluster::{all_volumes, brick_status, gluster_cli, gluster_present, volume_info};
 pub use xml::{parse_brick_status, parse_volume_info};
@@ -42,6 +45,8 @@ pub enum VolumeError {
         vol: String,
         reason: String,
     },
+    #[error("the volume topology recorded at create in {}: {reason}", .path.display())]
+    Recorded { path: PathBuf, reason: String },
 }
 
 impl VolumeError {
@@ -53,7 +58,7 @@ impl VolumeError {
 }
 
 /// One brick as the volume lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrickSpec {
     pub host: String,
     pub path: PathBuf,
@@ -81,7 +86,7 @@ pub struct BrickState {
 }
 
 /// How the bricks of one subvolume relate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetKind {
     /// A plain distribute leg: one brick.
     Single,
@@ -92,7 +97,7 @@ pub enum SetKind {
 }
 
 /// One distribute leg of the volume: a brick, or a replica or disperse set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subvolume {
     pub kind: SetKind,
     pub bricks: Vec<BrickSpec>,
@@ -101,8 +106,12 @@ pub struct Subvolume {
     pub name: String,
 }
 
-/// A volume's shape, as far as replicating it is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A volume's shape, as far as replicating it is concerned. A session of
+/// a GlusterFS volume records it at `create` ([`Topology::save`]) and
+/// compares it with the volume's at `start` and while it runs
+/// ([`Topology::changes_since`]): a volume changed by `add-brick`,
+/// `remove-brick` or `replace-brick` is never copied as if it had not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Topology {
     pub name: String,
     /// GlusterFS's own name for the type (`Distribute`, `Replicate`,
@@ -116,6 +125,86 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// What changed in the volume since `recorded` was taken, in words
+    /// (bricks added or removed, the type, the sets, sharding); `None` if
+    /// its shape is the same (whether it is started does not count).
+    pub fn changes_since(&self, recorded: &Topology) -> Option<String> {
+        let listed = |t: &Topology| t.bricks().map(|b| b.to_string()).collect::<Vec<_>>();
+        let (now, then) = (listed(self), listed(recorded));
+        let mut changes = Vec::new();
+        if self.type_name != recorded.type_name {
+            changes.push(format!(
+                "its type went from {} to {}",
+                recorded.type_name, self.type_name
+            ));
+        }
+        for (what, these, others) in [("added", &now, &then), ("removed", &then, &now)] {
+            let only: Vec<&str> = these
+                .iter()
+                .filter(|b| !others.contains(b))
+                .map(|b| b.as_str())
+                .collect();
+            if !only.is_empty() {
+                changes.push(format!("brick(s) {what}: {}", only.join(", ")));
+            }
+        }
+        if changes.is_empty() && self.subvolumes != recorded.subvolumes {
+            changes.push("its bricks were regrouped into other subvolumes".to_owned());
+        }
+        if self.sharded != recorded.sharded {
+            changes.push(format!(
+                "features.shard was turned {}",
+                if self.sharded { "on" } else { "off" }
+            ));
+        }
+        (!changes.is_empty()).then(|| {
+            format!(
+                "volume {} changed since the session was created: {}",
+                self.name,
+                changes.join("; ")
+            )
+        })
+    }
+
+    /// The bricks added to a plain distribute volume since `recorded`,
+    /// when that is its only change (every recorded brick still there, no
+    /// sets, no sharding): such a change georep follows, since DHT only
+    /// spreads the same namespace over more bricks. `None` otherwise.
+    pub fn added_bricks(&self, recorded: &Topology) -> Option<Vec<BrickSpec>> {
+        let kept = recorded.bricks().all(|r| self.bricks().any(|b| b == r));
+        if !kept || !self.plain_distribute() || self.sharded || recorded.sharded {
+            return None;
+        }
+        let added: Vec<BrickSpec> = self
+            .bricks()
+            .filter(|b| !recorded.bricks().any(|r| r == *b))
+            .cloned()
+            .collect();
+        (!added.is_empty()).then_some(added)
+    }
+
+    /// Writes the topology to `path` (JSON).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, json)
+    }
+
+    /// The topology saved at `path`; `None` if there is none (a session of
+    /// plain directories, or created before topologies were recorded).
+    pub fn load(path: &Path) -> Result<Option<Topology>, VolumeError> {
+        let unreadable = |reason: String| VolumeError::Recorded {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| unreadable(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unreadable(e.to_string())),
+        }
+    }
+
     pub fn bricks(&self) -> impl Iterator<Item = &BrickSpec> {
         self.subvolumes.iter().flat_map(|s| s.bricks.iter())
     }
@@ -127,16 +216,24 @@ impl Topology {
             .find(|s| s.bricks.iter().any(|b| b.path == path))
     }
 
+    /// Whether every subvolume is one plain brick (a distribute volume,
+    /// or a single brick).
+    pub fn plain_distribute(&self) -> bool {
+        self.subvolumes.iter().all(|s| s.bricks.len() == 1)
+    }
+
     /// Why georep cannot replicate this volume yet, naming its type and
-    /// what is missing; `None` when every brick holds the whole volume as
-    /// clients see it: a single brick, or a single replica set (with or
-    /// without an arbiter), without sharding.
+    /// what is missing; `None` for a single brick, a single replica set
+    /// (with or without an arbiter) or a plain distribute volume (whose
+    /// listings `brick::volume` merges), without sharding.
     pub fn unsupported(&self) -> Option<String> {
         let mut missing = Vec::new();
         let subvolumes = self.subvolumes.len();
-        if subvolumes > 1 {
+        // Plain distribute is handled (see `brick::volume`); distribute over
+        // sets is not yet.
+        if subvolumes > 1 && !self.plain_distribute() {
             missing.push(format!(
-                "{subvolumes} distribute subvolumes: their bricks' listings must be merged into one slave directory, and DHT link files left out"
+                "{subvolumes} distribute subvolumes of several bricks each: one brick of each set must ship, and the sets' listings be merged"
             ));
         }
         let sets = |kind: fn(&SetKind) -> bool| {
@@ -166,7 +263,7 @@ impl Topology {
             return None;
         }
         Some(format!(
-            "volume {} is {} with {} brick(s) ({}); georep replicates only a single brick or a single replica set yet, and does not handle: {}",
+            "volume {} is {} with {} brick(s) ({}); georep replicates only a single brick, a single replica set or a plain distribute volume yet, and does not handle: {}",
             self.name,
             self.type_name,
             self.bricks().count(),
@@ -179,9 +276,32 @@ impl Topology {
     }
 }
 
+/// A host names this machine when it is its host name, or resolves to an
+/// address this machine can bind.
+pub fn is_local(host: &str) -> bool {
+    if hostname::get().is_ok_and(|h| h == host) {
+        return true;
+    }
+    let Ok(addrs) = (host, 0).to_socket_addrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|a| bindable(a.ip()))
+}
+
+fn bindable(ip: IpAddr) -> bool {
+    UdpSocket::bind((ip, 0)).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_is_local_and_a_foreign_address_is_not() {
+        assert!(is_local("127.0.0.1"));
+        assert!(!is_local("192.0.2.1"));
+        assert!(!is_local("no-such-host.invalid"));
+    }
 
     fn fixture(name: &str) -> Topology {
         let xml = match name {
@@ -196,16 +316,19 @@ mod tests {
     }
 
     #[test]
-    fn a_distributed_volume_is_refused_naming_its_type() {
-        let t = fixture("dv");
+    fn a_plain_distributed_volume_is_handled_and_a_sharded_one_is_not() {
+        let mut t = fixture("dv");
         assert_eq!(t.type_name, "Distribute");
         assert_eq!(t.subvolumes.len(), 2);
+        assert!(t.plain_distribute());
+        assert_eq!(t.unsupported(), None);
+        t.sharded = true;
         let why = t.unsupported().unwrap();
         assert!(
             why.contains("volume dv is Distribute with 2 brick(s)"),
             "{why}"
         );
-        assert!(why.contains("2 distribute subvolumes"), "{why}");
+        assert!(why.contains("features.shard"), "{why}");
     }
 
     #[test]
@@ -243,6 +366,52 @@ mod tests {
         let why = t.unsupported().unwrap();
         assert!(why.contains("Distributed-Replicate"), "{why}");
         assert!(why.contains("2 distribute subvolumes") && why.contains("several replica sets"));
+        assert!(
+            why.contains("2 distribute subvolumes of several bricks")
+                && why.contains("replica sets")
+        );
+    }
+
+    #[test]
+    fn a_change_of_bricks_type_or_sharding_is_named_and_a_restart_is_not() {
+        let then = fixture("dv");
+        let mut now = then.clone();
+        now.status = "Stopped".into();
+        assert_eq!(now.changes_since(&then), None);
+        now.subvolumes.push(Subvolume {
+            kind: SetKind::Single,
+            bricks: vec![BrickSpec {
+                host: "vm".into(),
+                path: "/tmp/gx/d3".into(),
+                arbiter: false,
+            }],
+            name: "dv-client-2".into(),
+        });
+        now.subvolumes.remove(0);
+        now.sharded = true;
+        let why = now.changes_since(&then).unwrap();
+        assert!(
+            why.contains("volume dv changed since the session was created"),
+            "{why}"
+        );
+        assert!(why.contains("brick(s) added: vm:/tmp/gx/d3"), "{why}");
+        assert!(why.contains("brick(s) removed: "), "{why}");
+        assert!(why.contains("features.shard was turned on"), "{why}");
+        assert_eq!(now.added_bricks(&then), None, "a brick went");
+        let mut grown = then.clone();
+        grown.subvolumes.push(now.subvolumes[1].clone());
+        let added: Vec<String> = grown
+            .added_bricks(&then)
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect();
+        assert_eq!(added, ["vm:/tmp/gx/d3"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.json");
+        assert_eq!(Topology::load(&path).unwrap(), None);
+        then.save(&path).unwrap();
+        assert_eq!(Topology::load(&path).unwrap(), Some(then));
     }
 
     #[test]

@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex};
 pub use format::{parse, GEntryOp, GRecord, HEADER};
 pub use gfid::file_names;
 pub use mdata::client_mtime;
-pub use resolve::{internal_names, INTERNAL};
+pub use resolve::{internal_names, is_internal, INTERNAL};
 
 use super::{Changelog, ChangelogError, Record};
 use crate::session::Stime;

@@ -76,6 +76,9 @@ pub struct SessionConfig {
     /// Seconds within which a Passive worker of a replica set takes over
     /// when the Active one's brick goes down.
     pub replica_failover_interval: u64,
+    /// Seconds between two comparisons of a GlusterFS master volume's
+    /// topology with the one recorded at `create`, while the session runs.
+    pub volume_check_interval: u64,
 }
 
 impl Default for SessionConfig {
@@ -105,6 +108,7 @@ impl Default for SessionConfig {
             metrics_addr: None,
             change_detector: ChangeDetector::Auto,
             replica_failover_interval: 5,
+            volume_check_interval: 60,
         }
     }
 }

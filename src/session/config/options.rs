@@ -298,6 +298,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         set: |c, v| c.replica_failover_interval = v.int(),
     },
     OptionSpec {
+        key: "volume-check-interval",
+        applies: Applies::NextStart,
+        help: "seconds between comparisons of the GlusterFS master volume's bricks with those recorded at create",
+        kind: Kind::Int { min: 1, max: 86400 },
+        get: |c| c.volume_check_interval.to_string(),
+        set: |c, v| c.volume_check_interval = v.int(),
+    },
+    OptionSpec {
         key: "log-level",
         applies: Applies::Reload,
         help: "monitor log verbosity",
