@@ -284,7 +284,10 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             ..brick_plan(home, session.id, &config, b.id, b.brick.path())
         })
         .collect();
-    let volume_bricks = if bricks.iter().all(|b| b.gluster) {
+    // The bricks of a distributed volume hold one namespace between them;
+    // the members of a replica set each hold all of it, and a member that
+    // is down would only bring back stale names.
+    let volume_bricks = if bricks.iter().all(|b| b.gluster && b.set.is_none()) {
         VolumeBricks::new(all)
     } else {
         VolumeBricks::default()
