@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use georep::slave::policy::recorded_stat;
 use georep_testkit::{sample_tree, set_mtime, SampleTree};
 use serde_json::Value;
 
@@ -15,6 +16,8 @@ use crate::common::{Run, Scenario};
 
 /// A started session whose slave holds a copy of a small tree, synced past
 /// the margin within which verify counts a master change as in flight.
+/// The tree holds a setuid file and a block device, which the default slave
+/// policy records instead of applying: not differences.
 fn synced() -> Scenario {
     let s = Scenario::new();
     sample_tree(
@@ -32,8 +35,21 @@ fn synced() -> Scenario {
     for name in ["tampered", "doomed", "chmodded"] {
         fs::write(s.brick.join("d").join(name), format!("content of {name}\n")).unwrap();
     }
+    fs::write(s.brick.join("su"), b"#!/bin/sh\nid\n").unwrap();
+    fs::set_permissions(s.brick.join("su"), fs::Permissions::from_mode(0o4755)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.brick.join("disk"),
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        rustix::fs::makedev(254, 0),
+    )
+    .unwrap();
     s.create_and_start(false);
     s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
+    // The policy did record them (else this test proves nothing about it).
+    assert!(recorded_stat(&s.slave.join("su")).unwrap().is_some());
+    assert!(recorded_stat(&s.slave.join("disk")).unwrap().is_some());
     s
 }
 
