@@ -35,6 +35,8 @@ fn synced() -> Scenario {
     for name in ["tampered", "doomed", "chmodded"] {
         fs::write(s.brick.join("d").join(name), format!("content of {name}\n")).unwrap();
     }
+    fs::write(s.brick.join("d/linked"), b"one file, two names\n").unwrap();
+    fs::hard_link(s.brick.join("d/linked"), s.brick.join("d/linked-too")).unwrap();
     fs::write(s.brick.join("su"), b"#!/bin/sh\nid\n").unwrap();
     fs::set_permissions(s.brick.join("su"), fs::Permissions::from_mode(0o4755)).unwrap();
     rustix::fs::mknodat(
@@ -89,6 +91,13 @@ fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
     fs::write(d.join("intruder"), b"written on the slave").unwrap();
     fs::remove_file(d.join("doomed")).unwrap();
     fs::set_permissions(d.join("chmodded"), fs::Permissions::from_mode(0o600)).unwrap();
+    // A name split from its hard-link group, all else kept.
+    let split = d.join("linked-too");
+    let md = fs::metadata(&split).unwrap();
+    fs::remove_file(&split).unwrap();
+    fs::write(&split, fs::read(d.join("linked")).unwrap()).unwrap();
+    fs::set_permissions(&split, md.permissions()).unwrap();
+    set_mtime(&split, md.modified().unwrap(), false).unwrap();
 
     let run = verify(&s, &[]).fails_with(1);
     let out = run.stdout();
@@ -97,6 +106,7 @@ fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
         "extra on slave d/intruder",
         "missing on slave d/doomed",
         "mode 0644 vs 0600 d/chmodded",
+        "hard-link group d/linked-too",
     ]
     .into_iter()
     .filter(|line| !out.lines().any(|l| l == *line))
