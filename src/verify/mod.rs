@@ -21,8 +21,9 @@
 //! georep's back are caught.
 //!
 //! # Bounds
-//! Memory holds one directory of each side and the directories still to
-//! visit; multiply-linked files are remembered (inode pairs) to compare
+//! Memory holds one directory of each side, the directories still to
+//! visit and the answers to the scans asked ahead (up to eight directories
+//! the walk visits next, so it does not wait a round trip per directory); multiply-linked files are remembered (inode pairs) to compare
 //! hard-link groups. Both sides hash at most `rate` bytes a second.
 //!
 //! May import: `proto`, `transport`, `brick`, `crawl` (the session's

@@ -88,7 +88,12 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
         .filter_map(|b| b.dir.lstat(&root).ok())
         .any(|md| changed_ns(&md) > opts.cutoff_ns);
     let mut stack = vec![(root, root_in_flight)];
+    let mut scans = Scans::default();
     while let Some((dir, dir_in_flight)) = stack.pop() {
+        // The directories to visit next are asked for ahead, so the walk
+        // does not wait a round trip for each.
+        let next = stack.iter().rev().map(|(d, _)| d);
+        let slave = scans.get(link, &dir, next, opts).await?;
         counts.dirs += 1;
         let mut report = |f: Finding, counts: &mut Counts| {
             let f = recheck(bricks, f, opts.cutoff_ns);
@@ -106,7 +111,7 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
                 continue;
             }
         };
-        let slave = match scan(link, &dir, opts).await? {
+        let slave = match slave {
             Ok(s) => s,
             Err(why) => {
                 report(unreadable(&dir, why, dir_in_flight), &mut counts);
@@ -295,22 +300,86 @@ fn hash_master(
     Err("gone from the master".into())
 }
 
-/// Asks the slave for its directory `dir`: `Ok(Err(why))` if it cannot be
-/// listed there.
-async fn scan<S: AsyncRead + AsyncWrite>(
+/// Directories whose scan is asked for ahead of the walk.
+const SCANS_AHEAD: usize = 8;
+
+/// A slave directory's entries, or why it cannot be listed there.
+type Scanned = Result<Vec<ScanEntry>, String>;
+
+/// Scans asked for and not yet used: at most [`SCANS_AHEAD`] directories,
+/// the answered ones held until the walk gets to them.
+#[derive(Default)]
+struct Scans {
+    /// Asked for, in order (the slave answers in this order).
+    asked: std::collections::VecDeque<(u64, RelPath)>,
+    answered: HashMap<RelPath, Scanned>,
+}
+
+impl Scans {
+    /// The slave's directory `dir`, after asking for as many of `next`
+    /// (the directories the walk visits after it, nearest first) as fit.
+    async fn get<'p, S: AsyncRead + AsyncWrite>(
+        &mut self,
+        link: &mut SlaveLink<S>,
+        dir: &RelPath,
+        next: impl Iterator<Item = &'p RelPath>,
+        opts: &Options,
+    ) -> Result<Scanned, LinkError> {
+        if let Some(done) = self.answered.remove(dir) {
+            return Ok(done);
+        }
+        if !self.asked.iter().any(|(_, d)| d == dir) {
+            self.ask(link, dir, opts).await?;
+        }
+        for d in next {
+            if self.asked.len() + self.answered.len() >= SCANS_AHEAD {
+                break;
+            }
+            if !self.answered.contains_key(d) && !self.asked.iter().any(|(_, a)| a == d) {
+                self.ask(link, d, opts).await?;
+            }
+        }
+        link.flush().await?;
+        loop {
+            let Some((seq, asked)) = self.asked.pop_front() else {
+                return Err(crate::proto::ProtocolError::Unexpected(format!(
+                    "no scan of {dir} outstanding"
+                ))
+                .into());
+            };
+            let got = receive(link, seq, &asked).await?;
+            if asked == *dir {
+                return Ok(got);
+            }
+            self.answered.insert(asked, got);
+        }
+    }
+
+    async fn ask<S: AsyncRead + AsyncWrite>(
+        &mut self,
+        link: &mut SlaveLink<S>,
+        dir: &RelPath,
+        opts: &Options,
+    ) -> Result<(), LinkError> {
+        let seq = link.next_seq();
+        link.send(&Request::Scan {
+            seq,
+            path: dir.clone(),
+            hashes: opts.content,
+            rate: opts.rate,
+        })
+        .await?;
+        self.asked.push_back((seq, dir.clone()));
+        Ok(())
+    }
+}
+
+/// The answer to the scan `seq` of `dir`.
+async fn receive<S: AsyncRead + AsyncWrite>(
     link: &mut SlaveLink<S>,
+    seq: u64,
     dir: &RelPath,
-    opts: &Options,
-) -> Result<Result<Vec<ScanEntry>, String>, LinkError> {
-    let seq = link.next_seq();
-    link.send(&Request::Scan {
-        seq,
-        path: dir.clone(),
-        hashes: opts.content,
-        rate: opts.rate,
-    })
-    .await?;
-    link.flush().await?;
+) -> Result<Scanned, LinkError> {
     let mut entries = Vec::new();
     loop {
         match link.recv().await? {
