@@ -78,6 +78,22 @@ fn a_synced_pair_is_equal() {
 }
 
 #[test]
+fn what_the_session_excludes_is_no_difference_on_either_side() {
+    let s = synced();
+    s.geo_rep(["config", &s.vol, &s.slave_url(), "exclude", "*.key"])
+        .ok();
+    fs::write(s.brick.join("d/master.key"), b"never leaves the master").unwrap();
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
+    assert!(!s.slave.join("d/master.key").exists());
+    let d = s.slave.join("d");
+    let mtime = fs::metadata(&d).unwrap().modified().unwrap();
+    fs::write(d.join("slave.key"), b"left there by hand").unwrap();
+    set_mtime(&d, mtime, false).unwrap();
+    let run = verify(&s, &[]).ok();
+    assert!(run.stdout().contains(": 0 differences"), "{}", run.0);
+}
+
+#[test]
 fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
     let s = synced();
     let d = s.slave.join("d");

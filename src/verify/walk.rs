@@ -89,6 +89,8 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
         .any(|md| changed_ns(&md) > opts.cutoff_ns);
     let mut stack = vec![(root, root_in_flight)];
     let mut scans = Scans::default();
+    // Directories' mtime differences, until their entries are listed.
+    let mut held: HashMap<RelPath, Finding> = HashMap::new();
     while let Some((dir, dir_in_flight)) = stack.pop() {
         // The directories to visit next are asked for ahead, so the walk
         // does not wait a round trip for each.
@@ -104,15 +106,25 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
             }
             found(&f);
         };
+        let mtime = held.remove(&dir);
         let master = match list_master(bricks, &dir, filter) {
             Ok(m) => m,
             Err(why) => {
+                if let Some(f) = mtime {
+                    report(f, &mut counts);
+                }
                 report(unreadable(&dir, why, dir_in_flight), &mut counts);
                 continue;
             }
         };
+        if let Some(mut f) = mtime {
+            // Putting a changed entry in place touches the slave's
+            // directory until its mtime is set again after the batch.
+            f.in_flight |= master.iter().any(|m| m.changed_ns > opts.cutoff_ns);
+            report(f, &mut counts);
+        }
         let slave = match slave {
-            Ok(s) => s,
+            Ok(s) => not_compared(s, &dir, &master, filter),
             Err(why) => {
                 report(unreadable(&dir, why, dir_in_flight), &mut counts);
                 continue;
@@ -135,14 +147,19 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
             &mut |f| findings.push(f),
         );
         links.check(bricks, &dir, &master, &slave, opts.cutoff_ns, &mut findings);
+        let subpaths: Vec<RelPath> = subdirs.iter().map(|n| join(&dir, n)).collect();
         for f in findings {
-            report(f, &mut counts);
+            // A subdirectory's mtime waits until its entries are listed.
+            let sub = subpaths.iter().find(|p| shown(p) == f.path);
+            match sub {
+                Some(sub) if matches!(f.what, What::Mtime { .. }) && !f.in_flight => {
+                    held.insert(sub.clone(), f);
+                }
+                _ => report(f, &mut counts),
+            }
         }
         // Pushed in reverse: popped in name order.
-        for name in subdirs.into_iter().rev() {
-            let Ok(sub) = dir.join(OsStr::from_bytes(&name)) else {
-                continue;
-            };
+        for (name, sub) in subdirs.into_iter().zip(subpaths).rev() {
             let in_flight = master
                 .iter()
                 .find(|m| m.entry.name == name)
@@ -152,6 +169,25 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
         progress(&counts);
     }
     Ok(counts)
+}
+
+/// The slave's entries of `dir` without those verify does not compare:
+/// what the session excludes (never sent, so never a difference), and
+/// GlusterFS internals at the root that the master does not have (a slave
+/// volume's own `.trashcan`).
+fn not_compared(
+    mut slave: Vec<ScanEntry>,
+    dir: &RelPath,
+    master: &[MasterEntry],
+    filter: &SyncFilter,
+) -> Vec<ScanEntry> {
+    slave.retain(|s| {
+        let internal = dir.is_root()
+            && INTERNAL.iter().any(|i| i.as_bytes() == &s.name[..])
+            && !master.iter().any(|m| m.entry.name == s.name);
+        !internal && !filter.excluded(&join(dir, &s.name))
+    });
+    slave
 }
 
 fn unreadable(dir: &RelPath, why: String, in_flight: bool) -> Finding {
@@ -433,6 +469,9 @@ impl LinkGroups {
                 continue;
             };
             let s = &slave[i];
+            if m.entry.nlink <= 1 && s.nlink <= 1 {
+                continue;
+            }
             // A GlusterFS brick holds one more name of each file.
             let brick = bricks
                 .iter()
