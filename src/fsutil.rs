@@ -78,3 +78,53 @@ pub fn raise_nofile_limit() -> u64 {
     }
     now.current.unwrap_or(u64::MAX)
 }
+
+/// Reads at most a given number of bytes a second, on average since it
+/// began (`geo-rep verify --rate`), by sleeping when ahead.
+#[derive(Debug)]
+pub struct Pace {
+    rate: u64,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    /// `rate` bytes a second; 0 never sleeps.
+    pub fn new(rate: u64) -> Pace {
+        Pace {
+            rate,
+            start: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes read, then sleeps until the average is back to the
+    /// rate.
+    pub fn took(&mut self, n: u64) {
+        self.bytes += n;
+        if self.rate == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
+/// The BLAKE3 hash of everything `input` yields, read in bounded pieces at
+/// `pace`.
+pub fn hash_paced(input: &mut impl io::Read, pace: &mut Pace) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(*hasher.finalize().as_bytes()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        pace.took(n as u64);
+    }
+}

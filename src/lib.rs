@@ -20,4 +20,5 @@ pub mod slave;
 pub mod state;
 pub mod terminal;
 pub mod transport;
+pub mod verify;
 pub mod volume;

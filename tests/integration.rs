@@ -26,4 +26,5 @@ mod policy;
 mod robustness;
 mod security;
 mod service;
+mod verify;
 mod wan;

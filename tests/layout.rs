@@ -21,6 +21,7 @@ const RULES: &[(&str, &[&str])] = &[
         "transport",
         &["crate::ship", "crate::slave", "crate::monitor"],
     ),
+    ("verify", &["crate::slave", "crate::ship", "crate::monitor"]),
     (
         "brick",
         &["crate::transport", "crate::ship", "crate::slave"],

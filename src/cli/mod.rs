@@ -14,6 +14,7 @@ mod discover;
 mod lifecycle;
 pub mod logging;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -147,6 +148,24 @@ pub enum Command {
     Checkpoint {
         #[command(subcommand)]
         action: CheckpointAction,
+    },
+    /// Compare the master with the slave: MASTERVOL SLAVE; exit 0 when
+    /// equal, 1 when anything differs (see README, "Verify").
+    Verify {
+        master_vol: String,
+        slave: String,
+        /// Compare metadata only, not contents.
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Hash at most this many bytes a second on each side (0: unpaced).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Resend what differs (not yet supported).
+        #[arg(long)]
+        repair: bool,
     },
     /// Serve the slave side on stdin/stdout (run by sshd).
     Slave {
@@ -392,6 +411,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &slave,
                 timeout.map(std::time::Duration::from_secs),
                 std::time::Duration::from_secs(faulty_grace),
+            )
+        }
+        Command::Verify {
+            master_vol,
+            slave,
+            quick,
+            json,
+            rate,
+            repair,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            if repair {
+                return Err(UsageError(
+                    "verify --repair is not supported yet (verify reports only)".into(),
+                )
+                .into());
+            }
+            verify::verify(
+                &home,
+                &vol,
+                &slave,
+                verify::VerifyArgs { quick, json, rate },
             )
         }
         Command::Slave {

@@ -211,6 +211,48 @@ pub enum Request {
         digest: [u8; 32],
         owners: bool,
     },
+    /// Answered with [`Reply::Scan`] frames (the last one `done`): the
+    /// entries of the slave's directory `path`, sorted by name, each with
+    /// its status as the policy recorded it and, with `hashes`, the BLAKE3
+    /// hash of each regular file's content, read at most `rate` bytes a
+    /// second (0: unpaced). A directory that cannot be listed is answered
+    /// with [`Reply::Failed`]. `geo-rep verify` walks a tree with it, one
+    /// directory at a time.
+    Scan {
+        seq: u64,
+        path: RelPath,
+        hashes: bool,
+        rate: u64,
+    },
+}
+
+/// Most entries in one [`Reply::Scan`]: with a name of 255 bytes and a
+/// symlink target of 4096 each, a frame stays well under [`MAX_FRAME`].
+pub const SCAN_PART_MAX: usize = 1024;
+
+/// One entry of a directory as [`Request::Scan`] reports it. The master
+/// builds the same for its brick, so both sides compare one shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// `st_mode`, type and permission bits (the recorded ones where the
+    /// slave's policy recorded them instead of applying them).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number of a device node.
+    pub rdev: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    /// Inode number and link count, for comparing hard-link groups.
+    pub ino: u64,
+    pub nlink: u64,
+    /// A symlink's target.
+    pub target: Option<serde_bytes::ByteBuf>,
+    /// BLAKE3 of a regular file's content, when asked for.
+    pub hash: Option<[u8; 32]>,
 }
 
 /// Most paths in one [`Request::Stat`].
@@ -337,5 +379,12 @@ pub enum Reply {
     Tree {
         seq: u64,
         same: bool,
+    },
+    /// Part of the answer to [`Request::Scan`]: at most [`SCAN_PART_MAX`]
+    /// entries, in name order; `done` on the last part.
+    Scan {
+        seq: u64,
+        entries: Vec<ScanEntry>,
+        done: bool,
     },
 }

@@ -194,7 +194,8 @@ pub fn paths_of(req: &Request) -> Vec<RelPath> {
         | Request::FileResume { path, .. }
         | Request::SetAttr { path, .. }
         | Request::CheckListing { path, .. }
-        | Request::CheckTree { path, .. } => vec![path.clone()],
+        | Request::CheckTree { path, .. }
+        | Request::Scan { path, .. } => vec![path.clone()],
         Request::Stat { paths, .. } => paths.clone(),
         Request::Hello { .. }
         | Request::Piece { .. }

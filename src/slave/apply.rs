@@ -103,7 +103,7 @@ fn prune(
 }
 
 /// Opens the directory `path` to list it; `None` if it is missing.
-fn open_listed_dir(root: &mut Root, path: &RelPath) -> Result<Option<OwnedFd>, OpError> {
+pub(super) fn open_listed_dir(root: &mut Root, path: &RelPath) -> Result<Option<OwnedFd>, OpError> {
     let fail = |root: &Root, e| root.error(path, "cannot list directory", e);
     if path.is_root() {
         return rustix::io::fcntl_dupfd_cloexec(root.fd(), 0)
@@ -212,7 +212,7 @@ pub(crate) fn tree_same(root: &mut Root, path: &RelPath, digest: &[u8; 32], owne
 /// The record of `name` in `dir` (of `dir` itself without a name), read by
 /// path so that an entry without one costs a single syscall. Only regular
 /// files and directories hold one.
-fn record_of(dir: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) -> Option<FakeStat> {
+pub(super) fn record_of(dir: BorrowedFd<'_>, name: Option<&std::ffi::CStr>) -> Option<FakeStat> {
     let mut path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)).into_bytes();
     if let Some(name) = name {
         path.push(b'/');

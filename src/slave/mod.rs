@@ -60,6 +60,7 @@ mod partial;
 pub mod policy;
 mod receive;
 mod root;
+mod scan;
 mod sigcache;
 mod slots;
 
@@ -504,6 +505,26 @@ impl Session {
                 self.send(out, &Reply::Tree { seq, same })?;
                 out.flush().map_err(|e| self.stream(e))
             }
+            Request::Scan {
+                seq,
+                path,
+                hashes,
+                rate,
+            } => {
+                // Files received before are in place in the listing.
+                self.flush_pending(out)?;
+                let sent = scan::scan(&mut self.root, &path, hashes, rate, |entries, done| {
+                    write_frame(&mut *out, &Reply::Scan { seq, entries, done })
+                });
+                match sent {
+                    Ok(()) => {}
+                    Err(scan::ScanError::Op(e)) => {
+                        self.send(out, &Reply::Failed(e.into_failure(seq, path)))?
+                    }
+                    Err(scan::ScanError::Send(e)) => return Err(self.protocol(e)),
+                }
+                out.flush().map_err(|e| self.stream(e))
+            }
             Request::Barrier { id } => {
                 self.flush_pending(out)?;
                 // With several streams, the entries that follow a barrier
@@ -607,5 +628,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::FileResume { .. } => "FileResume",
         Request::CheckListing { .. } => "CheckListing",
         Request::CheckTree { .. } => "CheckTree",
+        Request::Scan { .. } => "Scan",
     }
 }

@@ -527,6 +527,14 @@ fn reply_cost(reply: &Reply) -> usize {
                 ..
             } => agent_version.len() + root.len(),
             Reply::Fatal { message } => message.len(),
+            Reply::Scan { entries, .. } => entries
+                .iter()
+                .map(|e| {
+                    std::mem::size_of::<crate::proto::ScanEntry>()
+                        + e.name.len()
+                        + e.target.as_ref().map_or(0, |t| t.len())
+                })
+                .sum(),
             Reply::SigBegin { .. }
             | Reply::Barrier { .. }
             | Reply::Committed { .. }

@@ -155,5 +155,6 @@ mod entries;
 mod handshake;
 mod listings;
 mod resume;
+mod scan;
 mod signed;
 mod streams;
