@@ -96,20 +96,14 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
         (health, election)
     });
     for brick in plan.bricks.clone() {
-        if brick.set.is_none() {
+        // `sets` is there whenever a brick has a set.
+        let Some((health, election)) = sets.clone().filter(|_| brick.set.is_some()) else {
             tasks.push(spawn_worker(&plan, brick, &shutdown));
             continue;
-        }
-        let span = tracing::info_span!(
-            "worker",
-            brick = %brick.brick.display(),
-            slave = %plan.slave,
-        );
+        };
+        let span = worker_span(&plan, &brick);
         let plan = plan.clone();
         let shutdown = shutdown.clone();
-        let Some((health, election)) = sets.clone() else {
-            continue;
-        };
         tasks.push(tokio::spawn(
             async move { member(plan, brick, health, election, failover, shutdown).await }
                 .instrument(span),
@@ -137,14 +131,19 @@ fn spawn_worker(
     brick: BrickPlan,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<(), StateError>> {
-    let span = tracing::info_span!(
-        "worker",
-        brick = %brick.brick.display(),
-        slave = %plan.slave,
-    );
+    let span = worker_span(plan, &brick);
     let plan = plan.clone();
     let shutdown = shutdown.clone();
     tokio::spawn(async move { supervise(plan, brick, shutdown).await }.instrument(span))
+}
+
+/// The span every line of a brick's worker is logged in.
+fn worker_span(plan: &SessionPlan, brick: &BrickPlan) -> tracing::Span {
+    tracing::info_span!(
+        "worker",
+        brick = %brick.brick.display(),
+        slave = %plan.slave,
+    )
 }
 
 /// Keeps one brick's worker running, backing off while it fails.
