@@ -280,7 +280,7 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     let keys_before = s.session_key_lines().len();
     let shapes: [(&str, &[&str], usize, &[&str]); 3] = [
         (
-            "dr",
+            "distrep",
             &["replica", "2"],
             4,
             &["Distributed-Replicate", "several replica sets"],
