@@ -73,15 +73,7 @@ fn a_distributed_volume_is_copied_as_its_mount_shows_it() {
     let m = &v.mount;
     churn(m, 0).unwrap();
     // No --brick: `create` takes both bricks from `gluster volume info`.
-    s.vol = v.name.clone();
-    let created = s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
-    for b in &v.bricks {
-        assert!(
-            created.stdout().contains(&format!("brick {}", b.display())),
-            "{}",
-            created.0
-        );
-    }
+    crate::gluster_replica::create_whole(&mut s, &v);
     let watch = SlaveWatch::start(&s.slave, SlaveWatch::volume_internals());
     s.start().ok();
     s.wait_active();
