@@ -16,6 +16,12 @@
 //! has there now is sent again. A path without a note was sent long enough
 //! ago to be in its place already.
 //!
+//! An empty file that a create entry made is a file of its own on the
+//! slave, even where the brick's file has other names (a hard link made
+//! soon after): its note says so. Once a rename moves such a copy to a
+//! name whose brick file is multiply linked, it stands for a file it is no
+//! link of, so it is sent again (and its other names linked to it).
+//!
 //! Memory is bounded: notes live in two generations of at most
 //! [`ORIGIN_GENERATION`] entries; when the newer one is full, the older one
 //! is dropped. Only notes made while the journal was behind the brick
@@ -24,6 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::Inode;
@@ -32,16 +39,37 @@ use crate::relpath::RelPath;
 /// Most notes in one generation (two are kept).
 pub const ORIGIN_GENERATION: usize = 200_000;
 
+/// What the slave's entry at a path was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The brick entry's content (or attributes) as sent, or a link to a
+    /// name made so.
+    Sent(Inode),
+    /// An empty file made by a create entry: on the slave, a file of its
+    /// own, whatever other names the brick's file has.
+    Alone(Inode),
+}
+
+impl Origin {
+    fn inode(self) -> Inode {
+        match self {
+            Origin::Sent(i) | Origin::Alone(i) => i,
+        }
+    }
+}
+
+type Notes = BTreeMap<Vec<u8>, Origin>;
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct OriginIndex {
-    newer: BTreeMap<Vec<u8>, Inode>,
-    older: BTreeMap<Vec<u8>, Inode>,
+    newer: Notes,
+    older: Notes,
 }
 
 /// The keys at or below `path`: itself, then `path/`..`path0` (`0` follows
 /// `/`), which sorts every descendant together. The root covers all.
-fn subtree(map: &BTreeMap<Vec<u8>, Inode>, path: &RelPath) -> Vec<Vec<u8>> {
+fn subtree(map: &Notes, path: &RelPath) -> Vec<Vec<u8>> {
     let p = path.as_bytes();
     if p.is_empty() {
         return map.keys().cloned().collect();
@@ -56,13 +84,32 @@ fn subtree(map: &BTreeMap<Vec<u8>, Inode>, path: &RelPath) -> Vec<Vec<u8>> {
 }
 
 impl OriginIndex {
-    /// The slave's `path` was just made from the brick entry `inode`.
-    pub fn made(&mut self, path: &RelPath, inode: Inode) {
+    fn note(&mut self, path: &RelPath, origin: Origin) {
         if self.newer.len() >= ORIGIN_GENERATION {
             self.older = std::mem::take(&mut self.newer);
         }
         self.older.remove(path.as_bytes());
-        self.newer.insert(path.as_bytes().to_vec(), inode);
+        self.newer.insert(path.as_bytes().to_vec(), origin);
+    }
+
+    fn origin(&self, path: &RelPath) -> Option<Origin> {
+        self.newer
+            .get(path.as_bytes())
+            .or_else(|| self.older.get(path.as_bytes()))
+            .copied()
+    }
+
+    /// The slave's `path` was just made from the brick entry `inode`.
+    pub fn made(&mut self, path: &RelPath, inode: Inode) {
+        self.note(path, Origin::Sent(inode));
+    }
+
+    /// The slave's `path` was found to hold the content of the brick entry
+    /// `inode`, or just got its attributes: a copy made alone stays one.
+    pub fn confirmed(&mut self, path: &RelPath, inode: Inode) {
+        if self.origin(path) != Some(Origin::Alone(inode)) {
+            self.made(path, inode);
+        }
     }
 
     /// The slave's `path` is the brick entry of `path` as it is now.
@@ -73,12 +120,18 @@ impl OriginIndex {
         }
     }
 
+    /// The slave's `path` is a new empty file of its own, for the brick's
+    /// file at `path` as it is now.
+    pub fn created_from_brick(&mut self, brick: &Path, path: &RelPath) {
+        match fs::symlink_metadata(path.under(brick)) {
+            Ok(m) => self.note(path, Origin::Alone(Inode::of(&m))),
+            Err(_) => self.forget(path),
+        }
+    }
+
     /// The brick entry the slave's `path` was last made from, if noted.
     pub fn inode_of(&self, path: &RelPath) -> Option<Inode> {
-        self.newer
-            .get(path.as_bytes())
-            .or_else(|| self.older.get(path.as_bytes()))
-            .copied()
+        self.origin(path).map(Origin::inode)
     }
 
     /// The slave's `path` and everything below it are gone or unknown.
@@ -116,7 +169,7 @@ impl OriginIndex {
         for (k, v) in moved {
             let Ok(old) = RelPath::new(k) else { continue };
             if let Some(new) = old.rebase(from, to) {
-                self.made(&new, v);
+                self.note(&new, v);
             }
         }
     }
@@ -130,9 +183,9 @@ impl OriginIndex {
         let mut out = Vec::new();
         for (older, map) in [(false, &self.newer), (true, &self.older)] {
             for (k, v) in map {
-                if inodes.contains(v) && !(older && self.newer.contains_key(k)) {
+                if inodes.contains(&v.inode()) && !(older && self.newer.contains_key(k)) {
                     if let Ok(p) = RelPath::new(k.clone()) {
-                        out.push((*v, p));
+                        out.push((v.inode(), p));
                     }
                 }
             }
@@ -141,8 +194,17 @@ impl OriginIndex {
     }
 
     /// The noted paths at or below `path` whose brick entry is another one
-    /// now (paths the brick no longer has are left to later records).
-    pub fn stale_under(&self, brick: &Path, path: &RelPath) -> Vec<(RelPath, fs::Metadata)> {
+    /// now, or a file of more than `own_links` names where the slave has a
+    /// copy made alone; and `path` itself, unnoted, if it is such a file
+    /// (paths the brick no longer has are left to later records).
+    /// `own_links` counts the names every file has: 1, or 2 on a GlusterFS
+    /// brick (its handle).
+    pub fn stale_under(
+        &self,
+        brick: &Path,
+        path: &RelPath,
+        own_links: u64,
+    ) -> Vec<(RelPath, fs::Metadata)> {
         let mut out = Vec::new();
         for (older, map) in [(false, &self.newer), (true, &self.older)] {
             for k in subtree(map, path) {
@@ -156,8 +218,26 @@ impl OriginIndex {
                 let Ok(md) = fs::symlink_metadata(rel.under(brick)) else {
                     continue;
                 };
-                if map.get(&k) != Some(&Inode::of(&md)) {
+                let stale = match map.get(&k) {
+                    Some(Origin::Sent(i)) => *i != Inode::of(&md),
+                    Some(Origin::Alone(i)) => {
+                        *i != Inode::of(&md) || (md.is_file() && md.nlink() > own_links)
+                    }
+                    None => false,
+                };
+                if stale {
                     out.push((rel, md));
+                }
+            }
+        }
+        // A renamed file of several names, unnoted (its note given up, or
+        // dropped by an earlier rename over a directory above it): which
+        // copy the rename moved there cannot be told. Only the destination
+        // itself: a renamed directory's unnoted files were sent long ago.
+        if self.origin(path).is_none() {
+            if let Ok(md) = fs::symlink_metadata(path.under(brick)) {
+                if md.is_file() && md.nlink() > own_links {
+                    out.push((path.clone(), md));
                 }
             }
         }
@@ -193,13 +273,13 @@ mod tests {
         let mut ix = OriginIndex::default();
         ix.made_from_brick(b, &p("f"));
         ix.made_from_brick(b, &p("a/c"));
-        assert!(ix.stale_under(b, &RelPath::root()).is_empty());
+        assert!(ix.stale_under(b, &RelPath::root(), 1).is_empty());
         // The swap is replayed on the slave: its copies are now swapped.
         ix.rename(&p("f"), &p("tmp"));
         ix.rename(&p("a/c"), &p("f"));
         ix.rename(&p("tmp"), &p("a/c"));
         let stale: Vec<RelPath> = ix
-            .stale_under(b, &RelPath::root())
+            .stale_under(b, &RelPath::root(), 1)
             .into_iter()
             .map(|(p, _)| p)
             .collect();
@@ -221,18 +301,57 @@ mod tests {
         }
         fs::rename(b.join("d"), b.join("e")).unwrap();
         ix.rename(&p("d"), &p("e"));
-        assert!(ix.stale_under(b, &RelPath::root()).is_empty());
+        assert!(ix.stale_under(b, &RelPath::root(), 1).is_empty());
         assert_eq!(
             ix.newer.get(&b"e/sub/x"[..]),
-            Some(&ino(&b.join("e/sub/x")))
+            Some(&Origin::Sent(ino(&b.join("e/sub/x"))))
         );
-        assert_eq!(ix.newer.get(&b"d-y"[..]), Some(&ino(&b.join("d-y"))));
+        assert_eq!(
+            ix.newer.get(&b"d-y"[..]),
+            Some(&Origin::Sent(ino(&b.join("d-y"))))
+        );
         // A new `d/sub/x` on the brick does not concern the slave's `e`.
         fs::create_dir_all(b.join("d/sub")).unwrap();
         fs::write(b.join("d/sub/x"), b"new").unwrap();
-        assert!(ix.stale_under(b, &p("e")).is_empty());
+        assert!(ix.stale_under(b, &p("e"), 1).is_empty());
         ix.forget(&p("e"));
         assert_eq!(ix.newer.len(), 1);
+    }
+
+    #[test]
+    fn a_copy_made_alone_is_stale_where_a_rename_makes_it_a_hard_link() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path();
+        fs::write(b.join("f"), b"").unwrap();
+        fs::write(b.join("g"), b"").unwrap();
+        let mut ix = OriginIndex::default();
+        ix.created_from_brick(b, &p("f"));
+        ix.created_from_brick(b, &p("g"));
+        ix.confirmed(&p("f"), ino(&b.join("f")));
+        // One name each: the copies made alone are what the brick has.
+        assert!(ix.stale_under(b, &RelPath::root(), 1).is_empty());
+        // `f` gets a second name on the brick, then is renamed; the rename
+        // is replayed on the slave, where `f` is a file of its own.
+        fs::hard_link(b.join("f"), b.join("d")).unwrap();
+        fs::rename(b.join("f"), b.join("x")).unwrap();
+        ix.rename(&p("f"), &p("x"));
+        let stale: Vec<RelPath> = ix
+            .stale_under(b, &RelPath::root(), 1)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(stale, vec![p("x")]);
+        // On a GlusterFS brick the handle is one of every file's names.
+        assert!(ix.stale_under(b, &RelPath::root(), 2).is_empty());
+        // Sent (or linked to what was sent), it is a link on the slave too.
+        ix.made(&p("x"), ino(&b.join("x")));
+        assert!(ix.stale_under(b, &RelPath::root(), 1).is_empty());
+        // Unnoted, a renamed file of several names is sent again; a file
+        // of one name, or one below a renamed directory, is not.
+        ix.forget(&p("x"));
+        assert_eq!(ix.stale_under(b, &p("x"), 1).len(), 1);
+        assert!(ix.stale_under(b, &p("g"), 1).is_empty());
+        assert!(ix.stale_under(b, &RelPath::root(), 1).is_empty());
     }
 
     #[test]
@@ -253,10 +372,10 @@ mod tests {
         ix.link(&p("copy"), &p(&last));
         assert_eq!(
             ix.newer.get(&b"copy"[..]),
-            Some(&Inode {
+            Some(&Origin::Sent(Inode {
                 dev: 1,
                 ino: (2 * ORIGIN_GENERATION + 9) as u64
-            })
+            }))
         );
     }
 }

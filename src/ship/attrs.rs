@@ -128,7 +128,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
                 Err(e) => self.local_error("read the extended attributes of", path, e),
             }
         }
-        self.memory.origins.made(path, Inode::of(&md));
+        self.memory.origins.confirmed(path, Inode::of(&md));
         tracing::debug!(batch = self.batch_id, seq, path = %path, "set attributes");
         self.link
             .send(&Request::SetAttr {

@@ -165,8 +165,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             EntryOp::Unlink { path } | EntryOp::Rmdir { path } => {
                 self.memory.origins.forget(path);
             }
+            EntryOp::Create { path, .. } => {
+                self.memory.origins.created_from_brick(self.brick, path);
+            }
             EntryOp::Mkdir { path, .. }
-            | EntryOp::Create { path, .. }
             | EntryOp::Symlink { path, .. }
             | EntryOp::Mknod { path, .. } => {
                 self.memory.origins.made_from_brick(self.brick, path);

@@ -113,7 +113,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             let mut skip = HashSet::new();
             if quick {
                 for (path, md) in self.unchanged_on_slave(b.data()).await? {
-                    self.memory.origins.made(&path, Inode::of(&md));
+                    self.memory.origins.confirmed(&path, Inode::of(&md));
                     extra.push_meta(path.clone());
                     skip.insert(path);
                 }
@@ -134,7 +134,12 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
     pub(super) async fn resend_stale(&mut self, extra: &mut Batch) -> Result<(), ShipError> {
         let roots = std::mem::take(&mut self.renamed_to);
         for root in outermost(roots) {
-            for (path, md) in self.memory.origins.stale_under(self.brick, &root) {
+            let own_links = 1 + u64::from(self.gluster_brick);
+            for (path, md) in self
+                .memory
+                .origins
+                .stale_under(self.brick, &root, own_links)
+            {
                 tracing::debug!(batch = self.batch_id, path = %path, "the slave's copy came from another file: resending");
                 let ft = md.file_type();
                 if ft.is_file() {

@@ -229,3 +229,68 @@ async fn a_name_written_in_its_batch_and_renamed_after_it_is_not_kept_stale() {
     assert_eq!(fs::read(slave.join("d/kept")).unwrap(), b"same on both");
     assert_eq!(names(&slave.join("d")), ["kept", "z"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_rename_of_a_name_created_alone_keeps_the_hard_link_group() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let (brick, slave) = (t.path().join("brick"), t.path().join("slave"));
+    fs::create_dir_all(&brick).unwrap();
+    fs::create_dir_all(&slave).unwrap();
+    fs::create_dir(brick.join("a")).unwrap();
+    fs::write(brick.join("a/f"), b"").unwrap();
+    fs::hard_link(brick.join("a/f"), brick.join("d")).unwrap();
+    // The batch journals the creation of `a/f` and the link `d`, empty
+    // both: the slave makes each as an empty file of its own. Before the
+    // data phase reads the brick, `a/f` is written and renamed to `x`, and
+    // `a` removed: the slave keeps `a` until the later records remove it.
+    let mut batch = Batch::new();
+    batch.mark_journal();
+    batch.push_entry(Entry::Mkdir(rp("a")));
+    batch.push_entry(Entry::Create(rp("a/f")));
+    batch.push_entry(Entry::Link(rp("d")));
+    batch.push_data(rp("a/f"));
+    batch.push_data(rp("d"));
+    let b = brick.clone();
+    let mut done = false;
+    let hook = move |req: &Request| {
+        if matches!(req, Request::Barrier { .. }) && !done {
+            done = true;
+            fs::write(b.join("a/f"), b"hello").unwrap();
+            fs::rename(b.join("a/f"), b.join("x")).unwrap();
+            fs::remove_dir(b.join("a")).unwrap();
+        }
+    };
+    let later = Removed(vec![rp("a/f"), rp("a")]);
+    let mut memory = ShipMemory::default();
+    ship_locally_after(&brick, &slave, &mut memory, &batch, Some(&later), hook)
+        .await
+        .expect("the batch completes");
+
+    // The next batch replays the rename: the slave's `a/f`, an empty copy of
+    // its own, must not stand for the brick's `x`, a name of `d`'s file.
+    let mut next = Batch::new();
+    next.mark_journal();
+    next.push_entry(Entry::Rename {
+        from: rp("a/f"),
+        to: rp("x"),
+    });
+    next.push_entry(Entry::Rmdir(rp("a")));
+    next.push_meta(rp("x"));
+    let report = ship_locally(&brick, &slave, &mut memory, &next, |_| {})
+        .await
+        .expect("the batch completes");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(fs::read(slave.join("x")).unwrap(), b"hello");
+    assert_eq!(fs::read(slave.join("d")).unwrap(), b"hello");
+    let (x, d) = (
+        fs::metadata(slave.join("x")).unwrap(),
+        fs::metadata(slave.join("d")).unwrap(),
+    );
+    assert_eq!(
+        (x.dev(), x.ino()),
+        (d.dev(), d.ino()),
+        "x and d are one file"
+    );
+    assert_eq!(names(&slave), ["d", "x"]);
+}

@@ -324,7 +324,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         let entries_done = started.elapsed();
         for (path, md) in self.unchanged_on_slave(probed).await? {
             // Its content is there; its attributes may not be.
-            self.memory.origins.made(&path, Inode::of(&md));
+            self.memory.origins.confirmed(&path, Inode::of(&md));
             extra.push_meta(path.clone());
             unchanged.insert(path);
         }
