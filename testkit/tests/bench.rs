@@ -26,8 +26,14 @@ const ROWS: &[&str] = &[
 #[test]
 fn the_quick_benchmark_runs_every_workload_and_prints_a_measured_row_for_each() {
     let work = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
     let mut bench = Command::new(env!("CARGO_BIN_EXE_georep-bench"));
-    bench.arg("--quick").arg("--dir").arg(work.path());
+    bench
+        .arg("--quick")
+        .arg("--dir")
+        .arg(work.path())
+        .arg("--out")
+        .arg(out_dir.path());
     // The volume workload needs root and FUSE; only CI insists on it.
     let without_volume =
         georep_testkit::glusterfs::unavailable().filter(|_| std::env::var_os("CI").is_none());
@@ -63,6 +69,22 @@ fn the_quick_benchmark_runs_every_workload_and_prints_a_measured_row_for_each() 
                 .any(|w| w.ends_with('x') && w[..w.len() - 1].parse::<f64>().is_ok()),
             "row `{row}` has no georep/rsync ratio: {line}"
         );
+    }
+    // The table as JSON, and its chart: a bar (and its label) per ratio.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("results.json")).unwrap())
+            .expect("results.json is JSON");
+    let rows = json["rows"].as_array().expect("rows");
+    let with_ratio: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["ratio"].as_f64().is_some())
+        .filter_map(|r| r["workload"].as_str())
+        .collect();
+    let expected = ROWS.len() - usize::from(without_volume.is_some());
+    assert!(with_ratio.len() >= expected, "{json:#}");
+    let svg = std::fs::read_to_string(out_dir.path().join("ratios.svg")).unwrap();
+    for w in &with_ratio {
+        assert!(svg.contains(w), "no bar label for {w} in ratios.svg");
     }
     // The runner removes its working directory.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);

@@ -15,6 +15,7 @@ mod geo;
 mod limits;
 mod procfs;
 mod relay;
+mod report;
 mod rsync;
 mod stats;
 mod workloads;
@@ -69,6 +70,9 @@ pub struct Opts {
     /// Keep the working directory (fixtures, slaves, georep homes and logs).
     #[arg(long)]
     pub keep: bool,
+    /// Where `results.json` and `ratios.svg` are written.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
     /// Workloads to run (default: all).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     pub workloads: Vec<String>,
@@ -358,6 +362,14 @@ pub fn run(opts: Opts) -> Result<()> {
         print!("{limits_text}");
     }
     print!("{}", table(&rows));
+    let info = report::RunInfo::now(ctx.profile.name, ctx.profile.runs);
+    match report::write(&opts.out, &info, &rows) {
+        Ok((json, svg)) => println!("written: {} and {}", json.display(), svg.display()),
+        Err(e) => {
+            progress(&format!("the result files: {e:#}"));
+            failed.push("result files");
+        }
+    }
     if opts.keep {
         let kept = tmp.keep();
         println!("working directory kept: {}", kept.display());
