@@ -13,6 +13,7 @@ mod delete;
 mod discover;
 mod lifecycle;
 pub mod logging;
+mod promote;
 mod status;
 mod verify;
 
@@ -181,9 +182,23 @@ pub enum Command {
         #[command(flatten)]
         policy: crate::slave::Policy,
     },
+    /// On the DR host, the primary being lost: make the slave directory
+    /// DIR the primary (fence the old master, record the promotion point,
+    /// journal every change made here from now on).
+    Promote {
+        /// The slave directory, as the session names it.
+        dir: String,
+        /// The slave user's authorized_keys holding the session's key line
+        /// (default ~/.ssh/authorized_keys).
+        #[arg(long)]
+        authorized_keys_file: Option<PathBuf>,
+    },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
+    /// Journal a promoted directory (started by `promote`).
+    #[command(hide = true)]
+    DrJournal { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,6 +480,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Promote {
+            dir,
+            authorized_keys_file,
+        } => promote::promote(
+            &home,
+            promote::PromoteArgs {
+                dir,
+                authorized_keys_file,
+            },
+        ),
+        Command::DrJournal { dir } => promote::journal(&home, &dir),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.
             crate::fsutil::raise_nofile_limit();

@@ -1,0 +1,18 @@
+//! Disaster recovery: what `geo-rep promote` does on the DR host, as pure
+//! logic the command line drives.
+//!
+//! * [`keys`]: fencing the old master. Its forced-command lines for the
+//!   promoted directory in the slave user's authorized_keys are commented
+//!   out with a marker (never deleted), so sshd refuses the old session key
+//!   and a failback can put the lines back as they were.
+//! * [`promotion`]: the promotion record kept in the DR host's
+//!   `GEOREP_HOME` (`promoted/<id>/`): when, and how far each brick of the
+//!   old master had got by the commits the directory received; beside it
+//!   the journal georep's hook writes of every change made at DR since.
+//!
+//! May import: `session` (times), `slave::commits` (the stimes the slave
+//! recorded). The command line (`cli/promote.rs`) does the I/O order:
+//! mark, fence, record, journal.
+
+pub mod keys;
+pub mod promotion;

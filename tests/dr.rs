@@ -1,0 +1,239 @@
+//! Disaster recovery (issue 18): `geo-rep promote` on the DR host fences
+//! the old master at the slave's sshd, records how far each brick got, and
+//! journals every change made at DR from then on.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use georep::changelog::{list_closed, read_file, Record};
+use georep::relpath::RelPath;
+use georep::session::Stime;
+use georep_testkit::{run_with_timeout, wait_for};
+
+use crate::common::{nanos, Run, Scenario, COMMAND_TIMEOUT, GEO_REP, POLL, SYNC_TIMEOUT};
+
+/// The DR host's side of a scenario: its own `GEOREP_HOME`. Dropping it
+/// ends the journal process `promote` started.
+struct DrHost<'a> {
+    s: &'a Scenario,
+    home: PathBuf,
+}
+
+impl<'a> DrHost<'a> {
+    fn new(s: &'a Scenario) -> Self {
+        let home = s.path("dr-home");
+        fs::create_dir_all(&home).unwrap();
+        DrHost { s, home }
+    }
+
+    /// `geo-rep --home <dr home> <args…>`, as the slave user on the DR host.
+    fn geo_rep(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(GEO_REP);
+        cmd.env("HOME", self.s.path("dr-user"))
+            .env_remove("GEOREP_HOME")
+            .arg("--home")
+            .arg(&self.home)
+            .args(args);
+        Run(run_with_timeout(&mut cmd, COMMAND_TIMEOUT).unwrap())
+    }
+
+    fn promote(&self) -> Run {
+        let keys = self.s.sshd.authorized_keys().display().to_string();
+        let dir = self.s.slave.display().to_string();
+        self.geo_rep(&["promote", &dir, "--authorized-keys-file", &keys])
+    }
+
+    /// `promoted/<id>/` of the scenario's slave directory.
+    fn place(&self) -> PathBuf {
+        let all: Vec<PathBuf> = fs::read_dir(self.home.join("promoted"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(all.len(), 1, "one promoted directory: {all:?}");
+        all.into_iter().next().unwrap()
+    }
+
+    fn journal_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.place().join("journal.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Every record the DR journal closed so far.
+    fn journal_records(&self) -> Vec<Record> {
+        let dir = self.place().join("journal");
+        list_closed(&dir, Stime::from_nanos(0))
+            .unwrap()
+            .iter()
+            .flat_map(|f| read_file(&f.path).unwrap().records)
+            .collect()
+    }
+}
+
+impl Drop for DrHost<'_> {
+    fn drop(&mut self) {
+        if self.home.join("promoted").exists() {
+            if let Some(pid) = self.journal_pid() {
+                kill(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+fn kill(pid: i32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// Whether sshd lets `key` in: the forced command runs and ends (its input
+/// closed at once), where a refused key makes `ssh` exit 255.
+fn key_accepted(s: &Scenario, key: &Path) -> bool {
+    let mut cmd = s.sshd.ssh_command(key);
+    cmd.arg("true").stdin(Stdio::null());
+    let out = run_with_timeout(&mut cmd, COMMAND_TIMEOUT).unwrap();
+    out.code() != Some(255)
+}
+
+fn rp(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+#[test]
+fn promote_fences_the_old_master_records_its_point_and_journals_dr() {
+    let s = Scenario::new();
+    fs::create_dir(s.brick.join("docs")).unwrap();
+    for i in 0..20 {
+        fs::write(s.brick.join(format!("docs/f{i}")), format!("file {i}\n")).unwrap();
+    }
+    s.create_and_start(false);
+    let synced = SystemTime::now() + Duration::from_secs(2);
+    s.wait_synced_past(synced);
+    // One more batch, so a commit carried an stime past `synced`.
+    fs::write(s.brick.join("docs/late"), b"late\n").unwrap();
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(2));
+    let master_stime = s.status_json()[0]["stime_ns"].as_i64().unwrap();
+    // The site is lost: its monitor dies where it stands.
+    for pid in s.monitor_pids() {
+        kill(pid, rustix::process::Signal::KILL);
+    }
+    let key = s.session_key();
+    assert!(
+        key_accepted(&s, &key),
+        "the session key works before promote"
+    );
+
+    let dr = DrHost::new(&s);
+    let run = dr.promote().ok();
+    let out = run.stdout();
+    assert!(out.contains("promoted to primary"), "{}", run.0);
+    assert!(out.contains("1 key line(s) disabled now"), "{}", run.0);
+    assert!(out.contains("geo-rep failback"), "the next step: {}", run.0);
+
+    // Fenced: sshd refuses the old key, and the line is kept, marked.
+    assert!(!key_accepted(&s, &key), "the old session key still logs in");
+    let lines = s.session_key_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("# georep-fenced "), "{lines:?}");
+
+    // The promotion point: the brick's stime as the commits carried it.
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(dr.place().join("promotion.json")).unwrap()).unwrap();
+    let points = record["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{record}");
+    let brick = points[0]["brick"].as_str().unwrap();
+    assert!(
+        brick.ends_with(&format!(":{}", s.brick.display())),
+        "{record}"
+    );
+    let point = points[0]["stime_ns"].as_i64().unwrap();
+    assert!(
+        i128::from(point) >= nanos(synced) && point <= master_stime,
+        "point {point} should be between {} and the master's stime {master_stime}",
+        nanos(synced)
+    );
+    assert!(out.contains(brick), "the point is printed: {}", run.0);
+
+    // Shown by status on the DR host.
+    let status = dr.geo_rep(&["status"]).ok();
+    let shown = status.stdout();
+    let row = shown
+        .lines()
+        .find(|l| l.contains(&s.slave.display().to_string()))
+        .unwrap_or_else(|| panic!("no row for the DR directory:\n{shown}"));
+    assert!(
+        row.contains("Promoted") && row.contains("running"),
+        "{shown}"
+    );
+
+    // Every change at DR from now on is journalled.
+    fs::write(s.slave.join("docs/new-at-dr"), b"written at DR\n").unwrap();
+    fs::rename(s.slave.join("docs/f1"), s.slave.join("docs/f1-renamed")).unwrap();
+    fs::remove_file(s.slave.join("docs/f2")).unwrap();
+    let want = [
+        Record::Create(rp("docs/new-at-dr")),
+        Record::Rename {
+            from: rp("docs/f1"),
+            to: rp("docs/f1-renamed"),
+        },
+        Record::Unlink(rp("docs/f2")),
+    ];
+    let mut got = Vec::new();
+    let found = wait_for(SYNC_TIMEOUT, POLL, || {
+        got = dr.journal_records();
+        want.iter().all(|w| got.contains(w)).then_some(())
+    });
+    assert!(found.is_ok(), "DR journal lacks {want:?}: {got:?}");
+
+    // Run again (as after a kill): same point, nothing fenced twice, the
+    // journal restarted if it died.
+    kill(dr.journal_pid().unwrap(), rustix::process::Signal::KILL);
+    let shown = dr.geo_rep(&["status"]).ok().stdout();
+    assert!(shown.contains("stopped"), "{shown}");
+    let again = dr.promote().ok();
+    assert!(
+        again
+            .stdout()
+            .contains("0 key line(s) disabled now, 1 before"),
+        "{}",
+        again.0
+    );
+    let record_again: serde_json::Value =
+        serde_json::from_slice(&fs::read(dr.place().join("promotion.json")).unwrap()).unwrap();
+    assert_eq!(record_again, record);
+    assert!(!key_accepted(&s, &key));
+    fs::write(s.slave.join("docs/after-restart"), b"x\n").unwrap();
+    let found = wait_for(SYNC_TIMEOUT, POLL, || {
+        dr.journal_records()
+            .contains(&Record::Create(rp("docs/after-restart")))
+            .then_some(())
+    });
+    assert!(found.is_ok(), "the restarted journal records nothing");
+}
+
+#[test]
+fn a_master_still_connected_at_promotion_ships_nothing_more() {
+    let s = Scenario::new();
+    fs::write(s.brick.join("before"), b"before\n").unwrap();
+    s.create_and_start(false);
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(2));
+    let dr = DrHost::new(&s);
+    dr.promote().ok();
+    // The master did not go away (a partition healed): its writes stay
+    // home, its worker cannot get back in.
+    fs::write(s.brick.join("after"), b"after promotion\n").unwrap();
+    let faulty = wait_for(SYNC_TIMEOUT, POLL, || {
+        let rows = s.status_json();
+        (rows[0]["status"] == "Faulty").then_some(rows)
+    });
+    assert!(faulty.is_ok(), "the master's worker never became Faulty");
+    assert!(
+        !s.slave.join("after").exists(),
+        "a write reached DR after promotion"
+    );
+    assert!(s.slave.join("before").exists());
+}
