@@ -237,3 +237,70 @@ fn a_master_still_connected_at_promotion_ships_nothing_more() {
     );
     assert!(s.slave.join("before").exists());
 }
+
+/// The drill as far as georep takes it today: replicate, lose the master
+/// site with writes after its last committed stime, promote DR, change
+/// things there, then on the repaired master set the loss window aside.
+#[test]
+fn failback_sets_the_loss_window_aside_and_lists_it() {
+    let s = Scenario::new();
+    fs::create_dir(s.brick.join("docs")).unwrap();
+    for i in 0..10 {
+        fs::write(s.brick.join(format!("docs/f{i}")), format!("file {i}\n")).unwrap();
+    }
+    s.create_and_start(false);
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
+    // The site is lost; what it wrote after its stime never left.
+    for pid in s.monitor_pids() {
+        kill(pid, rustix::process::Signal::KILL);
+    }
+    fs::write(s.brick.join("docs/lost-new"), b"written after the stime\n").unwrap();
+    fs::write(s.brick.join("docs/f3"), b"changed after the stime\n").unwrap();
+    fs::rename(s.brick.join("docs/f4"), s.brick.join("docs/f4-renamed")).unwrap();
+    let dr = DrHost::new(&s);
+    dr.promote().ok();
+    fs::write(s.slave.join("docs/at-dr"), b"written at DR\n").unwrap();
+
+    let run = s.geo_rep(["failback", &s.vol, &s.slave_url()]).ok();
+    let out = run.stdout();
+    let conflicts = fs::read_dir(s.brick.parent().unwrap().join("georep-conflicts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("brick"))
+        .next()
+        .unwrap();
+    let lost = ["docs/f3", "docs/f4-renamed", "docs/lost-new"];
+    for p in lost {
+        assert!(
+            out.contains(&format!("  {p}\n")),
+            "{p} not listed\n{}",
+            run.0
+        );
+        assert!(!s.brick.join(p).exists(), "{p} still in the brick");
+        assert!(
+            conflicts.join(p).exists(),
+            "{p} not in {}",
+            conflicts.display()
+        );
+    }
+    assert_eq!(
+        fs::read(conflicts.join("docs/f3")).unwrap(),
+        b"changed after the stime\n"
+    );
+    assert!(out.contains("3 entries"), "{}", run.0);
+    // Nothing older than the stime was touched, on either side.
+    for i in [0, 1, 2, 5, 9] {
+        assert!(s.brick.join(format!("docs/f{i}")).exists());
+    }
+    assert!(s.slave.join("docs/at-dr").exists());
+    assert!(s.slave.join("docs/f4").exists() && !s.slave.join("docs/lost-new").exists());
+
+    // Again (as after a kill): the same directory, everything listed.
+    let again = s.geo_rep(["failback", &s.vol, &s.slave_url()]).ok();
+    assert!(
+        again.stdout().contains("3 entries")
+            && again.stdout().contains(&conflicts.display().to_string())
+            && again.stdout().contains("(0 moved by this run)"),
+        "{}",
+        again.0
+    );
+}

@@ -11,6 +11,7 @@ mod configure;
 mod create;
 mod delete;
 mod discover;
+mod failback;
 mod lifecycle;
 pub mod logging;
 mod promote;
@@ -193,6 +194,10 @@ pub enum Command {
         #[arg(long)]
         authorized_keys_file: Option<PathBuf>,
     },
+    /// On the repaired master, after `promote` on the DR host: move the
+    /// loss window (what changed after the last committed stime) aside
+    /// into georep-conflicts/ beside each brick, and list it.
+    Failback { master_vol: String, slave: String },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
@@ -490,6 +495,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 authorized_keys_file,
             },
         ),
+        Command::Failback { master_vol, slave } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            failback::failback(&home, &vol, &slave)
+        }
         Command::DrJournal { dir } => promote::journal(&home, &dir),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.

@@ -10,9 +10,13 @@
 //!   old master had got by the commits the directory received; beside it
 //!   the journal georep's hook writes of every change made at DR since.
 //!
+//! * [`conflicts`]: the loss window of a failback, moved aside beside
+//!   each brick before the master is brought level with DR.
+//!
 //! May import: `session` (times), `slave::commits` (the stimes the slave
 //! recorded). The command line (`cli/promote.rs`) does the I/O order:
 //! mark, fence, record, journal.
 
+pub mod conflicts;
 pub mod keys;
 pub mod promotion;
