@@ -9,25 +9,89 @@
 //! and kept in the session's directory (`failback.json`), so a run killed
 //! at any point and started again moves the rest into the same place and
 //! lists everything moved so far.
+//!
+//! Step 2, leveling: the master connects to the DR host with the
+//! operator's key and runs `geo-rep dr-ship DIR` there, which ships the DR
+//! directory to the brick this process serves with georep's slave code
+//! (see `dr::level`): only what differs travels. Run again, it converges.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::monitor_alive;
 use super::{find_session, Home, UsageError};
-use crate::dr::conflicts;
+use crate::dr::promotion::PromotedDir;
+use crate::dr::{conflicts, level};
+use crate::session::config::SessionConfig;
 use crate::session::{SlaveUrl, Timestamp, VolumeName};
+use crate::state::SessionRecord;
+use crate::transport::ssh::{self, Auth, HostKeyPolicy, SshConnection, SshTarget};
+
+/// The subcommand DR runs for the leveling.
+const SHIP_CMD: &str = "dr-ship";
 
 /// What a failback run keeps between runs, in the session's directory.
 #[derive(Debug, Serialize, Deserialize)]
 struct FailbackState {
     /// The `<time>` of the conflicts directories, chosen once.
     stamp: String,
+    /// Step 1 is complete: from here on the brick changes by the
+    /// leveling, whose writes are no loss window.
+    #[serde(default)]
+    set_aside: bool,
 }
 
-pub fn failback(home: &Home, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Result<()> {
+impl FailbackState {
+    fn path(home: &Home, id: crate::session::SessionId) -> PathBuf {
+        home.session_dir(id).join("failback.json")
+    }
+
+    /// The state of the first run, or a new one with the time of now.
+    fn load_or_start(home: &Home, id: crate::session::SessionId) -> anyhow::Result<Self> {
+        let path = Self::path(home, id);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                return serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+        let now = time::OffsetDateTime::from_unix_timestamp_nanos(Timestamp::now().nanos().into())
+            .context("the clock")?;
+        let state = FailbackState {
+            stamp: now.format(&fmt).context("formatting the time")?,
+            set_aside: false,
+        };
+        state.save(home, id)?;
+        Ok(state)
+    }
+
+    fn save(&self, home: &Home, id: crate::session::SessionId) -> anyhow::Result<()> {
+        let path = Self::path(home, id);
+        crate::fsutil::write_private_file(&path, &serde_json::to_vec(self)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+pub struct FailbackArgs {
+    /// The operator's private key for the DR host (default ~/.ssh/id_* or
+    /// the agent).
+    pub identity: Option<PathBuf>,
+    /// `GEOREP_HOME` on the DR host (default: its own default).
+    pub dr_home: Option<PathBuf>,
+}
+
+pub fn failback(
+    home: &Home,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+    args: FailbackArgs,
+) -> anyhow::Result<()> {
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     if monitor_alive(session.monitor_pid) {
@@ -41,21 +105,39 @@ pub fn failback(home: &Home, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Resu
         ))
         .into());
     }
+    let config = SessionConfig::from_json(&session.config)?;
+    if !config.exclude.is_empty() {
+        return Err(UsageError(format!(
+            "failback does not handle a session with `exclude` yet ({vol} -> {slave}): leveling would remove the excluded files from the master"
+        ))
+        .into());
+    }
     let bricks = state.bricks(session.id)?;
+    if bricks.len() != 1 {
+        return Err(UsageError(format!(
+            "failback handles a session of one brick for now ({vol} -> {slave} has {}): the DR directory holds their union",
+            bricks.len()
+        ))
+        .into());
+    }
     if let Some(b) = bricks.iter().find(|b| b.stime.is_none()) {
         bail!(
             "brick {} of {vol} never committed a batch to {slave}: all of it is in the loss window, and failback cannot tell what DR has; copy it aside and sync it from DR in full",
             b.brick.path().display()
         );
     }
-    let stamp = failback_stamp(home, session.id)?;
+    let mut progress = FailbackState::load_or_start(home, session.id)?;
     let mut total = 0;
     for b in &bricks {
         let Some(stime) = b.stime else { continue };
         let brick = b.brick.path();
-        let into = conflicts::conflicts_dir(brick, &stamp);
-        let moved = conflicts::set_aside(brick, stime, &into, &[home.root().to_owned()])
-            .with_context(|| format!("moving the loss window of {} aside", brick.display()))?;
+        let into = conflicts::conflicts_dir(brick, &progress.stamp);
+        let moved = if progress.set_aside {
+            Vec::new()
+        } else {
+            conflicts::set_aside(brick, stime, &into, &[home.root().to_owned()])
+                .with_context(|| format!("moving the loss window of {} aside", brick.display()))?
+        };
         let kept =
             conflicts::listed(&into).with_context(|| format!("listing {}", into.display()))?;
         println!(
@@ -80,27 +162,97 @@ pub fn failback(home: &Home, vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Resu
             "loss window: empty (nothing changed on the master after its last committed stime)"
         );
     }
+    if !progress.set_aside {
+        progress.set_aside = true;
+        progress.save(home, session.id)?;
+    }
+    for b in &bricks {
+        let brick = b.brick.path();
+        let got = level_brick(&session, &config, &args, brick)?;
+        println!(
+            "{} is level with {}: {got} bytes came from DR",
+            brick.display(),
+            slave
+        );
+    }
     Ok(())
 }
 
-/// The conflicts directories' `<time>`: the one the first run chose.
-fn failback_stamp(home: &Home, id: crate::session::SessionId) -> anyhow::Result<String> {
-    let path: PathBuf = home.session_dir(id).join("failback.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let s: FailbackState = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?;
-            return Ok(s.stamp);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+/// Ships the DR directory to `brick` (see `dr::level`); bytes received.
+fn level_brick(
+    session: &SessionRecord,
+    config: &SessionConfig,
+    args: &FailbackArgs,
+    brick: &Path,
+) -> anyhow::Result<u64> {
+    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
+    let target = SshTarget {
+        host: session.slave.host.clone(),
+        port: config.ssh_port,
+        user: session.slave.user.clone(),
+    };
+    let home = match &args.dr_home {
+        Some(h) => format!(" --home '{}'", h.display()),
+        None => String::new(),
+    };
+    let command = format!(
+        "{}{home} {SHIP_CMD} '{}'",
+        config.remote_command, session.slave.volume
+    );
+    // The master's own brick, from its own DR copy: set-id bits and device
+    // nodes are as they were replicated.
+    let policy = crate::slave::Policy {
+        allow_devices: true,
+        allow_setid: true,
+        ..crate::slave::Policy::default()
+    };
+    let rt = super::lifecycle::runtime()?;
+    rt.block_on(async {
+        let conn = SshConnection::connect(
+            &target,
+            HostKeyPolicy::Pinned(host_key),
+            &Auth::Operator(args.identity.clone()),
+            config.timeout(),
+        )
+        .await
+        .with_context(|| format!("connecting to the DR host {target} with the operator's key"))?;
+        let stream = conn
+            .exec_stream(&command)
+            .await
+            .with_context(|| format!("running `{command}` on {target}"))?;
+        let got = level::serve_brick(brick, policy, stream)
+            .await
+            .with_context(|| format!("leveling {} with {target}", brick.display()))?;
+        conn.close().await;
+        Ok(got)
+    })
+}
+
+/// `geo-rep dr-ship DIR` on the DR host, run by failback through the
+/// operator's SSH connection: ships DIR over stdin and stdout.
+pub fn dr_ship(home: &Home, dir: &Path) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    // The changes journalled since `promote` on this host, if it was.
+    let place = PromotedDir::of(home.root(), &dir);
+    let journal = place.journal_dir();
+    let journal = journal.is_dir().then_some(journal);
+    if journal.is_some() && !super::promote::roll_journal(&place) {
+        eprintln!("the DR journal did not close its current file: its latest changes travel through the walk");
     }
-    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let now = time::OffsetDateTime::from_unix_timestamp_nanos(Timestamp::now().nanos().into())
-        .context("the clock")?;
-    let stamp = now.format(&fmt).context("formatting the time")?;
-    let state = FailbackState { stamp };
-    crate::fsutil::write_private_file(&path, &serde_json::to_vec(&state)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(state.stamp)
+    let rt = super::lifecycle::runtime()?;
+    let totals = rt.block_on(async {
+        let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        level::ship_tree(&dir, journal.as_deref(), stream, Duration::from_secs(120)).await
+    });
+    // Its stdin reader may sit in a read the master never answers: the
+    // runtime must not wait for it.
+    rt.shutdown_background();
+    let totals = totals?;
+    eprintln!(
+        "shipped {} to the master: {} files, {} bytes",
+        dir.display(),
+        totals.files,
+        totals.bytes
+    );
+    Ok(())
 }

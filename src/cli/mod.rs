@@ -196,8 +196,23 @@ pub enum Command {
     },
     /// On the repaired master, after `promote` on the DR host: move the
     /// loss window (what changed after the last committed stime) aside
-    /// into georep-conflicts/ beside each brick, and list it.
-    Failback { master_vol: String, slave: String },
+    /// into georep-conflicts/ beside each brick, list it, then bring the
+    /// brick level with DR, shipping only what differs.
+    Failback {
+        master_vol: String,
+        slave: String,
+        /// The operator's private key for the DR host (default:
+        /// ~/.ssh/id_* or ssh-agent).
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// GEOREP_HOME on the DR host, where `promote` journalled the
+        /// changes made there (default: the DR host's own default).
+        #[arg(long)]
+        dr_home: Option<PathBuf>,
+    },
+    /// Ship a promoted directory to the master (run by `failback`).
+    #[command(hide = true)]
+    DrShip { dir: PathBuf },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
@@ -495,10 +510,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 authorized_keys_file,
             },
         ),
-        Command::Failback { master_vol, slave } => {
+        Command::Failback {
+            master_vol,
+            slave,
+            identity,
+            dr_home,
+        } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
-            failback::failback(&home, &vol, &slave)
+            failback::failback(
+                &home,
+                &vol,
+                &slave,
+                failback::FailbackArgs { identity, dr_home },
+            )
         }
+        Command::DrShip { dir } => failback::dr_ship(&home, &dir),
         Command::DrJournal { dir } => promote::journal(&home, &dir),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.

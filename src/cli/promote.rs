@@ -226,6 +226,34 @@ fn end_slave_processes(names: &[String]) -> usize {
     ended
 }
 
+/// Asks the journal process of `place`, if it runs, to close its current
+/// file, and waits (bounded) until it has: then every change made before
+/// is in closed files. False if it does not run or did not answer.
+pub(super) fn roll_journal(place: &PromotedDir) -> bool {
+    let pid = place.journal_pid_value();
+    if !journal_alive(pid) {
+        return false;
+    }
+    let asked = Timestamp::now().nanos();
+    let Some(p) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
+        return false;
+    };
+    if rustix::process::kill_process(p, rustix::process::Signal::USR1).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let rolled = std::fs::read_to_string(place.journal_rolled())
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        if rolled.is_some_and(|r| r >= asked) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// Whether the journal process `pid` runs.
 pub(super) fn journal_alive(pid: Option<u32>) -> bool {
     running_with_arg(pid, JOURNAL_CMD.as_bytes())
@@ -289,7 +317,8 @@ fn ensure_journal(home: &Home, place: &PromotedDir, dir: &Path) -> anyhow::Resul
 
 /// `geo-rep dr-journal DIR`: runs georep's journal hook on a promoted
 /// directory until SIGTERM, writing the pid file once the whole tree is
-/// watched.
+/// watched. SIGUSR1 closes the current journal file at once (see
+/// [`roll_journal`]).
 pub fn journal(home: &Home, dir: &Path) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
     let place = PromotedDir::of(home.root(), &dir);
@@ -313,11 +342,25 @@ pub fn journal(home: &Home, dir: &Path) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut shown = None;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                // `failback` asks: every change so far into closed files.
+                _ = usr1.recv() => {
+                    let asked = Timestamp::now();
+                    match tokio::task::block_in_place(|| hook.rollover_now()) {
+                        Ok(()) => {
+                            let _ = crate::fsutil::write_private_file(
+                                &place.journal_rolled(),
+                                asked.nanos().to_string().as_bytes(),
+                            );
+                        }
+                        Err(e) => eprintln!("journal hook on {}: rollover: {e}", dir.display()),
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
                     let e = hook.error();
                     if e.is_some() && e != shown {

@@ -19,4 +19,5 @@
 
 pub mod conflicts;
 pub mod keys;
+pub mod level;
 pub mod promotion;

@@ -117,6 +117,12 @@ impl PromotedDir {
         self.base.join("journal.pid")
     }
 
+    /// When the journal process last closed its current file on request
+    /// (SIGUSR1), in ns: everything changed before is in closed files.
+    pub fn journal_rolled(&self) -> PathBuf {
+        self.base.join("journal.rolled")
+    }
+
     pub fn journal_log(&self) -> PathBuf {
         self.base.join("journal.log")
     }
