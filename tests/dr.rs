@@ -1,6 +1,8 @@
 //! Disaster recovery (issue 18): `geo-rep promote` on the DR host fences
 //! the old master at the slave's sshd, records how far each brick got, and
-//! journals every change made at DR from then on.
+//! journals every change made at DR from then on; `geo-rep failback` on
+//! the repaired master sets the loss window aside, levels the brick with
+//! DR, and with `--switch` demotes DR and resumes the session.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,8 +78,12 @@ impl<'a> DrHost<'a> {
 
 impl Drop for DrHost<'_> {
     fn drop(&mut self) {
-        if self.home.join("promoted").exists() {
-            if let Some(pid) = self.journal_pid() {
+        let Ok(places) = fs::read_dir(self.home.join("promoted")) else {
+            return;
+        };
+        for place in places.flatten() {
+            let pid = fs::read_to_string(place.path().join("journal.pid"));
+            if let Some(pid) = pid.ok().and_then(|p| p.trim().parse().ok()) {
                 kill(pid, rustix::process::Signal::KILL);
             }
         }
@@ -240,25 +246,33 @@ fn a_master_still_connected_at_promotion_ships_nothing_more() {
 
 /// `failback` on the master, with the operator's key for the DR host.
 fn failback(s: &Scenario, dr: &DrHost) -> Run {
+    failback_with(s, dr, &[])
+}
+
+fn failback_with(s: &Scenario, dr: &DrHost, extra: &[&str]) -> Run {
     let key = s.sshd.operator_key().display().to_string();
     let dr_home = dr.home.display().to_string();
-    s.geo_rep([
+    let url = s.slave_url();
+    let mut args = vec![
         "failback",
         &s.vol,
-        &s.slave_url(),
+        &url,
         "--identity",
         &key,
         "--dr-home",
         &dr_home,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    s.geo_rep(args)
 }
 
-/// The drill: replicate, lose the master site with writes after its last
-/// committed stime, promote DR, change things there, then on the repaired
-/// master set the loss window aside and bring the brick level with DR,
-/// with only the changes travelling.
+/// The drill of issue 18: replicate, lose the master site with writes
+/// after its last committed stime, promote DR, change things there; on the
+/// repaired master set the loss window aside and bring the brick level
+/// with DR, with only the changes travelling; switch back and resume with
+/// no resend of the tree.
 #[test]
-fn failback_sets_the_loss_window_aside_and_levels_the_master_with_dr() {
+fn the_drill_promote_fail_back_and_switch_back() {
     let s = Scenario::new();
     fs::create_dir(s.brick.join("docs")).unwrap();
     let mut tree_bytes = 0;
@@ -336,6 +350,36 @@ fn failback_sets_the_loss_window_aside_and_levels_the_master_with_dr() {
             && out.contains("(0 moved by this run)"),
         "{}",
         again.0
+    );
+    georep_testkit::assert_trees_equal(&s.brick, &s.slave);
+
+    // More at DR, then the switch: a final catch-up, DR demoted, verify,
+    // and the session resumed with no resend of the tree.
+    fs::write(s.slave.join("docs/last-at-dr"), b"the last write at DR\n").unwrap();
+    let sent_before = s.bytes_sent();
+    let switch = failback_with(&s, &dr, &["--switch"]).ok();
+    let out = switch.stdout();
+    assert!(
+        out.contains("demoted") && out.contains("switched back"),
+        "{}",
+        switch.0
+    );
+    assert!(s.brick.join("docs/last-at-dr").exists());
+    let key = s.session_key();
+    assert!(key_accepted(&s, &key), "the fence was not lifted");
+    let shown = dr.geo_rep(&["status"]).ok().stdout();
+    assert!(!shown.contains("Promoted"), "{shown}");
+    s.wait_active();
+    fs::write(s.brick.join("docs/after-switch"), b"the master again\n").unwrap();
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(2));
+    assert_eq!(
+        fs::read(s.slave.join("docs/after-switch")).unwrap(),
+        b"the master again\n"
+    );
+    let resent = s.bytes_sent() - sent_before;
+    assert!(
+        (resent as usize) < tree_bytes / 10,
+        "{resent} bytes sent after the switch for a tree of {tree_bytes}"
     );
     georep_testkit::assert_trees_equal(&s.brick, &s.slave);
 }

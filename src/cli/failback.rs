@@ -10,6 +10,13 @@
 //! at any point and started again moves the rest into the same place and
 //! lists everything moved so far.
 //!
+//! Step 3, `--switch` (writes at DR stopped): a last leveling, then DR is
+//! demoted over the same connection (`geo-rep demote`: its journal stops,
+//! the fence is lifted), `verify --quick` with nothing in flight, and the
+//! session starts again with each brick's stime set to now: master and DR
+//! hold the same tree, so no Hybrid Crawl resends it. Every step is
+//! idempotent, so a switch cut off anywhere is run again.
+//!
 //! Step 2, leveling: the master connects to the DR host with the
 //! operator's key and runs `geo-rep dr-ship DIR` there, which ships the DR
 //! directory to the brick this process serves with georep's slave code
@@ -71,6 +78,16 @@ impl FailbackState {
         Ok(state)
     }
 
+    /// The failback is over: the next one starts afresh.
+    fn finish(home: &Home, id: crate::session::SessionId) -> anyhow::Result<()> {
+        let path = Self::path(home, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
     fn save(&self, home: &Home, id: crate::session::SessionId) -> anyhow::Result<()> {
         let path = Self::path(home, id);
         crate::fsutil::write_private_file(&path, &serde_json::to_vec(self)?)
@@ -84,6 +101,8 @@ pub struct FailbackArgs {
     pub identity: Option<PathBuf>,
     /// `GEOREP_HOME` on the DR host (default: its own default).
     pub dr_home: Option<PathBuf>,
+    /// Switch back: final catch-up, DR demoted, verify, session resumed.
+    pub switch: bool,
 }
 
 pub fn failback(
@@ -95,6 +114,12 @@ pub fn failback(
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     if monitor_alive(session.monitor_pid) {
+        if args.switch && FailbackState::path(home, session.id).exists() {
+            // A switch cut off after the session started: only this is left.
+            FailbackState::finish(home, session.id)?;
+            println!("switched back: {vol} -> {slave} is running");
+            return Ok(());
+        }
         bail!(
             "session {vol} -> {slave} is running; stop it first with `geo-rep stop {vol} {slave}` (the old master must not ship over the promoted copy)"
         );
@@ -166,66 +191,163 @@ pub fn failback(
         progress.set_aside = true;
         progress.save(home, session.id)?;
     }
+    let dr = DrHost::new(&session, &config, &args)?;
     for b in &bricks {
         let brick = b.brick.path();
-        let got = level_brick(&session, &config, &args, brick)?;
+        let got = dr.level(brick)?;
         println!(
             "{} is level with {}: {got} bytes came from DR",
             brick.display(),
             slave
         );
     }
+    if !args.switch {
+        println!(
+            "next: keep running this to catch up; to switch back, stop writes at {slave} and run `geo-rep failback {vol} {slave} --switch`"
+        );
+        return Ok(());
+    }
+    // Step 3, the switch (writes at DR stopped): the run above was the
+    // final catch-up. DR serves its master again, the copy is checked
+    // with nothing in flight, and the session resumes from now: both
+    // sides hold the same tree, so nothing before now is owed.
+    dr.demote()?;
+    super::verify::verify(
+        home,
+        vol,
+        slave,
+        super::verify::VerifyArgs {
+            quick: true,
+            json: false,
+            rate: 0,
+            settled: true,
+        },
+    )
+    .context("the master is not level with DR after the final catch-up (were writes at DR stopped?); run the switch again")?;
+    let now = crate::session::Stime::now();
+    for b in &bricks {
+        state.set_stime(b.id, now)?;
+    }
+    super::lifecycle::start(home, vol, slave, false, false)?;
+    FailbackState::finish(home, session.id)?;
+    println!(
+        "switched back: {vol} -> {slave} replicates again from {}",
+        super::status::local(now.as_timestamp())
+    );
     Ok(())
 }
 
-/// Ships the DR directory to `brick` (see `dr::level`); bytes received.
-fn level_brick(
-    session: &SessionRecord,
-    config: &SessionConfig,
-    args: &FailbackArgs,
-    brick: &Path,
-) -> anyhow::Result<u64> {
-    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
-    let target = SshTarget {
-        host: session.slave.host.clone(),
-        port: config.ssh_port,
-        user: session.slave.user.clone(),
-    };
-    let home = match &args.dr_home {
-        Some(h) => format!(" --home '{}'", h.display()),
-        None => String::new(),
-    };
-    let command = format!(
-        "{}{home} {SHIP_CMD} '{}'",
-        config.remote_command, session.slave.volume
-    );
-    // The master's own brick, from its own DR copy: set-id bits and device
-    // nodes are as they were replicated.
-    let policy = crate::slave::Policy {
-        allow_devices: true,
-        allow_setid: true,
-        ..crate::slave::Policy::default()
-    };
-    let rt = super::lifecycle::runtime()?;
-    rt.block_on(async {
-        let conn = SshConnection::connect(
-            &target,
-            HostKeyPolicy::Pinned(host_key),
-            &Auth::Operator(args.identity.clone()),
-            config.timeout(),
+/// The DR host as the operator reaches it: the session's slave host and
+/// port, its pinned host key, the operator's key.
+struct DrHost<'a> {
+    target: SshTarget,
+    host_key: russh::keys::PublicKey,
+    session: &'a SessionRecord,
+    config: &'a SessionConfig,
+    args: &'a FailbackArgs,
+}
+
+impl<'a> DrHost<'a> {
+    fn new(
+        session: &'a SessionRecord,
+        config: &'a SessionConfig,
+        args: &'a FailbackArgs,
+    ) -> anyhow::Result<Self> {
+        Ok(DrHost {
+            target: SshTarget {
+                host: session.slave.host.clone(),
+                port: config.ssh_port,
+                user: session.slave.user.clone(),
+            },
+            host_key: ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?,
+            session,
+            config,
+            args,
+        })
+    }
+
+    /// `geo-rep [--home H] <what> 'DIR'` as the DR host runs it.
+    fn command(&self, what: &str) -> String {
+        let home = match &self.args.dr_home {
+            Some(h) => format!(" --home '{}'", h.display()),
+            None => String::new(),
+        };
+        format!(
+            "{}{home} {what} '{}'",
+            self.config.remote_command, self.session.slave.volume
+        )
+    }
+
+    async fn connect(&self) -> anyhow::Result<SshConnection> {
+        SshConnection::connect(
+            &self.target,
+            HostKeyPolicy::Pinned(self.host_key.clone()),
+            &Auth::Operator(self.args.identity.clone()),
+            self.config.timeout(),
         )
         .await
-        .with_context(|| format!("connecting to the DR host {target} with the operator's key"))?;
-        let stream = conn
-            .exec_stream(&command)
-            .await
-            .with_context(|| format!("running `{command}` on {target}"))?;
-        let got = level::serve_brick(brick, policy, stream)
-            .await
-            .with_context(|| format!("leveling {} with {target}", brick.display()))?;
-        conn.close().await;
-        Ok(got)
-    })
+        .with_context(|| {
+            format!(
+                "connecting to the DR host {} with the operator's key",
+                self.target
+            )
+        })
+    }
+
+    /// Ships the DR directory to `brick` (see `dr::level`); bytes received.
+    fn level(&self, brick: &Path) -> anyhow::Result<u64> {
+        let command = self.command(SHIP_CMD);
+        // The master's own brick, from its own DR copy: set-id bits and
+        // device nodes are as they were replicated.
+        let policy = crate::slave::Policy {
+            allow_devices: true,
+            allow_setid: true,
+            ..crate::slave::Policy::default()
+        };
+        super::lifecycle::runtime()?.block_on(async {
+            let conn = self.connect().await?;
+            let stream = conn
+                .exec_stream(&command)
+                .await
+                .with_context(|| format!("running `{command}` on {}", self.target))?;
+            let got = level::serve_brick(brick, policy, stream)
+                .await
+                .with_context(|| format!("leveling {} with {}", brick.display(), self.target))?;
+            conn.close().await;
+            Ok(got)
+        })
+    }
+
+    /// Runs `geo-rep demote DIR` there; prints what it said.
+    fn demote(&self) -> anyhow::Result<()> {
+        let mut command = self.command("demote");
+        if !self.config.authorized_keys_file.is_empty() {
+            // Validated: no quotes, backslashes or newlines.
+            command.push_str(&format!(
+                " --authorized-keys-file '{}'",
+                self.config.authorized_keys_file
+            ));
+        }
+        let out = super::lifecycle::runtime()?.block_on(async {
+            let conn = self.connect().await?;
+            let out = conn.run(&command, b"").await?;
+            conn.close().await;
+            anyhow::Ok(out)
+        })?;
+        if out.status != Some(0) {
+            bail!(
+                "`{command}` on {} failed (exit {:?}): {}",
+                self.target,
+                out.status,
+                crate::terminal::escape_controls(String::from_utf8_lossy(&out.stderr).trim())
+            );
+        }
+        print!(
+            "{}",
+            crate::terminal::escape_controls(&String::from_utf8_lossy(&out.stdout))
+        );
+        Ok(())
+    }
 }
 
 /// `geo-rep dr-ship DIR` on the DR host, run by failback through the

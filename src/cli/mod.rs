@@ -209,10 +209,23 @@ pub enum Command {
         /// changes made there (default: the DR host's own default).
         #[arg(long)]
         dr_home: Option<PathBuf>,
+        /// Switch back (writes at DR stopped): final catch-up, DR demoted,
+        /// `verify --quick`, the session resumed without a full resync.
+        #[arg(long)]
+        switch: bool,
     },
     /// Ship a promoted directory to the master (run by `failback`).
     #[command(hide = true)]
     DrShip { dir: PathBuf },
+    /// On the DR host: undo `promote` (stop the journal, lift the fence,
+    /// drop the mark); `failback --switch` runs it.
+    Demote {
+        /// The slave directory, as the session names it.
+        dir: String,
+        /// The slave user's authorized_keys (default ~/.ssh/authorized_keys).
+        #[arg(long)]
+        authorized_keys_file: Option<PathBuf>,
+    },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
@@ -467,7 +480,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &home,
                 &vol,
                 &slave,
-                verify::VerifyArgs { quick, json, rate },
+                verify::VerifyArgs {
+                    quick,
+                    json,
+                    rate,
+                    settled: false,
+                },
             )
         }
         Command::Slave {
@@ -515,16 +533,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             slave,
             identity,
             dr_home,
+            switch,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
             failback::failback(
                 &home,
                 &vol,
                 &slave,
-                failback::FailbackArgs { identity, dr_home },
+                failback::FailbackArgs {
+                    identity,
+                    dr_home,
+                    switch,
+                },
             )
         }
         Command::DrShip { dir } => failback::dr_ship(&home, &dir),
+        Command::Demote {
+            dir,
+            authorized_keys_file,
+        } => promote::demote(
+            &home,
+            promote::DemoteArgs {
+                dir,
+                authorized_keys_file,
+            },
+        ),
         Command::DrJournal { dir } => promote::journal(&home, &dir),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.

@@ -12,6 +12,10 @@
 //! 4. start georep's journal hook on the directory (`geo-rep dr-journal`,
 //!    in the background), and return once its watch is in place, so every
 //!    change made at DR from then on is journalled.
+//!
+//! `geo-rep demote DIR` undoes it, in the reverse order (the journal
+//! stops, the fence is lifted, the mark and the record go), each step
+//! idempotent too: `failback --switch` runs it once the master is level.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -72,19 +76,8 @@ pub fn promote(home: &Home, args: PromoteArgs) -> anyhow::Result<()> {
     }
 
     // 2. The fence.
-    let keys_file = match &args.authorized_keys_file {
-        Some(f) => f.clone(),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
-            .join(".ssh/authorized_keys"),
-    };
-    let names: Vec<String> = [args.dir.clone(), dir.display().to_string()]
-        .into_iter()
-        .fold(Vec::new(), |mut v, n| {
-            if !v.contains(&n) {
-                v.push(n);
-            }
-            v
-        });
+    let keys_file = keys_file(args.authorized_keys_file)?;
+    let names = names_of(&args.dir, &dir);
     let (fenced, already) = fence_keys(&keys_file, &names, at.secs())?;
     let ended = end_slave_processes(&names);
 
@@ -376,4 +369,91 @@ pub fn journal(home: &Home, dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("stopping the journal hook on {}", dir.display()))?;
     let _ = std::fs::remove_file(place.journal_pid());
     Ok(())
+}
+
+pub struct DemoteArgs {
+    pub dir: String,
+    pub authorized_keys_file: Option<PathBuf>,
+}
+
+/// `geo-rep demote DIR`: the directory serves its master again.
+pub fn demote(home: &Home, args: DemoteArgs) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("slave directory {}", args.dir))?;
+    let place = PromotedDir::of(home.root(), &dir);
+    // 1. The journal stops (its changes are on the master now).
+    if let Some(pid) = place
+        .journal_pid_value()
+        .filter(|p| journal_alive(Some(*p)))
+    {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while journal_alive(Some(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if journal_alive(Some(pid)) {
+            bail!(
+                "the journal hook of {} (pid {pid}) did not stop",
+                dir.display()
+            );
+        }
+    }
+    // 2. The fence is lifted.
+    let keys_file = keys_file(args.authorized_keys_file)?;
+    let restored = match std::fs::read_to_string(&keys_file) {
+        Ok(text) => {
+            let mut now = text;
+            let mut restored = 0;
+            for name in names_of(&args.dir, &dir) {
+                let r = keys::unfence(&now, &name);
+                now = r.text;
+                restored += r.changed;
+            }
+            if restored > 0 {
+                replace_keeping_mode(&keys_file, now.as_bytes())?;
+            }
+            restored
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", keys_file.display())),
+    };
+    // 3. The mark and the record go.
+    let root = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    commits::set_promoted(&root, None)
+        .with_context(|| format!("clearing the promotion mark of {}", dir.display()))?;
+    match std::fs::remove_dir_all(place.base()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", place.base().display())),
+    }
+    println!(
+        "{} demoted: it serves its master again ({restored} key line(s) restored in {})",
+        dir.display(),
+        keys_file.display()
+    );
+    Ok(())
+}
+
+/// The slave user's authorized_keys.
+fn keys_file(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(f) => Ok(f),
+        None => Ok(
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".ssh/authorized_keys"),
+        ),
+    }
+}
+
+/// The names a key line may give the directory: as the session named it,
+/// and its real path.
+fn names_of(given: &str, real: &Path) -> Vec<String> {
+    let real = real.display().to_string();
+    if real == given {
+        vec![real]
+    } else {
+        vec![given.to_owned(), real]
+    }
 }

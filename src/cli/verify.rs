@@ -25,6 +25,9 @@ pub struct VerifyArgs {
     pub quick: bool,
     pub json: bool,
     pub rate: u64,
+    /// Nothing can be in flight (the session is stopped and the slave
+    /// takes no writes, as in failback's switch): every difference counts.
+    pub settled: bool,
 }
 
 pub fn verify(
@@ -69,6 +72,7 @@ pub fn verify(
         .collect::<Option<Vec<_>>>()
         .and_then(|s| s.into_iter().min());
     let cutoff_ns = match cutoff {
+        _ if args.settled => i64::MAX,
         Some(s) => s.minus(CLOCK_MARGIN).nanos(),
         None => {
             eprintln!("geo-rep: note: a brick of {vol} -> {slave} has not synced yet: every difference counts as in flight");
