@@ -377,6 +377,7 @@ fn the_drill_promote_fail_back_and_switch_back() {
         b"the master again\n"
     );
     let resent = s.bytes_sent() - sent_before;
+    eprintln!("drill: {received} bytes came from DR for a tree of {tree_bytes}; {resent} sent after the switch");
     assert!(
         (resent as usize) < tree_bytes / 10,
         "{resent} bytes sent after the switch for a tree of {tree_bytes}"
