@@ -266,14 +266,13 @@ fn failback_with(s: &Scenario, dr: &DrHost, extra: &[&str]) -> Run {
     s.geo_rep(args)
 }
 
-/// The drill of issue 18: replicate, lose the master site with writes
-/// after its last committed stime, promote DR, change things there; on the
-/// repaired master set the loss window aside and bring the brick level
-/// with DR, with only the changes travelling; switch back and resume with
-/// no resend of the tree.
-#[test]
-fn the_drill_promote_fail_back_and_switch_back() {
-    let s = Scenario::new();
+/// Entries the master changed after its last committed stime.
+const LOST: [&str; 3] = ["docs/f3", "docs/f4-renamed", "docs/lost-new"];
+
+/// Replicates a tree of 10 files of 200 KiB, then the master site is
+/// lost (its monitor killed) with the writes of [`LOST`] made after its
+/// last committed stime; the tree's bytes.
+fn replicate_then_lose_the_site(s: &Scenario) -> usize {
     fs::create_dir(s.brick.join("docs")).unwrap();
     let mut tree_bytes = 0;
     for i in 0..10 {
@@ -283,33 +282,50 @@ fn the_drill_promote_fail_back_and_switch_back() {
     }
     s.create_and_start(false);
     s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
-    // The site is lost; what it wrote after its stime never left.
     for pid in s.monitor_pids() {
         kill(pid, rustix::process::Signal::KILL);
     }
     fs::write(s.brick.join("docs/lost-new"), b"written after the stime\n").unwrap();
     fs::write(s.brick.join("docs/f3"), b"changed after the stime\n").unwrap();
     fs::rename(s.brick.join("docs/f4"), s.brick.join("docs/f4-renamed")).unwrap();
+    tree_bytes
+}
+
+/// The DR site is the primary: a write, a rename, a delete there.
+fn write_rename_delete_at_dr(s: &Scenario) {
+    fs::write(s.slave.join("docs/at-dr"), b"written at DR\n").unwrap();
+    let docs = s.slave.join("docs");
+    fs::rename(docs.join("f5"), docs.join("f5-renamed-at-dr")).unwrap();
+    fs::remove_file(docs.join("f6")).unwrap();
+}
+
+/// The one `georep-conflicts/<time>/brick` beside the brick.
+fn conflicts_dir(s: &Scenario) -> PathBuf {
+    let all: Vec<PathBuf> = fs::read_dir(s.brick.parent().unwrap().join("georep-conflicts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("brick"))
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.into_iter().next().unwrap()
+}
+
+/// The drill of issue 18: replicate, lose the master site with writes
+/// after its last committed stime, promote DR, change things there; on the
+/// repaired master set the loss window aside and bring the brick level
+/// with DR, with only the changes travelling; switch back and resume with
+/// no resend of the tree.
+#[test]
+fn the_drill_promote_fail_back_and_switch_back() {
+    let s = Scenario::new();
+    let tree_bytes = replicate_then_lose_the_site(&s);
     let dr = DrHost::new(&s);
     dr.promote().ok();
-    // The DR site is the primary now: write, rename, delete.
-    fs::write(s.slave.join("docs/at-dr"), b"written at DR\n").unwrap();
-    fs::rename(
-        s.slave.join("docs/f5"),
-        s.slave.join("docs/f5-renamed-at-dr"),
-    )
-    .unwrap();
-    fs::remove_file(s.slave.join("docs/f6")).unwrap();
+    write_rename_delete_at_dr(&s);
 
     let run = failback(&s, &dr).ok();
     let out = run.stdout();
-    let conflicts = fs::read_dir(s.brick.parent().unwrap().join("georep-conflicts"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("brick"))
-        .next()
-        .unwrap();
-    let lost = ["docs/f3", "docs/f4-renamed", "docs/lost-new"];
-    for p in lost {
+    let conflicts = conflicts_dir(&s);
+    for p in LOST {
         assert!(
             out.contains(&format!("  {p}\n")),
             "{p} not listed\n{}",
@@ -383,4 +399,97 @@ fn the_drill_promote_fail_back_and_switch_back() {
         "{resent} bytes sent after the switch for a tree of {tree_bytes}"
     );
     georep_testkit::assert_trees_equal(&s.brick, &s.slave);
+}
+
+/// Runs `geo-rep` like [`Scenario::geo_rep`] (or the DR host's, with
+/// `dr`) and kills it with SIGKILL after `ms` unless it ended before.
+fn killed_after(s: &Scenario, dr: Option<&DrHost>, args: &[String], ms: u64) {
+    let mut cmd = Command::new(GEO_REP);
+    let home = dr.map_or(s.home.clone(), |d| d.home.clone());
+    cmd.env("HOME", s.path(if dr.is_some() { "dr-user" } else { "" }))
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("GEOREP_HOME")
+        .arg("--home")
+        .arg(&home)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_millis(ms);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The drill with `promote`, `failback` and `failback --switch` each
+/// killed (SIGKILL) at random moments before a run that completes: the
+/// end is the same. `GEOREP_DR_SEED=<n>` replays a run, `random` explores.
+#[test]
+fn the_drill_converges_when_its_commands_are_killed_anywhere() {
+    use rand::{Rng, SeedableRng};
+    // A fixed default keeps CI repeatable; GEOREP_DR_SEED=random explores.
+    let seed = match std::env::var("GEOREP_DR_SEED").as_deref() {
+        Ok("random") => rand::random::<u64>(),
+        Ok(v) => v.parse().expect("GEOREP_DR_SEED: a number or `random`"),
+        Err(_) => 18,
+    };
+    eprintln!("GEOREP_DR_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let s = Scenario::new();
+    replicate_then_lose_the_site(&s);
+    let dr = DrHost::new(&s);
+    let keys = s.sshd.authorized_keys().display().to_string();
+    let dir = s.slave.display().to_string();
+    let promote: Vec<String> = ["promote", &dir, "--authorized-keys-file", &keys]
+        .map(String::from)
+        .to_vec();
+    for _ in 0..4 {
+        killed_after(&s, Some(&dr), &promote, rng.gen_range(0..400));
+    }
+    dr.promote().ok();
+    assert!(!key_accepted(&s, &s.session_key()));
+    write_rename_delete_at_dr(&s);
+    let operator = s.sshd.operator_key().display().to_string();
+    let dr_home = dr.home.display().to_string();
+    let mut failback: Vec<String> = [
+        "failback",
+        &s.vol,
+        &s.slave_url(),
+        "--identity",
+        &operator,
+        "--dr-home",
+        &dr_home,
+    ]
+    .map(String::from)
+    .to_vec();
+    for _ in 0..4 {
+        killed_after(&s, None, &failback, rng.gen_range(0..2000));
+    }
+    let run = crate::dr::failback(&s, &dr).ok();
+    let conflicts = conflicts_dir(&s);
+    for p in LOST {
+        assert!(conflicts.join(p).exists(), "{p} lost\n{}", run.0);
+    }
+    georep_testkit::assert_trees_equal(&s.brick, &s.slave);
+    failback.push("--switch".into());
+    for _ in 0..4 {
+        killed_after(&s, None, &failback, rng.gen_range(0..3000));
+    }
+    // A switch cut off after it started the session has only its record
+    // left to drop; cut earlier, it runs whole again.
+    failback_with(&s, &dr, &["--switch"]).ok();
+    s.wait_active();
+    assert!(key_accepted(&s, &s.session_key()));
+    fs::write(s.brick.join("docs/after-switch"), b"the master again\n").unwrap();
+    s.wait_synced_past(SystemTime::now() + Duration::from_secs(2));
+    georep_testkit::assert_trees_equal(&s.brick, &s.slave);
+    for p in LOST {
+        assert!(conflicts.join(p).exists(), "{p} lost");
+    }
 }

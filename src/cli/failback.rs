@@ -114,10 +114,18 @@ pub fn failback(
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     if monitor_alive(session.monitor_pid) {
-        if args.switch && FailbackState::path(home, session.id).exists() {
-            // A switch cut off after the session started: only this is left.
+        if args.switch {
+            // A switch cut off after the session started has only its
+            // record left to drop; one that ended has nothing left.
+            let ongoing = FailbackState::path(home, session.id).exists();
             FailbackState::finish(home, session.id)?;
-            println!("switched back: {vol} -> {slave} is running");
+            if ongoing {
+                println!("switched back: {vol} -> {slave} is running");
+            } else {
+                println!(
+                    "nothing to switch: no failback in progress, and {vol} -> {slave} is running"
+                );
+            }
             return Ok(());
         }
         bail!(

@@ -259,12 +259,6 @@ fn ensure_journal(home: &Home, place: &PromotedDir, dir: &Path) -> anyhow::Resul
             return Ok(pid);
         }
     }
-    let pid_file = place.journal_pid();
-    match std::fs::remove_file(&pid_file) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", pid_file.display())),
-    }
     let log_path = place.journal_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -286,8 +280,13 @@ fn ensure_journal(home: &Home, place: &PromotedDir, dir: &Path) -> anyhow::Resul
         .context("launching the journal hook")?;
     let deadline = Instant::now() + JOURNAL_READY;
     loop {
-        if place.journal_pid_value() == Some(child.id()) {
-            return Ok(child.id());
+        // This child, or one an interrupted run started (it holds the
+        // lock, and this child ends at once).
+        if let Some(pid) = place
+            .journal_pid_value()
+            .filter(|p| journal_alive(Some(*p)))
+        {
+            return Ok(pid);
         }
         if let Some(status) = child.try_wait()? {
             bail!(
@@ -318,6 +317,19 @@ pub fn journal(home: &Home, dir: &Path) -> anyhow::Result<()> {
     let journal_dir = place.journal_dir();
     crate::fsutil::create_private_dir(&journal_dir)
         .with_context(|| format!("creating {}", journal_dir.display()))?;
+    // One journal process per directory: a second one (started by a
+    // `promote` that was cut off and run again) leaves at once.
+    let lock_path = place.base().join("journal.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        eprintln!("another journal process runs for {}", dir.display());
+        return Ok(());
+    }
     let hook = crate::changelog::Hook::start(crate::changelog::HookConfig::new(&dir, &journal_dir))
         .with_context(|| format!("journal hook on {}", dir.display()))?;
     crate::fsutil::write_private_file(
