@@ -229,6 +229,7 @@ pub fn failback(
             json: false,
             rate: 0,
             settled: true,
+            repair: false,
         },
     )
     .context("the master is not level with DR after the final catch-up (were writes at DR stopped?); run the switch again")?;

@@ -15,6 +15,7 @@ mod failback;
 mod lifecycle;
 pub mod logging;
 mod promote;
+mod repair;
 mod status;
 mod verify;
 
@@ -165,7 +166,8 @@ pub enum Command {
         /// Hash at most this many bytes a second on each side (0: unpaced).
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Resend what differs (not yet supported).
+        /// Resend what differs (the session stopped or paused), then
+        /// compare again.
         #[arg(long)]
         repair: bool,
     },
@@ -470,12 +472,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repair,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
-            if repair {
-                return Err(UsageError(
-                    "verify --repair is not supported yet (verify reports only)".into(),
-                )
-                .into());
-            }
             verify::verify(
                 &home,
                 &vol,
@@ -485,6 +481,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                     rate,
                     settled: false,
+                    repair,
                 },
             )
         }
