@@ -13,9 +13,13 @@
 //! * [`conflicts`]: the loss window of a failback, moved aside beside
 //!   each brick before the master is brought level with DR.
 //!
-//! May import: `session` (times), `slave::commits` (the stimes the slave
-//! recorded). The command line (`cli/promote.rs`) does the I/O order:
-//! mark, fence, record, journal.
+//! * [`level`]: the master brought level with DR, DR shipping (the
+//!   shipper, over a link) to the master's brick served by the slave code.
+//!
+//! May import: `session` (times), `slave` (the commit records, serving a
+//! brick), `crawl`, `ship` and `transport::link` (the leveling). The
+//! command line (`cli/promote.rs`, `cli/failback.rs`) does the I/O order:
+//! mark, fence, record, journal; set aside, level, demote, resume.
 
 pub mod conflicts;
 pub mod keys;
