@@ -1,5 +1,6 @@
-//! Disaster recovery: what `geo-rep promote` does on the DR host, as pure
-//! logic the command line drives.
+//! Disaster recovery: what `geo-rep promote` (on the DR host) and
+//! `geo-rep failback` (on the repaired master) do, as the pieces the
+//! command line drives.
 //!
 //! * [`keys`]: fencing the old master. Its forced-command lines for the
 //!   promoted directory in the slave user's authorized_keys are commented
@@ -9,10 +10,8 @@
 //!   `GEOREP_HOME` (`promoted/<id>/`): when, and how far each brick of the
 //!   old master had got by the commits the directory received; beside it
 //!   the journal georep's hook writes of every change made at DR since.
-//!
 //! * [`conflicts`]: the loss window of a failback, moved aside beside
 //!   each brick before the master is brought level with DR.
-//!
 //! * [`level`]: the master brought level with DR, DR shipping (the
 //!   shipper, over a link) to the master's brick served by the slave code.
 //!
