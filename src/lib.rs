@@ -10,6 +10,7 @@ pub mod brick;
 pub mod changelog;
 pub mod cli;
 pub mod crawl;
+pub mod dr;
 pub mod fsutil;
 pub mod monitor;
 pub mod proto;

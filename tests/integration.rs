@@ -8,6 +8,7 @@ mod confinement;
 
 mod delta;
 mod distribute;
+mod dr;
 mod e2e;
 mod errors;
 mod faults;

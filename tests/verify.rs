@@ -93,9 +93,8 @@ fn what_the_session_excludes_is_no_difference_on_either_side() {
     assert!(run.stdout().contains(": 0 differences"), "{}", run.0);
 }
 
-#[test]
-fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
-    let s = synced();
+/// Writes on the slave behind georep's back, one of each kind.
+fn tamper_with_the_slave(s: &Scenario) {
     let d = s.slave.join("d");
     // One byte changed, with size and mtime as they were.
     let tampered = d.join("tampered");
@@ -114,6 +113,12 @@ fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
     fs::write(&split, fs::read(d.join("linked")).unwrap()).unwrap();
     fs::set_permissions(&split, md.permissions()).unwrap();
     set_mtime(&split, md.modified().unwrap(), false).unwrap();
+}
+
+#[test]
+fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
+    let s = synced();
+    tamper_with_the_slave(&s);
 
     let run = verify(&s, &[]).fails_with(1);
     let out = run.stdout();
@@ -196,9 +201,22 @@ fn a_writer_on_the_master_raises_no_false_alarm() {
 }
 
 #[test]
-fn repair_is_refused_until_it_exists() {
-    let s = Scenario::new();
+fn repair_resends_what_differs_and_the_pair_is_equal_again() {
+    let s = synced();
+    // Beside running workers it is refused.
     verify(&s, &["--repair"])
         .usage_error()
-        .stderr_mentions("not supported yet");
+        .stderr_mentions("pause or stop");
+    s.stop().ok();
+    tamper_with_the_slave(&s);
+    let run = verify(&s, &["--repair"]).ok();
+    assert!(run.stdout().contains("repair: resent"), "{}", run.0);
+    assert!(!run.stdout().contains("after repair:"), "{}", run.0);
+    let run = verify(&s, &[]).ok();
+    assert!(run.stdout().contains(": 0 differences"), "{}", run.0);
+    assert_eq!(
+        fs::read(s.slave.join("d/tampered")).unwrap(),
+        fs::read(s.brick.join("d/tampered")).unwrap()
+    );
+    assert!(!s.slave.join("d/intruder").exists());
 }

@@ -27,11 +27,17 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Whether `pid` is a live georep monitor (not a recycled pid).
 pub fn monitor_alive(pid: Option<u32>) -> bool {
+    running_with_arg(pid, b"monitor")
+}
+
+/// Whether `pid` is a live process (not a zombie) with `arg` among its
+/// arguments: a georep process of that kind, not a recycled pid.
+pub fn running_with_arg(pid: Option<u32>, arg: &[u8]) -> bool {
     let Some(pid) = pid else { return false };
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => {
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            args.contains(&&b"monitor"[..])
+            args.contains(&arg)
                 && std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .map(|s| {
                         !s.rsplit(')')

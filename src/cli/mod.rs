@@ -11,8 +11,11 @@ mod configure;
 mod create;
 mod delete;
 mod discover;
+mod failback;
 mod lifecycle;
 pub mod logging;
+mod promote;
+mod repair;
 mod status;
 mod verify;
 
@@ -163,7 +166,8 @@ pub enum Command {
         /// Hash at most this many bytes a second on each side (0: unpaced).
         #[arg(long, default_value_t = 0)]
         rate: u64,
-        /// Resend what differs (not yet supported).
+        /// Resend what differs (the session stopped or paused), then
+        /// compare again.
         #[arg(long)]
         repair: bool,
     },
@@ -181,9 +185,55 @@ pub enum Command {
         #[command(flatten)]
         policy: crate::slave::Policy,
     },
+    /// On the DR host, the primary being lost: make the slave directory
+    /// DIR the primary (fence the old master, record the promotion point,
+    /// journal every change made here from now on).
+    Promote {
+        /// The slave directory, as the session names it.
+        dir: String,
+        /// The slave user's authorized_keys holding the session's key line
+        /// (default ~/.ssh/authorized_keys).
+        #[arg(long)]
+        authorized_keys_file: Option<PathBuf>,
+    },
+    /// On the repaired master, after `promote` on the DR host: move the
+    /// loss window (what changed after the last committed stime) aside
+    /// into georep-conflicts/ beside each brick, list it, then bring the
+    /// brick level with DR, shipping only what differs.
+    Failback {
+        master_vol: String,
+        slave: String,
+        /// The operator's private key for the DR host (default:
+        /// ~/.ssh/id_* or ssh-agent).
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// GEOREP_HOME on the DR host, where `promote` journalled the
+        /// changes made there (default: the DR host's own default).
+        #[arg(long)]
+        dr_home: Option<PathBuf>,
+        /// Switch back (writes at DR stopped): final catch-up, DR demoted,
+        /// `verify --quick`, the session resumed without a full resync.
+        #[arg(long)]
+        switch: bool,
+    },
+    /// Ship a promoted directory to the master (run by `failback`).
+    #[command(hide = true)]
+    DrShip { dir: PathBuf },
+    /// On the DR host: undo `promote` (stop the journal, lift the fence,
+    /// drop the mark); `failback --switch` runs it.
+    Demote {
+        /// The slave directory, as the session names it.
+        dir: String,
+        /// The slave user's authorized_keys (default ~/.ssh/authorized_keys).
+        #[arg(long)]
+        authorized_keys_file: Option<PathBuf>,
+    },
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
+    /// Journal a promoted directory (started by `promote`).
+    #[command(hide = true)]
+    DrJournal { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -422,17 +472,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             repair,
         } => {
             let (vol, slave) = parse_names(&master_vol, &slave)?;
-            if repair {
-                return Err(UsageError(
-                    "verify --repair is not supported yet (verify reports only)".into(),
-                )
-                .into());
-            }
             verify::verify(
                 &home,
                 &vol,
                 &slave,
-                verify::VerifyArgs { quick, json, rate },
+                verify::VerifyArgs {
+                    quick,
+                    json,
+                    rate,
+                    settled: false,
+                    repair,
+                },
             )
         }
         Command::Slave {
@@ -465,6 +515,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Promote {
+            dir,
+            authorized_keys_file,
+        } => promote::promote(
+            &home,
+            promote::PromoteArgs {
+                dir,
+                authorized_keys_file,
+            },
+        ),
+        Command::Failback {
+            master_vol,
+            slave,
+            identity,
+            dr_home,
+            switch,
+        } => {
+            let (vol, slave) = parse_names(&master_vol, &slave)?;
+            failback::failback(
+                &home,
+                &vol,
+                &slave,
+                failback::FailbackArgs {
+                    identity,
+                    dr_home,
+                    switch,
+                },
+            )
+        }
+        Command::DrShip { dir } => failback::dr_ship(&home, &dir),
+        Command::Demote {
+            dir,
+            authorized_keys_file,
+        } => promote::demote(
+            &home,
+            promote::DemoteArgs {
+                dir,
+                authorized_keys_file,
+            },
+        ),
+        Command::DrJournal { dir } => promote::journal(&home, &dir),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.
             crate::fsutil::raise_nofile_limit();

@@ -246,6 +246,20 @@ pub fn status(
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    // Directories promoted on this host (the DR side of a session).
+    let promoted = if vol.is_none() {
+        promoted_rows(home)?
+    } else {
+        Vec::new()
+    };
+    if !promoted.is_empty() {
+        let header = ["DR DIRECTORY", "STATUS", "PROMOTED AT", "JOURNAL"];
+        print!("{}", render_table(&header, &promoted));
+        if rows.is_empty() {
+            return Ok(());
+        }
+        println!();
+    }
     if rows.is_empty() {
         println!("No active geo-replication sessions");
         return Ok(());
@@ -338,6 +352,36 @@ pub fn status(
         }
     }
     Ok(())
+}
+
+/// One row per directory `promote` made the primary on this host.
+fn promoted_rows(home: &Home) -> anyhow::Result<Vec<Vec<String>>> {
+    use crate::dr::promotion::PromotedDir;
+    let all = PromotedDir::all(home.root());
+    let entries = match std::fs::read_dir(&all) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", all.display()))),
+    };
+    let mut rows = Vec::new();
+    for e in entries {
+        let place = PromotedDir::at(e?.path());
+        let Some(p) = place.load()? else { continue };
+        let pid = place.journal_pid_value();
+        let journal = if super::promote::journal_alive(pid) {
+            format!("running (pid {})", pid.unwrap_or(0))
+        } else {
+            "stopped: run `geo-rep promote` again".into()
+        };
+        rows.push(vec![
+            crate::terminal::escape_controls(&p.dir.display().to_string()).into_owned(),
+            "Promoted".into(),
+            local(p.promoted_at()),
+            journal,
+        ]);
+    }
+    rows.sort();
+    Ok(rows)
 }
 
 /// Left-aligned columns separated by four spaces, a dashed rule under the

@@ -14,7 +14,7 @@ use super::{Home, UsageError};
 use crate::crawl::journal::ChangeSource;
 use crate::monitor::plan;
 use crate::session::{SlaveUrl, VolumeName};
-use crate::verify::{self, Brick, Counts, Finding, Options};
+use crate::verify::{self, Brick, Counts, Finding, Options, What};
 
 /// How far behind its stime a change on the master may carry a ctime (the
 /// kernel stamps ctimes from a coarse clock, georep its journal from a
@@ -25,6 +25,11 @@ pub struct VerifyArgs {
     pub quick: bool,
     pub json: bool,
     pub rate: u64,
+    /// Nothing can be in flight (the session is stopped and the slave
+    /// takes no writes, as in failback's switch): every difference counts.
+    pub settled: bool,
+    /// Resend what differs, then compare again (see `repair`).
+    pub repair: bool,
 }
 
 pub fn verify(
@@ -60,7 +65,25 @@ pub fn verify(
         ))
         .into());
     }
-    let filter = plan.live(&state).filter;
+    if args.repair {
+        let running = super::lifecycle::monitor_alive(session.monitor_pid)
+            && session.state != crate::state::SessionState::Paused;
+        if running {
+            return Err(UsageError(format!(
+                "verify --repair ships beside the session's workers: pause or stop {vol} -> {slave} first"
+            ))
+            .into());
+        }
+        if plan.bricks.len() != 1 {
+            return Err(UsageError(format!(
+                "verify --repair handles a session of one brick for now ({vol} -> {slave} has {})",
+                plan.bricks.len()
+            ))
+            .into());
+        }
+    }
+    let live = plan.live(&state);
+    let filter = live.filter.clone();
     // The point every brick's changes are known to be on the slave.
     let stimes: Vec<_> = state.bricks(session.id)?.iter().map(|b| b.stime).collect();
     let cutoff = stimes
@@ -69,6 +92,7 @@ pub fn verify(
         .collect::<Option<Vec<_>>>()
         .and_then(|s| s.into_iter().min());
     let cutoff_ns = match cutoff {
+        _ if args.settled => i64::MAX,
         Some(s) => s.minus(CLOCK_MARGIN).nanos(),
         None => {
             eprintln!("geo-rep: note: a brick of {vol} -> {slave} has not synced yet: every difference counts as in flight");
@@ -94,11 +118,66 @@ pub fn verify(
     };
     let tty = std::io::stderr().is_terminal() && !args.json;
     let mut findings: Vec<Finding> = Vec::new();
-    let counts: Counts = runtime()?
-        .block_on(async {
-            let (conn, mut link) = plan.connect_streams(1).await?;
-            let mut out = std::io::stdout().lock();
-            let result = verify::verify(
+    // What the quick check of a repair cannot see: same size and mtime.
+    let mut whole: Vec<crate::relpath::RelPath> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let mut found = |f: &Finding| {
+        if !f.in_flight && matches!(f.what, What::Content | What::HardLinks) {
+            if let Ok(p) = crate::relpath::RelPath::new(f.path.as_str()) {
+                whole.push(p);
+            }
+        }
+        if args.json {
+            findings.push(f.clone());
+        } else {
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            let line = f.to_string();
+            let _ = writeln!(out, "{}", crate::terminal::escape_controls(&line));
+        }
+    };
+    let mut progress = |c: &Counts| {
+        if tty {
+            eprint!(
+                "\r\x1b[Kverify: {} directories, {} entries, {} differences, {} in flight",
+                c.dirs, c.entries, c.differences, c.in_flight
+            );
+        }
+    };
+    let rt = runtime()?;
+    let cannot = || format!("cannot verify {vol} -> {slave}");
+    let (conn, mut link) = rt.block_on(plan.connect_streams(1)).with_context(cannot)?;
+    let mut result = rt.block_on(verify::verify(
+        &mut link,
+        &bricks,
+        &filter,
+        &opts,
+        &mut found,
+        &mut progress,
+    ));
+    if let (true, Ok(first)) = (args.repair, &result) {
+        if first.differences > 0 {
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            let done = rt.block_on(super::repair::repair(
+                &mut link,
+                &plan.bricks[0],
+                &live,
+                &whole,
+            ))?;
+            println!(
+                "repair: resent {} files, {} bytes{}; comparing again",
+                done.files,
+                done.bytes,
+                match done.failures.first() {
+                    Some(f) => format!(" ({} failures, the first: {f})", done.failures.len()),
+                    None => String::new(),
+                }
+            );
+            findings.clear();
+            result = rt.block_on(verify::verify(
                 &mut link,
                 &bricks,
                 &filter,
@@ -107,28 +186,19 @@ pub fn verify(
                     if args.json {
                         findings.push(f.clone());
                     } else {
-                        if tty {
-                            eprint!("\r\x1b[K");
-                        }
-                        let line = f.to_string();
-                        let _ = writeln!(out, "{}", crate::terminal::escape_controls(&line));
+                        let line = format!("after repair: {f}");
+                        println!("{}", crate::terminal::escape_controls(&line));
                     }
                 },
-                &mut |c| {
-                    if tty {
-                        eprint!(
-                            "\r\x1b[Kverify: {} directories, {} entries, {} differences, {} in flight",
-                            c.dirs, c.entries, c.differences, c.in_flight
-                        );
-                    }
-                },
-            )
-            .await;
-            link.close().await;
-            conn.close().await;
-            anyhow::Ok(result?)
-        })
-        .with_context(|| format!("cannot verify {vol} -> {slave}"))?;
+                &mut progress,
+            ));
+        }
+    }
+    rt.block_on(async {
+        link.close().await;
+        conn.close().await;
+    });
+    let counts: Counts = result.with_context(cannot)?;
     if tty {
         eprint!("\r\x1b[K");
     }

@@ -491,6 +491,7 @@ async fn ship_now(
     let volume = (!bricks.is_empty()).then(|| LocalBricks::open(&bricks));
     // `compression` is live: taken for each batch.
     ctx.link.set_compression(ctx.live.config.compression());
+    let committed = ctx.stime.stime()?;
     let mut shipper = Shipper::new(&mut ctx.link, brick, &mut ctx.memory, ctx.batch_id);
     shipper.xattrs = XattrScope {
         user: ctx.live.config.sync_xattrs,
@@ -502,6 +503,7 @@ async fn ship_now(
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     shipper.later = later;
     shipper.volume = volume.as_ref().map(|v| v as &dyn VolumeView);
+    shipper.brick_stime = committed.map(|s| (brick_name(brick), s.nanos()));
     let report = shipper
         .ship(batch)
         .await
@@ -530,6 +532,14 @@ async fn ship_now(
         ctx.state.set_last_error(ctx.brick.brick_id, Some(e))?;
     }
     Ok(report)
+}
+
+/// How the slave knows a brick: `<node>:<path>`.
+fn brick_name(brick: &Path) -> String {
+    let node = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{node}:{}", brick.display())
 }
 
 /// Records the worker's STATUS and CRAWL STATUS if they changed.

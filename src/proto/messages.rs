@@ -224,7 +224,19 @@ pub enum Request {
         hashes: bool,
         rate: u64,
     },
+    /// The master's stime of `brick` (`<node>:<brick path>`, at most
+    /// [`STIME_BRICK_MAX`] bytes) when this batch began: everything changed
+    /// there before it is durably on the slave already. No answer; the
+    /// slave records it with the next `Commit`, so a DR site knows how far
+    /// each brick of its master got (`geo-rep promote`).
+    Stime {
+        brick: String,
+        stime: i64,
+    },
 }
+
+/// Longest brick name a [`Request::Stime`] may carry.
+pub const STIME_BRICK_MAX: usize = 4096;
 
 /// Most entries in one [`Reply::Scan`]: with a name of 255 bytes and a
 /// symlink target of 4096 each, a frame stays well under [`MAX_FRAME`].

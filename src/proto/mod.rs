@@ -67,7 +67,9 @@
 //! decoders hold sequences to ([`MAX_SEGMENTS`], [`MAX_PRUNE_NAMES`],
 //! [`STAT_MAX`], [`MAX_XATTRS`]) refuse only what no honest peer sends.
 //! 7: `Request::Scan`, `Reply::Scan` (one directory's entries with their
-//! status and content hashes, for `geo-rep verify`).
+//! status and content hashes, for `geo-rep verify`). 8: `Request::Stime`
+//! (the master's stime of a brick, recorded by the slave at the next
+//! commit, for `geo-rep promote`).
 //!
 //! # Resuming large files
 //! A file of at least [`RESUME_MIN_SIZE`] bytes is not restarted from byte 0
@@ -101,7 +103,7 @@ use crate::relpath::RelPath;
 pub mod compress;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;

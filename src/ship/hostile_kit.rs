@@ -204,6 +204,7 @@ pub fn paths_of(req: &Request) -> Vec<RelPath> {
         | Request::FileAbort
         | Request::Barrier { .. }
         | Request::Commit { .. }
+        | Request::Stime { .. }
         | Request::Compressed { .. } => Vec::new(),
     }
 }

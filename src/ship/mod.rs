@@ -201,6 +201,10 @@ pub struct Shipper<'a, S> {
     /// volume: prunes keep, and removals spare, what another brick holds
     /// (see [`VolumeView`]).
     pub volume: Option<&'a dyn VolumeView>,
+    /// The brick (`<node>:<path>`) and its stime (ns) as this batch
+    /// begins: sent before the commit, so the slave records how far the
+    /// brick got (see `proto::Request::Stime`).
+    pub brick_stime: Option<(String, i64)>,
     /// What `later` said last, by parent directory (see
     /// [`Shipper::refresh_later`]).
     removed_later: HashMap<RelPath, Vec<std::ffi::OsString>>,
@@ -268,6 +272,7 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
             prune_touched: true,
             later: None,
             volume: None,
+            brick_stime: None,
             removed_later: HashMap::new(),
             batch_data: HashSet::new(),
             content_sent: HashSet::new(),
@@ -373,6 +378,10 @@ impl<'a, S: AsyncRead + AsyncWrite> Shipper<'a, S> {
         // Every lane makes its part durable (at once), and all must have
         // before the batch counts as committed.
         let batch = self.batch_id;
+        if let Some((brick, stime)) = self.brick_stime.take() {
+            let link = self.link.lane(0);
+            link.send(&Request::Stime { brick, stime }).await?;
+        }
         self.on_every_lane(|_| Request::Commit { batch }).await?;
         self.report.bytes_sent = self.link.bytes_sent() - start_bytes;
         tracing::debug!(

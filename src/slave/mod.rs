@@ -51,6 +51,7 @@
 //! `fsutil`; never the master's `transport`, `ship` or `monitor`.
 
 mod apply;
+pub mod commits;
 mod durable;
 mod intake;
 mod limits;
@@ -106,6 +107,12 @@ pub enum SlaveError {
     Busy { root: PathBuf, max: u32 },
     #[error("slave root {root}: cannot count its slave processes: {source}")]
     Slots { root: PathBuf, source: io::Error },
+    /// `geo-rep promote` made the directory the primary: no master ships to
+    /// it any more (see `commits`).
+    #[error("slave root {root} was promoted to primary (geo-rep promote, at {at} s since the epoch); it takes no more batches from a master")]
+    Promoted { root: PathBuf, at: i64 },
+    #[error("slave root {root}: cannot record the master's stime: {source}")]
+    Stime { root: PathBuf, source: io::Error },
 }
 
 /// Batches of frames read ahead of the one being applied.
@@ -294,6 +301,9 @@ struct Session {
     receiver: Receiver,
     /// This process's slot under `--max-processes`, held to the end.
     _slot: Option<slots::Slot>,
+    /// Brick stimes the master announced in this batch (`Request::Stime`),
+    /// recorded by its commit.
+    stimes_due: Vec<(String, i64)>,
 }
 
 impl Session {
@@ -348,6 +358,7 @@ impl Session {
             root: path.clone(),
             source: e.into(),
         })?;
+        refuse_if_promoted(&root, &path)?;
         let hello = Reply::Hello {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -359,6 +370,7 @@ impl Session {
             root,
             receiver: Receiver::new(budget.pending_files),
             _slot: slot,
+            stimes_due: Vec::new(),
         };
         session.send(out, &hello)?;
         out.flush().map_err(|e| session.stream(e))?;
@@ -538,12 +550,40 @@ impl Session {
                 // Changes made behind the slave's back are seen from the
                 // next batch on.
                 self.root.forget_dirs();
-                self.root.sync_all(&[]).map_err(|e| SlaveError::Sync {
+                // A master that still reaches a promoted directory (it was
+                // connected before the fence) gets no commit.
+                refuse_if_promoted(&self.root, &self.root_path)?;
+                let stimes = std::mem::take(&mut self.stimes_due);
+                for (brick, stime) in &stimes {
+                    commits::record_stime(self.root.fd(), brick, *stime).map_err(|e| {
+                        SlaveError::Stime {
+                            root: self.root_path.clone(),
+                            source: e.into(),
+                        }
+                    })?;
+                }
+                let synced = if stimes.is_empty() {
+                    self.root.sync_all(&[])
+                } else {
+                    self.root.sync_all_and_root()
+                };
+                synced.map_err(|e| SlaveError::Sync {
                     root: self.root_path.clone(),
                     source: e.into(),
                 })?;
                 self.send(out, &Reply::Committed { batch })?;
                 out.flush().map_err(|e| self.stream(e))
+            }
+            Request::Stime { brick, stime } => {
+                if brick.len() > crate::proto::STIME_BRICK_MAX {
+                    return Err(self.unexpected(format!(
+                        "a brick name of {} bytes in Stime",
+                        brick.len()
+                    )));
+                }
+                self.stimes_due.retain(|(b, _)| *b != brick);
+                self.stimes_due.push((brick, stime));
+                Ok(())
             }
             Request::Hello { .. } => {
                 Err(self.unexpected("Hello in the middle of a session".into()))
@@ -629,5 +669,18 @@ fn request_name(r: &Request) -> &'static str {
         Request::CheckListing { .. } => "CheckListing",
         Request::CheckTree { .. } => "CheckTree",
         Request::Scan { .. } => "Scan",
+        Request::Stime { .. } => "Stime",
+    }
+}
+
+/// [`SlaveError::Promoted`] if `promote` marked the root.
+fn refuse_if_promoted(root: &Root, path: &Path) -> Result<(), SlaveError> {
+    match commits::promoted(root.fd()) {
+        Ok(Some(at)) => Err(SlaveError::Promoted {
+            root: path.to_owned(),
+            at: at.div_euclid(1_000_000_000),
+        }),
+        // No mark, or a file system without xattrs (nothing can be marked).
+        Ok(None) | Err(_) => Ok(()),
     }
 }

@@ -355,6 +355,12 @@ impl Root {
     pub fn sync_all(&mut self, extra: &[BorrowedFd<'_>]) -> Result<Synced, Errno> {
         self.dirty.sync(self.fd.as_fd(), extra)
     }
+
+    /// [`Root::sync_all`] with the root directory's own inode among what is
+    /// made durable (its xattrs changed: see `commits`).
+    pub fn sync_all_and_root(&mut self) -> Result<Synced, Errno> {
+        self.dirty.sync(self.fd.as_fd(), &[self.fd.as_fd()])
+    }
 }
 
 /// `.` or `..`
