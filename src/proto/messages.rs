@@ -238,6 +238,10 @@ pub enum Request {
 /// Longest brick name a [`Request::Stime`] may carry.
 pub const STIME_BRICK_MAX: usize = 4096;
 
+/// Most bricks whose stimes one batch announces: a worker ships one brick,
+/// so more is no honest master (and would grow the slave's memory).
+pub const STIME_BRICKS_MAX: usize = 64;
+
 /// Most entries in one [`Reply::Scan`]: with a name of 255 bytes and a
 /// symlink target of 4096 each, a frame stays well under [`MAX_FRAME`].
 pub const SCAN_PART_MAX: usize = 1024;

@@ -582,6 +582,12 @@ impl Session {
                     )));
                 }
                 self.stimes_due.retain(|(b, _)| *b != brick);
+                if self.stimes_due.len() >= crate::proto::STIME_BRICKS_MAX {
+                    return Err(self.unexpected(format!(
+                        "stimes of more than {} bricks in one batch",
+                        crate::proto::STIME_BRICKS_MAX
+                    )));
+                }
                 self.stimes_due.push((brick, stime));
                 Ok(())
             }

@@ -114,6 +114,31 @@ fn a_commit_records_the_announced_brick_stime() {
 }
 
 #[test]
+fn stimes_of_more_bricks_than_one_batch_can_have_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut frames = vec![hello()];
+    // The same brick again replaces its stime: no growth.
+    for stime in 0..200 {
+        frames.push(Request::Stime {
+            brick: "node1:/b".into(),
+            stime,
+        });
+    }
+    for i in 0..=crate::proto::STIME_BRICKS_MAX {
+        frames.push(Request::Stime {
+            brick: format!("node1:/b{i}"),
+            stime: 1,
+        });
+    }
+    let (r, replies) = run_raw(dir.path(), &wire(&frames));
+    assert!(matches!(r, Err(SlaveError::Unexpected { .. })), "{r:?}");
+    let [Reply::Hello { .. }, Reply::Fatal { message }] = &replies[..] else {
+        panic!("{replies:?}")
+    };
+    assert!(message.contains("bricks in one batch"), "{message}");
+}
+
+#[test]
 fn a_promoted_root_serves_no_master() {
     let dir = tempfile::tempdir().unwrap();
     let root = fs::File::open(dir.path()).unwrap();
