@@ -11,6 +11,7 @@ pub mod changelog;
 pub mod cli;
 pub mod crawl;
 pub mod fsutil;
+pub mod meta;
 pub mod monitor;
 pub mod proto;
 pub mod relpath;

@@ -6,15 +6,19 @@
 //! except in CI, where that is a failure.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use georep_testkit::cluster::{Cluster, DR_HOST, SHARED_STORAGE, VOLUME};
+use georep_testkit::cluster::{Cluster, Node, DR_HOST, SHARED_STORAGE, VOLUME};
 use georep_testkit::glusterfs::{gluster, Glusterd, Volume};
-use georep_testkit::{run_with_timeout, wait_until};
+use georep_testkit::{
+    compare_trees, random_bytes, run_with_timeout, wait_for, wait_until, CommandOutput,
+    CompareOptions,
+};
+use serde_json::Value;
 
-use crate::common::SYNC_TIMEOUT;
+use crate::common::{COMMAND_TIMEOUT, GEO_REP, POLL, SYNC_TIMEOUT};
 use crate::gluster::gluster_can_run;
 
 /// The process's cluster, or `None` when the test must be skipped.
@@ -116,4 +120,220 @@ fn the_single_node_glusterd_is_never_a_cluster_nodes() {
     }
     assert!(Path::new(&v.mount).is_dir());
     drop(v);
+}
+
+/// `geo-rep --home HOME ARGS…` run inside `node`.
+fn geo_rep_on(node: &Node, home: &Path, args: &[&str]) -> CommandOutput {
+    run_with_timeout(
+        node.command(GEO_REP)
+            .env("GEOREP_HOME", home)
+            .arg("--home")
+            .arg(home)
+            .args(args),
+        COMMAND_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("geo-rep on {}: {e}", node.name()))
+}
+
+/// `status VOL SLAVE --json` on `node`, parsed.
+fn status_on(node: &Node, home: &Path, slave: &str) -> Vec<Value> {
+    let out = geo_rep_on(node, home, &["status", VOLUME, slave, "--json"]);
+    assert!(out.success(), "status on {}: {out}", node.name());
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}\n{out}"))
+}
+
+/// `(master_node, status)` of each row, sorted.
+fn roles(rows: &[Value]) -> Vec<(String, String)> {
+    let mut r: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["master_node"].as_str().unwrap_or_default().to_owned(),
+                r["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+/// Waits until `node`'s status rows satisfy `pred`; returns them.
+fn wait_rows(
+    node: &Node,
+    home: &Path,
+    slave: &str,
+    what: &str,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut last = Vec::new();
+    let found = wait_for(SYNC_TIMEOUT, POLL, || {
+        last = status_on(node, home, slave);
+        pred(&last).then_some(())
+    });
+    if found.is_err() {
+        panic!(
+            "status on {} never showed {what}; last:\n{}",
+            node.name(),
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        );
+    }
+    last
+}
+
+/// Waits until the slave equals the volume as `node`'s mount shows it.
+fn wait_slave_equals_mount(node: &Node, slave: &Path) {
+    let mount = node.view(&node.mount()).expect("the node runs");
+    let opts = CompareOptions {
+        owner: true,
+        hard_links: true,
+        ..CompareOptions::default()
+    }
+    .without_dir_mtime();
+    let mut diffs = Vec::new();
+    let same = wait_until(SYNC_TIMEOUT, POLL, || {
+        diffs = compare_trees(&mount, slave, &opts);
+        diffs.is_empty()
+    });
+    assert!(
+        same.is_ok(),
+        "the slave never equalled {}'s mount: {diffs:?}",
+        node.name()
+    );
+}
+
+/// One session on every node of a replica-2 volume whose members are on
+/// two nodes: the replica set is elected across the nodes on the
+/// meta-volume (one Active, one Passive, as GlusterFS shows them), and
+/// `status` on either node shows a row for each node's brick with its
+/// MASTER NODE. When the Active node dies, the other node's rows say it
+/// is `Offline` (never its stale Active), its own brick takes over, and
+/// what is written through its mount reaches the slave.
+#[test]
+fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
+    if !gluster_can_run() {
+        return;
+    }
+    let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
+    let slave_dir = tempfile::Builder::new()
+        .prefix("georep-it-dr-")
+        .tempdir()
+        .unwrap();
+    let slave = format!("root@{DR_HOST}::{}", slave_dir.path().display());
+    let (key, keys_file) = {
+        let sshd = c.sshd();
+        let sshd = sshd.as_ref().unwrap();
+        (
+            sshd.operator_key().display().to_string(),
+            sshd.authorized_keys().display().to_string(),
+        )
+    };
+    let homes: Vec<PathBuf> = c.nodes().iter().map(|n| n.dir().join("home")).collect();
+    for (n, home) in c.nodes().iter().zip(&homes) {
+        let out = geo_rep_on(
+            n,
+            home,
+            &[
+                "create",
+                VOLUME,
+                &slave,
+                "push-pem",
+                "--identity",
+                &key,
+                "--remote-command",
+                GEO_REP,
+                "--authorized-keys-file",
+                &keys_file,
+            ],
+        );
+        assert!(out.success(), "create on {}: {out}", n.name());
+    }
+    for (n, home) in c.nodes().iter().zip(&homes) {
+        let out = geo_rep_on(n, home, &["start", VOLUME, &slave]);
+        assert!(out.success(), "start on {}: {out}", n.name());
+    }
+    let one_active = |rows: &[Value]| {
+        let r = roles(rows);
+        r.len() == 2
+            && r[0].0 == "node1"
+            && r[1].0 == "node2"
+            && r.iter().filter(|(_, s)| s == "Active").count() == 1
+            && r.iter().filter(|(_, s)| s == "Passive").count() == 1
+    };
+    let mut active = String::new();
+    for (n, home) in c.nodes().iter().zip(&homes) {
+        let rows = wait_rows(
+            n,
+            home,
+            &slave,
+            "one Active and one Passive node",
+            one_active,
+        );
+        let now = roles(&rows)
+            .into_iter()
+            .find(|(_, s)| s == "Active")
+            .map(|(node, _)| node)
+            .unwrap_or_default();
+        assert!(active.is_empty() || active == now, "{active} vs {now}");
+        active = now;
+        let table = geo_rep_on(n, home, &["status", VOLUME, &slave]).stdout_str();
+        for node in ["node1", "node2"] {
+            assert!(
+                table.lines().any(|l| l.starts_with(node)),
+                "no row of {node} on {}:\n{table}",
+                n.name()
+            );
+        }
+    }
+    let writer = c.node(1);
+    let mount = writer.view(&writer.mount()).unwrap();
+    fs::create_dir_all(mount.join("d/e")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            mount.join(format!("d/e/f{i}")),
+            random_bytes(i * 1000 + 7, i as u64),
+        )
+        .unwrap();
+    }
+    wait_slave_equals_mount(writer, slave_dir.path());
+
+    // The Active node dies with every process on it.
+    let (dead, survivor, home) = if active == "node1" {
+        (c.node(1), c.node(2), &homes[1])
+    } else {
+        (c.node(2), c.node(1), &homes[0])
+    };
+    dead.kill_all().unwrap();
+    let rows = wait_rows(
+        survivor,
+        home,
+        &slave,
+        "the dead node Offline and the survivor Active",
+        |rows| {
+            let r = roles(rows);
+            r.len() == 2
+                && r.iter().any(|(n, s)| n == dead.name() && s == "Offline")
+                && r.iter().any(|(n, s)| n == survivor.name() && s == "Active")
+        },
+    );
+    let gone = rows
+        .iter()
+        .find(|r| r["master_node"] == dead.name())
+        .unwrap();
+    assert!(gone["last_seen"].is_string(), "{gone}");
+    assert!(
+        gone["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(dead.name())),
+        "{gone}"
+    );
+    let mount = survivor.view(&survivor.mount()).unwrap();
+    for i in 0..10 {
+        fs::write(
+            mount.join(format!("d/after{i}")),
+            random_bytes(i * 300 + 1, 100 + i as u64),
+        )
+        .unwrap();
+    }
+    fs::remove_file(mount.join("d/e/f3")).unwrap();
+    wait_slave_equals_mount(survivor, slave_dir.path());
 }

@@ -8,7 +8,8 @@
 //!
 //! May import: `brick` (the view of a distributed volume), `changelog`,
 //! `crawl`, `ship`, `transport`, `proto`, `session`, `state`, `volume`
-//! (the master volume's topology, compared while it runs); never `cli`.
+//! (the master volume's topology, compared while it runs), `meta` (the
+//! meta-volume every node of a cluster mounts); never `cli`.
 
 mod follow;
 pub mod metrics;
@@ -89,9 +90,14 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
             failover / 4,
             shutdown.clone(),
         );
-        let dir = crate::session::Home::new(plan.state_home.clone())
-            .session_dir(plan.session_id)
-            .join("sets");
+        // Across nodes on the meta-volume; this node's alone without one
+        // (a set with members elsewhere is then refused by `plan`).
+        let dir = match &plan.meta {
+            Some(meta) => meta.sets_dir(),
+            None => crate::session::Home::new(plan.state_home.clone())
+                .session_dir(plan.session_id)
+                .join("sets"),
+        };
         let election: std::sync::Arc<dyn Election> = std::sync::Arc::new(LocalElection::new(dir));
         (health, election)
     });

@@ -5,10 +5,12 @@
 //! Three seams, each with the implementation for one node:
 //!
 //! - [`Election`]: who is Active. [`LocalElection`] is an exclusive
-//!   `flock` on `<session dir>/sets/<subvolume>.lock`, held as long as the
-//!   worker is Active; the kernel drops it if the monitor dies. GlusterFS
-//!   elects the same way, with a lock on a file of its shared meta-volume:
-//!   for several nodes only the directory changes.
+//!   `flock` on `<dir>/<subvolume>.lock`, held as long as the worker is
+//!   Active; the kernel drops it if the monitor dies. `<dir>` is the
+//!   session's directory on the meta-volume when one is mounted (see
+//!   [`crate::meta`]: GlusterFS's locks translator then holds the lock
+//!   against every node's client, and drops it when the holder's
+//!   connection goes), else `<session dir>/sets` on this node.
 //! - [`SetStime`]: the set's stime, which a new Active continues from.
 //!   [`LocalStime`] keeps it in georep's state database, written to every
 //!   member's row in one transaction, so any member reads it at takeover
@@ -98,7 +100,9 @@ pub trait Election: Send + Sync {
     fn try_lead(&self, set: &str) -> Result<Option<Lease>, ElectionError>;
 }
 
-/// [`Election`] among the workers of one node: a `flock` per set.
+/// [`Election`] by a `flock` per set in one directory: among the workers
+/// of one node, or of every node when the directory is on the
+/// meta-volume.
 pub struct LocalElection {
     dir: PathBuf,
 }
@@ -254,7 +258,11 @@ fn verdicts(
         .map(|b| {
             let verdict = match (status, std::fs::read_dir(b)) {
                 (_, Err(e)) => Err(format!("brick {} is unreadable: {e}", b.display())),
-                (Ok(states), Ok(_)) => match states.iter().find(|s| same_path(&s.path, b)) {
+                // The same path may be a brick on several nodes.
+                (Ok(states), Ok(_)) => match states
+                    .iter()
+                    .find(|s| crate::volume::is_local(&s.host) && same_path(&s.path, b))
+                {
                     Some(s) if !s.online => Err(format!(
                         "brick {} is offline (gluster volume status {vol})",
                         b.display()
@@ -303,7 +311,8 @@ mod tests {
         }
         let bricks = [up.clone(), off.clone(), gone.clone()];
         let state = |path: &Path, online| BrickState {
-            host: "vm".into(),
+            // This node (a loopback address is always local).
+            host: "127.0.0.1".into(),
             path: path.to_owned(),
             online,
         };
