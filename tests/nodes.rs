@@ -7,8 +7,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use georep_testkit::cluster::{Cluster, Node, DR_HOST, SHARED_STORAGE, VOLUME};
 use georep_testkit::glusterfs::{gluster, Glusterd, Volume};
@@ -18,7 +19,7 @@ use georep_testkit::{
 };
 use serde_json::Value;
 
-use crate::common::{COMMAND_TIMEOUT, GEO_REP, POLL, SYNC_TIMEOUT};
+use crate::common::{nanos, COMMAND_TIMEOUT, GEO_REP, POLL, SYNC_TIMEOUT};
 use crate::gluster::gluster_can_run;
 
 /// The process's cluster, or `None` when the test must be skipped.
@@ -201,118 +202,138 @@ fn wait_slave_equals_mount(node: &Node, slave: &Path) {
     );
 }
 
-/// One session on every node of a replica-2 volume whose members are on
-/// two nodes: the replica set is elected across the nodes on the
-/// meta-volume (one Active, one Passive, as GlusterFS shows them), and
-/// `status` on either node shows a row for each node's brick with its
-/// MASTER NODE. When the Active node dies, the other node's rows say it
-/// is `Offline` (never its stale Active), its own brick takes over, and
-/// what is written through its mount reaches the slave.
-#[test]
-fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
+/// A session from the cluster's `gv0` to a directory of the DR site,
+/// created and started on every node (each with its own home and key).
+struct Sessions {
+    slave: String,
+    slave_dir: tempfile::TempDir,
+    homes: Vec<PathBuf>,
+}
+
+impl Sessions {
+    fn start(c: &Cluster) -> Sessions {
+        let slave_dir = tempfile::Builder::new()
+            .prefix("georep-it-dr-")
+            .tempdir()
+            .unwrap();
+        let slave = format!("root@{DR_HOST}::{}", slave_dir.path().display());
+        let (key, keys_file) = {
+            let sshd = c.sshd();
+            let sshd = sshd.as_ref().unwrap();
+            (
+                sshd.operator_key().display().to_string(),
+                sshd.authorized_keys().display().to_string(),
+            )
+        };
+        let homes: Vec<PathBuf> = c.nodes().iter().map(|n| n.dir().join("home")).collect();
+        for (n, home) in c.nodes().iter().zip(&homes) {
+            let out = geo_rep_on(
+                n,
+                home,
+                &[
+                    "create",
+                    VOLUME,
+                    &slave,
+                    "push-pem",
+                    "--identity",
+                    &key,
+                    "--remote-command",
+                    GEO_REP,
+                    "--authorized-keys-file",
+                    &keys_file,
+                ],
+            );
+            assert!(out.success(), "create on {}: {out}", n.name());
+        }
+        let s = Sessions {
+            slave,
+            slave_dir,
+            homes,
+        };
+        for n in c.nodes() {
+            s.start_on(n, false);
+        }
+        s
+    }
+
+    /// `start` on `node` (`force`: its monitor died with the node).
+    fn start_on(&self, node: &Node, force: bool) {
+        let mut args = vec!["start", VOLUME, &self.slave];
+        if force {
+            args.push("force");
+        }
+        let out = geo_rep_on(node, self.home(node), &args);
+        assert!(out.success(), "start on {}: {out}", node.name());
+    }
+
+    fn home(&self, node: &Node) -> &Path {
+        let i: usize = node.name()["node".len()..].parse().unwrap();
+        &self.homes[i - 1]
+    }
+
+    fn status(&self, node: &Node) -> Vec<Value> {
+        status_on(node, self.home(node), &self.slave)
+    }
+
+    fn wait_rows(&self, node: &Node, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_rows(node, self.home(node), &self.slave, what, pred)
+    }
+
+    /// Waits until `node` shows `active` Active and every other row
+    /// Passive.
+    fn wait_active(&self, node: &Node, active: &str) {
+        self.wait_rows(
+            node,
+            &format!("{active} Active, the others Passive"),
+            |rows| {
+                let r = roles(rows);
+                r.len() == 2
+                    && r.iter().all(|(n, s)| {
+                        if n == active {
+                            s == "Active"
+                        } else {
+                            s == "Passive"
+                        }
+                    })
+            },
+        );
+    }
+}
+
+/// A 2-node cluster of the test's own (it kills nodes) with a session on
+/// each node, or `None` when the test must be skipped.
+fn own_cluster_with_sessions() -> Option<(Cluster, Sessions)> {
     if !gluster_can_run() {
-        return;
+        return None;
     }
     let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
-    let slave_dir = tempfile::Builder::new()
-        .prefix("georep-it-dr-")
-        .tempdir()
-        .unwrap();
-    let slave = format!("root@{DR_HOST}::{}", slave_dir.path().display());
-    let (key, keys_file) = {
-        let sshd = c.sshd();
-        let sshd = sshd.as_ref().unwrap();
-        (
-            sshd.operator_key().display().to_string(),
-            sshd.authorized_keys().display().to_string(),
-        )
-    };
-    let homes: Vec<PathBuf> = c.nodes().iter().map(|n| n.dir().join("home")).collect();
-    for (n, home) in c.nodes().iter().zip(&homes) {
-        let out = geo_rep_on(
-            n,
-            home,
-            &[
-                "create",
-                VOLUME,
-                &slave,
-                "push-pem",
-                "--identity",
-                &key,
-                "--remote-command",
-                GEO_REP,
-                "--authorized-keys-file",
-                &keys_file,
-            ],
-        );
-        assert!(out.success(), "create on {}: {out}", n.name());
-    }
-    for (n, home) in c.nodes().iter().zip(&homes) {
-        let out = geo_rep_on(n, home, &["start", VOLUME, &slave]);
-        assert!(out.success(), "start on {}: {out}", n.name());
-    }
-    let one_active = |rows: &[Value]| {
-        let r = roles(rows);
-        r.len() == 2
-            && r[0].0 == "node1"
-            && r[1].0 == "node2"
-            && r.iter().filter(|(_, s)| s == "Active").count() == 1
-            && r.iter().filter(|(_, s)| s == "Passive").count() == 1
-    };
-    let mut active = String::new();
-    for (n, home) in c.nodes().iter().zip(&homes) {
-        let rows = wait_rows(
-            n,
-            home,
-            &slave,
-            "one Active and one Passive node",
-            one_active,
-        );
-        let now = roles(&rows)
-            .into_iter()
-            .find(|(_, s)| s == "Active")
-            .map(|(node, _)| node)
-            .unwrap_or_default();
-        assert!(active.is_empty() || active == now, "{active} vs {now}");
-        active = now;
-        let table = geo_rep_on(n, home, &["status", VOLUME, &slave]).stdout_str();
-        for node in ["node1", "node2"] {
-            assert!(
-                table.lines().any(|l| l.starts_with(node)),
-                "no row of {node} on {}:\n{table}",
-                n.name()
-            );
-        }
-    }
-    let writer = c.node(1);
-    let mount = writer.view(&writer.mount()).unwrap();
-    fs::create_dir_all(mount.join("d/e")).unwrap();
-    for i in 0..20 {
-        fs::write(
-            mount.join(format!("d/e/f{i}")),
-            random_bytes(i * 1000 + 7, i as u64),
-        )
-        .unwrap();
-    }
-    wait_slave_equals_mount(writer, slave_dir.path());
+    let s = Sessions::start(&c);
+    Some((c, s))
+}
 
-    // The Active node dies with every process on it.
-    let (dead, survivor, home) = if active == "node1" {
-        (c.node(1), c.node(2), &homes[1])
-    } else {
-        (c.node(2), c.node(1), &homes[0])
-    };
-    dead.kill_all().unwrap();
-    let rows = wait_rows(
+/// The one node whose row is Active, if exactly one is.
+fn the_active(rows: &[Value]) -> Option<String> {
+    let active: Vec<String> = roles(rows)
+        .into_iter()
+        .filter(|(_, s)| s == "Active")
+        .map(|(n, _)| n)
+        .collect();
+    (active.len() == 1).then(|| active[0].clone())
+}
+
+/// The Active node dies with every process on it: `survivor` shows the
+/// dead node's rows `Offline` (with when it was last seen), never its
+/// stale Active, and its own row Active.
+fn wait_took_over(s: &Sessions, dead: &Node, survivor: &Node) {
+    let rows = s.wait_rows(
         survivor,
-        home,
-        &slave,
         "the dead node Offline and the survivor Active",
         |rows| {
             let r = roles(rows);
             r.len() == 2
-                && r.iter().any(|(n, s)| n == dead.name() && s == "Offline")
-                && r.iter().any(|(n, s)| n == survivor.name() && s == "Active")
+                && r.iter().any(|(n, st)| n == dead.name() && st == "Offline")
+                && r.iter()
+                    .any(|(n, st)| n == survivor.name() && st == "Active")
         },
     );
     let gone = rows
@@ -326,6 +347,73 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
             .is_some_and(|e| e.contains(dead.name())),
         "{gone}"
     );
+}
+
+/// One session on every node of a replica-2 volume whose members are on
+/// two nodes: the replica set is elected across the nodes on the
+/// meta-volume (one Active, one Passive, as GlusterFS shows them), and
+/// `status` on either node shows a row for each node's brick with its
+/// MASTER NODE. When the Active node dies, the other node's rows say it
+/// is `Offline` (never its stale Active), its own brick takes over from
+/// the set's stime (no walk of its brick, nothing sent again), and what
+/// is written through its mount reaches the slave.
+#[test]
+fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
+    let Some((c, s)) = own_cluster_with_sessions() else {
+        return;
+    };
+    let mut active = String::new();
+    for n in c.nodes() {
+        let rows = s.wait_rows(n, "one Active and one Passive node", |rows| {
+            let r = roles(rows);
+            r.len() == 2
+                && r[0].0 == "node1"
+                && r[1].0 == "node2"
+                && the_active(rows).is_some()
+                && r.iter().filter(|(_, s)| s == "Passive").count() == 1
+        });
+        let now = the_active(&rows).unwrap_or_default();
+        assert!(active.is_empty() || active == now, "{active} vs {now}");
+        active = now;
+        let table = geo_rep_on(n, s.home(n), &["status", VOLUME, &s.slave]).stdout_str();
+        for node in ["node1", "node2"] {
+            assert!(
+                table.lines().any(|l| l.starts_with(node)),
+                "no row of {node} on {}:\n{table}",
+                n.name()
+            );
+        }
+    }
+    let writer = c.node(1);
+    let mount = writer.view(&writer.mount()).unwrap();
+    fs::create_dir_all(mount.join("d/e")).unwrap();
+    let mut first_bytes = 0;
+    for i in 0..20 {
+        first_bytes += i * 1000 + 7;
+        fs::write(
+            mount.join(format!("d/e/f{i}")),
+            random_bytes(i * 1000 + 7, i as u64),
+        )
+        .unwrap();
+    }
+    wait_slave_equals_mount(writer, s.slave_dir.path());
+    // A new Active replays its changelog from a few seconds before the
+    // set's stime (`TAKEOVER_REPLAY`): let stime pass the writes by more,
+    // so that what the slave holds is outside that window.
+    let past = nanos(SystemTime::now() + Duration::from_secs(7));
+    s.wait_rows(writer, "the set's stime 7 s past the writes", |rows| {
+        rows.iter().any(|r| {
+            r["status"] == "Active" && r["stime_ns"].as_i64().is_some_and(|t| i128::from(t) > past)
+        })
+    });
+
+    let (dead, survivor) = if active == "node1" {
+        (c.node(1), c.node(2))
+    } else {
+        (c.node(2), c.node(1))
+    };
+    dead.kill_all().unwrap();
+    wait_took_over(&s, dead, survivor);
     let mount = survivor.view(&survivor.mount()).unwrap();
     for i in 0..10 {
         fs::write(
@@ -335,5 +423,85 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
         .unwrap();
     }
     fs::remove_file(mount.join("d/e/f3")).unwrap();
-    wait_slave_equals_mount(survivor, slave_dir.path());
+    wait_slave_equals_mount(survivor, s.slave_dir.path());
+    let rows = s.status(survivor);
+    let mine = rows
+        .iter()
+        .find(|r| r["master_node"] == survivor.name())
+        .unwrap();
+    assert!(
+        mine["crawl_progress"].is_null(),
+        "the new Active walked its brick instead of going on from the set's stime: {mine}"
+    );
+    let sent = mine["bytes_sent"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        sent < first_bytes as u64,
+        "the new Active sent {sent} bytes, as many as the files the slave already had ({first_bytes}): {mine}"
+    );
+}
+
+/// Kill and return, five times: each time the Active node is killed while
+/// a writer writes through the other node's mount, the other node becomes
+/// Active, the slave converges with the mount, and the killed node, back
+/// (glusterd, mounts, `start force`), rejoins as Passive and stays so
+/// while the other one keeps shipping (no flapping).
+#[test]
+fn the_set_survives_five_kill_and_return_cycles() {
+    let Some((c, s)) = own_cluster_with_sessions() else {
+        return;
+    };
+    let rows = s.wait_rows(c.node(1), "one Active node", |rows| {
+        the_active(rows).is_some() && roles(rows).len() == 2
+    });
+    let mut active = the_active(&rows).unwrap();
+    for cycle in 0..5 {
+        let (dead, survivor) = if active == "node1" {
+            (c.node(1), c.node(2))
+        } else {
+            (c.node(2), c.node(1))
+        };
+        let mount = survivor.view(&survivor.mount()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, mount) = (stop.clone(), mount.clone());
+            std::thread::spawn(move || {
+                let dir = mount.join(format!("c{cycle}"));
+                fs::create_dir_all(&dir).unwrap();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) || i < 20 {
+                    fs::write(
+                        dir.join(format!("f{i}")),
+                        random_bytes(500 + i * 37, (cycle * 1000 + i) as u64),
+                    )
+                    .unwrap();
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        dead.kill_all().unwrap();
+        wait_took_over(&s, dead, survivor);
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        wait_slave_equals_mount(survivor, s.slave_dir.path());
+
+        dead.restart(VOLUME)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {} does not come back: {e}", dead.name()));
+        s.start_on(dead, true);
+        for n in [dead, survivor] {
+            s.wait_active(n, survivor.name());
+        }
+        c.wait_healed(VOLUME).unwrap();
+        // No flapping: the node that came back stays Passive.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_secs(1));
+            assert_eq!(
+                the_active(&s.status(dead)).as_deref(),
+                Some(survivor.name()),
+                "cycle {cycle}: the Active role moved back"
+            );
+        }
+        active = survivor.name().to_owned();
+    }
+    wait_slave_equals_mount(c.node(1), s.slave_dir.path());
 }

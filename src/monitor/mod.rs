@@ -30,7 +30,7 @@ pub use follow::follow_volume;
 pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeBricks, VolumeChanged};
 pub use worker::WorkerError;
 
-use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime};
+use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime, SharedStime};
 
 /// First wait between restarts of a failing worker; the longest is the
 /// `retry-max-interval` option.
@@ -179,9 +179,15 @@ async fn member(
 ) -> Result<(), StateError> {
     let state = State::open(&plan.state_home)?;
     let set = brick.set.clone();
-    let stime = LocalStime::open(&plan.state_home, brick.brick_id, set.as_ref())?;
+    let local = LocalStime::open(&plan.state_home, brick.brick_id, set.as_ref())?;
     let Some(set) = set else {
         return Ok(());
+    };
+    // Across nodes, the set's stime is also on the meta-volume, so a
+    // member that takes over on another node continues from it.
+    let stime: Box<dyn SetStime> = match &plan.meta {
+        Some(meta) => Box::new(SharedStime::new(local, &meta.sets_dir(), &set.name)),
+        None => Box::new(local),
     };
     // Polled this often for the lock, so that a Passive worker takes over
     // within `replica-failover-interval` of the Active brick going down.
@@ -260,7 +266,7 @@ async fn member(
                 let _ = stop_tx.send(true);
             })
         };
-        keep_running(&plan, &active, &state, &stime, &mut journal, &mut stop).await;
+        keep_running(&plan, &active, &state, &*stime, &mut journal, &mut stop).await;
         watcher.abort();
         // Shown before the lock goes, so no status ever has two Active.
         shown = None;

@@ -282,6 +282,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until `gluster volume heal VOLUME info` lists nothing left to
+    /// heal on any brick: a node that came back holds what was written
+    /// while it was away.
+    pub fn wait_healed(&self, volume: &str) -> Result<(), TestkitError> {
+        let first = &self.nodes[0];
+        let mut last = String::new();
+        wait_until(SETTLE, Duration::from_millis(500), || {
+            let _ = first.gluster(["volume", "heal", volume]);
+            match first.gluster(["volume", "heal", volume, "info"]) {
+                Ok(info) => {
+                    let counts: Vec<&str> = info
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("Number of entries:"))
+                        .map(str::trim)
+                        .collect();
+                    last = info.clone();
+                    !counts.is_empty() && counts.iter().all(|c| *c == "0")
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+            }
+        })
+        .map_err(|_| fail(format!("{volume} never healed; last heal info:\n{last}")))
+    }
+
     /// The process-unique name of this cluster (prefix of its netns).
     pub fn name(&self) -> &str {
         &self.name

@@ -163,6 +163,17 @@ impl Node {
         .map_err(|_| fail(format!("glusterd on {} does not answer", self.name)))
     }
 
+    /// Brings a node back after [`Node::kill_all`]: its glusterd (whose
+    /// saved state respawns its bricks and self-heal daemon), then the FUSE
+    /// mounts of `volume` at [`Node::mount`] and of the shared storage,
+    /// which nothing remounts by itself (GlusterFS's
+    /// `glusterfssharedstorage` service would).
+    pub fn restart(&self, volume: &str) -> Result<(), TestkitError> {
+        self.start_glusterd()?;
+        self.mount_volume(volume, &self.mount())?;
+        self.mount_volume("gluster_shared_storage", Path::new(super::SHARED_STORAGE))
+    }
+
     /// Kills every process of the node at once (SIGKILL), as a power cut
     /// would, and waits until they are gone.
     pub fn kill_all(&self) -> Result<(), TestkitError> {
