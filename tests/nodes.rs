@@ -211,7 +211,9 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn start(c: &Cluster) -> Sessions {
+    /// With each `(key, value)` set by `config` on every node before the
+    /// start.
+    fn start(c: &Cluster, config: &[(&str, &str)]) -> Sessions {
         let slave_dir = tempfile::Builder::new()
             .prefix("georep-it-dr-")
             .tempdir()
@@ -244,6 +246,10 @@ impl Sessions {
                 ],
             );
             assert!(out.success(), "create on {}: {out}", n.name());
+            for (key, value) in config {
+                let out = geo_rep_on(n, home, &["config", VOLUME, &slave, key, value]);
+                assert!(out.success(), "config on {}: {out}", n.name());
+            }
         }
         let s = Sessions {
             slave,
@@ -302,12 +308,12 @@ impl Sessions {
 
 /// A 2-node cluster of the test's own (it kills nodes) with a session on
 /// each node, or `None` when the test must be skipped.
-fn own_cluster_with_sessions() -> Option<(Cluster, Sessions)> {
+fn own_cluster_with_sessions(config: &[(&str, &str)]) -> Option<(Cluster, Sessions)> {
     if !gluster_can_run() {
         return None;
     }
     let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
-    let s = Sessions::start(&c);
+    let s = Sessions::start(&c, config);
     Some((c, s))
 }
 
@@ -359,7 +365,7 @@ fn wait_took_over(s: &Sessions, dead: &Node, survivor: &Node) {
 /// is written through its mount reaches the slave.
 #[test]
 fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
-    let Some((c, s)) = own_cluster_with_sessions() else {
+    let Some((c, s)) = own_cluster_with_sessions(&[]) else {
         return;
     };
     let mut active = String::new();
@@ -447,7 +453,7 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
 /// while the other one keeps shipping (no flapping).
 #[test]
 fn the_set_survives_five_kill_and_return_cycles() {
-    let Some((c, s)) = own_cluster_with_sessions() else {
+    let Some((c, s)) = own_cluster_with_sessions(&[]) else {
         return;
     };
     let rows = s.wait_rows(c.node(1), "one Active node", |rows| {
@@ -504,4 +510,59 @@ fn the_set_survives_five_kill_and_return_cycles() {
         active = survivor.name().to_owned();
     }
     wait_slave_equals_mount(c.node(1), s.slave_dir.path());
+}
+
+/// The slave becomes unreachable from the Active node only (its route to
+/// the DR site is cut): its worker fails, it steps down, and its rows show
+/// `Faulty` naming the slave host, while the other node, which reaches
+/// the slave, becomes Active and brings the slave level with the mount.
+/// With the route back, the node rejoins as Passive.
+#[test]
+fn a_node_that_cannot_reach_the_slave_hands_the_set_to_one_that_can() {
+    // A batch stuck on the cut link is given up after 10 s, not 120.
+    let Some((c, s)) = own_cluster_with_sessions(&[("timeout", "10")]) else {
+        return;
+    };
+    let rows = s.wait_rows(c.node(1), "one Active node", |rows| {
+        the_active(rows).is_some() && roles(rows).len() == 2
+    });
+    let (cut, other) = if the_active(&rows).as_deref() == Some("node1") {
+        (c.node(1), c.node(2))
+    } else {
+        (c.node(2), c.node(1))
+    };
+    let route = format!("{}/32", c.dr_addr());
+    cut.sh(&format!("ip route add unreachable {route}"))
+        .unwrap();
+    let mount = other.view(&other.mount()).unwrap();
+    fs::create_dir_all(mount.join("cut")).unwrap();
+    for i in 0..10 {
+        fs::write(
+            mount.join(format!("cut/f{i}")),
+            random_bytes(100 + i * 10, 7 + i as u64),
+        )
+        .unwrap();
+    }
+    let rows = s.wait_rows(other, "the cut node Faulty and the other Active", |rows| {
+        let r = roles(rows);
+        r.len() == 2
+            && r.iter().any(|(n, st)| n == cut.name() && st == "Faulty")
+            && r.iter().any(|(n, st)| n == other.name() && st == "Active")
+    });
+    let faulty = rows
+        .iter()
+        .find(|r| r["master_node"] == cut.name())
+        .unwrap();
+    assert!(
+        faulty["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(DR_HOST)),
+        "the error does not name the slave host: {faulty}"
+    );
+    wait_slave_equals_mount(other, s.slave_dir.path());
+    cut.sh(&format!("ip route del unreachable {route}"))
+        .unwrap();
+    for n in [cut, other] {
+        s.wait_active(n, other.name());
+    }
 }
