@@ -43,13 +43,13 @@
 //! The alternative of the slave recording stime per subvolume in the same
 //! commit as the data would make the slave the single source of truth
 //! across nodes, at the price of a protocol change (a stime in every
-//! commit, a read at takeover); it is not needed while the whole set is on
-//! one node. For several master nodes (issue 16) the members of a set are
-//! in different monitors: [`Election`] then needs a lock every node sees
-//! (a file on a shared mount, as GlusterFS's meta-volume) and [`SetStime`]
-//! a store every node reads (the slave's commit record, or a shared
-//! database); the worker, the supervision and the status rows stay as
-//! they are, since they only see these two traits.
+//! commit, a read at takeover). For several master nodes the members of a
+//! set are in different monitors: the election's lock is then on the
+//! meta-volume, and [`SharedStime`] keeps the set's stime there too, beside
+//! each node's own rows; the worker, the supervision and the status rows
+//! stay as they are, since they only see these two traits. A fencing epoch
+//! the slave checks (so a deposed Active cut off from the meta-volume
+//! cannot commit) would be the slave's part of the same record.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
