@@ -460,6 +460,7 @@ fn the_set_survives_five_kill_and_return_cycles() {
         the_active(rows).is_some() && roles(rows).len() == 2
     });
     let mut active = the_active(&rows).unwrap();
+    let mut failovers = Vec::new();
     for cycle in 0..5 {
         let (dead, survivor) = if active == "node1" {
             (c.node(1), c.node(2))
@@ -485,7 +486,19 @@ fn the_set_survives_five_kill_and_return_cycles() {
                 }
             })
         };
+        let killed = SystemTime::now();
         dead.kill_all().unwrap();
+        // The new Active's first batch committed after the kill (the
+        // writer keeps writing): how long the set went without shipping.
+        s.wait_rows(survivor, "a batch committed after the kill", |rows| {
+            rows.iter().any(|r| {
+                r["master_node"] == survivor.name()
+                    && r["stime_ns"]
+                        .as_i64()
+                        .is_some_and(|t| i128::from(t) > nanos(killed))
+            })
+        });
+        failovers.push(killed.elapsed().unwrap_or_default());
         wait_took_over(&s, dead, survivor);
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
@@ -510,6 +523,13 @@ fn the_set_survives_five_kill_and_return_cycles() {
         active = survivor.name().to_owned();
     }
     wait_slave_equals_mount(c.node(1), s.slave_dir.path());
+    // A figure for the notes (polled through `status`, so an upper bound),
+    // never asserted.
+    failovers.sort();
+    eprintln!(
+        "failover, kill to the new Active's first committed batch: median {:?} of {failovers:?}",
+        failovers[failovers.len() / 2]
+    );
 }
 
 /// The slave becomes unreachable from the Active node only (its route to
