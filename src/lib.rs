@@ -12,6 +12,7 @@ pub mod cli;
 pub mod crawl;
 pub mod dr;
 pub mod fsutil;
+pub mod meta;
 pub mod monitor;
 pub mod proto;
 pub mod relpath;

@@ -20,14 +20,21 @@ use crate::common::Scenario;
 
 /// The shared glusterd, or `None` when the test must be skipped.
 pub(crate) fn glusterd() -> Option<Arc<Glusterd>> {
+    gluster_can_run()
+        .then(|| Glusterd::shared().unwrap_or_else(|e| panic!("cannot run GlusterFS: {e}")))
+}
+
+/// Whether GlusterFS can run here; false (the test is skipped) without
+/// root or FUSE, except in CI, where that is a failure.
+pub(crate) fn gluster_can_run() -> bool {
     if let Some(why) = unavailable() {
         if std::env::var_os("CI").is_some() {
             panic!("{why}; CI must run the GlusterFS tests");
         }
         eprintln!("skipped: {why}");
-        return None;
+        return false;
     }
-    Some(Glusterd::shared().unwrap_or_else(|e| panic!("cannot run GlusterFS: {e}")))
+    true
 }
 
 fn volume(g: &Arc<Glusterd>, s: &Scenario, tag: &str) -> Volume {

@@ -21,6 +21,7 @@ mod layout;
 mod limits;
 mod master_trust;
 mod model;
+mod nodes;
 mod nonroot;
 mod ops;
 mod policy;

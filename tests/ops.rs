@@ -586,6 +586,7 @@ fn status_json_schema() {
         ("crawl_progress", &progress),
         ("subvolume", &opt_string),
         ("arbiter", &boolean),
+        ("last_seen", &opt_string),
     ];
     for (key, ok) in &schema {
         let v = r

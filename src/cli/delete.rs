@@ -67,6 +67,17 @@ pub fn delete(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
     }
+    // The other nodes would show this node's last rows for good.
+    if let Some(meta) =
+        crate::meta::MetaVolume::mounted_at(std::path::Path::new(crate::meta::DEFAULT_MOUNT))
+    {
+        if let Err(e) = meta
+            .session(vol, slave)
+            .withdraw(&super::status::node_name())
+        {
+            eprintln!("geo-rep: warning: this node's rows stay on the meta-volume: {e}");
+        }
+    }
     println!("Deleting geo-replication session between {vol} & {slave} has been successful");
     Ok(())
 }

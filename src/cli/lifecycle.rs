@@ -279,6 +279,7 @@ fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow
         pid = std::process::id(),
         "monitor starting"
     );
+    let home_for_report = home.clone();
     let home = home.clone();
     let id = session.id;
     rt.block_on(async {
@@ -313,9 +314,58 @@ fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow
                 rx.clone(),
             ));
         }
-        crate::monitor::run(plan, rx).await
+        let meta = plan.meta.clone();
+        if let Some(meta) = meta.clone() {
+            tokio::spawn(report(home_for_report.clone(), id, meta, rx.clone()));
+        }
+        let ran = crate::monitor::run(plan, rx).await;
+        if let Some(meta) = meta {
+            // The last word of this monitor: its rows as they stand, kept
+            // as they are by the other nodes (not a live report).
+            let (home, meta) = (home_for_report.clone(), meta.clone());
+            let said = tokio::task::spawn_blocking(move || {
+                super::status::publish(&home, id, &meta, false)
+            })
+            .await;
+            if let Ok(Err(e)) = said {
+                tracing::warn!("reporting this node's rows to the meta-volume: {e:#}");
+            }
+        }
+        ran
     })?;
     Ok(())
+}
+
+/// Rewrites this node's status rows on the meta-volume every
+/// [`crate::meta::PUBLISH_EVERY`] until `shutdown`, so `status` on any
+/// node shows them, and shows them `Offline` once they stop coming.
+async fn report(
+    home: Home,
+    id: SessionId,
+    meta: crate::meta::SessionMeta,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    while !*shutdown.borrow() {
+        let (h, m) = (home.clone(), meta.clone());
+        let said =
+            tokio::task::spawn_blocking(move || super::status::publish(&h, id, &m, true)).await;
+        match said {
+            Ok(Err(e)) if !failing => {
+                tracing::warn!("reporting this node's rows to the meta-volume: {e:#}");
+                failing = true;
+            }
+            Ok(Ok(())) if failing => {
+                tracing::info!("reporting this node's rows to the meta-volume again");
+                failing = false;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::meta::PUBLISH_EVERY) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// SIGHUP: re-reads the session's settings and applies what can change

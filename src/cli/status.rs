@@ -1,16 +1,17 @@
 //! `geo-rep status [MASTERVOL [SLAVE]] [detail] [--json]`: GlusterFS's table.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lifecycle::monitor_alive;
 use super::Home;
 use crate::changelog::pending::{pending, Pending};
 use crate::crawl::journal::journal_dir;
+use crate::meta::{MetaVolume, NodeReport, SessionMeta};
 use crate::session::{SlaveUrl, Stime, Timestamp, VolumeName};
 use crate::state::{BrickRecord, CrawlStatus, SessionRecord, SessionState, WorkerStatus};
 
 /// The latest Hybrid Crawl of a brick, with its rate.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Progress {
     started: String,
     started_epoch: i64,
@@ -36,7 +37,7 @@ struct Progress {
 }
 
 /// The session's checkpoint as every row of the session shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Checkpoint {
     checkpoint_time: Option<String>,
     checkpoint_epoch: Option<i64>,
@@ -56,7 +57,7 @@ fn checkpoint(s: &SessionRecord) -> Checkpoint {
 }
 
 /// One row: a brick of a session. Field names are the `--json` keys.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Row {
     master_node: String,
     master_vol: String,
@@ -94,6 +95,10 @@ struct Row {
     subvolume: Option<String>,
     /// The brick is the arbiter of its replica set.
     arbiter: bool,
+    /// For a row of another node, read from the meta-volume: when that
+    /// node last reported it (RFC 3339); null for this node's own rows.
+    #[serde(default)]
+    last_seen: Option<String>,
 }
 
 fn row(
@@ -176,7 +181,94 @@ fn row(
         }),
         subvolume: b.subvolume.clone(),
         arbiter: b.arbiter,
+        last_seen: None,
     }
+}
+
+/// This node's rows of session `s` (`pending` counts only if asked: they
+/// read the journals).
+fn own_rows(
+    home: &Home,
+    state: &crate::state::State,
+    node: &str,
+    s: &SessionRecord,
+    with_pending: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let alive = monitor_alive(s.monitor_pid);
+    let mut rows = Vec::new();
+    for b in state.bricks(s.id)? {
+        let pending = with_pending
+            .then(|| pending(&journal_dir(&home.session_dir(s.id), b.id), b.stime))
+            .flatten();
+        rows.push(row(node, s, &b, alive, pending));
+    }
+    Ok(rows)
+}
+
+/// The rows other nodes reported for the session from `vol` to `slave`
+/// on the meta-volume: those of a node whose monitor stopped reporting
+/// show `Offline`, since when, and never the role it had.
+fn peer_rows(meta: &SessionMeta, node: &str) -> anyhow::Result<Vec<Row>> {
+    let now = Timestamp::now();
+    let mut rows = Vec::new();
+    for report in meta.reports(node)? {
+        let seen = report.seen();
+        let offline = report.offline(now);
+        for value in report.rows {
+            let Ok(mut r) = serde_json::from_value::<Row>(value) else {
+                continue;
+            };
+            // A report names its own node; only the node may say so.
+            r.master_node.clone_from(&report.node);
+            r.last_seen = Some(rfc3339(seen));
+            if offline {
+                r.status = OFFLINE.into();
+                r.crawl_status = "N/A".into();
+                r.last_error = Some(format!(
+                    "node {} has not reported since {}",
+                    report.node,
+                    local(seen)
+                ));
+            }
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// STATUS of a row whose node has stopped reporting.
+const OFFLINE: &str = "Offline";
+
+/// This node's name as MASTER NODE shows it.
+pub(super) fn node_name() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Writes this node's rows of session `id` to the meta-volume (`live`:
+/// by a running monitor, which rewrites them every
+/// [`crate::meta::PUBLISH_EVERY`]).
+pub(super) fn publish(
+    home: &Home,
+    id: crate::session::SessionId,
+    meta: &SessionMeta,
+    live: bool,
+) -> anyhow::Result<()> {
+    let state = home.state()?;
+    let s = state.session(id)?;
+    let node = node_name();
+    let rows = own_rows(home, &state, &node, &s, false)?
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    meta.publish(&NodeReport {
+        node,
+        seen: Timestamp::now().nanos(),
+        live,
+        rows,
+    })?;
+    Ok(())
 }
 
 fn offset_time(t: Timestamp) -> time::OffsetDateTime {
@@ -207,9 +299,7 @@ pub fn status(
     json: bool,
 ) -> anyhow::Result<()> {
     let state = home.state()?;
-    let node = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into());
+    let node = node_name();
     let sessions: Vec<SessionRecord> = state
         .sessions()?
         .into_iter()
@@ -224,22 +314,19 @@ pub fn status(
             anyhow::bail!("no session for master volume {v}");
         }
     }
+    let meta = MetaVolume::mounted_at(std::path::Path::new(crate::meta::DEFAULT_MOUNT));
     let mut rows = Vec::new();
-    let mut stimes = Vec::new();
-    let mut checkpoints = Vec::new();
     for s in &sessions {
         // The monitor records completion too; this catches it when the
         // monitor is not running (best effort: status may be read-only).
         let _ = state.note_checkpoint(s.id, Timestamp::now());
         let s = &state.session(s.id)?;
-        let alive = monitor_alive(s.monitor_pid);
-        for b in state.bricks(s.id)? {
-            let pending = (json || detail)
-                .then(|| pending(&journal_dir(&home.session_dir(s.id), b.id), b.stime))
-                .flatten();
-            stimes.push(b.stime);
-            checkpoints.push((s.checkpoint, s.checkpoint_completed));
-            rows.push(row(&node, s, &b, alive, pending));
+        rows.extend(own_rows(home, &state, &node, s, json || detail)?);
+        if let Some(m) = &meta {
+            match peer_rows(&m.session(&s.master_vol, &s.slave), &node) {
+                Ok(peers) => rows.extend(peers),
+                Err(e) => eprintln!("geo-rep: warning: the other nodes' rows: {e}"),
+            }
         }
     }
     if json {
@@ -289,8 +376,13 @@ pub fn status(
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .zip(stimes.iter().zip(&checkpoints))
-        .map(|(r, (st, (cp, done)))| {
+        .map(|r| {
+            let st = r.stime_ns.map(Stime::from_nanos);
+            let cp = r.checkpoint.checkpoint_epoch.map(Timestamp::from_secs);
+            let done = r
+                .checkpoint
+                .checkpoint_completion_epoch
+                .map(Timestamp::from_secs);
             let mut c = vec![
                 r.master_node.clone(),
                 r.master_vol.clone(),

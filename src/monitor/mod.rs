@@ -8,7 +8,8 @@
 //!
 //! May import: `brick` (the view of a distributed volume), `changelog`,
 //! `crawl`, `ship`, `transport`, `proto`, `session`, `state`, `volume`
-//! (the master volume's topology, compared while it runs); never `cli`.
+//! (the master volume's topology, compared while it runs), `meta` (the
+//! meta-volume every node of a cluster mounts); never `cli`.
 
 mod follow;
 pub mod metrics;
@@ -29,7 +30,7 @@ pub use follow::follow_volume;
 pub use plan::{plan, BrickPlan, Live, PlanError, SessionPlan, VolumeBricks, VolumeChanged};
 pub use worker::WorkerError;
 
-use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime};
+use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime, SharedStime};
 
 /// First wait between restarts of a failing worker; the longest is the
 /// `retry-max-interval` option.
@@ -89,9 +90,14 @@ pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(
             failover / 4,
             shutdown.clone(),
         );
-        let dir = crate::session::Home::new(plan.state_home.clone())
-            .session_dir(plan.session_id)
-            .join("sets");
+        // Across nodes on the meta-volume; this node's alone without one
+        // (a set with members elsewhere is then refused by `plan`).
+        let dir = match &plan.meta {
+            Some(meta) => meta.sets_dir(),
+            None => crate::session::Home::new(plan.state_home.clone())
+                .session_dir(plan.session_id)
+                .join("sets"),
+        };
         let election: std::sync::Arc<dyn Election> = std::sync::Arc::new(LocalElection::new(dir));
         (health, election)
     });
@@ -155,7 +161,16 @@ async fn supervise(
     let state = State::open(&plan.state_home)?;
     let stime = LocalStime::open(&plan.state_home, brick.brick_id, None)?;
     let mut journal = worker::BrickJournal::default();
-    keep_running(&plan, &brick, &state, &stime, &mut journal, &mut shutdown).await;
+    keep_running(
+        &plan,
+        &brick,
+        &state,
+        &stime,
+        &mut journal,
+        &mut shutdown,
+        None,
+    )
+    .await;
     stopped(&state, &brick, &mut journal)
 }
 
@@ -173,14 +188,21 @@ async fn member(
 ) -> Result<(), StateError> {
     let state = State::open(&plan.state_home)?;
     let set = brick.set.clone();
-    let stime = LocalStime::open(&plan.state_home, brick.brick_id, set.as_ref())?;
+    let local = LocalStime::open(&plan.state_home, brick.brick_id, set.as_ref())?;
     let Some(set) = set else {
         return Ok(());
+    };
+    // Across nodes, the set's stime is also on the meta-volume, so a
+    // member that takes over on another node continues from it.
+    let stime: Box<dyn SetStime> = match &plan.meta {
+        Some(meta) => Box::new(SharedStime::new(local, &meta.sets_dir(), &set.name)),
+        None => Box::new(local),
     };
     // Polled this often for the lock, so that a Passive worker takes over
     // within `replica-failover-interval` of the Active brick going down.
     let poll = (failover / 4).max(Duration::from_millis(250));
     let mut journal = worker::BrickJournal::default();
+    let mut probe = SlaveProbe::default();
     // STATUS and last error as last recorded, so polling rewrites nothing.
     let mut shown: Option<(WorkerStatus, Option<String>)> = None;
     let show = |shown: &mut Option<_>, status: WorkerStatus, why: Option<String>| {
@@ -199,6 +221,10 @@ async fn member(
     };
     while !*shutdown.borrow() {
         let down = health.down(&brick.brick);
+        let unreachable = match (&down, set.arbiter) {
+            (None, false) => probe.unreachable(&plan.target, failover).await,
+            _ => None,
+        };
         let lease = match (&down, set.arbiter) {
             (Some(why), _) => {
                 show(&mut shown, WorkerStatus::Faulty, Some(why.clone()));
@@ -206,6 +232,10 @@ async fn member(
             }
             (None, true) => {
                 show(&mut shown, WorkerStatus::Passive, None);
+                None
+            }
+            (None, false) if unreachable.is_some() => {
+                show(&mut shown, WorkerStatus::Faulty, unreachable);
                 None
             }
             (None, false) => match election.try_lead(&set.name) {
@@ -254,18 +284,80 @@ async fn member(
                 let _ = stop_tx.send(true);
             })
         };
-        keep_running(&plan, &active, &state, &stime, &mut journal, &mut stop).await;
+        let gave_up = keep_running(
+            &plan,
+            &active,
+            &state,
+            &*stime,
+            &mut journal,
+            &mut stop,
+            Some(failover),
+        )
+        .await;
         watcher.abort();
         // Shown before the lock goes, so no status ever has two Active.
         shown = None;
-        match health.down(&brick.brick) {
-            Some(why) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
-            None => show(&mut shown, WorkerStatus::Passive, None),
+        match (health.down(&brick.brick), &gave_up) {
+            (Some(why), _) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
+            (None, Some(err)) => show(
+                &mut shown,
+                WorkerStatus::Faulty,
+                Some(format!("stepped down as Active of {}: {err}", set.name)),
+            ),
+            (None, None) => show(&mut shown, WorkerStatus::Passive, None),
         }
         drop(lease);
         tracing::info!(set = %set.name, "stepped down as Active of the replica set");
+        if gave_up.is_some() {
+            // Out of the election for a while: another member that can
+            // ship takes the lock meanwhile.
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(failover * 2) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
     stopped(&state, &brick, &mut journal)
+}
+
+/// Whether this node reaches the slave's SSH port, asked at most once per
+/// period: a member that cannot does not run for Active (its row shows
+/// `Faulty`, naming the host), so the set goes to one that can ship.
+#[derive(Default)]
+struct SlaveProbe {
+    last: Option<(std::time::Instant, Option<String>)>,
+}
+
+impl SlaveProbe {
+    /// Why the slave cannot be reached, or `None`.
+    async fn unreachable(
+        &mut self,
+        target: &crate::transport::ssh::SshTarget,
+        every: Duration,
+    ) -> Option<String> {
+        if let Some((at, why)) = &self.last {
+            if at.elapsed() < every {
+                return why.clone();
+            }
+        }
+        let addr = (target.host.as_str(), target.port);
+        let why = match tokio::time::timeout(every, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!(
+                "slave {}:{} is unreachable from this node: {e}",
+                target.host, target.port
+            )),
+            Err(_) => Some(format!(
+                "slave {}:{} is unreachable from this node: no answer in {} s",
+                target.host,
+                target.port,
+                every.as_secs()
+            )),
+        };
+        self.last = Some((std::time::Instant::now(), why.clone()));
+        why
+    }
 }
 
 /// The end of a brick's supervision: its hook stopped, its row Stopped.
@@ -283,7 +375,9 @@ fn stopped(
 }
 
 /// Runs a brick's worker until `shutdown` turns true, restarting it with
-/// back-off while it fails.
+/// back-off while it fails. With `give_up_after`, returns the last error
+/// once the worker has failed that long without shipping a batch (an
+/// Active member then steps down, so a member that can ship takes over).
 async fn keep_running(
     plan: &SessionPlan,
     brick: &BrickPlan,
@@ -291,10 +385,12 @@ async fn keep_running(
     stimes: &dyn SetStime,
     journal: &mut worker::BrickJournal,
     shutdown: &mut watch::Receiver<bool>,
-) {
+    give_up_after: Option<Duration>,
+) -> Option<String> {
     let mut backoff = BACKOFF_MIN;
     let backoff_max = Duration::from_secs(plan.config.retry_max_interval).max(BACKOFF_MIN);
     let stime = |_: &State| stimes.stime().ok().flatten();
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let before = stime(state);
         let outcome = worker::run(plan, brick, state, stimes, journal, shutdown).await;
@@ -309,6 +405,11 @@ async fn keep_running(
         // short waits; one that keeps failing waits longer and longer.
         if stime(state) > before {
             backoff = BACKOFF_MIN;
+            failing_since = None;
+        }
+        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+        if give_up_after.is_some_and(|d| since.elapsed() >= d) {
+            return Some(err.to_string());
         }
         tracing::error!("worker failed: {err}; retrying in {} s", backoff.as_secs());
         // The status is best effort: a busy database must not end supervision.
@@ -337,4 +438,5 @@ async fn keep_running(
         }
         backoff = (backoff * 2).min(backoff_max);
     }
+    None
 }

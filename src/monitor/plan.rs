@@ -61,6 +61,10 @@ pub struct SessionPlan {
     /// to the volume while the session runs joins it (see
     /// [`super::watch_volume`]).
     pub volume_bricks: VolumeBricks,
+    /// The session's directory on the meta-volume, when one is mounted:
+    /// where the replica sets are elected across nodes and this node
+    /// reports its rows (see [`crate::meta`]).
+    pub meta: Option<crate::meta::SessionMeta>,
 }
 
 /// The session's bricks, as the workers' view of the volume reads them,
@@ -232,6 +236,15 @@ pub enum PlanError {
     State(#[from] StateError),
     #[error(transparent)]
     Topology(#[from] crate::volume::VolumeError),
+    #[error(
+        "replica set {set} of {vol} has bricks on other nodes ({remote}), and no meta-volume is mounted at {mount}: each node's member would ship as Active; enable GlusterFS's shared storage (gluster volume set all cluster.enable-shared-storage enable)"
+    )]
+    NoMetaVolume {
+        set: String,
+        vol: String,
+        remote: String,
+        mount: &'static str,
+    },
 }
 
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
@@ -292,6 +305,12 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
     } else {
         VolumeBricks::default()
     };
+    let topology = Topology::load(&home.session_topology(session.id))?;
+    let meta = crate::meta::MetaVolume::mounted_at(Path::new(crate::meta::DEFAULT_MOUNT))
+        .map(|m| m.session(&session.master_vol, &session.slave));
+    if let (None, Some(t)) = (&meta, &topology) {
+        refuse_sets_across_nodes(t, &bricks)?;
+    }
     Ok(SessionPlan {
         session_id: session.id,
         master_vol: session.master_vol.to_string(),
@@ -309,10 +328,36 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             .map(std::sync::Arc::new),
         config,
         bricks,
-        topology: Topology::load(&home.session_topology(session.id))?,
+        topology,
         volume_changed: VolumeChanged::default(),
         volume_bricks,
+        meta,
     })
+}
+
+/// A replica set with members on other nodes can only be elected on a
+/// lock every node sees: without the meta-volume, refused, naming them.
+fn refuse_sets_across_nodes(t: &Topology, bricks: &[BrickPlan]) -> Result<(), PlanError> {
+    for b in bricks.iter().filter(|b| b.set.is_some()) {
+        let Some(set) = t.subvolume_of(&b.brick) else {
+            continue;
+        };
+        let remote: Vec<String> = set
+            .bricks
+            .iter()
+            .filter(|m| !crate::volume::is_local(&m.host))
+            .map(|m| m.to_string())
+            .collect();
+        if !remote.is_empty() {
+            return Err(PlanError::NoMetaVolume {
+                set: set.name.clone(),
+                vol: t.name.clone(),
+                remote: remote.join(", "),
+                mount: crate::meta::DEFAULT_MOUNT,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What the worker of brick `id` at `brick` of session `session` needs.

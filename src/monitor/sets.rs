@@ -5,10 +5,12 @@
 //! Three seams, each with the implementation for one node:
 //!
 //! - [`Election`]: who is Active. [`LocalElection`] is an exclusive
-//!   `flock` on `<session dir>/sets/<subvolume>.lock`, held as long as the
-//!   worker is Active; the kernel drops it if the monitor dies. GlusterFS
-//!   elects the same way, with a lock on a file of its shared meta-volume:
-//!   for several nodes only the directory changes.
+//!   `flock` on `<dir>/<subvolume>.lock`, held as long as the worker is
+//!   Active; the kernel drops it if the monitor dies. `<dir>` is the
+//!   session's directory on the meta-volume when one is mounted (see
+//!   [`crate::meta`]: GlusterFS's locks translator then holds the lock
+//!   against every node's client, and drops it when the holder's
+//!   connection goes), else `<session dir>/sets` on this node.
 //! - [`SetStime`]: the set's stime, which a new Active continues from.
 //!   [`LocalStime`] keeps it in georep's state database, written to every
 //!   member's row in one transaction, so any member reads it at takeover
@@ -41,13 +43,13 @@
 //! The alternative of the slave recording stime per subvolume in the same
 //! commit as the data would make the slave the single source of truth
 //! across nodes, at the price of a protocol change (a stime in every
-//! commit, a read at takeover); it is not needed while the whole set is on
-//! one node. For several master nodes (issue 16) the members of a set are
-//! in different monitors: [`Election`] then needs a lock every node sees
-//! (a file on a shared mount, as GlusterFS's meta-volume) and [`SetStime`]
-//! a store every node reads (the slave's commit record, or a shared
-//! database); the worker, the supervision and the status rows stay as
-//! they are, since they only see these two traits.
+//! commit, a read at takeover). For several master nodes the members of a
+//! set are in different monitors: the election's lock is then on the
+//! meta-volume, and [`SharedStime`] keeps the set's stime there too, beside
+//! each node's own rows; the worker, the supervision and the status rows
+//! stay as they are, since they only see these two traits. A fencing epoch
+//! the slave checks (so a deposed Active cut off from the meta-volume
+//! cannot commit) would be the slave's part of the same record.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -98,7 +100,9 @@ pub trait Election: Send + Sync {
     fn try_lead(&self, set: &str) -> Result<Option<Lease>, ElectionError>;
 }
 
-/// [`Election`] among the workers of one node: a `flock` per set.
+/// [`Election`] by a `flock` per set in one directory: among the workers
+/// of one node, or of every node when the directory is on the
+/// meta-volume.
 pub struct LocalElection {
     dir: PathBuf,
 }
@@ -172,6 +176,69 @@ impl SetStime for LocalStime {
             _ if self.members == [self.own] => self.state.set_stime(self.own, to),
             _ => self.state.set_stime_of_set(&self.members, to),
         }
+    }
+}
+
+/// [`SetStime`] of a set whose members are on several nodes: this
+/// node's rows ([`LocalStime`]) and `<set>.stime` in the session's
+/// directory on the meta-volume, which the Active worker rewrites after
+/// each commit and a member that takes over reads, on whichever node.
+/// The later of the two counts: both only ever hold times the slave had
+/// acknowledged. The file is a convenience (a takeover without it replays
+/// more, it never skips): failing to read or write it is logged, not
+/// fatal.
+pub struct SharedStime {
+    local: LocalStime,
+    file: PathBuf,
+}
+
+impl SharedStime {
+    pub fn new(local: LocalStime, dir: &Path, set: &str) -> SharedStime {
+        SharedStime {
+            local,
+            file: dir.join(format!("{set}.stime")),
+        }
+    }
+
+    fn shared(&self) -> Option<Stime> {
+        match std::fs::read_to_string(&self.file) {
+            Ok(text) => match text.trim().parse::<i64>() {
+                Ok(n) => Some(Stime::from_nanos(n)),
+                Err(_) => {
+                    tracing::warn!("{}: not a sync time: {text:?}", self.file.display());
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!("reading the set's sync time {}: {e}", self.file.display());
+                None
+            }
+        }
+    }
+}
+
+impl SetStime for SharedStime {
+    fn stime(&self) -> Result<Option<Stime>, StateError> {
+        Ok(self.local.stime()?.max(self.shared()))
+    }
+
+    fn advance(&self, to: Stime) -> Result<(), StateError> {
+        self.local.advance(to)?;
+        if self.shared().is_some_and(|s| s >= to) {
+            return Ok(());
+        }
+        let written = self
+            .file
+            .parent()
+            .map_or(Ok(()), crate::fsutil::create_private_dir)
+            .and_then(|()| {
+                crate::fsutil::write_private_file(&self.file, to.nanos().to_string().as_bytes())
+            });
+        if let Err(e) = written {
+            tracing::warn!("writing the set's sync time {}: {e}", self.file.display());
+        }
+        Ok(())
     }
 }
 
@@ -254,7 +321,11 @@ fn verdicts(
         .map(|b| {
             let verdict = match (status, std::fs::read_dir(b)) {
                 (_, Err(e)) => Err(format!("brick {} is unreadable: {e}", b.display())),
-                (Ok(states), Ok(_)) => match states.iter().find(|s| same_path(&s.path, b)) {
+                // The same path may be a brick on several nodes.
+                (Ok(states), Ok(_)) => match states
+                    .iter()
+                    .find(|s| crate::volume::is_local(&s.host) && same_path(&s.path, b))
+                {
                     Some(s) if !s.online => Err(format!(
                         "brick {} is offline (gluster volume status {vol})",
                         b.display()
@@ -303,7 +374,8 @@ mod tests {
         }
         let bricks = [up.clone(), off.clone(), gone.clone()];
         let state = |path: &Path, online| BrickState {
-            host: "vm".into(),
+            // This node (a loopback address is always local).
+            host: "127.0.0.1".into(),
             path: path.to_owned(),
             online,
         };
@@ -330,25 +402,61 @@ mod tests {
         assert!(v[&gone].is_err());
     }
 
-    #[test]
-    fn a_set_stime_is_every_members_and_never_goes_back() {
-        use crate::session::{Brick, SlaveUrl, VolumeName};
+    /// A session of `bricks` in `home`; their ids.
+    fn session_with(home: &Path, bricks: &[&str]) -> Vec<BrickId> {
+        use crate::session::Brick;
         use crate::state::NewSession;
-        let home = tempfile::tempdir().unwrap();
-        let mut state = State::open(home.path()).unwrap();
-        let vol: VolumeName = "gv0".parse().unwrap();
-        let slave: SlaveUrl = "root@dr::/srv/dr".parse().unwrap();
+        let mut state = State::open(home).unwrap();
         let s = state
             .create_session(&NewSession {
-                master_vol: vol,
-                slave,
+                master_vol: "gv0".parse().unwrap(),
+                slave: "root@dr::/srv/dr".parse().unwrap(),
                 port: 22,
                 host_key: String::new(),
                 config: "{}".into(),
-                bricks: vec![Brick::new("/b1").unwrap(), Brick::new("/b2").unwrap()],
+                bricks: bricks.iter().map(|b| Brick::new(b).unwrap()).collect(),
             })
             .unwrap();
-        let ids: Vec<BrickId> = state.bricks(s.id).unwrap().iter().map(|b| b.id).collect();
+        state.bricks(s.id).unwrap().iter().map(|b| b.id).collect()
+    }
+
+    /// What `first` moves, `second` reads; neither moves it back.
+    fn shared_and_never_back(first: &dyn SetStime, second: &dyn SetStime) {
+        first.advance(Stime::from_nanos(2_000)).unwrap();
+        assert_eq!(second.stime().unwrap(), Some(Stime::from_nanos(2_000)));
+        second.advance(Stime::from_nanos(1_000)).unwrap();
+        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(2_000)));
+        second.advance(Stime::from_nanos(3_000)).unwrap();
+        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(3_000)));
+    }
+
+    #[test]
+    fn a_member_on_another_node_continues_from_the_shared_stime() {
+        let (node1, node2, meta) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let sets = meta.path().join("sets");
+        // Each node has its own state database and its own brick row.
+        let open = |home: &Path| {
+            let id = session_with(home, &["/data/brick1/gv0"])[0];
+            let local = LocalStime::open(home, id, None).unwrap();
+            SharedStime::new(local, &sets, "gv0-replicate-0")
+        };
+        let (a, b) = (open(node1.path()), open(node2.path()));
+        assert_eq!(b.stime().unwrap(), None);
+        shared_and_never_back(&a, &b);
+        // A torn file leaves each node its own time, never an error.
+        std::fs::write(sets.join("gv0-replicate-0.stime"), b"3 0").unwrap();
+        assert_eq!(a.stime().unwrap(), Some(Stime::from_nanos(2_000)));
+        assert_eq!(b.stime().unwrap(), Some(Stime::from_nanos(3_000)));
+    }
+
+    #[test]
+    fn a_set_stime_is_every_members_and_never_goes_back() {
+        let home = tempfile::tempdir().unwrap();
+        let ids = session_with(home.path(), &["/b1", "/b2"]);
         let set = SetPlan {
             name: "gv0-replicate-0".into(),
             members: ids.clone(),
@@ -356,11 +464,6 @@ mod tests {
         };
         let first = LocalStime::open(home.path(), ids[0], Some(&set)).unwrap();
         let second = LocalStime::open(home.path(), ids[1], Some(&set)).unwrap();
-        first.advance(Stime::from_nanos(2_000)).unwrap();
-        assert_eq!(second.stime().unwrap(), Some(Stime::from_nanos(2_000)));
-        second.advance(Stime::from_nanos(1_000)).unwrap();
-        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(2_000)));
-        second.advance(Stime::from_nanos(3_000)).unwrap();
-        assert_eq!(first.stime().unwrap(), Some(Stime::from_nanos(3_000)));
+        shared_and_never_back(&first, &second);
     }
 }

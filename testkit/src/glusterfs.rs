@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::process::{find_processes, run_with_timeout, signal, wait_until};
+use super::process::{find_processes, net_namespace, run_with_timeout, signal, wait_until};
 use super::TestkitError;
 
 /// Bound on one `gluster` or `mount` command.
@@ -44,7 +44,7 @@ fn fail(what: impl Into<String>) -> TestkitError {
     TestkitError::Setup(what.into())
 }
 
-fn run(cmd: &mut Command) -> Result<String, TestkitError> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String, TestkitError> {
     let shown = format!("{cmd:?}");
     let out = run_with_timeout(cmd, CLI_TIMEOUT).map_err(|e| fail(format!("{shown}: {e}")))?;
     if !out.success() {
@@ -107,8 +107,7 @@ impl Glusterd {
             .prefix("georep-glusterd-")
             .tempdir()
             .map_err(|e| fail(format!("temporary directory: {e}")))?;
-        let running = find_processes(|a| a[0].ends_with("glusterd"));
-        if !running.is_empty() {
+        if host_glusterd().is_some() {
             return Ok(Glusterd {
                 own: None,
                 host,
@@ -176,6 +175,18 @@ impl Drop for Glusterd {
             });
         }
     }
+}
+
+/// A glusterd already running in this process's network namespace, whose
+/// CLI socket a plain `gluster` here reaches: it is used, never stopped.
+/// The glusterds of [`crate::cluster`] nodes share the process table but
+/// each runs in a network namespace of its own: they are never taken for
+/// it, whatever their name.
+fn host_glusterd() -> Option<i32> {
+    let own = net_namespace(Path::new("/proc/self/ns/net"))?;
+    find_processes(|a| a[0].ends_with("glusterd"))
+        .into_iter()
+        .find(|pid| net_namespace(Path::new(&format!("/proc/{pid}/ns/net"))) == Some(own))
 }
 
 /// The machine's host name, which GlusterFS needs as brick host (it

@@ -16,6 +16,9 @@
 //!   timeout only bounds waiting, it never asserts a wall-clock budget.
 //! - [`glusterfs`]: a real GlusterFS volume (glusterd, brick with
 //!   changelogs, FUSE mount), installed and started on demand.
+//! - [`cluster`]: a multi-node GlusterFS cluster in network namespaces on
+//!   this machine (replica-2 `gv0`, shared storage) and a DR site with its
+//!   own sshd, for several master nodes.
 //! - [`hostile::FakeMaster`]: crafted request streams written into a real
 //!   `geo-rep slave` process, its replies read back, its peak memory read
 //!   from `/proc`.
@@ -27,6 +30,7 @@
 
 pub mod bench;
 pub mod churn;
+pub mod cluster;
 mod fixtures;
 pub mod glusterfs;
 pub mod hostile;
@@ -36,8 +40,8 @@ mod tree;
 
 pub use fixtures::{copy_tree, log_text, random_bytes, sample_tree, set_mtime, SampleTree};
 pub use process::{
-    find_processes, geo_rep_beside_current_exe, run_with_timeout, signal, wait_for, wait_until,
-    CommandOutput,
+    find_processes, geo_rep_beside_current_exe, net_namespace, processes_in_net_namespace,
+    run_with_timeout, signal, wait_for, wait_until, CommandOutput,
 };
 pub use sshd::Sshd;
 pub use tree::{

@@ -149,10 +149,41 @@ pub fn wait_for<T>(
 /// Live (not zombie) processes whose argument list satisfies `pred`: how
 /// fault tests find a monitor or a slave process to kill.
 pub fn find_processes(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    live_processes()
+        .into_iter()
+        .filter(|(_, args)| pred(args))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The inode of the network namespace a `/proc/PID/ns/net` or
+/// `/run/netns/NAME` path stands for.
+pub fn net_namespace(path: &std::path::Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    })
+}
+
+/// Live processes of the network namespace with inode `ino`: the pid
+/// namespace is shared, so this is how a namespaced daemon is told from
+/// the same program run elsewhere on the machine.
+pub fn processes_in_net_namespace(ino: u64) -> Vec<i32> {
+    live_processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            net_namespace(std::path::Path::new(&format!("/proc/{pid}/ns/net"))) == Some(ino)
+        })
+        .collect()
+}
+
+/// Every live (not zombie) process with its argument list.
+fn live_processes() -> Vec<(i32, Vec<String>)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut pids = Vec::new();
+    let mut found = Vec::new();
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -174,11 +205,11 @@ pub fn find_processes(pred: impl Fn(&[String]) -> bool) -> Vec<i32> {
                     .starts_with('Z')
             })
             .unwrap_or(true);
-        if !zombie && !args.is_empty() && pred(&args) {
-            pids.push(pid);
+        if !zombie && !args.is_empty() {
+            found.push((pid, args));
         }
     }
-    pids
+    found
 }
 
 /// Sends `signal` to `pid`; false if there is no such process.

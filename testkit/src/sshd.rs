@@ -32,6 +32,10 @@ const BIND_ATTEMPTS: usize = 5;
 #[derive(Debug)]
 pub struct Sshd {
     port: u16,
+    /// The address it listens on, and the network namespace it runs in
+    /// (`None`: the test's own, on 127.0.0.1).
+    host: String,
+    netns: Option<PathBuf>,
     child: Option<Child>,
     config: PathBuf,
     log: PathBuf,
@@ -46,6 +50,20 @@ impl Sshd {
     /// Generates keys and config, starts sshd on a free port and waits until
     /// it answers with an `SSH-2.0` banner.
     pub fn start() -> Result<Sshd, TestkitError> {
+        Sshd::start_at(None)
+    }
+
+    /// Starts sshd on port 22 of `addr` inside the network namespace
+    /// `netns` (a `/run/netns/…` path), as the SSH server of a remote site
+    /// (see [`crate::cluster`]). The port is the namespace's own, so no
+    /// other process can hold it; readiness is our daemon's own log line
+    /// (no banner probe: the address is not reachable from the test's
+    /// namespace).
+    pub fn start_in_netns(netns: &Path, addr: std::net::Ipv4Addr) -> Result<Sshd, TestkitError> {
+        Sshd::start_at(Some((netns.to_owned(), addr)))
+    }
+
+    fn start_at(at: Option<(PathBuf, std::net::Ipv4Addr)>) -> Result<Sshd, TestkitError> {
         ensure_privsep_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("georep-sshd-")
@@ -65,8 +83,14 @@ impl Sshd {
         fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o600)).map_err(
             TestkitError::io(format!("chmod {}", authorized_keys.display())),
         )?;
+        let (host, netns) = match at {
+            Some((ns, addr)) => (addr.to_string(), Some(ns)),
+            None => ("127.0.0.1".to_owned(), None),
+        };
         let mut sshd = Sshd {
             port: 0,
+            host,
+            netns,
             child: None,
             config: root.join("sshd_config"),
             log: root.join("sshd.log"),
@@ -76,6 +100,12 @@ impl Sshd {
             dir,
         };
         let mut last_err = None;
+        if sshd.netns.is_some() {
+            sshd.port = 22;
+            sshd.write_config()?;
+            sshd.spawn_and_wait()?;
+            return Ok(sshd);
+        }
         for _ in 0..BIND_ATTEMPTS {
             sshd.port = free_port()?;
             sshd.write_config()?;
@@ -89,14 +119,14 @@ impl Sshd {
         Err(last_err.expect("at least one attempt"))
     }
 
-    /// The TCP port on 127.0.0.1.
+    /// The TCP port on [`Sshd::host`].
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The host the daemon listens on, as a client should name it.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The user clients log in as (the daemon runs as root).
@@ -255,7 +285,7 @@ impl Sshd {
             cfg,
             "# georep testkit: throwaway sshd, never the system one"
         );
-        let _ = writeln!(cfg, "ListenAddress 127.0.0.1");
+        let _ = writeln!(cfg, "ListenAddress {}", self.host);
         let _ = writeln!(cfg, "Port {}", self.port);
         let _ = writeln!(cfg, "HostKey {}", self.host_key.display());
         let _ = writeln!(cfg, "AuthorizedKeysFile {}", self.authorized_keys.display());
@@ -284,7 +314,15 @@ impl Sshd {
     fn spawn_and_wait(&mut self) -> Result<(), TestkitError> {
         // A fresh log per attempt, so "Server listening" below is this run's.
         let _ = fs::remove_file(&self.log);
-        let child = Command::new(SSHD)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(SSHD);
+                c
+            }
+            None => Command::new(SSHD),
+        };
+        let child = cmd
             .arg("-D")
             .arg("-f")
             .arg(&self.config)
@@ -317,7 +355,9 @@ impl Sshd {
     /// race), and the port answers with an SSH-2.0 banner.
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let listening = format!("Server listening on 127.0.0.1 port {}", self.port);
+        let listening = format!("Server listening on {} port {}", self.host, self.port);
+        let in_netns = self.netns.is_some();
+        let probe = move |port| if in_netns { Ok(()) } else { banner(port) };
         loop {
             if let Some(child) = &mut self.child {
                 match child.try_wait() {
@@ -326,11 +366,11 @@ impl Sshd {
                     Err(e) => return Err(format!("cannot wait for sshd: {e}")),
                 }
             }
-            if self.log().contains(&listening) && banner(self.port).is_ok() {
+            if self.log().contains(&listening) && probe(self.port).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let why = match banner(self.port) {
+                let why = match probe(self.port) {
                     Ok(()) => "its log never said it was listening".to_owned(),
                     Err(e) => format!("no SSH banner: {e}"),
                 };
