@@ -231,6 +231,8 @@ async fn member(
             continue;
         };
         tracing::info!(set = %set.name, "elected Active of the replica set");
+        // The other legs' workers read this set through its Active brick.
+        plan.volume_bricks.set_active(&set.name, Some(&brick.brick));
         // Read this brick's changelog afresh from the set's stime: what
         // this worker read while it was last Active is behind.
         let mut active = brick.clone();
@@ -262,6 +264,7 @@ async fn member(
             Some(why) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
             None => show(&mut shown, WorkerStatus::Passive, None),
         }
+        plan.volume_bricks.set_active(&set.name, None);
         drop(lease);
         tracing::info!(set = %set.name, "stepped down as Active of the replica set");
     }
