@@ -328,15 +328,7 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     s.vol = v.name.clone();
     s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
     let added = s.path("gluster-grow/brick2");
-    fs::create_dir_all(&added).unwrap();
-    georep_testkit::glusterfs::gluster([
-        "volume",
-        "add-brick",
-        &v.name,
-        &format!("{}:{}", g.host(), added.display()),
-        "force",
-    ])
-    .unwrap();
+    crate::distribute::add_brick(&v, g.host(), &added);
     let started = s.start().ok();
     assert!(
         started

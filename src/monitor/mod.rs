@@ -14,6 +14,7 @@ mod follow;
 pub mod metrics;
 mod plan;
 pub mod progress;
+pub mod rebalance;
 pub mod sets;
 mod worker;
 
@@ -39,7 +40,10 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
 /// Runs every brick's worker until `shutdown` turns true.
-pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
+pub async fn run(mut plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
+    if let Some(t) = &plan.topology {
+        plan.rebalance = rebalance::RebalanceWatch::spawn(t.name.clone(), shutdown.clone());
+    }
     let mut tasks = Vec::new();
     {
         let state = State::open(&plan.state_home)?;

@@ -61,6 +61,9 @@ pub struct SessionPlan {
     /// to the volume while the session runs joins it (see
     /// [`super::watch_volume`]).
     pub volume_bricks: VolumeBricks,
+    /// The master volume's rebalance, as the monitor last saw it (see
+    /// `monitor::rebalance`).
+    pub rebalance: super::rebalance::RebalanceWatch,
 }
 
 /// The session's bricks, as the workers' view of the volume reads them,
@@ -367,6 +370,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         topology: Topology::load(&home.session_topology(session.id))?,
         volume_changed: VolumeChanged::default(),
         volume_bricks,
+        rebalance: Default::default(),
     })
 }
 

@@ -20,8 +20,10 @@ use std::fmt;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
-pub use gluster::{all_volumes, brick_status, gluster_cli, gluster_present, volume_info};
-pub use xml::{parse_brick_status, parse_volume_info};
+pub use gluster::{
+    all_volumes, brick_status, gluster_cli, gluster_present, rebalance_status, volume_info,
+};
+pub use xml::{parse_brick_status, parse_rebalance_status, parse_volume_info};
 
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,18 @@ pub struct BrickState {
     pub path: PathBuf,
     /// Its brick process (glusterfsd) runs.
     pub online: bool,
+}
+
+/// A volume's latest rebalance, as `gluster volume rebalance VOL status`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebalance {
+    /// GlusterFS's id of the rebalance task: a new one for each `start`.
+    pub task: String,
+    /// It is migrating files (or fixing the layout) now.
+    pub running: bool,
+    /// GlusterFS's words for its state (`in progress`, `completed`, …).
+    pub status: String,
 }
 
 /// How the bricks of one subvolume relate.
