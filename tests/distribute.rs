@@ -6,16 +6,19 @@
 //!
 //! Needs what `gluster.rs` needs (root, /dev/fuse, GlusterFS).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use georep_testkit::churn::{churn, SlaveWatch};
 use georep_testkit::glusterfs::{gluster, Volume};
-use georep_testkit::random_bytes;
+use georep_testkit::{random_bytes, wait_until};
 
-use crate::common::Scenario;
+use crate::common::{Scenario, SYNC_TIMEOUT};
 use crate::gluster::{assert_same_tree, glusterd};
 
 /// A started distribute volume of `bricks` bricks under the scenario.
@@ -48,6 +51,26 @@ fn start_watching(s: &mut Scenario, v: &Volume) {
         .ok();
     s.start().ok();
     s.wait_active();
+}
+
+/// `gluster volume add-brick` of a new brick at `brick` on `host`.
+pub(crate) fn add_brick(v: &Volume, host: &str, brick: &Path) {
+    fs::create_dir_all(brick).unwrap();
+    gluster([
+        "volume",
+        "add-brick",
+        &v.name,
+        &format!("{host}:{}", brick.display()),
+        "force",
+    ])
+    .unwrap();
+}
+
+/// Waits until the session has `bricks` rows, all Active.
+fn wait_joined(s: &Scenario, bricks: usize) {
+    s.wait_status("the added brick joined the session", |rows| {
+        rows.len() == bricks && rows.iter().all(|r| r["status"] == "Active")
+    });
 }
 
 /// The brick that holds a DHT link file at `rel`, if any.
@@ -159,18 +182,8 @@ fn a_brick_added_while_running_joins_the_session() {
     s.wait_synced_past(SystemTime::now());
     let host = glusterd().map(|g| g.host().to_owned()).unwrap_or_default();
     let added = s.path("gluster-grow3/brick3");
-    fs::create_dir_all(&added).unwrap();
-    gluster([
-        "volume",
-        "add-brick",
-        &v.name,
-        &format!("{host}:{}", added.display()),
-        "force",
-    ])
-    .unwrap();
-    s.wait_status("the added brick joined the session", |rows| {
-        rows.len() == 3 && rows.iter().all(|r| r["status"] == "Active")
-    });
+    add_brick(&v, &host, &added);
+    wait_joined(&s, 3);
     fs::create_dir(m.join("after")).unwrap();
     for i in 0..30 {
         fs::write(m.join(format!("after/f{i}")), random_bytes(2000, i)).unwrap();
@@ -196,4 +209,170 @@ fn a_brick_added_while_running_joins_the_session() {
         new_row["bytes_sent"].as_u64().unwrap() > 0,
         "the new brick's worker sent nothing: {new_row}"
     );
+}
+
+/// Walks the slave in the background and remembers every file that was
+/// there once and is gone later while the mount still holds it.
+struct Vanished {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Vec<PathBuf>, u64)>>,
+}
+
+impl Vanished {
+    fn start(slave: &Path, mount: &Path) -> Vanished {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (slave, mount) = (slave.to_owned(), mount.to_owned());
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = BTreeSet::new();
+                let mut gone = Vec::new();
+                let mut samples = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let now = files_under(&slave);
+                    for f in seen.difference(&now) {
+                        if fs::symlink_metadata(mount.join(f)).is_ok() {
+                            gone.push(f.clone());
+                        }
+                    }
+                    seen.extend(now);
+                    samples += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (gone, samples)
+            })
+        };
+        Vanished {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; the files that vanished, and how many walks were made.
+    fn finish(mut self) -> (Vec<PathBuf>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or_else(Default::default, |t| t.join().unwrap())
+    }
+}
+
+/// The regular files under `root`, relative to it (the slave's own
+/// temporary files left out).
+fn files_under(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let path = e.path();
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() && !e.file_name().to_string_lossy().starts_with(".georep.") {
+                out.insert(path.strip_prefix(root).unwrap_or(&path).to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// `add-brick`, then `rebalance start` while the session runs and a
+/// client writes new files and removes some: georep sees the
+/// rebalance (the rows say so), removes nothing on the slave while it
+/// runs (no file the mount holds is ever missing on the slave after it
+/// first arrived, sampled throughout), re-checks the bricks once it has
+/// ended (the removals made meanwhile arrive then), and the slave ends
+/// equal to the mount (mtimes included), still 10 s later.
+#[test]
+fn a_rebalance_while_running_loses_nothing_and_converges() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let name = format!("sh{}reb", std::process::id());
+    let mut v = Volume::define(&g, &name, &s.path("gluster-shreb"), &[], 2)
+        .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"));
+    v.set("cluster.min-free-disk", "1%").unwrap();
+    v.start()
+        .unwrap_or_else(|e| panic!("cannot start GlusterFS volume {name}: {e}"));
+    let m = v.mount.clone();
+    const DIRS: u64 = 8;
+    const FILES: u64 = 150;
+    for d in 0..DIRS {
+        fs::create_dir_all(m.join(format!("d{d}"))).unwrap();
+        for i in 0..FILES {
+            fs::write(
+                m.join(format!("d{d}/f{i}")),
+                random_bytes(6000, d * FILES + i),
+            )
+            .unwrap();
+        }
+    }
+    start_watching(&mut s, &v);
+    s.wait_synced_past(SystemTime::now());
+    let vanished = Vanished::start(&s.slave, &m);
+
+    // A client writes new files throughout, and removes some of them.
+    // (Not rewrites of old files: GlusterFS 10.3 can leave a file written
+    // while it migrates as data on two bricks, and its own mount then
+    // shows one copy or the other.)
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, m) = (stop.clone(), m.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let name = |n: u64| m.join(format!("d{}/w{n}", n % DIRS));
+            while !stop.load(Ordering::Relaxed) {
+                fs::write(name(n), random_bytes(3000, n)).unwrap();
+                if n.is_multiple_of(5) && n >= 40 {
+                    fs::remove_file(name(n - 40)).unwrap();
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        })
+    };
+    let added = s.path("gluster-shreb/brick3");
+    add_brick(&v, g.host(), &added);
+    wait_joined(&s, 3);
+    gluster(["volume", "rebalance", &v.name, "start"]).unwrap();
+    // While it runs, the rows say so.
+    let mut said = false;
+    let mut migrated = String::new();
+    wait_until(SYNC_TIMEOUT, Duration::from_millis(300), || {
+        let rows = s.status_json();
+        said |= rows.iter().any(|r| {
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("is being rebalanced"))
+        });
+        migrated = gluster(["volume", "rebalance", &v.name, "status"]).unwrap_or_default();
+        migrated.contains("completed")
+    })
+    .expect("the rebalance never completed");
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0, "the writer wrote nothing");
+    assert!(said, "no status row said the volume was being rebalanced");
+    s.wait_synced_past(SystemTime::now());
+    let (gone, samples) = vanished.finish();
+    assert!(samples > 10, "the slave was sampled {samples} times");
+    assert_eq!(
+        gone,
+        Vec::<PathBuf>::new(),
+        "files the mount holds went missing on the slave"
+    );
+    let moved = fs::read_dir(added.join("d0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|md| md.mode() & 0o7777 != 0o1000))
+        .count();
+    assert!(moved > 0, "nothing was moved to the new brick:\n{migrated}");
+    assert_slave_is_the_mount(&v, &s, "after the rebalance");
+    std::thread::sleep(Duration::from_secs(10));
+    assert_slave_is_the_mount(&v, &s, "10 s after the rebalance");
+    // Re-checked: no row says it still holds.
+    for r in s.status_json() {
+        let said = r["last_error"].as_str().unwrap_or_default();
+        assert!(!said.contains("rebalanced"), "{r}");
+    }
 }

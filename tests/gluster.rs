@@ -275,10 +275,10 @@ fn a_restart_replays_the_history_from_the_changelogs() {
     );
 }
 
-/// Until georep copies a volume of several replica or disperse sets (or
-/// of fragments or shard pieces) exactly, `create` and `start` refuse it,
-/// naming the type and what is missing; nothing reaches the slave. (One
-/// replica set is handled: see `gluster_replica`; plain distribute: see
+/// Until georep copies a volume of disperse sets (fragments) or shard
+/// pieces exactly, `create` and `start` refuse it, naming the type and
+/// what is missing; nothing reaches the slave. (Replica sets are handled,
+/// also distributed: see `gluster_replica`; plain distribute: see
 /// `distribute`.)
 #[test]
 fn volumes_of_shapes_not_handled_yet_are_refused() {
@@ -287,10 +287,10 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     let keys_before = s.session_key_lines().len();
     let shapes: [(&str, &[&str], usize, &[&str]); 3] = [
         (
-            "distrep",
-            &["replica", "2"],
-            4,
-            &["Distributed-Replicate", "several replica sets"],
+            "distdisp",
+            &["disperse", "3", "redundancy", "1"],
+            6,
+            &["Distributed-Disperse", "erasure-coded"],
         ),
         (
             "disp",
@@ -335,15 +335,7 @@ fn volumes_of_shapes_not_handled_yet_are_refused() {
     s.vol = v.name.clone();
     s.geo_rep(s.create_args(&[], &s.slave_url(), false)).ok();
     let added = s.path("gluster-grow/brick2");
-    fs::create_dir_all(&added).unwrap();
-    georep_testkit::glusterfs::gluster([
-        "volume",
-        "add-brick",
-        &v.name,
-        &format!("{}:{}", g.host(), added.display()),
-        "force",
-    ])
-    .unwrap();
+    crate::distribute::add_brick(&v, g.host(), &added);
     let started = s.start().ok();
     assert!(
         started

@@ -400,3 +400,59 @@ fn an_arbiter_brick_is_never_active_and_its_empty_files_never_reach_the_slave() 
     churn(&v.mount, 2).unwrap();
     assert_converged(&s, &v, &watch);
 }
+
+/// A 2x2 distributed-replicate volume (two replica sets, each holding
+/// part of the namespace): one worker per set is Active, and no Active
+/// worker removes on the slave what the other set holds. The churn
+/// workload through the mount, before and after `start`: the slave equals
+/// the mount, and still 10 s later; a watch of the slave while it syncs
+/// never sees a volume internal or an empty file.
+#[test]
+fn a_distributed_replicate_volume_ships_one_active_brick_per_set() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let name = format!("sh{}dr", std::process::id());
+    let mut v = Volume::define(&g, &name, &s.path("gluster-shdr"), &["replica", "2"], 4)
+        .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"));
+    // Files go where their names hash even on a nearly full disk.
+    v.set("cluster.min-free-disk", "1%").unwrap();
+    v.start()
+        .unwrap_or_else(|e| panic!("cannot start GlusterFS volume {name}: {e}"));
+    churn(&v.mount, 0).unwrap();
+    let watch = SlaveWatch::start(&s.slave, internals_or_empty());
+    create_and_start(&mut s, &v);
+    let sets = [format!("{name}-replicate-0"), format!("{name}-replicate-1")];
+    let rows = s.wait_status("one Active and one Passive brick per set", |rows| {
+        sets.iter().all(|set| {
+            let of_set: Vec<&str> = rows
+                .iter()
+                .filter(|r| r["subvolume"] == set.as_str())
+                .map(|r| r["status"].as_str().unwrap_or_default())
+                .collect();
+            of_set.len() == 2 && of_set.contains(&"Active") && of_set.contains(&"Passive")
+        }) && rows.iter().all(|r| r["stime_ns"].is_i64())
+    });
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    churn(&v.mount, 1).unwrap();
+    churn(&v.mount, 2).unwrap();
+    // Both sets hold part of r2/: a prune by either Active worker alone
+    // would lose the other's files.
+    let holds_files = |set: &[PathBuf]| {
+        set.iter().any(|b| {
+            fs::read_dir(b.join("r2"))
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        })
+    };
+    assert!(
+        holds_files(&v.bricks[..2]) && holds_files(&v.bricks[2..]),
+        "r2/ is not spread over both sets: this test shows nothing about them"
+    );
+    assert_converged(&s, &v, &watch);
+    for r in s.status_json() {
+        if r["status"] == "Passive" {
+            assert_eq!(r["bytes_sent"], 0, "a Passive worker shipped: {r}");
+        }
+    }
+}

@@ -15,6 +15,7 @@ mod follow;
 pub mod metrics;
 mod plan;
 pub mod progress;
+pub mod rebalance;
 pub mod sets;
 mod worker;
 
@@ -40,7 +41,10 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
 /// Runs every brick's worker until `shutdown` turns true.
-pub async fn run(plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
+pub async fn run(mut plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
+    if let Some(t) = &plan.topology {
+        plan.rebalance = rebalance::RebalanceWatch::spawn(t.name.clone(), shutdown.clone());
+    }
     let mut tasks = Vec::new();
     {
         let state = State::open(&plan.state_home)?;
@@ -261,6 +265,8 @@ async fn member(
             continue;
         };
         tracing::info!(set = %set.name, "elected Active of the replica set");
+        // The other legs' workers read this set through its Active brick.
+        plan.volume_bricks.set_active(&set.name, Some(&brick.brick));
         // Read this brick's changelog afresh from the set's stime: what
         // this worker read while it was last Active is behind.
         let mut active = brick.clone();
@@ -306,6 +312,7 @@ async fn member(
             ),
             (None, None) => show(&mut shown, WorkerStatus::Passive, None),
         }
+        plan.volume_bricks.set_active(&set.name, None);
         drop(lease);
         tracing::info!(set = %set.name, "stepped down as Active of the replica set");
         if gave_up.is_some() {

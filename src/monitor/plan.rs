@@ -65,17 +65,31 @@ pub struct SessionPlan {
     /// where the replica sets are elected across nodes and this node
     /// reports its rows (see [`crate::meta`]).
     pub meta: Option<crate::meta::SessionMeta>,
+    /// The master volume's rebalance, as the monitor last saw it (see
+    /// `monitor::rebalance`).
+    pub rebalance: super::rebalance::RebalanceWatch,
 }
 
 /// The session's bricks, as the workers' view of the volume reads them,
 /// and the files one worker hands to another (see
 /// `ship::ShipReport::handed_off`). Clones share them.
+///
+/// The volume's namespace is spread over its distribute legs: a lone
+/// brick, or a replica set, which holds its part on each member. The view
+/// reads each set through its Active member (the one that ships); a
+/// Passive member may be down and keep names the volume removed since.
 #[derive(Debug, Clone, Default)]
 pub struct VolumeBricks(std::sync::Arc<std::sync::Mutex<SharedBricks>>);
 
 #[derive(Debug, Default)]
 struct SharedBricks {
-    all: Vec<PathBuf>,
+    /// Bricks of no replica set, each a leg of its own.
+    lone: Vec<PathBuf>,
+    /// Each replica set's members that hold content (not the arbiter),
+    /// in brick order.
+    sets: Vec<(String, Vec<PathBuf>)>,
+    /// Each set's Active member, while it has one.
+    active: std::collections::HashMap<String, PathBuf>,
     handed: std::collections::HashMap<PathBuf, Vec<RelPath>>,
 }
 
@@ -84,10 +98,13 @@ struct SharedBricks {
 const HANDED_MAX: usize = 100_000;
 
 impl VolumeBricks {
-    pub fn new(bricks: Vec<PathBuf>) -> VolumeBricks {
+    /// The view of `lone` bricks and replica `sets` (name and members
+    /// holding content).
+    pub fn new(lone: Vec<PathBuf>, sets: Vec<(String, Vec<PathBuf>)>) -> VolumeBricks {
         VolumeBricks(std::sync::Arc::new(std::sync::Mutex::new(SharedBricks {
-            all: bricks,
-            handed: Default::default(),
+            lone,
+            sets,
+            ..Default::default()
         })))
     }
 
@@ -95,8 +112,18 @@ impl VolumeBricks {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A brick added to the volume (a leg of its own).
     pub fn add(&self, brick: PathBuf) {
-        self.lock().all.push(brick);
+        self.lock().lone.push(brick);
+    }
+
+    /// `brick` is now the Active member of `set` (`None`: it stepped down).
+    pub fn set_active(&self, set: &str, brick: Option<&Path>) {
+        let mut shared = self.lock();
+        match brick {
+            Some(b) => shared.active.insert(set.to_owned(), b.to_owned()),
+            None => shared.active.remove(set),
+        };
     }
 
     /// Gives `path` to the worker of `brick` to send.
@@ -115,15 +142,29 @@ impl VolumeBricks {
         self.lock().handed.remove(brick).unwrap_or_default()
     }
 
-    /// Every brick, `first` first; empty while the session has one brick.
+    /// The bricks that together hold the volume, `first` (the brick of the
+    /// asking worker, which ships its leg) first; empty while the volume
+    /// has one leg. Another set is read through its Active member, or,
+    /// while it has none (a takeover), through all its members: a name
+    /// kept a moment too long is better than one removed that the volume
+    /// holds.
     pub fn seen_from(&self, first: &Path) -> Vec<PathBuf> {
-        let all = &self.lock().all;
-        if all.len() < 2 {
+        let shared = self.lock();
+        if shared.lone.len() + shared.sets.len() < 2 {
             return Vec::new();
         }
-        std::iter::once(first.to_owned())
-            .chain(all.iter().filter(|b| *b != first).cloned())
-            .collect()
+        let mut out = vec![first.to_owned()];
+        out.extend(shared.lone.iter().filter(|b| *b != first).cloned());
+        for (name, members) in &shared.sets {
+            if members.iter().any(|m| m == first) {
+                continue;
+            }
+            match shared.active.get(name) {
+                Some(active) => out.push(active.clone()),
+                None => out.extend(members.iter().cloned()),
+            }
+        }
+        out
     }
 }
 
@@ -276,7 +317,6 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         })?;
     let state = home.state()?;
     let records = state.bricks(session.id)?;
-    let all: Vec<PathBuf> = records.iter().map(|b| b.brick.path().to_owned()).collect();
     let set_of = |b: &crate::state::BrickRecord| {
         let name = b.subvolume.clone()?;
         let members = records
@@ -297,11 +337,29 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             ..brick_plan(home, session.id, &config, b.id, b.brick.path())
         })
         .collect();
-    // The bricks of a distributed volume hold one namespace between them;
-    // the members of a replica set each hold all of it, and a member that
-    // is down would only bring back stale names.
-    let volume_bricks = if bricks.iter().all(|b| b.gluster && b.set.is_none()) {
-        VolumeBricks::new(all)
+    // The legs of a distributed volume hold one namespace between them
+    // (see `VolumeBricks`); a replica set alone is one leg.
+    let volume_bricks = if bricks.iter().all(|b| b.gluster) {
+        let mut sets: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        let mut lone = Vec::new();
+        for b in &bricks {
+            match &b.set {
+                None => lone.push(b.brick.clone()),
+                Some(set) => {
+                    let at = match sets.iter().position(|(n, _)| *n == set.name) {
+                        Some(at) => at,
+                        None => {
+                            sets.push((set.name.clone(), Vec::new()));
+                            sets.len() - 1
+                        }
+                    };
+                    if !set.arbiter {
+                        sets[at].1.push(b.brick.clone());
+                    }
+                }
+            }
+        }
+        VolumeBricks::new(lone, sets)
     } else {
         VolumeBricks::default()
     };
@@ -332,6 +390,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         volume_changed: VolumeChanged::default(),
         volume_bricks,
         meta,
+        rebalance: Default::default(),
     })
 }
 
@@ -389,5 +448,39 @@ pub fn brick_plan(
         exclude,
         gluster,
         set: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another set is read through its Active member, or through all its
+    /// members while it has none; the asking worker's own set only
+    /// through itself; a lone replica set is no distributed volume.
+    #[test]
+    fn each_leg_is_seen_through_one_brick() {
+        let p = |s: &str| PathBuf::from(s);
+        let view = VolumeBricks::new(
+            vec![p("/c")],
+            vec![
+                ("v-replicate-0".into(), vec![p("/a1"), p("/a2")]),
+                ("v-replicate-1".into(), vec![p("/b1"), p("/b2")]),
+            ],
+        );
+        assert_eq!(
+            view.seen_from(&p("/a2")),
+            [p("/a2"), p("/c"), p("/b1"), p("/b2")]
+        );
+        view.set_active("v-replicate-1", Some(&p("/b2")));
+        assert_eq!(view.seen_from(&p("/a1")), [p("/a1"), p("/c"), p("/b2")]);
+        assert_eq!(
+            view.seen_from(&p("/c")),
+            [p("/c"), p("/a1"), p("/a2"), p("/b2")]
+        );
+        view.set_active("v-replicate-1", None);
+        assert_eq!(view.seen_from(&p("/a1")).len(), 4);
+        let one_set = VolumeBricks::new(vec![], vec![("v".into(), vec![p("/a1"), p("/a2")])]);
+        assert!(one_set.seen_from(&p("/a1")).is_empty());
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::rebalance::{self, Phase, Rechecked};
 use super::sets::{SetStime, TAKEOVER_REPLAY};
 use super::{BrickPlan, Live, SessionPlan};
 use crate::brick::volume::{LocalBricks, VolumeView};
@@ -99,6 +100,13 @@ struct Ctx<'a> {
     /// then a crawl walks each file once and the answer is almost always
     /// "no" (and a wrong "no" only costs bytes).
     quick_check: bool,
+    /// A rebalance of the volume runs, or ended and this brick has not
+    /// been re-checked since: nothing is removed on the slave and stime
+    /// stays (see `monitor::rebalance`).
+    holding: bool,
+    /// When this worker began to hold.
+    held_since: Option<Stime>,
+    rechecked: Rechecked,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -186,8 +194,25 @@ pub async fn run(
         live: plan.live(state),
         memory: std::mem::take(&mut journal.memory),
         quick_check,
+        holding: false,
+        held_since: None,
+        rechecked: Rechecked::new(
+            &crate::session::Home::new(plan.state_home.clone()).session_dir(plan.session_id),
+        ),
     };
-    let mut result = sweep(&mut ctx, &mut journal.sweep).await;
+    if let Some(r) = plan.rebalance.latest().filter(|r| !r.running) {
+        // A brick's first sync walks all of it: what an earlier rebalance
+        // moved is taken in.
+        if stime.stime()?.is_none() {
+            mark_rechecked(&ctx, &r.task);
+        }
+    }
+    // A rebalance that runs, or ended unchecked, comes before the sweep's
+    // prunes.
+    let mut result = follow_rebalance(&mut ctx).await;
+    if result.is_ok() {
+        result = sweep(&mut ctx, &mut journal.sweep).await;
+    }
     if result.is_ok() {
         result = follow(&mut ctx, journal, shutdown).await;
     }
@@ -263,6 +288,7 @@ async fn follow(
             }
             continue;
         }
+        follow_rebalance(ctx).await?;
         send_handed(ctx).await?;
         // Close what the hook has gathered so far instead of waiting for the
         // next timed rollover: whenever the worker is free, changes go out
@@ -292,6 +318,63 @@ async fn follow(
     }
 }
 
+/// Holds removals and stime while the volume is rebalanced, and re-checks
+/// the brick once the rebalance has ended (see `monitor::rebalance`).
+async fn follow_rebalance(ctx: &mut Ctx<'_>) -> Result<(), WorkerError> {
+    let rechecked = ctx.rechecked.get(ctx.brick.brick_id);
+    match rebalance::phase(ctx.plan.rebalance.latest(), rechecked.as_deref()) {
+        Phase::Quiet => Ok(()),
+        Phase::Running(r) => {
+            if !ctx.holding {
+                tracing::info!(task = %r.task, "the volume is being rebalanced: removals on the slave and stime wait until it has ended");
+                let why = format!(
+                    "volume {} is being rebalanced ({}): nothing is removed on the slave and LAST_SYNCED waits until it has ended and this brick is re-checked",
+                    ctx.plan.master_vol, r.status
+                );
+                ctx.state.set_last_error(ctx.brick.brick_id, Some(&why))?;
+                ctx.holding = true;
+                ctx.held_since = Some(Stime::now());
+            }
+            Ok(())
+        }
+        Phase::Ended(r) => {
+            tracing::info!(task = %r.task, status = %r.status, "the volume's rebalance ended: re-checking the brick");
+            ctx.holding = false;
+            show(ctx, WorkerStatus::Active, CrawlStatus::Hybrid)?;
+            let walked_from = Stime::now().minus(CTIME_MARGIN);
+            // What changed since the hold began (a moved file is a new
+            // inode on its new brick) is compared by content, as a delta
+            // against the slave's copy: a file written while it moved can
+            // have the size and mtime the slave holds but not its bytes.
+            // The rebalance began at most a poll before the hold.
+            let since = [stime_of(ctx)?, ctx.held_since]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|s| s.minus(CTIME_MARGIN + rebalance::POLL * 2));
+            let quick = std::mem::replace(&mut ctx.quick_check, false);
+            let walked = hybrid(ctx, RelPath::root(), since).await;
+            ctx.quick_check = quick;
+            walked?;
+            ctx.held_since = None;
+            // Everything changed before the walk is on the slave now; the
+            // journal read since the hold began was shipped as it went.
+            let to = ctx.cursor.map_or(walked_from, |c| c.min(walked_from));
+            advance(ctx, to)?;
+            mark_rechecked(ctx, &r.task);
+            ctx.state.set_last_error(ctx.brick.brick_id, None)?;
+            Ok(())
+        }
+    }
+}
+
+fn mark_rechecked(ctx: &Ctx<'_>, task: &str) {
+    if let Err(e) = ctx.rechecked.set(ctx.brick.brick_id, task) {
+        // Then the next start re-checks the brick once more: only a cost.
+        tracing::warn!("recording that the brick was re-checked after rebalance {task}: {e}");
+    }
+}
+
 /// Sends the files another brick's worker handed to this one (a
 /// rebalance moved them here without a changelog record; see
 /// `ship::ShipReport::handed_off`). On failure they stay handed.
@@ -303,6 +386,10 @@ async fn send_handed(ctx: &mut Ctx<'_>) -> Result<(), WorkerError> {
     let mut batch = Batch::new();
     for path in &handed {
         batch.push_data(path.clone());
+    }
+    // Moved by a rebalance: the slave may hold them already.
+    if ctx.quick_check {
+        batch.mark_quick_check();
     }
     if let Err(e) = ship(ctx, &batch, None).await {
         for path in handed {
@@ -397,7 +484,7 @@ async fn hybrid(
         ctx.brick.exclude.clone(),
         since,
     );
-    if !ctx.live.config.ignore_deletes {
+    if !ctx.live.config.ignore_deletes && !ctx.holding {
         crawl = crawl.with_prune();
     }
     let max = ctx.live.config.changelog_batch_size;
@@ -468,8 +555,15 @@ async fn ship(
     batch: &Batch,
     later: Option<&dyn LaterRecords>,
 ) -> Result<ShipReport, WorkerError> {
-    // `exclude` and `ignore-deletes` (crawl::filter).
-    let filtered = ctx.live.filter.apply(batch);
+    // `exclude` and `ignore-deletes` (crawl::filter); no removal while a
+    // rebalance holds them.
+    let filtered = if ctx.holding {
+        let mut filter = ctx.live.filter.clone();
+        filter.ignore_deletes = true;
+        filter.apply(batch)
+    } else {
+        ctx.live.filter.apply(batch)
+    };
     let batch = filtered.as_ref().unwrap_or(batch);
     if batch.is_empty() {
         return Ok(ShipReport::default());
@@ -499,7 +593,7 @@ async fn ship_now(
     };
     shipper.exclude = ctx.brick.exclude.clone();
     shipper.filter = ctx.live.filter.clone();
-    shipper.prune_touched = !ctx.live.config.ignore_deletes;
+    shipper.prune_touched = !ctx.live.config.ignore_deletes && !ctx.holding;
     shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
     shipper.later = later;
     shipper.volume = volume.as_ref().map(|v| v as &dyn VolumeView);
@@ -553,9 +647,11 @@ fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(
 }
 
 /// Moves stime forward to `to` (never back): the journal is read on from
-/// there.
+/// there. While a rebalance holds it, only the reading moves on.
 fn advance(ctx: &mut Ctx<'_>, to: Stime) -> Result<(), WorkerError> {
-    ctx.stime.advance(to)?;
+    if !ctx.holding {
+        ctx.stime.advance(to)?;
+    }
     ctx.cursor = ctx.cursor.max(Some(to));
     Ok(())
 }

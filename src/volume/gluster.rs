@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::{
-    parse_brick_status, parse_volume_info, xml::parse_volumes, BrickState, Topology, VolumeError,
+    parse_brick_status, parse_rebalance_status, parse_volume_info, xml::parse_volumes, BrickState,
+    Rebalance, Topology, VolumeError,
 };
 
 /// The `gluster` CLI to ask (`GEOREP_GLUSTER` overrides it).
@@ -37,11 +38,26 @@ pub fn brick_status(vol: &str) -> Result<Vec<BrickState>, VolumeError> {
     parse_brick_status(vol, &ask("status", vol)?)
 }
 
+/// `gluster volume rebalance VOL status --xml`: the volume's latest
+/// rebalance, if one was ever started.
+pub fn rebalance_status(vol: &str) -> Result<Option<Rebalance>, VolumeError> {
+    let xml = run("rebalance status", vol, &["rebalance", vol, "status"])?;
+    parse_rebalance_status(vol, &xml)
+}
+
 /// The XML answer to `gluster volume QUESTION WHAT --xml`.
 fn ask(question: &'static str, what: &str) -> Result<String, VolumeError> {
+    run(question, what, &[question, what])
+}
+
+/// The XML answer to `gluster volume ARGS --xml` (`question` and `what`
+/// name it in errors).
+fn run(question: &'static str, what: &str, args: &[&str]) -> Result<String, VolumeError> {
     let cli = gluster_cli();
     let out = Command::new(&cli)
-        .args(["--mode=script", "volume", question, what, "--xml"])
+        .args(["--mode=script", "volume"])
+        .args(args)
+        .arg("--xml")
         .output()
         .map_err(|source| VolumeError::Spawn {
             cli: cli.clone(),

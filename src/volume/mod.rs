@@ -5,9 +5,9 @@
 //! georep replicates a volume when the bricks it reads hold whole files
 //! and, together, the whole volume as clients see it: one brick, one
 //! replica set (whose Active member ships, see `monitor::sets`), or the
-//! bricks of a plain distribute volume merged into one slave directory
-//! (`brick::volume`). A volume whose bricks hold anything else (several
-//! replica sets, erasure-coded fragments, shard pieces) is refused by
+//! legs of a distribute volume (bricks or replica sets) merged into one
+//! slave directory (`brick::volume`). A volume whose bricks hold anything
+//! else (erasure-coded fragments, shard pieces) is refused by
 //! [`Topology::unsupported`] until it is handled: a partial copy that says
 //! it is healthy is never acceptable.
 //!
@@ -20,8 +20,10 @@ use std::fmt;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
-pub use gluster::{all_volumes, brick_status, gluster_cli, gluster_present, volume_info};
-pub use xml::{parse_brick_status, parse_volume_info};
+pub use gluster::{
+    all_volumes, brick_status, gluster_cli, gluster_present, rebalance_status, volume_info,
+};
+pub use xml::{parse_brick_status, parse_rebalance_status, parse_volume_info};
 
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,18 @@ pub struct BrickState {
     pub path: PathBuf,
     /// Its brick process (glusterfsd) runs.
     pub online: bool,
+}
+
+/// A volume's latest rebalance, as `gluster volume rebalance VOL status`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebalance {
+    /// GlusterFS's id of the rebalance task: a new one for each `start`.
+    pub task: String,
+    /// It is migrating files (or fixing the layout) now.
+    pub running: bool,
+    /// GlusterFS's words for its state (`in progress`, `completed`, …).
+    pub status: String,
 }
 
 /// How the bricks of one subvolume relate.
@@ -223,30 +237,16 @@ impl Topology {
     }
 
     /// Why georep cannot replicate this volume yet, naming its type and
-    /// what is missing; `None` for a single brick, a single replica set
-    /// (with or without an arbiter) or a plain distribute volume (whose
-    /// listings `brick::volume` merges), without sharding.
+    /// what is missing; `None` for a single brick, replica sets (with or
+    /// without an arbiter) and distribute over bricks or replica sets
+    /// (whose legs' listings `brick::volume` merges), without sharding.
     pub fn unsupported(&self) -> Option<String> {
         let mut missing = Vec::new();
-        let subvolumes = self.subvolumes.len();
-        // Plain distribute is handled (see `brick::volume`); distribute over
-        // sets is not yet.
-        if subvolumes > 1 && !self.plain_distribute() {
-            missing.push(format!(
-                "{subvolumes} distribute subvolumes of several bricks each: one brick of each set must ship, and the sets' listings be merged"
-            ));
-        }
         let sets = |kind: fn(&SetKind) -> bool| {
             self.subvolumes
                 .iter()
                 .any(|s| kind(&s.kind) && s.bricks.len() > 1)
         };
-        if subvolumes > 1 && sets(|k| matches!(k, SetKind::Replica)) {
-            missing.push(
-                "several replica sets: each set's Active brick holds part of the namespace, to be merged as for distribute"
-                    .to_owned(),
-            );
-        }
         if sets(|k| matches!(k, SetKind::Disperse { .. })) {
             missing.push(
                 "disperse sets: bricks hold erasure-coded fragments, content must be read through a client mount"
@@ -263,7 +263,7 @@ impl Topology {
             return None;
         }
         Some(format!(
-            "volume {} is {} with {} brick(s) ({}); georep replicates only a single brick, a single replica set or a plain distribute volume yet, and does not handle: {}",
+            "volume {} is {} with {} brick(s) ({}); georep replicates only volumes of whole-file bricks (a single brick, replica sets, distribute over bricks or replica sets) yet, and does not handle: {}",
             self.name,
             self.type_name,
             self.bricks().count(),
@@ -363,13 +363,7 @@ mod tests {
         );
         let names: Vec<&str> = t.subvolumes.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["r2-replicate-0", "r2-replicate-1"]);
-        let why = t.unsupported().unwrap();
-        assert!(why.contains("Distributed-Replicate"), "{why}");
-        assert!(why.contains("2 distribute subvolumes") && why.contains("several replica sets"));
-        assert!(
-            why.contains("2 distribute subvolumes of several bricks")
-                && why.contains("replica sets")
-        );
+        assert_eq!(t.unsupported(), None, "distribute over replica sets");
     }
 
     #[test]

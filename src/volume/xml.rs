@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use roxmltree::{Document, Node};
 
-use super::{BrickSpec, BrickState, SetKind, Subvolume, Topology, VolumeError};
+use super::{BrickSpec, BrickState, Rebalance, SetKind, Subvolume, Topology, VolumeError};
 
 /// The topology of `vol` from the CLI's XML answer, or why it has none
 /// (GlusterFS's own error, e.g. "Volume gv0 does not exist").
@@ -49,6 +49,48 @@ pub fn parse_brick_status(vol: &str, xml: &str) -> Result<Vec<BrickState>, Volum
         })
         .collect();
     Ok(bricks)
+}
+
+/// The volume's latest rebalance from the answer to `gluster volume
+/// rebalance VOL status --xml`; `None` if none was ever started.
+pub fn parse_rebalance_status(vol: &str, xml: &str) -> Result<Option<Rebalance>, VolumeError> {
+    let doc = match answer("rebalance status", vol, xml) {
+        Ok(doc) => doc,
+        Err(VolumeError::Refused { reason, .. }) if reason.contains("not started") => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let malformed = |reason: &str| VolumeError::Malformed {
+        question: "rebalance status",
+        vol: vol.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let root = doc.root_element();
+    let rebalance = root
+        .children()
+        .find(|n| n.has_tag_name("volRebalance"))
+        .ok_or_else(|| malformed("no <volRebalance>"))?;
+    let task = child_text(rebalance, "task-id")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| malformed("no <task-id>"))?;
+    let aggregate = rebalance
+        .children()
+        .find(|n| n.has_tag_name("aggregate"))
+        .ok_or_else(|| malformed("no <aggregate>"))?;
+    let status = child_text(aggregate, "status")
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .ok_or_else(|| malformed("no numeric aggregate <status>"))?;
+    Ok(Some(Rebalance {
+        task: task.to_owned(),
+        // GlusterFS's gf_defrag_status_t: 1 started, 5 fix-layout started.
+        running: matches!(status, 1 | 5),
+        status: child_text(aggregate, "statusStr")
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+    }))
 }
 
 /// The parsed answer of the CLI, once its `opRet` says it succeeded.
@@ -223,5 +265,24 @@ mod tests {
             Err(VolumeError::Malformed { .. })
         ));
         assert!(parse_volume_info("v", "not xml").is_err());
+    }
+
+    #[test]
+    fn a_rebalance_is_running_ended_or_never_started() {
+        let running =
+            parse_rebalance_status("dv", include_str!("testdata/rebalance-running.xml")).unwrap();
+        let running = running.unwrap();
+        assert!(running.running);
+        assert_eq!(running.task, "c7880c03-616f-4c5b-a568-930c8a698d44");
+        assert_eq!(running.status, "in progress");
+        let done = parse_rebalance_status("dv", include_str!("testdata/rebalance-done.xml"))
+            .unwrap()
+            .unwrap();
+        assert!(!done.running && done.task == running.task && done.status == "completed");
+        let none =
+            parse_rebalance_status("dv", include_str!("testdata/rebalance-none.xml")).unwrap();
+        assert_eq!(none, None);
+        let err = parse_rebalance_status("dv", "<cliOutput><opRet>0</opRet></cliOutput>");
+        assert!(err.is_err());
     }
 }
