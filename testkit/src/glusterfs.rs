@@ -97,7 +97,39 @@ impl Glusterd {
         Ok(g)
     }
 
-    fn start() -> Result<Glusterd, TestkitError> {
+    /// A glusterd on the system's working directory (`/var/lib/glusterd`),
+    /// for GlusterFS's own geo-replication: gsyncd reads its session files
+    /// there whatever glusterd's working directory is. Started unless one
+    /// already runs on it; one running on another working directory (the
+    /// shared one of [`Glusterd::shared`]) is an error, never stopped.
+    pub fn system() -> Result<Glusterd, TestkitError> {
+        let (host, dir) = Self::prepare()?;
+        let elsewhere = find_processes(|a| {
+            a[0].ends_with("glusterd")
+                && a.iter()
+                    .skip_while(|x| x.as_str() != "-f")
+                    .nth(1)
+                    .is_some_and(|f| f != "/etc/glusterfs/glusterd.vol")
+        });
+        if let Some(pid) = elsewhere.first() {
+            return Err(fail(format!(
+                "glusterd (pid {pid}) runs with its own volfile, not on /var/lib/glusterd, \
+                 which GlusterFS geo-replication needs; wait until it is gone"
+            )));
+        }
+        if !find_processes(|a| a[0].ends_with("glusterd")).is_empty() {
+            return Ok(Glusterd {
+                own: None,
+                host,
+                _dir: dir,
+            });
+        }
+        Self::spawn(host, dir, None)
+    }
+
+    /// Checks that GlusterFS can run, installs it, finds the brick host and
+    /// makes the directory for glusterd's pid, log and volfile.
+    fn prepare() -> Result<(String, tempfile::TempDir), TestkitError> {
         if let Some(why) = unavailable() {
             return Err(fail(why));
         }
@@ -107,6 +139,11 @@ impl Glusterd {
             .prefix("georep-glusterd-")
             .tempdir()
             .map_err(|e| fail(format!("temporary directory: {e}")))?;
+        Ok((host, dir))
+    }
+
+    fn start() -> Result<Glusterd, TestkitError> {
+        let (host, dir) = Self::prepare()?;
         let running = find_processes(|a| a[0].ends_with("glusterd"));
         if !running.is_empty() {
             return Ok(Glusterd {
@@ -132,14 +169,26 @@ impl Glusterd {
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(&vol, text).map_err(|e| fail(format!("{}: {e}", vol.display())))?;
+        Self::spawn(host, dir, Some(vol))
+    }
+
+    /// Runs glusterd (with the volfile `vol`, or the system's) and waits
+    /// until it answers.
+    fn spawn(
+        host: String,
+        dir: tempfile::TempDir,
+        vol: Option<PathBuf>,
+    ) -> Result<Glusterd, TestkitError> {
         let pidfile = dir.path().join("glusterd.pid");
-        run(Command::new("glusterd")
-            .arg("-p")
+        let mut cmd = Command::new("glusterd");
+        cmd.arg("-p")
             .arg(&pidfile)
             .arg("-l")
-            .arg(dir.path().join("glusterd.log"))
-            .arg("-f")
-            .arg(&vol))?;
+            .arg(dir.path().join("glusterd.log"));
+        if let Some(vol) = vol {
+            cmd.arg("-f").arg(vol);
+        }
+        run(&mut cmd)?;
         let pid = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
             std::fs::read_to_string(&pidfile)
                 .ok()
