@@ -185,8 +185,16 @@ impl Glusterd {
             .arg(&pidfile)
             .arg("-l")
             .arg(dir.path().join("glusterd.log"));
-        if let Some(vol) = vol {
-            cmd.arg("-f").arg(vol);
+        match vol {
+            Some(vol) => {
+                cmd.arg("-f").arg(vol);
+            }
+            // The system's glusterd runs gsyncd, whose processes find
+            // `python3` and `ssh` through PATH: the system's, as a service
+            // manager would give it, not a caller's (a pyenv, say).
+            None => {
+                cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+            }
         }
         run(&mut cmd)?;
         let pid = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {

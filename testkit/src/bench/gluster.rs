@@ -230,10 +230,11 @@ pub fn gluster_side_by_side(ctx: &Ctx) -> Result<Vec<Row>> {
     let b0 = sent(&relays);
     let t0 = Instant::now();
     fixtures::small_tree(&m.join("small"), n, n.div_ceil(100), 21)?;
+    let written = secs(t0.elapsed());
     let t = until_equal(m, slaves, "small", Instant::now(), p.sync_timeout);
     progress(&format!(
         "gluster small: written in {}; {t:?}",
-        fmt_secs(secs(t0.elapsed()))
+        fmt_secs(written)
     ));
     rows.push(row(
         format!("gluster {} files", super::workloads::count(n)),
