@@ -46,9 +46,9 @@ pub const WORKLOADS: &[&str] = &[
 ];
 
 /// Workloads run only when named: `gluster` needs glusterd on the system's
-/// working directory, where the test kit's shared glusterd (another
-/// working directory) must not be running, and GlusterFS's own
-/// geo-replication takes minutes to settle.
+/// working directory (`/var/lib/glusterd`, where it also leaves glusterd's
+/// geo-replication keys), so it cannot run while the test kit's shared
+/// glusterd, with its own working directory, is up.
 pub const OPT_IN: &[&str] = &["gluster"];
 
 #[derive(Debug, Parser)]
@@ -113,6 +113,8 @@ pub struct Profile {
     pub gluster_files: usize,
     pub gluster_big_bytes: u64,
     pub gluster_lag_timeout: Duration,
+    /// How long `gluster` waits for a slave to equal the mount.
+    pub gluster_timeout: Duration,
     pub sync_timeout: Duration,
 }
 
@@ -139,6 +141,7 @@ impl Profile {
             gluster_files: 100,
             gluster_big_bytes: 4 << 20,
             gluster_lag_timeout: Duration::from_secs(30),
+            gluster_timeout: Duration::from_secs(120),
             sync_timeout: Duration::from_secs(120),
         }
     }
@@ -165,6 +168,7 @@ impl Profile {
             gluster_files: 2_000,
             gluster_big_bytes: 200 << 20,
             gluster_lag_timeout: Duration::from_secs(60),
+            gluster_timeout: Duration::from_secs(240),
             sync_timeout: Duration::from_secs(900),
         }
     }
@@ -191,6 +195,7 @@ impl Profile {
             gluster_files: 2_000,
             gluster_big_bytes: 200 << 20,
             gluster_lag_timeout: Duration::from_secs(60),
+            gluster_timeout: Duration::from_secs(240),
             sync_timeout: Duration::from_secs(3600),
         }
     }
