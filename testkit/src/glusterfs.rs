@@ -97,7 +97,38 @@ impl Glusterd {
         Ok(g)
     }
 
-    fn start() -> Result<Glusterd, TestkitError> {
+    /// A glusterd on the system's working directory (`/var/lib/glusterd`),
+    /// for GlusterFS's own geo-replication: gsyncd reads its session files
+    /// there whatever glusterd's working directory is. Started unless one
+    /// already runs on it; one running on another working directory (the
+    /// shared one of [`Glusterd::shared`]) is an error, never stopped.
+    pub fn system() -> Result<Glusterd, TestkitError> {
+        let (host, dir) = Self::prepare()?;
+        let elsewhere = host_glusterd(|a| {
+            a.iter()
+                .skip_while(|x| x.as_str() != "-f")
+                .nth(1)
+                .is_some_and(|f| f != "/etc/glusterfs/glusterd.vol")
+        });
+        if let Some(pid) = elsewhere {
+            return Err(fail(format!(
+                "glusterd (pid {pid}) runs with its own volfile, not on /var/lib/glusterd, \
+                 which GlusterFS geo-replication needs; wait until it is gone"
+            )));
+        }
+        if host_glusterd(|_| true).is_some() {
+            return Ok(Glusterd {
+                own: None,
+                host,
+                _dir: dir,
+            });
+        }
+        Self::spawn(host, dir, None)
+    }
+
+    /// Checks that GlusterFS can run, installs it, finds the brick host and
+    /// makes the directory for glusterd's pid, log and volfile.
+    fn prepare() -> Result<(String, tempfile::TempDir), TestkitError> {
         if let Some(why) = unavailable() {
             return Err(fail(why));
         }
@@ -107,7 +138,12 @@ impl Glusterd {
             .prefix("georep-glusterd-")
             .tempdir()
             .map_err(|e| fail(format!("temporary directory: {e}")))?;
-        if host_glusterd().is_some() {
+        Ok((host, dir))
+    }
+
+    fn start() -> Result<Glusterd, TestkitError> {
+        let (host, dir) = Self::prepare()?;
+        if host_glusterd(|_| true).is_some() {
             return Ok(Glusterd {
                 own: None,
                 host,
@@ -131,14 +167,34 @@ impl Glusterd {
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(&vol, text).map_err(|e| fail(format!("{}: {e}", vol.display())))?;
+        Self::spawn(host, dir, Some(vol))
+    }
+
+    /// Runs glusterd (with the volfile `vol`, or the system's) and waits
+    /// until it answers.
+    fn spawn(
+        host: String,
+        dir: tempfile::TempDir,
+        vol: Option<PathBuf>,
+    ) -> Result<Glusterd, TestkitError> {
         let pidfile = dir.path().join("glusterd.pid");
-        run(Command::new("glusterd")
-            .arg("-p")
+        let mut cmd = Command::new("glusterd");
+        cmd.arg("-p")
             .arg(&pidfile)
             .arg("-l")
-            .arg(dir.path().join("glusterd.log"))
-            .arg("-f")
-            .arg(&vol))?;
+            .arg(dir.path().join("glusterd.log"));
+        match vol {
+            Some(vol) => {
+                cmd.arg("-f").arg(vol);
+            }
+            // The system's glusterd runs gsyncd, whose processes find
+            // `python3` and `ssh` through PATH: the system's, as a service
+            // manager would give it, not a caller's (a pyenv, say).
+            None => {
+                cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+            }
+        }
+        run(&mut cmd)?;
         let pid = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
             std::fs::read_to_string(&pidfile)
                 .ok()
@@ -181,10 +237,10 @@ impl Drop for Glusterd {
 /// CLI socket a plain `gluster` here reaches: it is used, never stopped.
 /// The glusterds of [`crate::cluster`] nodes share the process table but
 /// each runs in a network namespace of its own: they are never taken for
-/// it, whatever their name.
-fn host_glusterd() -> Option<i32> {
+/// it, whatever their name. `also` narrows by command line.
+fn host_glusterd(also: impl Fn(&[String]) -> bool) -> Option<i32> {
     let own = net_namespace(Path::new("/proc/self/ns/net"))?;
-    find_processes(|a| a[0].ends_with("glusterd"))
+    find_processes(|a| a[0].ends_with("glusterd") && also(a))
         .into_iter()
         .find(|pid| net_namespace(Path::new(&format!("/proc/{pid}/ns/net"))) == Some(own))
 }

@@ -12,6 +12,7 @@
 
 mod fixtures;
 mod geo;
+mod gluster;
 mod limits;
 mod procfs;
 mod relay;
@@ -44,11 +45,17 @@ pub const WORKLOADS: &[&str] = &[
     "volume",
 ];
 
+/// Workloads run only when named: `gluster` needs glusterd on the system's
+/// working directory (`/var/lib/glusterd`, where it also leaves glusterd's
+/// geo-replication keys), so it cannot run while the test kit's shared
+/// glusterd, with its own working directory, is up.
+pub const OPT_IN: &[&str] = &["gluster"];
+
 #[derive(Debug, Parser)]
 #[command(
     name = "georep-bench",
     about = "Benchmark georep against rsync over the same loopback sshd",
-    after_help = "Workloads: limits small-initial big-initial big-delta incremental latency rename-storm wan volume (default: all)"
+    after_help = "Workloads: limits small-initial big-initial big-delta incremental latency rename-storm wan volume (default: all); gluster (only when named)"
 )]
 pub struct Opts {
     /// Smoke-test sizes, one run each (well under a minute).
@@ -74,7 +81,7 @@ pub struct Opts {
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
     /// Workloads to run (default: all).
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS.iter().chain(OPT_IN)))]
     pub workloads: Vec<String>,
 }
 
@@ -101,6 +108,13 @@ pub struct Profile {
     pub pipe_bytes: u64,
     pub wan_small_files: usize,
     pub wan_big_bytes: u64,
+    /// `gluster`: small files and the one big file written through the
+    /// mount, and how long one write may take to reach a slave.
+    pub gluster_files: usize,
+    pub gluster_big_bytes: u64,
+    pub gluster_lag_timeout: Duration,
+    /// How long `gluster` waits for a slave to equal the mount.
+    pub gluster_timeout: Duration,
     pub sync_timeout: Duration,
 }
 
@@ -124,6 +138,10 @@ impl Profile {
             pipe_bytes: 32 << 20,
             wan_small_files: 200,
             wan_big_bytes: 4 << 20,
+            gluster_files: 100,
+            gluster_big_bytes: 4 << 20,
+            gluster_lag_timeout: Duration::from_secs(30),
+            gluster_timeout: Duration::from_secs(120),
             sync_timeout: Duration::from_secs(120),
         }
     }
@@ -147,6 +165,10 @@ impl Profile {
             pipe_bytes: 256 << 20,
             wan_small_files: 5_000,
             wan_big_bytes: 64 << 20,
+            gluster_files: 2_000,
+            gluster_big_bytes: 200 << 20,
+            gluster_lag_timeout: Duration::from_secs(60),
+            gluster_timeout: Duration::from_secs(240),
             sync_timeout: Duration::from_secs(900),
         }
     }
@@ -170,6 +192,10 @@ impl Profile {
             pipe_bytes: 1 << 30,
             wan_small_files: 100_000,
             wan_big_bytes: 1 << 30,
+            gluster_files: 2_000,
+            gluster_big_bytes: 200 << 20,
+            gluster_lag_timeout: Duration::from_secs(60),
+            gluster_timeout: Duration::from_secs(240),
             sync_timeout: Duration::from_secs(3600),
         }
     }
@@ -275,6 +301,7 @@ pub fn run(opts: Opts) -> Result<()> {
     } else {
         WORKLOADS
             .iter()
+            .chain(OPT_IN)
             .copied()
             .filter(|w| opts.workloads.iter().any(|s| s == w))
             .collect()
@@ -332,6 +359,7 @@ pub fn run(opts: Opts) -> Result<()> {
             "rename-storm" => workloads::rename_storm(&ctx),
             "wan" => workloads::wan(&ctx),
             "volume" => workloads::volume_small_initial(&ctx),
+            "gluster" => gluster::gluster_side_by_side(&ctx),
             other => bail!("unknown workload {other}"),
         };
         progress(&format!(
@@ -482,5 +510,12 @@ mod tests {
         }]);
         assert!(t.contains("0.50x"), "{t}");
         assert_eq!(t.lines().count(), 3);
+    }
+
+    #[test]
+    fn gluster_runs_only_when_named() {
+        assert!(!WORKLOADS.contains(&"gluster"));
+        let o = Opts::try_parse_from(["georep-bench", "--quick", "gluster"]).unwrap();
+        assert_eq!(o.workloads, ["gluster"]);
     }
 }

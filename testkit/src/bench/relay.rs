@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -37,6 +37,15 @@ impl LinkShape {
         }
     }
 
+    /// No delay and no rate limit: a relay that only counts bytes.
+    pub fn unshaped() -> LinkShape {
+        LinkShape {
+            one_way: Duration::ZERO,
+            bits_per_sec: u64::MAX,
+            queue: Duration::from_secs(1),
+        }
+    }
+
     fn wire_time(&self, bytes: usize) -> Duration {
         Duration::from_secs_f64(bytes as f64 * 8.0 / self.bits_per_sec as f64)
     }
@@ -46,6 +55,8 @@ impl LinkShape {
 /// when either side closes).
 pub struct Relay {
     port: u16,
+    /// Bytes relayed from clients to the upstream server, all connections.
+    sent: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -57,6 +68,8 @@ impl Relay {
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent2 = sent.clone();
         let accept = thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -71,12 +84,13 @@ impl Relay {
                 let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
                     continue;
                 };
-                pipe(down, up, shape);
-                pipe(up2, down2, shape);
+                pipe(down, up, shape, Some(sent2.clone()));
+                pipe(up2, down2, shape, None);
             }
         });
         Ok(Relay {
             port,
+            sent,
             stop,
             accept: Some(accept),
         })
@@ -84,6 +98,11 @@ impl Relay {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Bytes clients have sent upstream through the relay so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -99,8 +118,9 @@ impl Drop for Relay {
 }
 
 /// One direction: a reader that stamps each chunk with the moment it would
-/// arrive at the far end, and a writer that delivers it then.
-fn pipe(mut from: TcpStream, mut to: TcpStream, shape: LinkShape) {
+/// arrive at the far end, and a writer that delivers it then; `count`
+/// adds up the bytes read.
+fn pipe(mut from: TcpStream, mut to: TcpStream, shape: LinkShape, count: Option<Arc<AtomicU64>>) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -110,6 +130,9 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, shape: LinkShape) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if let Some(c) = &count {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
             let now = Instant::now();
             // Serialization on the link, then propagation.
             link_free = link_free.max(now) + shape.wire_time(n);
@@ -159,6 +182,7 @@ mod tests {
         let mut b = [0u8; 5];
         c.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"hello");
+        assert_eq!(relay.bytes_sent(), 5);
         assert!(
             t0.elapsed() >= Duration::from_millis(50),
             "{:?}",

@@ -308,7 +308,7 @@ fn small_row(s: &Samples, label: &str, tree: &SmallTree) -> Row {
 }
 
 /// `100k`, `1M`.
-fn count(n: usize) -> String {
+pub(super) fn count(n: usize) -> String {
     if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
     } else if n >= 1000 && n.is_multiple_of(1000) {
@@ -318,7 +318,7 @@ fn count(n: usize) -> String {
     }
 }
 
-fn size_label(bytes: u64) -> String {
+pub(super) fn size_label(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{} GiB", bytes >> 30)
     } else {
