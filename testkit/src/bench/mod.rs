@@ -220,6 +220,16 @@ pub struct Row {
     pub note: String,
 }
 
+impl Row {
+    /// georep's time over the peer's, where both were measured.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.georep_s, self.rsync_s) {
+            (Some(g), Some(p)) if p > 0.0 => Some(g / p),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the workloads share.
 pub struct Ctx {
     pub profile: Profile,
@@ -412,13 +422,6 @@ pub fn run(opts: Opts) -> Result<()> {
     Ok(())
 }
 
-fn ratio(g: Option<f64>, r: Option<f64>) -> String {
-    match (g, r) {
-        (Some(g), Some(r)) if r > 0.0 => format!("{:.2}x", g / r),
-        _ => "-".into(),
-    }
-}
-
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
 }
@@ -449,7 +452,7 @@ pub fn table(rows: &[Row]) -> String {
             r.workload.clone(),
             opt(r.georep_s, fmt_secs),
             opt(r.rsync_s, fmt_secs),
-            ratio(r.georep_s, r.rsync_s),
+            opt(r.ratio(), |x| format!("{x:.2}x")),
             opt(r.georep_bytes, fmt_bytes),
             opt(r.rsync_bytes, fmt_bytes),
             opt(r.monitor_rss_kib, mib),

@@ -51,7 +51,7 @@ fn row_json(r: &Row) -> Value {
         "workload": r.workload,
         "georep_s": r.georep_s,
         "peer_s": r.rsync_s,
-        "ratio": ratio(r),
+        "ratio": r.ratio(),
         "georep_bytes": r.georep_bytes,
         "peer_bytes": r.rsync_bytes,
         "monitor_rss_kib": r.monitor_rss_kib,
@@ -61,14 +61,6 @@ fn row_json(r: &Row) -> Value {
         "p99_s": r.p99_s,
         "note": r.note,
     })
-}
-
-/// georep's time over the peer's, where both were measured.
-fn ratio(r: &Row) -> Option<f64> {
-    match (r.georep_s, r.rsync_s) {
-        (Some(g), Some(p)) if p > 0.0 => Some(g / p),
-        _ => None,
-    }
 }
 
 /// The run as JSON.
@@ -113,7 +105,7 @@ fn chart(path: &Path, info: &RunInfo, rows: &[Row]) -> Result<()> {
     register_font()?;
     let bars: Vec<(&str, f64)> = rows
         .iter()
-        .filter_map(|r| ratio(r).map(|x| (r.workload.as_str(), x)))
+        .filter_map(|r| r.ratio().map(|x| (r.workload.as_str(), x)))
         .collect();
     let top = bars.iter().map(|b| b.1).fold(1.0f64, f64::max) * 1.15;
     let height = 120 + 26 * bars.len().max(1) as u32;
