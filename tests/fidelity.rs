@@ -135,6 +135,20 @@ fn hard_links_arrive_as_one_inode_and_survive_unlinks_and_writes() {
     s.geo_rep(["resume", &s.vol, &s.slave_url()]).ok();
     synced_exactly(&s);
 
+    // A link made, written through and removed before any of it is
+    // shipped: no record names the file's other name, which has the new
+    // content (the slave never had the link).
+    paused(&s);
+    fs::hard_link(b.join("single"), b.join("d/brief")).unwrap();
+    fs::write(
+        b.join("d/brief"),
+        b"written through a link the slave never had",
+    )
+    .unwrap();
+    fs::remove_file(b.join("d/brief")).unwrap();
+    s.geo_rep(["resume", &s.vol, &s.slave_url()]).ok();
+    synced_exactly(&s);
+
     // A group that existed before the session started is found by the
     // Hybrid Crawl of a later restart too.
     s.stop().ok();

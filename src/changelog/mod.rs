@@ -92,7 +92,10 @@
 //! * `Gap { reason, since }`: see invariant 1. With `since`, the crawl that
 //!   heals it looks at everything changed since then, even before stime: the
 //!   hook writes such Gaps while directories beyond the inotify watch limit
-//!   are not watched (their changes are in no record at all).
+//!   are not watched (their changes are in no record at all). The hook
+//!   also writes one, without `since`, when a name that was written
+//!   through as a hard link is removed or replaced: the write is then in
+//!   no record under a name that still exists (see `hook/links.rs`).
 //!
 //! Records are in the order the hook saw the events. A path in a record may
 //! no longer exist when it is read (it was changed again later); the crawler
@@ -109,7 +112,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use format::{list_closed, purge, read_file, write_closed};
-pub use hook::{Hook, HookConfig, RENAME_CTIME_MARGIN, START_GAP};
+pub use hook::{Hook, HookConfig, LINK_GAP, RENAME_CTIME_MARGIN, START_GAP};
 
 use crate::relpath::RelPath;
 use crate::session::Stime;

@@ -437,12 +437,20 @@ async fn drain_journal(
     let mut through = jb.through;
     if let Some(gap) = &jb.gap {
         let reason = &gap.reason;
-        tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
         // Lost events (overflow, watch limit) are the operator's business;
-        // the gap of a hook start is routine.
-        if !reason.starts_with(crate::changelog::START_GAP)
-            && !reason.starts_with(crate::changelog::glusterfs::INDEX_GAP)
-        {
+        // the gap of a hook start, or of a write through a hard link that
+        // is gone, is routine.
+        let routine = [
+            crate::changelog::START_GAP,
+            crate::changelog::LINK_GAP,
+            crate::changelog::glusterfs::INDEX_GAP,
+        ]
+        .iter()
+        .any(|r| reason.starts_with(r));
+        if routine {
+            tracing::info!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
+        } else {
+            tracing::warn!(brick = %ctx.brick.brick.display(), "journal gap ({reason}); running a Hybrid Crawl");
             let shown = format!("journal gap, healed by a Hybrid Crawl: {reason}");
             ctx.state.set_last_error(ctx.brick.brick_id, Some(&shown))?;
         }

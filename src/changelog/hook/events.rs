@@ -11,7 +11,8 @@ impl Recorder {
                 if rel.is_root() {
                     self.root_gone()?;
                 } else {
-                    self.emit(Record::Unlink(rel))?;
+                    self.emit(Record::Unlink(rel.clone()))?;
+                    self.name_gone(&rel)?;
                 }
             }
         }
@@ -120,16 +121,21 @@ impl Recorder {
             EventKind::Create(k) => self.appeared(path, k == CreateKind::Folder),
             EventKind::Remove(k) => {
                 self.emit(if k == RemoveKind::Folder {
-                    Record::Rmdir(rel)
+                    Record::Rmdir(rel.clone())
                 } else {
-                    Record::Unlink(rel)
+                    Record::Unlink(rel.clone())
                 })?;
+                self.name_gone(&rel)?;
                 if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
                     self.rewatch(path)?;
                 }
                 Ok(())
             }
-            _ => self.emit(Record::Data(rel)),
+            _ => {
+                let md = fs::symlink_metadata(path).ok();
+                self.links.wrote(&rel, md.as_ref());
+                self.emit(Record::Data(rel))
+            }
         }
     }
 
@@ -144,6 +150,7 @@ impl Recorder {
         }
         match fs::symlink_metadata(full) {
             Ok(md) => {
+                self.links.created(&rel, Some(&md));
                 self.entry_records(&rel, &md)?;
                 if md.is_dir() {
                     self.barrier()?;
@@ -153,7 +160,10 @@ impl Recorder {
             }
             // Gone already: its removal follows; say what the event said.
             Err(_) if dir_hint => self.emit(Record::Mkdir(rel)),
-            Err(_) => self.emit(Record::Create(rel)),
+            Err(_) => {
+                self.links.created(&rel, None);
+                self.emit(Record::Create(rel))
+            }
         }
     }
 
@@ -202,10 +212,14 @@ impl Recorder {
         match (self.rel(from)?, self.rel(to)?) {
             (Some(f), Some(t)) if f.is_root() || t.is_root() => self.root_gone(),
             (Some(f), Some(t)) => {
+                let replaced = self.links.renamed(&f, &t);
                 self.emit(Record::Rename {
                     from: f,
                     to: t.clone(),
                 })?;
+                if replaced {
+                    self.link_gap(&t)?;
+                }
                 if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
                     self.moved
                         .push((from.to_owned(), to.to_owned(), Instant::now()));
@@ -219,7 +233,10 @@ impl Recorder {
                 Ok(())
             }
             // Into an excluded directory: gone from the journalled tree.
-            (Some(f), None) => self.emit(Record::Unlink(f)),
+            (Some(f), None) => {
+                self.emit(Record::Unlink(f.clone()))?;
+                self.name_gone(&f)
+            }
             (None, Some(_)) => self.appeared(to, false),
             (None, None) => Ok(()),
         }

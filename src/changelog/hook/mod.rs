@@ -70,6 +70,7 @@ use crate::relpath::RelPath;
 use crate::session::Stime;
 
 mod events;
+mod links;
 mod markers;
 mod recorder;
 mod rolling;
@@ -97,6 +98,8 @@ pub const RENAME_CTIME_MARGIN: Duration = Duration::from_secs(1);
 /// How the Gap every hook start records begins (a routine gap, unlike
 /// lost events).
 pub const START_GAP: &str = "journal hook started";
+
+pub use links::LINK_GAP;
 
 /// Subdirectory of the journal directory where scan markers are made (see
 /// the module documentation).
@@ -306,6 +309,7 @@ impl Hook {
             stop: None,
             unwatched_since,
             last_cover: None,
+            links: links::LinkWatch::default(),
         };
         worker.gap(why)?;
         let thread = {

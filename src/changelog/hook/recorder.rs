@@ -39,6 +39,8 @@ pub(super) struct Recorder {
     pub(super) unwatched_since: Option<Stime>,
     /// When a rollover last wrote the Gap for unwatched directories.
     pub(super) last_cover: Option<Instant>,
+    /// Names written through as hard links (see `links`).
+    pub(super) links: super::links::LinkWatch,
 }
 
 impl Recorder {
@@ -148,8 +150,27 @@ impl Recorder {
 
     pub(super) fn gap(&mut self, reason: String) -> Result<(), ChangelogError> {
         tracing::warn!(brick = %self.brick.display(), "journal gap: {reason}");
+        self.record_gap(reason)
+    }
+
+    fn record_gap(&mut self, reason: String) -> Result<(), ChangelogError> {
         let since = self.unwatched_since;
         self.emit(Record::Gap { reason, since })
+    }
+
+    /// `rel` was removed or replaced: if it was written through as a hard
+    /// link, the file's other names are found by a crawl (see `links`).
+    pub(super) fn name_gone(&mut self, rel: &RelPath) -> Result<(), ChangelogError> {
+        if !self.links.removed(rel) {
+            return Ok(());
+        }
+        self.link_gap(rel)
+    }
+
+    /// The Gap for a name written through as a hard link that is gone.
+    pub(super) fn link_gap(&mut self, rel: &RelPath) -> Result<(), ChangelogError> {
+        tracing::debug!(path = %rel, "written through as a hard link and gone: a crawl finds its other names");
+        self.record_gap(format!("{} ({rel})", super::LINK_GAP))
     }
 
     pub(super) fn check_dropped(&mut self) -> Result<(), ChangelogError> {

@@ -656,3 +656,46 @@ fn a_directory_reported_removed_but_present_is_watched_and_recorded_again() {
     fs::write(s.b("d/y"), b"y").unwrap();
     s.wait_for("d/y", |r| r.contains(&Record::Create(p("d/y"))));
 }
+
+#[test]
+fn a_write_through_a_hard_link_that_goes_is_a_gap() {
+    let s = Setup::new(&[], DEFAULT_ROLLOVER);
+    fs::write(s.b("g"), b"old").unwrap();
+    fs::write(s.b("t"), b"one name").unwrap();
+    s.settle("m1");
+    fs::hard_link(s.b("g"), s.b("l")).unwrap();
+    s.settle("m2");
+    fs::write(s.b("l"), b"new content").unwrap();
+    fs::write(s.b("t"), b"rewritten").unwrap();
+    s.settle("m3");
+    fs::remove_file(s.b("t")).unwrap();
+    fs::remove_file(s.b("l")).unwrap();
+    // The same, with the events handled after all of it happened.
+    inject(
+        &s,
+        vec![
+            ev(EventKind::Create(CreateKind::File), &[s.b("x")], None),
+            ev(
+                EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any)),
+                &[s.b("x")],
+                None,
+            ),
+            ev(EventKind::Remove(RemoveKind::File), &[s.b("x")], None),
+        ],
+    );
+    let recs = s.settle("m4");
+    // (The injected events may be handled before the real ones.)
+    let mut gaps: Vec<&str> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Gap { reason, .. } if reason.starts_with(LINK_GAP) => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    gaps.sort_unstable();
+    assert_eq!(
+        gaps,
+        [format!("{LINK_GAP} (l)"), format!("{LINK_GAP} (x)")],
+        "{recs:#?}"
+    );
+}
