@@ -82,7 +82,7 @@ pub async fn watch_volume(
             Ok(added) => {
                 for (id, path) in added {
                     plan.volume_bricks.add(path.clone());
-                    let brick = brick_plan(&home, plan.session_id, &plan.config, id, &path);
+                    let brick = brick_plan(&home, plan.session_id, &plan.config, id, &path, true);
                     workers.push(spawn_worker(&plan, brick, &shutdown));
                 }
                 recorded = now;

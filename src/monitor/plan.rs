@@ -289,12 +289,21 @@ pub enum PlanError {
 }
 
 /// The `change-detector` of a brick: GlusterFS's changelogs where the
-/// brick has them (or they are asked for), else georep's journal hook.
-fn change_source(config: &SessionConfig, brick: &Path, journal_dir: &Path) -> ChangeSource {
+/// brick is one of a GlusterFS volume or has them (or they are asked for),
+/// else georep's journal hook. A brick `gluster volume info` names is a
+/// GlusterFS brick even before its process has made its changelog
+/// directory (just added, on a loaded machine): its worker waits for the
+/// changelog rather than watching a GlusterFS brick as a plain directory.
+fn change_source(
+    config: &SessionConfig,
+    brick: &Path,
+    journal_dir: &Path,
+    of_volume: bool,
+) -> ChangeSource {
     let gluster = match config.change_detector {
         ChangeDetector::Glusterfs => true,
         ChangeDetector::Notify => false,
-        ChangeDetector::Auto => GlusterBrick::detect(brick),
+        ChangeDetector::Auto => of_volume || GlusterBrick::detect(brick),
     };
     if gluster {
         ChangeSource::Glusterfs(GlusterBrick::new(brick))
@@ -330,11 +339,19 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
             arbiter: b.arbiter,
         })
     };
+    let topology = Topology::load(&home.session_topology(session.id))?;
     let bricks: Vec<BrickPlan> = records
         .iter()
         .map(|b| BrickPlan {
             set: set_of(b),
-            ..brick_plan(home, session.id, &config, b.id, b.brick.path())
+            ..brick_plan(
+                home,
+                session.id,
+                &config,
+                b.id,
+                b.brick.path(),
+                topology.is_some(),
+            )
         })
         .collect();
     // The legs of a distributed volume hold one namespace between them
@@ -363,7 +380,6 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
     } else {
         VolumeBricks::default()
     };
-    let topology = Topology::load(&home.session_topology(session.id))?;
     let meta = crate::meta::MetaVolume::mounted_at(Path::new(crate::meta::DEFAULT_MOUNT))
         .map(|m| m.session(&session.master_vol, &session.slave));
     if let (None, Some(t)) = (&meta, &topology) {
@@ -419,13 +435,16 @@ fn refuse_sets_across_nodes(t: &Topology, bricks: &[BrickPlan]) -> Result<(), Pl
     Ok(())
 }
 
-/// What the worker of brick `id` at `brick` of session `session` needs.
+/// What the worker of brick `id` at `brick` of session `session` needs;
+/// `of_volume`: the brick is one of the GlusterFS volume's, as recorded
+/// or as `gluster volume info` lists it.
 pub fn brick_plan(
     home: &Home,
     session: SessionId,
     config: &SessionConfig,
     id: BrickId,
     brick: &Path,
+    of_volume: bool,
 ) -> BrickPlan {
     let home_abs = std::path::absolute(home.root()).unwrap_or_else(|_| home.root().to_owned());
     let journal_dir = journal_dir(&home.session_dir(session), id);
@@ -434,9 +453,11 @@ pub fn brick_plan(
     } else {
         Vec::new()
     };
-    let source = change_source(config, brick, &journal_dir);
+    let source = change_source(config, brick, &journal_dir, of_volume);
     // GlusterFS's own tree is never replicated, whichever source.
-    let gluster = matches!(source, ChangeSource::Glusterfs(_)) || brick.join(".glusterfs").is_dir();
+    let gluster = of_volume
+        || matches!(source, ChangeSource::Glusterfs(_))
+        || brick.join(".glusterfs").is_dir();
     if gluster {
         exclude.extend(internal_names(brick).iter().map(|n| brick.join(n)));
     }
@@ -482,5 +503,24 @@ mod tests {
         assert_eq!(view.seen_from(&p("/a1")).len(), 4);
         let one_set = VolumeBricks::new(vec![], vec![("v".into(), vec![p("/a1"), p("/a2")])]);
         assert!(one_set.seen_from(&p("/a1")).is_empty());
+    }
+
+    /// A brick of the volume whose process has not made its directories
+    /// yet is still a GlusterFS brick: never watched as a plain directory,
+    /// its files shipped with the times GlusterFS's clients see.
+    #[test]
+    fn a_brick_of_the_volume_is_a_glusterfs_brick_before_it_has_changelogs() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path().join("home"));
+        let brick = d.path().join("new-brick");
+        std::fs::create_dir(&brick).unwrap();
+        let config = SessionConfig::default();
+        let id = BrickId::new(1);
+        let plan = brick_plan(&home, SessionId::new(1), &config, id, &brick, true);
+        assert!(matches!(plan.source, ChangeSource::Glusterfs(_)));
+        assert!(plan.gluster);
+        let plan = brick_plan(&home, SessionId::new(1), &config, id, &brick, false);
+        assert!(matches!(plan.source, ChangeSource::Notify(_)));
+        assert!(!plan.gluster);
     }
 }

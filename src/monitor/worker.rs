@@ -602,7 +602,7 @@ async fn ship_now(
     shipper.exclude = ctx.brick.exclude.clone();
     shipper.filter = ctx.live.filter.clone();
     shipper.prune_touched = !ctx.live.config.ignore_deletes && !ctx.holding;
-    shipper.gluster_brick = !matches!(ctx.brick.source, ChangeSource::Notify(_));
+    shipper.gluster_brick = ctx.brick.gluster;
     shipper.later = later;
     shipper.volume = volume.as_ref().map(|v| v as &dyn VolumeView);
     shipper.brick_stime = committed.map(|s| (brick_name(brick), s.nanos()));
