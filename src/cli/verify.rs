@@ -41,43 +41,14 @@ pub fn verify(
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     let plan = plan(home, &session)?;
-    // The walk reads every brick as its own part of the volume: right for
-    // plain directories and one GlusterFS brick. A replica set's members
-    // (an arbiter's empty files, a stale member that was down) or a
-    // distributed volume's bricks would be compared as if each were the
-    // volume, so an answer there is not to be trusted yet.
-    if let Some((b, set)) = plan
-        .bricks
-        .iter()
-        .find_map(|b| b.set.as_ref().map(|set| (b, set)))
-    {
-        return Err(UsageError(format!(
-            "verify does not handle replica sets yet: brick {} of {vol} is a member of {}",
-            b.brick.display(),
-            set.name
-        ))
-        .into());
-    }
-    if plan.bricks.iter().filter(|b| b.gluster).count() > 1 {
-        return Err(UsageError(format!(
-            "verify does not handle a GlusterFS volume of several bricks yet ({vol} -> {slave} has {})",
-            plan.bricks.len()
-        ))
-        .into());
-    }
+    let legs = read_legs(&state, &session, &plan)
+        .map_err(|why| UsageError(format!("cannot verify {vol} -> {slave}: {why}")))?;
     if args.repair {
         let running = super::lifecycle::monitor_alive(session.monitor_pid)
             && session.state != crate::state::SessionState::Paused;
         if running {
             return Err(UsageError(format!(
                 "verify --repair ships beside the session's workers: pause or stop {vol} -> {slave} first"
-            ))
-            .into());
-        }
-        if plan.bricks.len() != 1 {
-            return Err(UsageError(format!(
-                "verify --repair handles a session of one brick for now ({vol} -> {slave} has {})",
-                plan.bricks.len()
             ))
             .into());
         }
@@ -99,8 +70,7 @@ pub fn verify(
             i64::MIN
         }
     };
-    let bricks: Vec<Brick> = plan
-        .bricks
+    let bricks: Vec<Brick> = legs
         .iter()
         .map(|b| {
             Brick::open(
@@ -161,12 +131,7 @@ pub fn verify(
             if tty {
                 eprint!("\r\x1b[K");
             }
-            let done = rt.block_on(super::repair::repair(
-                &mut link,
-                &plan.bricks[0],
-                &live,
-                &whole,
-            ))?;
+            let done = rt.block_on(super::repair::repair(&mut link, &legs, &live, &whole))?;
             println!(
                 "repair: resent {} files, {} bytes{}; comparing again",
                 done.files,
@@ -228,4 +193,51 @@ pub fn verify(
         );
     }
     Ok(())
+}
+
+/// The bricks the volume is read through, one a distribute leg (see
+/// `verify_legs`): for a GlusterFS volume, its shape asked of `gluster`
+/// now (else the one recorded at `create`), each replica set's Active
+/// member while the monitor runs, else the first one online.
+fn read_legs<'p>(
+    state: &crate::state::State,
+    session: &crate::state::SessionRecord,
+    plan: &'p crate::monitor::SessionPlan,
+) -> Result<Vec<&'p crate::monitor::BrickPlan>, String> {
+    let vol = session.master_vol.as_str();
+    let asked = plan.topology.is_some() && crate::volume::gluster_present();
+    let now = if asked {
+        Some(crate::volume::volume_info(vol).map_err(|e| e.to_string())?)
+    } else {
+        plan.topology.clone()
+    };
+    let running = super::lifecycle::monitor_alive(session.monitor_pid);
+    let rows = state.bricks(session.id).map_err(|e| e.to_string())?;
+    let active = |b: &crate::monitor::BrickPlan| {
+        running
+            && rows
+                .iter()
+                .any(|r| r.id == b.brick_id && r.status == crate::state::WorkerStatus::Active)
+    };
+    let sets = plan.bricks.iter().any(|b| b.set.is_some());
+    // Unknown (no gluster CLI, or it cannot tell): the brick is read if
+    // its directory can be.
+    let status = if sets && asked {
+        crate::volume::brick_status(vol).ok()
+    } else {
+        None
+    };
+    let online = |path: &std::path::Path| match &status {
+        Some(states) => states
+            .iter()
+            .any(|s| s.path == path && s.online && crate::volume::is_local(&s.host)),
+        None => std::fs::read_dir(path).is_ok(),
+    };
+    super::verify_legs::legs(
+        &plan.bricks,
+        now.as_ref(),
+        plan.topology.as_ref(),
+        &active,
+        &online,
+    )
 }
