@@ -147,11 +147,25 @@ fn assert_no_false_alarm_while_writing(s: &Scenario, v: &Volume) {
     s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
 }
 
+/// The replicate layer's own heals, on or off (the self-heal daemon and
+/// the heals a client's lookups start).
+fn self_heal(v: &Volume, on: bool) {
+    for key in [
+        "cluster.self-heal-daemon",
+        "cluster.data-self-heal",
+        "cluster.metadata-self-heal",
+        "cluster.entry-self-heal",
+    ] {
+        v.set(key, if on { "on" } else { "off" }).unwrap();
+    }
+}
+
 /// A replica-2 volume, read through one member: synced it is equal, also
 /// while a client writes; with one member down and changes made through
 /// the mount meanwhile (the member that was down lacks them), it is still
-/// equal, running and stopped; writes on the slave behind georep's back
-/// are each caught; `--repair` makes the pair equal again.
+/// equal, running and stopped, and still once that member is back but not
+/// healed (it is online, first, and stale); writes on the slave behind
+/// georep's back are each caught; `--repair` makes the pair equal again.
 #[test]
 fn a_replica_2_volume_verifies_through_one_member_and_is_repaired() {
     let mut s = Scenario::new();
@@ -163,15 +177,15 @@ fn a_replica_2_volume_verifies_through_one_member_and_is_repaired() {
     assert_no_false_alarm_while_writing(&s, &v);
 
     // The first brick goes down; changes through the mount reach only the
-    // second (and the slave, from it).
-    let down = v.bricks[0].clone();
+    // second (and the slave, from it). Nothing heals the first meanwhile.
+    self_heal(&v, false);
+    let (down, up) = (v.bricks[0].clone(), v.bricks[1].clone());
     for pid in brick_process(&down) {
         signal(pid, rustix::process::Signal::KILL);
     }
     s.wait_status("the other brick Active", |rows| {
         rows.iter().any(|r| {
-            r["status"] == "Active"
-                && r["master_brick"] == v.bricks[1].display().to_string().as_str()
+            r["status"] == "Active" && r["master_brick"] == up.display().to_string().as_str()
         })
     });
     let m = &v.mount;
@@ -183,21 +197,32 @@ fn a_replica_2_volume_verifies_through_one_member_and_is_repaired() {
     fs::remove_file(m.join("d/f10")).unwrap();
     fs::write(m.join("d/new"), b"made while a member was down\n").unwrap();
     s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
+    let stale = || down.join("d/f10").exists() && !down.join("d/new").exists();
     assert!(
-        down.join("d/f10").exists(),
-        "the member that was down has the change: this test shows nothing"
+        stale(),
+        "the member that was down has the changes: this test shows nothing"
     );
     assert_equal(&s, "a member down, the session running");
     s.stop().ok();
     assert_equal(&s, "a member down, the session stopped");
-    // Back, and healed before the session elects its Active member again
-    // (a member that was down may win the election: see the README).
+
+    // Back, and not healed: online, listed first, and stale.
     gluster(["volume", "start", &v.name, "force"]).unwrap();
+    wait_until(SYNC_TIMEOUT, Duration::from_millis(300), || {
+        let summary = gluster(["volume", "heal", &v.name, "info", "summary"]).unwrap_or_default();
+        summary.matches("Status: Connected").count() == 2
+    })
+    .expect("the restarted brick never connected");
+    assert!(
+        stale(),
+        "the member that came back was healed: this test shows nothing"
+    );
+    assert_equal(&s, "a member back but not healed, the session stopped");
+
+    // Healed before the session elects its Active member again.
+    self_heal(&v, true);
     wait_until(SYNC_TIMEOUT, Duration::from_millis(500), || {
         let _ = gluster(["volume", "heal", &v.name]);
-        for n in ["d/f10", "d/f11", "d/new"] {
-            let _ = fs::symlink_metadata(m.join(n));
-        }
         !down.join("d/f10").exists()
             && fs::read(down.join("d/new")).is_ok_and(|b| b.starts_with(b"made"))
             && fs::read(down.join("d/f11")).is_ok_and(|b| b.starts_with(b"rewritten"))

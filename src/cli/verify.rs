@@ -233,11 +233,27 @@ fn read_legs<'p>(
             .any(|s| s.path == path && s.online && crate::volume::is_local(&s.host)),
         None => std::fs::read_dir(path).is_ok(),
     };
-    super::verify_legs::legs(
-        &plan.bricks,
-        now.as_ref(),
-        plan.topology.as_ref(),
-        &active,
-        &online,
-    )
+    let heals = if sets && asked {
+        crate::volume::heal_summary(vol).ok()
+    } else {
+        None
+    };
+    let pending = |path: &std::path::Path| {
+        heals
+            .as_ref()?
+            .iter()
+            .find(|h| h.path == path && crate::volume::is_local(&h.host))?
+            .pending
+    };
+    let health = super::verify_legs::Health {
+        active: &active,
+        online: &online,
+        pending: &pending,
+    };
+    let legs =
+        super::verify_legs::legs(&plan.bricks, now.as_ref(), plan.topology.as_ref(), &health)?;
+    for note in &legs.notes {
+        eprintln!("geo-rep: note: {note}");
+    }
+    Ok(legs.bricks)
 }
