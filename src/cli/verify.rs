@@ -1,7 +1,8 @@
 //! `geo-rep verify MASTERVOL SLAVE [--quick] [--json] [--rate BYTES]`:
-//! compares the session's bricks with the slave (see `crate::verify`) and
-//! prints each difference. Exit 0 when equal (differences in flight
-//! aside), 1 when anything differs.
+//! compares the master volume, read through one brick per distribute leg
+//! (see `verify_legs`), with the slave (see `crate::verify`) and prints
+//! each difference. Exit 0 when equal (differences in flight aside), 1
+//! when anything differs.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
