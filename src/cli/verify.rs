@@ -197,9 +197,10 @@ pub fn verify(
 }
 
 /// The bricks the volume is read through, one a distribute leg (see
-/// `verify_legs`): for a GlusterFS volume, its shape asked of `gluster`
-/// now (else the one recorded at `create`), each replica set's Active
-/// member while the monitor runs, else the first one online.
+/// `verify_legs`), from what `gluster` says of a GlusterFS volume now:
+/// its shape (else the one recorded at `create`), which brick processes
+/// run and which bricks hold pending heals; and which members the
+/// running monitor made Active.
 fn read_legs<'p>(
     state: &crate::state::State,
     session: &crate::state::SessionRecord,
@@ -207,10 +208,14 @@ fn read_legs<'p>(
 ) -> Result<Vec<&'p crate::monitor::BrickPlan>, String> {
     let vol = session.master_vol.as_str();
     let asked = plan.topology.is_some() && crate::volume::gluster_present();
-    let now = if asked {
-        Some(crate::volume::volume_info(vol).map_err(|e| e.to_string())?)
-    } else {
-        plan.topology.clone()
+    let now = match asked.then(|| crate::volume::volume_info(vol)) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            // Its shape cannot have changed without glusterd.
+            eprintln!("geo-rep: note: {e}: {vol} is read with the shape recorded at create");
+            plan.topology.clone()
+        }
+        None => plan.topology.clone(),
     };
     let running = super::lifecycle::monitor_alive(session.monitor_pid);
     let rows = state.bricks(session.id).map_err(|e| e.to_string())?;

@@ -24,7 +24,7 @@ use crate::transport::link::{LinkError, SlaveLink};
 
 /// One distribute leg of the session's master volume, read through one
 /// brick: a lone brick, or the member of a replica set chosen to stand
-/// for the set (the caller chooses; see `cli::verify`). The legs of a
+/// for the set (the caller chooses; see `cli::verify_legs`). The legs of a
 /// distributed volume each hold part of its namespace.
 pub struct Brick {
     pub path: PathBuf,
