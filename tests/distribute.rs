@@ -23,9 +23,15 @@ use crate::gluster::{assert_same_tree, glusterd};
 
 /// A started distribute volume of `bricks` bricks under the scenario.
 fn distributed(s: &Scenario, tag: &str, bricks: usize) -> Option<Volume> {
+    spread(s, tag, &[], bricks)
+}
+
+/// A started, mounted volume of `bricks` bricks laid out by `shape` under
+/// the scenario, whose files go where their names hash.
+pub(crate) fn spread(s: &Scenario, tag: &str, shape: &[&str], bricks: usize) -> Option<Volume> {
     let g = glusterd()?;
     let name = format!("georep{}{tag}", std::process::id());
-    let mut v = Volume::define(&g, &name, &s.path(&format!("gluster-{tag}")), &[], bricks)
+    let mut v = Volume::define(&g, &name, &s.path(&format!("gluster-{tag}")), shape, bricks)
         .unwrap_or_else(|e| panic!("cannot create GlusterFS volume {name}: {e}"));
     // Files go to the brick their name hashes to even on a disk fuller
     // than GlusterFS's default 10 % reserve (where DHT would put every
@@ -74,7 +80,7 @@ fn wait_joined(s: &Scenario, bricks: usize) {
 }
 
 /// The brick that holds a DHT link file at `rel`, if any.
-fn link_file_on(v: &Volume, rel: &Path) -> Option<PathBuf> {
+pub(crate) fn link_file_on(v: &Volume, rel: &Path) -> Option<PathBuf> {
     v.bricks.iter().find_map(|b| {
         let md = fs::symlink_metadata(b.join(rel)).ok()?;
         (md.is_file() && md.mode() & 0o7777 == 0o1000).then(|| b.clone())

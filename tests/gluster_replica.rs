@@ -118,6 +118,13 @@ fn assert_converged(s: &Scenario, v: &Volume, watch: &SlaveWatch) {
     assert_eq!(watch.flagged(), vec![], "seen on the slave while it synced");
 }
 
+/// `verify` finds the slave equal to the volume, read through one member
+/// of each set (see `tests/gluster_verify.rs`).
+pub(crate) fn assert_verifies_equal(s: &Scenario) {
+    let run = s.geo_rep(["verify", s.vol.as_str(), &s.slave_url()]).ok();
+    assert!(run.stdout().contains(": 0 differences"), "{}", run.0);
+}
+
 /// Every row names the volume's one replica set; the Passive rows show the
 /// set's LAST_SYNCED, the Active row's.
 fn assert_rows_name_the_set(s: &Scenario, v: &Volume) {
@@ -150,10 +157,7 @@ fn a_replica_2_volume_ships_from_one_active_brick_and_equals_the_mount() {
     churn(&v.mount, 1).unwrap();
     churn(&v.mount, 2).unwrap();
     assert_converged(&s, &v, &watch);
-    // verify would compare every member as if each were the volume.
-    s.geo_rep(["verify", s.vol.as_str(), &s.slave_url()])
-        .fails_with(2)
-        .stderr_mentions("verify does not handle replica sets yet");
+    assert_verifies_equal(&s);
     // The replicate layer's own directory is on the bricks, not the slave.
     assert!(
         fs::read_dir(&v.brick).unwrap().flatten().any(|e| e
@@ -173,13 +177,13 @@ fn a_replica_2_volume_ships_from_one_active_brick_and_equals_the_mount() {
 }
 
 /// The glusterfsd serving `brick` (only this test's volume's).
-fn brick_process(brick: &Path) -> Vec<i32> {
+pub(crate) fn brick_process(brick: &Path) -> Vec<i32> {
     let brick = brick.display().to_string();
     find_processes(|a| a[0].ends_with("glusterfsd") && a.contains(&brick))
 }
 
-/// Writes small files through the mount until dropped.
-struct Writer {
+/// Writes small files through the mount (or runs a step) until dropped.
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u32>>,
 }
@@ -187,15 +191,23 @@ struct Writer {
 impl Writer {
     fn start(dir: PathBuf) -> Writer {
         fs::create_dir_all(&dir).unwrap();
+        // A write may fail while the client notices the dead brick; it is
+        // retried under the next name.
+        Writer::each(move |n| {
+            fs::write(dir.join(format!("w{n}")), random_bytes(3000, n.into())).is_ok()
+        })
+    }
+
+    /// Runs `step(n)` every 50 ms until dropped; `n` counts the steps
+    /// that succeeded.
+    pub(crate) fn each(mut step: impl FnMut(u32) -> bool + Send + 'static) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    // A write may fail while the client notices the dead
-                    // brick; it is retried under the next name.
-                    if fs::write(dir.join(format!("w{n}")), random_bytes(3000, n.into())).is_ok() {
+                    if step(n) {
                         n += 1;
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -209,8 +221,8 @@ impl Writer {
         }
     }
 
-    /// Stops; how many files it wrote.
-    fn finish(mut self) -> u32 {
+    /// Stops; how many steps succeeded.
+    pub(crate) fn finish(mut self) -> u32 {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
     }
@@ -355,6 +367,8 @@ fn an_arbiter_brick_is_never_active_and_its_empty_files_never_reach_the_slave() 
         arbiter_file.display()
     );
     assert_converged(&s, &v, &watch);
+    // Never read through the arbiter, whose files are empty.
+    assert_verifies_equal(&s);
     let rows = s.status_json();
     let row = rows
         .iter()
@@ -450,6 +464,7 @@ fn a_distributed_replicate_volume_ships_one_active_brick_per_set() {
         "r2/ is not spread over both sets: this test shows nothing about them"
     );
     assert_converged(&s, &v, &watch);
+    assert_verifies_equal(&s);
     for r in s.status_json() {
         if r["status"] == "Passive" {
             assert_eq!(r["bytes_sent"], 0, "a Passive worker shipped: {r}");

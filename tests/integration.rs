@@ -16,6 +16,7 @@ mod fidelity;
 mod gaps;
 mod gluster;
 mod gluster_replica;
+mod gluster_verify;
 mod hostile;
 mod layout;
 mod limits;

@@ -115,29 +115,37 @@ fn tamper_with_the_slave(s: &Scenario) {
     set_mtime(&split, md.modified().unwrap(), false).unwrap();
 }
 
-#[test]
-fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
-    let s = synced();
-    tamper_with_the_slave(&s);
-
-    let run = verify(&s, &[]).fails_with(1);
+/// `run` printed each of `lines`, and nothing in flight.
+pub(crate) fn assert_prints_each(run: &Run, lines: &[&str]) {
     let out = run.stdout();
-    let unseen: Vec<&str> = [
-        "differs content d/tampered",
-        "extra on slave d/intruder",
-        "missing on slave d/doomed",
-        "mode 0644 vs 0600 d/chmodded",
-        "hard-link group d/linked-too",
-    ]
-    .into_iter()
-    .filter(|line| !out.lines().any(|l| l == *line))
-    .collect();
+    let unseen: Vec<&&str> = lines
+        .iter()
+        .filter(|line| !out.lines().any(|l| l == **line))
+        .collect();
     assert!(
         unseen.is_empty(),
         "expected the lines {unseen:?}\n{}",
         run.0
     );
     assert!(!out.contains("in flight:"), "{}", run.0);
+}
+
+#[test]
+fn writes_behind_georeps_back_on_the_slave_are_each_caught() {
+    let s = synced();
+    tamper_with_the_slave(&s);
+
+    let run = verify(&s, &[]).fails_with(1);
+    assert_prints_each(
+        &run,
+        &[
+            "differs content d/tampered",
+            "extra on slave d/intruder",
+            "missing on slave d/doomed",
+            "mode 0644 vs 0600 d/chmodded",
+            "hard-link group d/linked-too",
+        ],
+    );
 
     // Metadata only: the tampered content goes unseen, the rest not.
     let run = verify(&s, &["--quick"]).fails_with(1);

@@ -18,6 +18,7 @@ mod promote;
 mod repair;
 mod status;
 mod verify;
+mod verify_legs;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,8 @@
 //! `geo-rep verify MASTERVOL SLAVE [--quick] [--json] [--rate BYTES]`:
-//! compares the session's bricks with the slave (see `crate::verify`) and
-//! prints each difference. Exit 0 when equal (differences in flight
-//! aside), 1 when anything differs.
+//! compares the master volume, read through one brick per distribute leg
+//! (see `verify_legs`), with the slave (see `crate::verify`) and prints
+//! each difference. Exit 0 when equal (differences in flight aside), 1
+//! when anything differs.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -41,43 +42,14 @@ pub fn verify(
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
     let plan = plan(home, &session)?;
-    // The walk reads every brick as its own part of the volume: right for
-    // plain directories and one GlusterFS brick. A replica set's members
-    // (an arbiter's empty files, a stale member that was down) or a
-    // distributed volume's bricks would be compared as if each were the
-    // volume, so an answer there is not to be trusted yet.
-    if let Some((b, set)) = plan
-        .bricks
-        .iter()
-        .find_map(|b| b.set.as_ref().map(|set| (b, set)))
-    {
-        return Err(UsageError(format!(
-            "verify does not handle replica sets yet: brick {} of {vol} is a member of {}",
-            b.brick.display(),
-            set.name
-        ))
-        .into());
-    }
-    if plan.bricks.iter().filter(|b| b.gluster).count() > 1 {
-        return Err(UsageError(format!(
-            "verify does not handle a GlusterFS volume of several bricks yet ({vol} -> {slave} has {})",
-            plan.bricks.len()
-        ))
-        .into());
-    }
+    let legs = read_legs(&state, &session, &plan)
+        .map_err(|why| UsageError(format!("cannot verify {vol} -> {slave}: {why}")))?;
     if args.repair {
         let running = super::lifecycle::monitor_alive(session.monitor_pid)
             && session.state != crate::state::SessionState::Paused;
         if running {
             return Err(UsageError(format!(
                 "verify --repair ships beside the session's workers: pause or stop {vol} -> {slave} first"
-            ))
-            .into());
-        }
-        if plan.bricks.len() != 1 {
-            return Err(UsageError(format!(
-                "verify --repair handles a session of one brick for now ({vol} -> {slave} has {})",
-                plan.bricks.len()
             ))
             .into());
         }
@@ -99,8 +71,7 @@ pub fn verify(
             i64::MIN
         }
     };
-    let bricks: Vec<Brick> = plan
-        .bricks
+    let bricks: Vec<Brick> = legs
         .iter()
         .map(|b| {
             Brick::open(
@@ -161,12 +132,7 @@ pub fn verify(
             if tty {
                 eprint!("\r\x1b[K");
             }
-            let done = rt.block_on(super::repair::repair(
-                &mut link,
-                &plan.bricks[0],
-                &live,
-                &whole,
-            ))?;
+            let done = rt.block_on(super::repair::repair(&mut link, &legs, &live, &whole))?;
             println!(
                 "repair: resent {} files, {} bytes{}; comparing again",
                 done.files,
@@ -228,4 +194,72 @@ pub fn verify(
         );
     }
     Ok(())
+}
+
+/// The bricks the volume is read through, one a distribute leg (see
+/// `verify_legs`), from what `gluster` says of a GlusterFS volume now:
+/// its shape (else the one recorded at `create`), which brick processes
+/// run and which bricks hold pending heals; and which members the
+/// running monitor made Active.
+fn read_legs<'p>(
+    state: &crate::state::State,
+    session: &crate::state::SessionRecord,
+    plan: &'p crate::monitor::SessionPlan,
+) -> Result<Vec<&'p crate::monitor::BrickPlan>, String> {
+    let vol = session.master_vol.as_str();
+    let asked = plan.topology.is_some() && crate::volume::gluster_present();
+    let now = match asked.then(|| crate::volume::volume_info(vol)) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            // Its shape cannot have changed without glusterd.
+            eprintln!("geo-rep: note: {e}: {vol} is read with the shape recorded at create");
+            plan.topology.clone()
+        }
+        None => plan.topology.clone(),
+    };
+    let running = super::lifecycle::monitor_alive(session.monitor_pid);
+    let rows = state.bricks(session.id).map_err(|e| e.to_string())?;
+    let active = |b: &crate::monitor::BrickPlan| {
+        running
+            && rows
+                .iter()
+                .any(|r| r.id == b.brick_id && r.status == crate::state::WorkerStatus::Active)
+    };
+    let sets = plan.bricks.iter().any(|b| b.set.is_some());
+    // Unknown (no gluster CLI, or it cannot tell): the brick is read if
+    // its directory can be.
+    let status = if sets && asked {
+        crate::volume::brick_status(vol).ok()
+    } else {
+        None
+    };
+    let online = |path: &std::path::Path| match &status {
+        Some(states) => states
+            .iter()
+            .any(|s| s.path == path && s.online && crate::volume::is_local(&s.host)),
+        None => std::fs::read_dir(path).is_ok(),
+    };
+    let heals = if sets && asked {
+        crate::volume::heal_summary(vol).ok()
+    } else {
+        None
+    };
+    let pending = |path: &std::path::Path| {
+        heals
+            .as_ref()?
+            .iter()
+            .find(|h| h.path == path && crate::volume::is_local(&h.host))?
+            .pending
+    };
+    let health = super::verify_legs::Health {
+        active: &active,
+        online: &online,
+        pending: &pending,
+    };
+    let legs =
+        super::verify_legs::legs(&plan.bricks, now.as_ref(), plan.topology.as_ref(), &health)?;
+    for note in &legs.notes {
+        eprintln!("geo-rep: note: {note}");
+    }
+    Ok(legs.bricks)
 }

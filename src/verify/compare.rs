@@ -112,6 +112,9 @@ pub struct DirContext<'a> {
     pub owners: bool,
     /// Regular files' contents are compared.
     pub content: bool,
+    /// Directories' mtimes are compared (not those of a GlusterFS volume:
+    /// georep does not keep them equal; see the README, "Times").
+    pub dir_mtimes: bool,
 }
 
 /// Compares the master's entries of a directory with the slave's (both
@@ -222,7 +225,8 @@ fn entry_differences(cx: &DirContext, m: &ScanEntry, s: &ScanEntry) -> Vec<What>
                     slave: format!("{}:{}", s.uid, s.gid),
                 });
             }
-            if (m.mtime_sec, m.mtime_nsec) != (s.mtime_sec, s.mtime_nsec) {
+            let compared = kind(m.mode) == "file" || cx.dir_mtimes;
+            if compared && (m.mtime_sec, m.mtime_nsec) != (s.mtime_sec, s.mtime_nsec) {
                 out.push(What::Mtime {
                     master: format!("{}.{:09}", m.mtime_sec, m.mtime_nsec),
                     slave: format!("{}.{:09}", s.mtime_sec, s.mtime_nsec),

@@ -3,8 +3,11 @@
 //! # Place in the flow
 //! Beside the shipping path, on demand: the command line opens one link to
 //! the session's slave (as a worker does) and [`walk::verify`] compares the
-//! union of the session's bricks with the slave's tree, directory by
-//! directory in name order. For each directory the slave answers one
+//! master with the slave's tree, directory by directory in name order.
+//! The master is read through one brick per distribute leg (the caller
+//! picks, of each replica set, the member to read): each directory is the
+//! union of the legs' listings without DHT link files, as a GlusterFS
+//! client lists it, and each file has the mtime such a client sees. For each directory the slave answers one
 //! `Request::Scan`: its entries with their status (the values its policy
 //! recorded where it did not apply them, so a mode or owner left out on
 //! purpose is no difference) and, unless `--quick`, each regular file's

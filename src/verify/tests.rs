@@ -33,6 +33,15 @@ fn master(e: ScanEntry, changed_ns: i64) -> MasterEntry {
 /// The findings of comparing `m` with `s` in directory `d` (master
 /// contents hash to the byte the entry's `hash` holds).
 fn compare(m: &[MasterEntry], s: &[ScanEntry], content: bool) -> (Vec<String>, Vec<Vec<u8>>) {
+    compare_with(m, s, content, true)
+}
+
+fn compare_with(
+    m: &[MasterEntry],
+    s: &[ScanEntry],
+    content: bool,
+    dir_mtimes: bool,
+) -> (Vec<String>, Vec<Vec<u8>>) {
     let dir: RelPath = "d".parse().unwrap();
     let cx = DirContext {
         dir: &dir,
@@ -40,6 +49,7 @@ fn compare(m: &[MasterEntry], s: &[ScanEntry], content: bool) -> (Vec<String>, V
         dir_in_flight: false,
         owners: true,
         content,
+        dir_mtimes,
     };
     let mut found = Vec::new();
     let subdirs = compare_dir(&cx, m, s, &mut |_, m| Ok(m.entry.hash.unwrap()), &mut |f| {
@@ -125,4 +135,25 @@ fn symlink_targets_are_compared() {
     };
     let (found, _) = compare(&[master(link("x"), 0)], &[link("y")], true);
     assert_eq!(found, ["symlink target \"x\" vs \"y\" d/l"]);
+}
+
+/// Of a GlusterFS volume directories' mtimes are left out, files' not.
+#[test]
+fn directory_mtimes_can_be_left_out() {
+    let dir = |mtime_sec| ScanEntry {
+        mode: 0o40755,
+        hash: None,
+        mtime_sec,
+        ..file("sub", 0, 0)
+    };
+    let f = |mtime_sec| ScanEntry {
+        mtime_sec,
+        ..file("f", 1, 1)
+    };
+    let m = [master(f(5), 0), master(dir(5), 0)];
+    let s = [f(6), dir(6)];
+    let (found, _) = compare_with(&m, &s, true, false);
+    assert_eq!(found, ["mtime 5.000000000 vs 6.000000000 d/f"]);
+    let (found, _) = compare_with(&m, &s, true, true);
+    assert_eq!(found.len(), 2, "{found:?}");
 }

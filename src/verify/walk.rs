@@ -14,14 +14,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::compare::{compare_dir, DirContext, Finding, MasterEntry, What};
 use crate::brick::dir::BrickDir;
-use crate::changelog::glusterfs::INTERNAL;
+use crate::brick::volume::is_dht_link;
+use crate::changelog::glusterfs::is_internal;
 use crate::crawl::filter::SyncFilter;
 use crate::fsutil::{hash_paced, Pace};
 use crate::proto::{Reply, Request, ScanEntry};
 use crate::relpath::RelPath;
 use crate::transport::link::{LinkError, SlaveLink};
 
-/// One brick of the session's master volume.
+/// One distribute leg of the session's master volume, read through one
+/// brick: a lone brick, or the member of a replica set chosen to stand
+/// for the set (the caller chooses; see `cli::verify_legs`). The legs of a
+/// distributed volume each hold part of its namespace.
 pub struct Brick {
     pub path: PathBuf,
     pub dir: BrickDir,
@@ -137,6 +141,7 @@ pub async fn verify<S: AsyncRead + AsyncWrite>(
             dir_in_flight,
             owners: opts.owners,
             content: opts.content,
+            dir_mtimes: !bricks.iter().any(|b| b.gluster),
         };
         let mut findings = Vec::new();
         let subdirs = compare_dir(
@@ -183,7 +188,7 @@ fn not_compared(
 ) -> Vec<ScanEntry> {
     slave.retain(|s| {
         let internal = dir.is_root()
-            && INTERNAL.iter().any(|i| i.as_bytes() == &s.name[..])
+            && is_internal(OsStr::from_bytes(&s.name))
             && !master.iter().any(|m| m.entry.name == s.name);
         !internal && !filter.excluded(&join(dir, &s.name))
     });
@@ -217,9 +222,11 @@ fn recheck(bricks: &[Brick], mut f: Finding, cutoff_ns: i64) -> Finding {
     let Ok(path) = f.path.parse::<RelPath>() else {
         return f;
     };
+    // The latest change on any leg: a directory of a distributed volume
+    // changes on the leg where one of its entries did.
     let changed = |p: &RelPath| {
-        let now = bricks.iter().find_map(|b| b.dir.lstat(p).ok());
-        now.map(|md| changed_ns(&md) > cutoff_ns)
+        let now = bricks.iter().filter_map(|b| volume_entry(b, p)).max();
+        now.map(|ns| ns > cutoff_ns)
     };
     f.in_flight = if f.what == What::Extra {
         changed(&path).is_some() || changed(&path.parent().unwrap_or_default()) != Some(false)
@@ -229,6 +236,26 @@ fn recheck(bricks: &[Brick], mut f: Finding, cutoff_ns: i64) -> Finding {
     f
 }
 
+/// When the entry at `path` of leg `b` last changed (nanoseconds), unless
+/// it is missing there or a DHT link file.
+fn volume_entry(b: &Brick, path: &RelPath) -> Option<i64> {
+    let md = b.dir.lstat(path).ok()?;
+    (!link_file(b, path, &md)).then(|| changed_ns(&md))
+}
+
+/// Whether the entry at `path` of leg `b` is a DHT link file (a name whose
+/// data is on another leg, or on its way there): the volume's clients
+/// never see it as such.
+fn link_file(b: &Brick, path: &RelPath, md: &fs::Metadata) -> bool {
+    // Only what has the mode of one is looked at more closely.
+    b.gluster
+        && md.is_file()
+        && md.mode() & 0o7777 == 0o1000
+        && b.dir
+            .handle(path)
+            .is_ok_and(|h| is_dht_link(&h.proc_path(), md))
+}
+
 /// When an inode last changed, in nanoseconds.
 fn changed_ns(md: &fs::Metadata) -> i64 {
     md.ctime()
@@ -236,8 +263,9 @@ fn changed_ns(md: &fs::Metadata) -> i64 {
         .saturating_add(md.ctime_nsec())
 }
 
-/// The union of the bricks' listings of `dir`, sorted by name (the first
-/// brick holding a name gives it), without what is excluded, GlusterFS
+/// The union of the legs' listings of `dir`, sorted by name (the first
+/// leg holding a name gives it, with the latest change of any leg: a
+/// directory is on every leg), without what is excluded, GlusterFS
 /// internals or DHT link files.
 fn list_master(
     bricks: &[Brick],
@@ -256,7 +284,7 @@ fn list_master(
             let name = e
                 .map_err(|e| format!("cannot list on brick {}: {e}", b.path.display()))?
                 .file_name();
-            if b.gluster && dir.is_root() && INTERNAL.iter().any(|i| OsStr::new(i) == name) {
+            if b.gluster && dir.is_root() && is_internal(&name) {
                 continue;
             }
             let Ok(path) = dir.join(&name) else {
@@ -269,14 +297,21 @@ fn list_master(
             let Ok(md) = b.dir.lstat(&path) else {
                 continue;
             };
-            if b.gluster && md.is_file() && md.mode() & 0o7777 == 0o1000 && md.size() == 0 {
+            if link_file(b, &path, &md) {
                 continue;
             }
             all.push(master_entry(b, &path, name.as_bytes(), &md));
         }
     }
+    // Stable: of one name, the first leg's entry stays first.
     all.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
-    all.dedup_by(|later, first| later.entry.name == first.entry.name);
+    all.dedup_by(|later, first| {
+        let same = later.entry.name == first.entry.name;
+        if same {
+            first.changed_ns = first.changed_ns.max(later.changed_ns);
+        }
+        same
+    });
     Ok(all)
 }
 

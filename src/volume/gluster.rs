@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::{
-    parse_brick_status, parse_rebalance_status, parse_volume_info, xml::parse_volumes, BrickState,
-    Rebalance, Topology, VolumeError,
+    parse_brick_status, parse_heal_summary, parse_rebalance_status, parse_volume_info,
+    xml::parse_volumes, BrickState, HealState, Rebalance, Topology, VolumeError,
 };
 
 /// The `gluster` CLI to ask (`GEOREP_GLUSTER` overrides it).
@@ -43,6 +43,13 @@ pub fn brick_status(vol: &str) -> Result<Vec<BrickState>, VolumeError> {
 pub fn rebalance_status(vol: &str) -> Result<Option<Rebalance>, VolumeError> {
     let xml = run("rebalance status", vol, &["rebalance", vol, "status"])?;
     parse_rebalance_status(vol, &xml)
+}
+
+/// `gluster volume heal VOL info summary --xml`: what each replica brick
+/// holds for the other members of its set.
+pub fn heal_summary(vol: &str) -> Result<Vec<HealState>, VolumeError> {
+    let xml = run("heal info summary", vol, &["heal", vol, "info", "summary"])?;
+    parse_heal_summary(vol, &xml)
 }
 
 /// The XML answer to `gluster volume QUESTION WHAT --xml`.

@@ -21,9 +21,10 @@ use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
 pub use gluster::{
-    all_volumes, brick_status, gluster_cli, gluster_present, rebalance_status, volume_info,
+    all_volumes, brick_status, gluster_cli, gluster_present, heal_summary, rebalance_status,
+    volume_info,
 };
-pub use xml::{parse_brick_status, parse_rebalance_status, parse_volume_info};
+pub use xml::{parse_brick_status, parse_heal_summary, parse_rebalance_status, parse_volume_info};
 
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,19 @@ pub struct BrickState {
     pub path: PathBuf,
     /// Its brick process (glusterfsd) runs.
     pub online: bool,
+}
+
+/// What a replica brick holds that another member of its set lacks, as
+/// `gluster volume heal VOL info summary` reports it: the entries its
+/// index lists for healing (the replicate layer records them on the
+/// members a change reached, for the members it missed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealState {
+    pub host: String,
+    pub path: PathBuf,
+    /// Entries waiting for a heal from this brick, or in split-brain;
+    /// `None` when the brick could not be asked (not connected).
+    pub pending: Option<u64>,
 }
 
 /// A volume's latest rebalance, as `gluster volume rebalance VOL status`
