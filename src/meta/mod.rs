@@ -17,6 +17,8 @@
 //!                             excludes every other node's (GlusterFS's
 //!                             locks translator); released when the
 //!                             holder's monitor or node dies
+//!     sets/<subvolume>.epoch  the set's fencing epoch and its holder,
+//!                             raised by each new Active (see [`epoch`])
 //!     nodes/<node>.json       each node's status rows, rewritten every
 //!                             PUBLISH_EVERY by its monitor
 //! ```
@@ -29,6 +31,8 @@
 //! as GlusterFS's own geo-replication expects.
 //!
 //! Imports `session` only.
+
+pub mod epoch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
