@@ -1,16 +1,22 @@
-//! The fencing epoch of each replica set, beside its election lock:
-//! `<sets dir>/<set>.epoch` holds `<epoch> <holder>`, the last grant of the
-//! set. The worker that wins the set's lock raises it ([`EpochFile::raise`])
-//! while it holds the lock, durably, before it ships; the slave then
-//! refuses every other grant of a lower or equal epoch (see "Fencing" in
-//! `proto`). The file only proposes a number: the slave's record decides.
+//! The fencing epoch of each replica set, beside its election lock: each
+//! node keeps its own last grant in `<sets dir>/<set>.epoch.<node>`
+//! (`<epoch> <holder>`), and the set's epoch is the highest of them. The
+//! worker that wins the set's lock raises it ([`EpochFile::raise`]) while
+//! it holds the lock, durably, before it ships; the slave then refuses
+//! every other grant of a lower or equal epoch (see "Fencing" in `proto`).
+//! The files only propose a number: the slave's record decides.
 //!
-//! A new epoch is one more than the file's, and at least the current time
+//! One file per node, rewritten in place, because the meta-volume may be
+//! split when a grant is written: two sides writing one file (or renaming
+//! a new one over it) would leave it in split-brain once the partition
+//! heals, unreadable; a file only its node writes heals from that side.
+//!
+//! A new epoch is one more than the highest, and at least the current time
 //! in seconds: a session made again after its directory was removed (or a
-//! node that reads a stale copy of the file) still proposes an epoch above
-//! those the slave recorded before, as long as the nodes' clocks are in
-//! step. A member deposed by a grant it cannot see on the meta-volume yet
-//! does not run for the set (see `monitor::fence`), so the clock never
+//! node that reads a stale copy of the files) still proposes an epoch
+//! above those the slave recorded before, as long as the nodes' clocks are
+//! in step. A member deposed by a grant it cannot see on the meta-volume
+//! yet does not run for the set (see `monitor::fence`), so the clock never
 //! lets it take the set back.
 
 use std::io::Write;
@@ -27,35 +33,58 @@ pub struct Grant {
     pub holder: String,
 }
 
-/// The epoch file of one set.
+/// The epoch files of one set.
 #[derive(Debug, Clone)]
 pub struct EpochFile {
-    path: PathBuf,
+    dir: PathBuf,
+    set: String,
 }
 
 impl EpochFile {
-    /// The file of `set` in `dir`, the directory of the sets' locks.
+    /// The files of `set` in `dir`, the directory of the sets' locks.
     pub fn new(dir: &Path, set: &str) -> EpochFile {
         EpochFile {
-            path: dir.join(format!("{set}.epoch")),
+            dir: dir.to_owned(),
+            set: set.to_owned(),
         }
     }
 
-    /// The last grant, if one was written; a file that does not parse is
-    /// none (a raise then goes by the clock).
-    pub fn read(&self) -> Result<Option<Grant>, MetaError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => Ok(parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(super::err(&self.path)(e)),
-        }
+    fn prefix(&self) -> String {
+        format!("{}.epoch.", self.set)
     }
 
-    /// Writes a new grant for `holder`, later than the file's last one and
-    /// than `floor`; durable (file and directory synced) when it returns.
-    /// Call it only while holding the set's election lock.
-    pub fn raise(&self, holder: &str, floor: u64) -> Result<Grant, MetaError> {
-        let last = match self.read() {
+    /// Every node's last grant; a file that cannot be read or does not
+    /// parse is left out (a raise then goes by the others and the clock).
+    pub fn grants(&self) -> Result<Vec<Grant>, MetaError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(super::err(&self.dir)(e)),
+        };
+        let prefix = self.prefix();
+        Ok(entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|e| match std::fs::read_to_string(e.path()) {
+                Ok(text) => parse(&text),
+                Err(err) => {
+                    tracing::warn!("reading the epoch file {}: {err}", e.path().display());
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The set's last grant: the highest epoch of any node.
+    pub fn latest(&self) -> Result<Option<Grant>, MetaError> {
+        Ok(self.grants()?.into_iter().max_by_key(|g| g.epoch))
+    }
+
+    /// Writes a new grant for `holder` on `node`, later than every node's
+    /// and than `floor`; durable (file and directory synced) when it
+    /// returns. Call it only while holding the set's election lock.
+    pub fn raise(&self, node: &str, holder: &str, floor: u64) -> Result<Grant, MetaError> {
+        let last = match self.latest() {
             Ok(g) => g.map_or(0, |g| g.epoch),
             Err(e) => {
                 tracing::warn!("{e}; raising the epoch by the clock");
@@ -67,26 +96,26 @@ impl EpochFile {
             epoch: (last + 1).max(floor + 1).max(now),
             holder: holder.to_owned(),
         };
-        self.write(&grant).map_err(super::err(&self.path))?;
+        let path = self.dir.join(format!("{}{node}", self.prefix()));
+        self.write(&path, &grant).map_err(super::err(&path))?;
         Ok(grant)
     }
 
-    fn write(&self, grant: &Grant) -> std::io::Result<()> {
+    /// Rewrites `path` in place (see the module docs).
+    fn write(&self, path: &Path, grant: &Grant) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::fsutil::create_private_dir(dir)?;
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
+        crate::fsutil::create_private_dir(&self.dir)?;
+        let text = format!("{} {}\n", grant.epoch, grant.holder);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
-            .open(&tmp)?;
-        writeln!(f, "{} {}", grant.epoch, grant.holder)?;
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.set_len(text.len() as u64)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 }
 
@@ -118,21 +147,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_raise_is_later_than_the_last_and_reads_back() {
+    fn each_raise_is_later_than_every_nodes_last() {
         let dir = tempfile::tempdir().unwrap();
-        let file = EpochFile::new(&dir.path().join("sets"), "gv0-replicate-0");
-        assert_eq!(file.read().unwrap(), None);
-        let first = file.raise("node1:/b one", 0).unwrap();
+        let sets = dir.path().join("sets");
+        let file = EpochFile::new(&sets, "gv0-replicate-0");
+        assert_eq!(file.latest().unwrap(), None);
+        let first = file.raise("node1", "node1:/b one", 0).unwrap();
         assert!(first.epoch >= u64::try_from(Timestamp::now().secs()).unwrap() - 1);
-        assert_eq!(file.read().unwrap(), Some(first.clone()));
-        let second = file.raise("node2:/b", 0).unwrap();
+        assert_eq!(file.latest().unwrap(), Some(first.clone()));
+        let second = file.raise("node2", "node2:/b", 0).unwrap();
         assert!(second.epoch > first.epoch);
-        assert_eq!(file.read().unwrap().unwrap().holder, "node2:/b");
-        // Above a floor the caller knows of (a deposing epoch).
-        let third = file.raise("node1:/b", second.epoch + 100).unwrap();
+        assert_eq!(file.latest().unwrap(), Some(second.clone()));
+        // node1 raises again over node2's grant, in its own file.
+        let third = file.raise("node1", "node1:/b", second.epoch + 100).unwrap();
         assert_eq!(third.epoch, second.epoch + 101);
-        std::fs::write(dir.path().join("sets/gv0-replicate-0.epoch"), b"torn").unwrap();
-        assert_eq!(file.read().unwrap(), None);
+        assert_eq!(file.grants().unwrap().len(), 2);
+        // Another set's files are not this one's.
+        EpochFile::new(&sets, "gv0-replicate-01")
+            .raise("node1", "x", third.epoch)
+            .unwrap();
+        assert_eq!(file.latest().unwrap(), Some(third));
+        // A torn file is left out.
+        std::fs::write(sets.join("gv0-replicate-0.epoch.node1"), b"torn").unwrap();
+        assert_eq!(file.latest().unwrap(), Some(second));
         let a = holder_name("node1", Path::new("/b"));
         assert!(a.starts_with("node1:/b "), "{a}");
         assert_ne!(a, holder_name("node1", Path::new("/b")));

@@ -17,8 +17,10 @@
 //!                             excludes every other node's (GlusterFS's
 //!                             locks translator); released when the
 //!                             holder's monitor or node dies
-//!     sets/<subvolume>.epoch  the set's fencing epoch and its holder,
-//!                             raised by each new Active (see [`epoch`])
+//!     sets/<subvolume>.epoch.<node>
+//!                             the last grant of the set's fencing epoch
+//!                             on each node, raised by each new Active
+//!                             (see [`epoch`])
 //!     nodes/<node>.json       each node's status rows, rewritten every
 //!                             PUBLISH_EVERY by its monitor
 //! ```

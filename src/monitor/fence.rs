@@ -60,9 +60,10 @@ impl Deposed {
     /// Whether the meta-volume, as this node reads it, shows the deposing
     /// grant (or a later one): the partition that hid it is over.
     pub fn seen_in(&self, file: &EpochFile) -> bool {
-        match file.read() {
-            Ok(Some(g)) => g.epoch > self.by.epoch || g == self.by,
-            Ok(None) => false,
+        match file.grants() {
+            Ok(grants) => grants
+                .iter()
+                .any(|g| g.epoch > self.by.epoch || *g == self.by),
             Err(e) => {
                 tracing::warn!("{e}");
                 false
@@ -83,7 +84,7 @@ pub fn raise(
     let node = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
-    let grant = EpochFile::new(dir, set).raise(&holder_name(&node, brick), floor)?;
+    let grant = EpochFile::new(dir, set).raise(&node, &holder_name(&node, brick), floor)?;
     Ok(Fence {
         set: set.to_owned(),
         epoch: grant.epoch,
@@ -126,7 +127,7 @@ mod tests {
         )));
         // The partition heals: the other grant shows.
         std::fs::write(
-            dir.path().join("gv0-replicate-0.epoch"),
+            dir.path().join("gv0-replicate-0.epoch.node2"),
             format!("{} node2:/b 1\n", mine.epoch + 1),
         )
         .unwrap();
