@@ -6,10 +6,8 @@
 //! every other grant of a lower or equal epoch (see "Fencing" in `proto`).
 //! The files only propose a number: the slave's record decides.
 //!
-//! One file per node, rewritten in place, because the meta-volume may be
-//! split when a grant is written: two sides writing one file (or renaming
-//! a new one over it) would leave it in split-brain once the partition
-//! heals, unreadable; a file only its node writes heals from that side.
+//! One file per node, rewritten in place (see [`super::write`]): the
+//! meta-volume may be split when a grant is written.
 //!
 //! A new epoch is one more than the highest, and at least the current time
 //! in seconds: a session made again after its directory was removed (or a
@@ -19,7 +17,6 @@
 //! yet does not run for the set (see `monitor::fence`), so the clock never
 //! lets it take the set back.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::MetaError;
@@ -56,22 +53,10 @@ impl EpochFile {
     /// Every node's last grant; a file that cannot be read or does not
     /// parse is left out (a raise then goes by the others and the clock).
     pub fn grants(&self) -> Result<Vec<Grant>, MetaError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(super::err(&self.dir)(e)),
-        };
-        let prefix = self.prefix();
-        Ok(entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .filter_map(|e| match std::fs::read_to_string(e.path()) {
-                Ok(text) => parse(&text),
-                Err(err) => {
-                    tracing::warn!("reading the epoch file {}: {err}", e.path().display());
-                    None
-                }
-            })
+        Ok(super::write::read_each(&self.dir, &self.prefix())
+            .map_err(super::err(&self.dir))?
+            .iter()
+            .filter_map(|(_, text)| parse(text))
             .collect())
     }
 
@@ -97,25 +82,9 @@ impl EpochFile {
             holder: holder.to_owned(),
         };
         let path = self.dir.join(format!("{}{node}", self.prefix()));
-        self.write(&path, &grant).map_err(super::err(&path))?;
-        Ok(grant)
-    }
-
-    /// Rewrites `path` in place (see the module docs).
-    fn write(&self, path: &Path, grant: &Grant) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        crate::fsutil::create_private_dir(&self.dir)?;
         let text = format!("{} {}\n", grant.epoch, grant.holder);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(text.as_bytes())?;
-        f.set_len(text.len() as u64)?;
-        f.sync_all()?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        super::write::rewrite(&path, text.as_bytes()).map_err(super::err(&path))?;
+        Ok(grant)
     }
 }
 

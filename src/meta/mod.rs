@@ -35,6 +35,7 @@
 //! Imports `session` only.
 
 pub mod epoch;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,17 +143,15 @@ impl SessionMeta {
         self.dir.join("nodes")
     }
 
-    /// Replaces this node's report (atomically: a reader sees the old one
-    /// or the new one).
+    /// Replaces this node's report, in place (see [`write`]: a reader may
+    /// find it torn, and skips it).
     pub fn publish(&self, report: &NodeReport) -> Result<(), MetaError> {
-        let dir = self.nodes_dir();
-        crate::fsutil::create_private_dir(&dir).map_err(err(&dir))?;
-        let path = dir.join(format!("{}.json", report.node));
+        let path = self.nodes_dir().join(format!("{}.json", report.node));
         let text = serde_json::to_vec(report).map_err(|e| MetaError {
             path: path.clone(),
             source: e.into(),
         })?;
-        crate::fsutil::write_private_file(&path, &text).map_err(err(&path))
+        write::rewrite(&path, &text).map_err(err(&path))
     }
 
     /// Removes `node`'s report (its session was deleted there).

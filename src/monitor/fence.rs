@@ -81,15 +81,20 @@ pub fn raise(
     brick: &Path,
     floor: u64,
 ) -> Result<Fence, crate::meta::MetaError> {
-    let node = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into());
+    let node = node_name();
     let grant = EpochFile::new(dir, set).raise(&node, &holder_name(&node, brick), floor)?;
     Ok(Fence {
         set: set.to_owned(),
         epoch: grant.epoch,
         holder: grant.holder,
     })
+}
+
+/// This node's name on the meta-volume: its host name.
+pub fn node_name() -> String {
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 #[cfg(test)]

@@ -205,7 +205,12 @@ async fn member(
     // Across nodes, the set's stime is also on the meta-volume, so a
     // member that takes over on another node continues from it.
     let stime: Box<dyn SetStime> = match &plan.meta {
-        Some(meta) => Box::new(SharedStime::new(local, &meta.sets_dir(), &set.name)),
+        Some(meta) => Box::new(SharedStime::new(
+            local,
+            &meta.sets_dir(),
+            &set.name,
+            &fence::node_name(),
+        )),
         None => Box::new(local),
     };
     // Polled this often for the lock, so that a Passive worker takes over
