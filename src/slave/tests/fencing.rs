@@ -189,6 +189,8 @@ fn an_open_session_is_deposed_by_a_later_epoch_and_its_batch_left_out() {
     let got = replies_until(&mut master, |r| {
         matches!(r, Reply::Deposed(_) | Reply::Committed { .. })
     });
+    // The master hangs up (a slave that took the batch would serve on).
+    master.shutdown(std::net::Shutdown::Write).unwrap();
     let r = served.join().unwrap();
     assert_deposed(&root, &r, &got, 5, 6);
     assert_eq!(names(&root), ["d1", "d2"]);
