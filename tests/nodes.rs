@@ -193,10 +193,13 @@ fn tree_options() -> CompareOptions {
 
 /// Waits until the slave equals the volume as `node`'s mount shows it.
 fn wait_slave_equals_mount(node: &Node, slave: &Path) {
-    let mount = node.view(&node.mount()).expect("the node runs");
     let opts = tree_options().without_dir_mtime();
     let mut diffs = Vec::new();
     let same = wait_until(SYNC_TIMEOUT, POLL, || {
+        // Looked up each time: the process whose root it goes through
+        // may be a short-lived one (a `gluster` call) that is gone by the
+        // next poll.
+        let mount = node.view(&node.mount()).expect("the node runs");
         diffs = compare_trees(&mount, slave, &opts);
         diffs.is_empty()
     });
