@@ -181,17 +181,25 @@ fn wait_rows(
     last
 }
 
-/// Waits until the slave equals the volume as `node`'s mount shows it.
-fn wait_slave_equals_mount(node: &Node, slave: &Path) {
-    let mount = node.view(&node.mount()).expect("the node runs");
-    let opts = CompareOptions {
+/// What a slave must hold the same as the mount: owners and hard links
+/// too.
+fn tree_options() -> CompareOptions {
+    CompareOptions {
         owner: true,
         hard_links: true,
         ..CompareOptions::default()
     }
-    .without_dir_mtime();
+}
+
+/// Waits until the slave equals the volume as `node`'s mount shows it.
+fn wait_slave_equals_mount(node: &Node, slave: &Path) {
+    let opts = tree_options().without_dir_mtime();
     let mut diffs = Vec::new();
     let same = wait_until(SYNC_TIMEOUT, POLL, || {
+        // Looked up each time: the process whose root it goes through
+        // may be a short-lived one (a `gluster` call) that is gone by the
+        // next poll.
+        let mount = node.view(&node.mount()).expect("the node runs");
         diffs = compare_trees(&mount, slave, &opts);
         diffs.is_empty()
     });
@@ -285,6 +293,19 @@ impl Sessions {
         wait_rows(node, self.home(node), &self.slave, what, pred)
     }
 
+    /// Waits until one node of `c` (two nodes) is Active: that node, then
+    /// the other.
+    fn active_and_other<'c>(&self, c: &'c Cluster) -> (&'c Node, &'c Node) {
+        let rows = self.wait_rows(c.node(1), "one Active node", |rows| {
+            the_active(rows).is_some() && roles(rows).len() == 2
+        });
+        if the_active(&rows).as_deref() == Some("node1") {
+            (c.node(1), c.node(2))
+        } else {
+            (c.node(2), c.node(1))
+        }
+    }
+
     /// Waits until `node` shows `active` Active and every other row
     /// Passive.
     fn wait_active(&self, node: &Node, active: &str) {
@@ -315,6 +336,13 @@ fn own_cluster_with_sessions(config: &[(&str, &str)]) -> Option<(Cluster, Sessio
     let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
     let s = Sessions::start(&c, config);
     Some((c, s))
+}
+
+/// `node`'s row among `rows`.
+fn row_of<'r>(rows: &'r [Value], node: &Node) -> &'r Value {
+    rows.iter()
+        .find(|r| r["master_node"] == node.name())
+        .unwrap_or_else(|| panic!("no row of {}: {rows:?}", node.name()))
 }
 
 /// The one node whose row is Active, if exactly one is.
@@ -543,14 +571,7 @@ fn a_node_that_cannot_reach_the_slave_hands_the_set_to_one_that_can() {
     let Some((c, s)) = own_cluster_with_sessions(&[("timeout", "10")]) else {
         return;
     };
-    let rows = s.wait_rows(c.node(1), "one Active node", |rows| {
-        the_active(rows).is_some() && roles(rows).len() == 2
-    });
-    let (cut, other) = if the_active(&rows).as_deref() == Some("node1") {
-        (c.node(1), c.node(2))
-    } else {
-        (c.node(2), c.node(1))
-    };
+    let (cut, other) = s.active_and_other(&c);
     let route = format!("{}/32", c.dr_addr());
     cut.sh(&format!("ip route add unreachable {route}"))
         .unwrap();
@@ -569,10 +590,7 @@ fn a_node_that_cannot_reach_the_slave_hands_the_set_to_one_that_can() {
             && r.iter().any(|(n, st)| n == cut.name() && st == "Faulty")
             && r.iter().any(|(n, st)| n == other.name() && st == "Active")
     });
-    let faulty = rows
-        .iter()
-        .find(|r| r["master_node"] == cut.name())
-        .unwrap();
+    let faulty = row_of(&rows, cut);
     assert!(
         faulty["last_error"]
             .as_str()
@@ -585,4 +603,146 @@ fn a_node_that_cannot_reach_the_slave_hands_the_set_to_one_that_can() {
     for n in [cut, other] {
         s.wait_active(n, other.name());
     }
+}
+
+/// The replica set's fence as the slave root records it: `(epoch,
+/// holder)`.
+fn slave_fence(slave: &Path) -> Option<(u64, String)> {
+    let root = fs::File::open(slave).ok()?;
+    georep::slave::fence::recorded(&root, "gv0-replicate-0")
+        .ok()
+        .flatten()
+        .map(|h| (h.epoch, h.holder))
+}
+
+/// A copy of `dir` (modes, times, links kept) to compare with later.
+fn snapshot(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::Builder::new()
+        .prefix("georep-it-snap-")
+        .tempdir()
+        .unwrap();
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.display()))
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp -a: {out:?}");
+    copy
+}
+
+/// Cuts (or, with `heal`, restores) the traffic between the two master
+/// nodes only: each node's route to the other becomes `unreachable`, while
+/// both keep their routes to the DR site.
+fn partition(c: &Cluster, heal: bool) {
+    let (verb, n1, n2) = (if heal { "del" } else { "add" }, c.node(1), c.node(2));
+    for (on, other) in [(n1, n2), (n2, n1)] {
+        on.sh(&format!("ip route {verb} unreachable {}/32", other.addr()))
+            .unwrap();
+    }
+}
+
+/// A partition between the master nodes while both still reach the slave:
+/// the meta-volume splits, so the node that was Active keeps its lock on
+/// its side while the other node's side hands the lock to its member, which
+/// raises the set's epoch and ships. The slave then refuses the old
+/// Active's next batch (it is deposed, and says by which epoch), and the
+/// slave is left as it was; the deposed node stays out while the partition
+/// lasts. Once the partition heals, the slave equals the mount.
+#[test]
+fn a_partition_between_the_master_nodes_leaves_one_active_the_slave_accepts() {
+    if !gluster_can_run() {
+        return;
+    }
+    let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
+    // The locks translator hands a lock over once the holder's connection
+    // to the brick is known dead: seconds, not the default 42 s, and each
+    // side of the split meta-volume takes writes (no quorum).
+    for (key, value) in [
+        ("network.ping-timeout", "3"),
+        ("server.tcp-user-timeout", "3"),
+        ("server.keepalive-time", "2"),
+        ("server.keepalive-interval", "1"),
+        ("server.keepalive-count", "2"),
+        ("cluster.quorum-type", "none"),
+    ] {
+        c.node(1)
+            .gluster(["volume", "set", "gluster_shared_storage", key, value])
+            .unwrap_or_else(|e| panic!("setting {key} on the shared storage: {e}"));
+    }
+    let s = Sessions::start(&c, &[("timeout", "10")]);
+    let (old, new) = s.active_and_other(&c);
+    let old_mount = old.view(&old.mount()).unwrap();
+    fs::create_dir_all(old_mount.join("p")).unwrap();
+    fs::write(old_mount.join("p/before"), b"before the partition").unwrap();
+    wait_slave_equals_mount(old, s.slave_dir.path());
+    let slave = s.slave_dir.path();
+    let (old_epoch, holder) = slave_fence(slave).expect("the Active declared no epoch");
+    assert!(holder.starts_with(&format!("{}:", old.name())), "{holder}");
+
+    partition(&c, false);
+    // The other side elects its member, which raises the epoch on the
+    // slave...
+    let mut new_epoch = 0;
+    let raised = wait_until(SYNC_TIMEOUT, POLL, || {
+        slave_fence(slave).is_some_and(|(e, h)| {
+            new_epoch = e;
+            e > old_epoch && h.starts_with(&format!("{}:", new.name()))
+        })
+    });
+    assert!(
+        raised.is_ok(),
+        "{} never raised the epoch on the slave: {:?}",
+        new.name(),
+        slave_fence(slave)
+    );
+    // ...and ships under it.
+    let new_mount = new.view(&new.mount()).unwrap();
+    fs::write(new_mount.join("p/new-side"), b"written on the new side").unwrap();
+    wait_until(SYNC_TIMEOUT, POLL, || slave.join("p/new-side").exists())
+        .expect("the new Active's batch never reached the slave");
+    let before = snapshot(slave);
+
+    // The old Active still holds its side's lock and ships what is written
+    // on its side: refused, and it steps down naming the epoch.
+    fs::write(old_mount.join("p/old-side"), b"written on the old side").unwrap();
+    let deposed_by = format!("by epoch {new_epoch}");
+    let rows = s.wait_rows(old, "the old Active deposed", |rows| {
+        rows.iter().any(|r| {
+            r["master_node"] == old.name()
+                && r["status"] == "Faulty"
+                && r["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("deposed") && e.contains(&deposed_by))
+        })
+    });
+    let mine = row_of(&rows, old);
+    assert!(
+        mine["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("epoch {old_epoch}"))),
+        "{mine}"
+    );
+    assert_eq!(
+        compare_trees(before.path(), slave, &tree_options()),
+        [],
+        "the deposed node's batch changed the slave"
+    );
+    // It does not take the set back while the partition lasts.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(slave_fence(slave).map(|(e, _)| e), Some(new_epoch));
+        assert!(!slave.join("p/old-side").exists());
+        let rows = s.status(old);
+        let mine = row_of(&rows, old);
+        assert_eq!(mine["status"], "Faulty", "{mine}");
+    }
+
+    partition(&c, true);
+    c.wait_healed(VOLUME).unwrap();
+    for n in [old, new] {
+        s.wait_active(n, new.name());
+    }
+    assert_eq!(slave_fence(slave).map(|(e, _)| e), Some(new_epoch));
+    wait_slave_equals_mount(new, slave);
 }

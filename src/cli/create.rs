@@ -100,6 +100,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
             &slave_cmd,
             config.timeout(),
             1,
+            None,
         ))
         .map_err(|e| explain_open_error(e, &target, &config.remote_command))?;
     let host_key = conn.host_key().clone();
@@ -195,6 +196,7 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
                 &slave_cmd,
                 config.timeout(),
                 1,
+                None,
             ))
             .context("checking the new session key")?;
         rt.block_on(link.close());

@@ -17,6 +17,10 @@
 //!                             excludes every other node's (GlusterFS's
 //!                             locks translator); released when the
 //!                             holder's monitor or node dies
+//!     sets/<subvolume>.epoch.<node>
+//!                             the last grant of the set's fencing epoch
+//!                             on each node, raised by each new Active
+//!                             (see [`epoch`])
 //!     nodes/<node>.json       each node's status rows, rewritten every
 //!                             PUBLISH_EVERY by its monitor
 //! ```
@@ -29,6 +33,9 @@
 //! as GlusterFS's own geo-replication expects.
 //!
 //! Imports `session` only.
+
+pub mod epoch;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,17 +143,15 @@ impl SessionMeta {
         self.dir.join("nodes")
     }
 
-    /// Replaces this node's report (atomically: a reader sees the old one
-    /// or the new one).
+    /// Replaces this node's report, in place (see [`write`]: a reader may
+    /// find it torn, and skips it).
     pub fn publish(&self, report: &NodeReport) -> Result<(), MetaError> {
-        let dir = self.nodes_dir();
-        crate::fsutil::create_private_dir(&dir).map_err(err(&dir))?;
-        let path = dir.join(format!("{}.json", report.node));
+        let path = self.nodes_dir().join(format!("{}.json", report.node));
         let text = serde_json::to_vec(report).map_err(|e| MetaError {
             path: path.clone(),
             source: e.into(),
         })?;
-        crate::fsutil::write_private_file(&path, &text).map_err(err(&path))
+        write::rewrite(&path, &text).map_err(err(&path))
     }
 
     /// Removes `node`'s report (its session was deleted there).

@@ -11,6 +11,7 @@
 //! (the master volume's topology, compared while it runs), `meta` (the
 //! meta-volume every node of a cluster mounts); never `cli`.
 
+mod fence;
 mod follow;
 pub mod metrics;
 mod plan;
@@ -94,15 +95,8 @@ pub async fn run(mut plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Resu
             failover / 4,
             shutdown.clone(),
         );
-        // Across nodes on the meta-volume; this node's alone without one
-        // (a set with members elsewhere is then refused by `plan`).
-        let dir = match &plan.meta {
-            Some(meta) => meta.sets_dir(),
-            None => crate::session::Home::new(plan.state_home.clone())
-                .session_dir(plan.session_id)
-                .join("sets"),
-        };
-        let election: std::sync::Arc<dyn Election> = std::sync::Arc::new(LocalElection::new(dir));
+        let election: std::sync::Arc<dyn Election> =
+            std::sync::Arc::new(LocalElection::new(sets_dir(&plan)));
         (health, election)
     });
     for brick in plan.bricks.clone() {
@@ -133,6 +127,18 @@ pub async fn run(mut plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Resu
         }
     }
     Ok(())
+}
+
+/// Where the sets' locks and epochs are: across nodes on the meta-volume;
+/// this node's alone without one (a set with members elsewhere is then
+/// refused by `plan`).
+fn sets_dir(plan: &SessionPlan) -> std::path::PathBuf {
+    match &plan.meta {
+        Some(meta) => meta.sets_dir(),
+        None => crate::session::Home::new(plan.state_home.clone())
+            .session_dir(plan.session_id)
+            .join("sets"),
+    }
 }
 
 /// Starts the supervised worker of `brick`, in a span naming it.
@@ -199,7 +205,12 @@ async fn member(
     // Across nodes, the set's stime is also on the meta-volume, so a
     // member that takes over on another node continues from it.
     let stime: Box<dyn SetStime> = match &plan.meta {
-        Some(meta) => Box::new(SharedStime::new(local, &meta.sets_dir(), &set.name)),
+        Some(meta) => Box::new(SharedStime::new(
+            local,
+            &meta.sets_dir(),
+            &set.name,
+            &fence::node_name(),
+        )),
         None => Box::new(local),
     };
     // Polled this often for the lock, so that a Passive worker takes over
@@ -207,6 +218,11 @@ async fn member(
     let poll = (failover / 4).max(Duration::from_millis(250));
     let mut journal = worker::BrickJournal::default();
     let mut probe = SlaveProbe::default();
+    let epochs = crate::meta::epoch::EpochFile::new(&sets_dir(&plan), &set.name);
+    // This member's last grant, and the one that deposed it, if the slave
+    // said so and the meta-volume does not show it yet.
+    let mut last_epoch = 0;
+    let mut deposed: Option<fence::Deposed> = None;
     // STATUS and last error as last recorded, so polling rewrites nothing.
     let mut shown: Option<(WorkerStatus, Option<String>)> = None;
     let show = |shown: &mut Option<_>, status: WorkerStatus, why: Option<String>| {
@@ -224,6 +240,9 @@ async fn member(
         *shown = Some((status, why));
     };
     while !*shutdown.borrow() {
+        if deposed.as_ref().is_some_and(|d| d.seen_in(&epochs)) {
+            deposed = None;
+        }
         let down = health.down(&brick.brick);
         let unreachable = match (&down, set.arbiter) {
             (None, false) => probe.unreachable(&plan.target, failover).await,
@@ -240,6 +259,11 @@ async fn member(
             }
             (None, false) if unreachable.is_some() => {
                 show(&mut shown, WorkerStatus::Faulty, unreachable);
+                None
+            }
+            (None, false) if deposed.is_some() => {
+                let why = deposed.as_ref().map(|d| d.describe(&set.name));
+                show(&mut shown, WorkerStatus::Faulty, why);
                 None
             }
             (None, false) => match election.try_lead(&set.name) {
@@ -264,7 +288,28 @@ async fn member(
             }
             continue;
         };
-        tracing::info!(set = %set.name, "elected Active of the replica set");
+        // The epoch this grant ships under, durable before anything is
+        // shipped (see `fence`).
+        let raised = fence::raise(&sets_dir(&plan), &set.name, &brick.brick, last_epoch);
+        let fence = match raised {
+            Ok(f) => f,
+            Err(e) => {
+                show(&mut shown, WorkerStatus::Faulty, Some(e.to_string()));
+                drop(lease);
+                let mut shutdown = shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        last_epoch = fence.epoch;
+        tracing::info!(set = %set.name, epoch = fence.epoch, "elected Active of the replica set");
+        let fenced = SessionPlan {
+            fence: Some(fence),
+            ..plan.clone()
+        };
         // The other legs' workers read this set through its Active brick.
         plan.volume_bricks.set_active(&set.name, Some(&brick.brick));
         // Read this brick's changelog afresh from the set's stime: what
@@ -291,7 +336,7 @@ async fn member(
             })
         };
         let gave_up = keep_running(
-            &plan,
+            &fenced,
             &active,
             &state,
             &*stime,
@@ -304,8 +349,16 @@ async fn member(
         // Shown before the lock goes, so no status ever has two Active.
         shown = None;
         match (health.down(&brick.brick), &gave_up) {
+            (_, Some(fence::GaveUp::Deposed(d))) => {
+                show(
+                    &mut shown,
+                    WorkerStatus::Faulty,
+                    Some(d.describe(&set.name)),
+                );
+                deposed = Some(d.clone());
+            }
             (Some(why), _) => show(&mut shown, WorkerStatus::Faulty, Some(why)),
-            (None, Some(err)) => show(
+            (None, Some(fence::GaveUp::Failing(err))) => show(
                 &mut shown,
                 WorkerStatus::Faulty,
                 Some(format!("stepped down as Active of {}: {err}", set.name)),
@@ -315,7 +368,7 @@ async fn member(
         plan.volume_bricks.set_active(&set.name, None);
         drop(lease);
         tracing::info!(set = %set.name, "stepped down as Active of the replica set");
-        if gave_up.is_some() {
+        if matches!(gave_up, Some(fence::GaveUp::Failing(_))) {
             // Out of the election for a while: another member that can
             // ship takes the lock meanwhile.
             let mut shutdown = shutdown.clone();
@@ -384,7 +437,8 @@ fn stopped(
 /// Runs a brick's worker until `shutdown` turns true, restarting it with
 /// back-off while it fails. With `give_up_after`, returns the last error
 /// once the worker has failed that long without shipping a batch (an
-/// Active member then steps down, so a member that can ship takes over).
+/// Active member then steps down, so a member that can ship takes over),
+/// and at once when the slave says its epoch is deposed.
 async fn keep_running(
     plan: &SessionPlan,
     brick: &BrickPlan,
@@ -393,7 +447,7 @@ async fn keep_running(
     journal: &mut worker::BrickJournal,
     shutdown: &mut watch::Receiver<bool>,
     give_up_after: Option<Duration>,
-) -> Option<String> {
+) -> Option<fence::GaveUp> {
     let mut backoff = BACKOFF_MIN;
     let backoff_max = Duration::from_secs(plan.config.retry_max_interval).max(BACKOFF_MIN);
     let stime = |_: &State| stimes.stime().ok().flatten();
@@ -408,6 +462,10 @@ async fn keep_running(
             Ok(()) => break,
             Err(e) => e,
         };
+        if let Some(d) = fence::Deposed::of(&err) {
+            tracing::warn!("worker stopped: {err}");
+            return Some(fence::GaveUp::Deposed(d));
+        }
         // A worker that got batches through before failing starts over with
         // short waits; one that keeps failing waits longer and longer.
         if stime(state) > before {
@@ -416,7 +474,7 @@ async fn keep_running(
         }
         let since = *failing_since.get_or_insert_with(std::time::Instant::now);
         if give_up_after.is_some_and(|d| since.elapsed() >= d) {
-            return Some(err.to_string());
+            return Some(fence::GaveUp::Failing(err.to_string()));
         }
         tracing::error!("worker failed: {err}; retrying in {} s", backoff.as_secs());
         // The status is best effort: a busy database must not end supervision.

@@ -68,6 +68,10 @@ pub struct SessionPlan {
     /// The master volume's rebalance, as the monitor last saw it (see
     /// `monitor::rebalance`).
     pub rebalance: super::rebalance::RebalanceWatch,
+    /// The epoch of its replica set the Active worker ships under, declared
+    /// on every stream to the slave (see `monitor::fence`); `None` for a
+    /// brick of no set.
+    pub fence: Option<crate::proto::Fence>,
 }
 
 /// The session's bricks, as the workers' view of the volume reads them,
@@ -254,6 +258,7 @@ impl SessionPlan {
             &self.slave_command,
             self.config.timeout(),
             streams,
+            self.fence.as_ref(),
         )
         .await
         .map(|(conn, mut link)| {
@@ -407,6 +412,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         volume_bricks,
         meta,
         rebalance: Default::default(),
+        fence: None,
     })
 }
 

@@ -180,41 +180,58 @@ impl SetStime for LocalStime {
 }
 
 /// [`SetStime`] of a set whose members are on several nodes: this
-/// node's rows ([`LocalStime`]) and `<set>.stime` in the session's
+/// node's rows ([`LocalStime`]) and `<set>.stime.<node>` in the session's
 /// directory on the meta-volume, which the Active worker rewrites after
-/// each commit and a member that takes over reads, on whichever node.
-/// The later of the two counts: both only ever hold times the slave had
-/// acknowledged. The file is a convenience (a takeover without it replays
-/// more, it never skips): failing to read or write it is logged, not
-/// fatal.
+/// each commit and a member that takes over reads, on whichever node: the
+/// latest of every node's file (and of `<set>.stime`, written by earlier
+/// versions). A file per node, rewritten in place, so that a split
+/// meta-volume heals (see [`crate::meta::write`]); the latest is the set's
+/// since the slave takes commits from one epoch of the set only (see
+/// `monitor::fence`), so a deposed Active's file never moves past what
+/// the slave holds.
+/// The later of this node's rows and the files counts: both only ever hold
+/// times the slave had acknowledged. The files are a convenience (a
+/// takeover without them replays more, it never skips): failing to read
+/// or write them is logged, not fatal.
 pub struct SharedStime {
     local: LocalStime,
+    dir: PathBuf,
+    set: String,
+    /// This node's file.
     file: PathBuf,
 }
 
 impl SharedStime {
-    pub fn new(local: LocalStime, dir: &Path, set: &str) -> SharedStime {
+    pub fn new(local: LocalStime, dir: &Path, set: &str, node: &str) -> SharedStime {
         SharedStime {
             local,
-            file: dir.join(format!("{set}.stime")),
+            dir: dir.to_owned(),
+            set: set.to_owned(),
+            file: dir.join(format!("{set}.stime.{node}")),
         }
     }
 
     fn shared(&self) -> Option<Stime> {
-        match std::fs::read_to_string(&self.file) {
-            Ok(text) => match text.trim().parse::<i64>() {
+        let files = match crate::meta::write::read_each(&self.dir, &format!("{}.stime", self.set)) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(
+                    "reading the set's sync times in {}: {e}",
+                    self.dir.display()
+                );
+                return None;
+            }
+        };
+        files
+            .iter()
+            .filter_map(|(path, text)| match text.trim().parse::<i64>() {
                 Ok(n) => Some(Stime::from_nanos(n)),
                 Err(_) => {
-                    tracing::warn!("{}: not a sync time: {text:?}", self.file.display());
+                    tracing::warn!("{}: not a sync time: {text:?}", path.display());
                     None
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                tracing::warn!("reading the set's sync time {}: {e}", self.file.display());
-                None
-            }
-        }
+            })
+            .max()
     }
 }
 
@@ -228,13 +245,7 @@ impl SetStime for SharedStime {
         if self.shared().is_some_and(|s| s >= to) {
             return Ok(());
         }
-        let written = self
-            .file
-            .parent()
-            .map_or(Ok(()), crate::fsutil::create_private_dir)
-            .and_then(|()| {
-                crate::fsutil::write_private_file(&self.file, to.nanos().to_string().as_bytes())
-            });
+        let written = crate::meta::write::rewrite(&self.file, to.nanos().to_string().as_bytes());
         if let Err(e) = written {
             tracing::warn!("writing the set's sync time {}: {e}", self.file.display());
         }
@@ -439,18 +450,26 @@ mod tests {
         );
         let sets = meta.path().join("sets");
         // Each node has its own state database and its own brick row.
-        let open = |home: &Path| {
+        let open = |home: &Path, node: &str| {
             let id = session_with(home, &["/data/brick1/gv0"])[0];
             let local = LocalStime::open(home, id, None).unwrap();
-            SharedStime::new(local, &sets, "gv0-replicate-0")
+            SharedStime::new(local, &sets, "gv0-replicate-0", node)
         };
-        let (a, b) = (open(node1.path()), open(node2.path()));
+        let (a, b) = (open(node1.path(), "node1"), open(node2.path(), "node2"));
         assert_eq!(b.stime().unwrap(), None);
         shared_and_never_back(&a, &b);
-        // A torn file leaves each node its own time, never an error.
-        std::fs::write(sets.join("gv0-replicate-0.stime"), b"3 0").unwrap();
+        // Each node wrote its own file; the latest counts.
+        assert!(sets.join("gv0-replicate-0.stime.node1").exists());
+        assert!(sets.join("gv0-replicate-0.stime.node2").exists());
+        // Torn files leave each node its own time, never an error.
+        for node in ["node1", "node2"] {
+            std::fs::write(sets.join(format!("gv0-replicate-0.stime.{node}")), b"3 0").unwrap();
+        }
         assert_eq!(a.stime().unwrap(), Some(Stime::from_nanos(2_000)));
         assert_eq!(b.stime().unwrap(), Some(Stime::from_nanos(3_000)));
+        // The file of an earlier version counts too.
+        std::fs::write(sets.join("gv0-replicate-0.stime"), b"4000").unwrap();
+        assert_eq!(a.stime().unwrap(), Some(Stime::from_nanos(4_000)));
     }
 
     #[test]

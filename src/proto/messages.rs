@@ -233,7 +233,31 @@ pub enum Request {
         brick: String,
         stime: i64,
     },
+    /// The fencing epoch this conversation ships under (see "Fencing"):
+    /// sent right after `Hello` by a worker that is the Active member of a
+    /// replica set, on every stream of its link. Answered with
+    /// [`Reply::Fenced`], or with [`Reply::Deposed`] (and the end of the
+    /// session) if the slave has seen a later epoch of the set.
+    Fence(Fence),
 }
+
+/// Who may ship a replica set: its fencing epoch and the grant that holds
+/// it. A worker that wins its set's election raises the epoch; the slave
+/// refuses any conversation of the set with a lower epoch, or with the same
+/// epoch and another holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The replica set (GlusterFS's subvolume name), at most
+    /// [`FENCE_NAME_MAX`] bytes.
+    pub set: String,
+    pub epoch: u64,
+    /// Names this grant of the epoch (node, brick and a random part), at
+    /// most [`FENCE_NAME_MAX`] bytes.
+    pub holder: String,
+}
+
+/// Longest set or holder name a [`Request::Fence`] may carry.
+pub const FENCE_NAME_MAX: usize = 4096;
 
 /// Longest brick name a [`Request::Stime`] may carry.
 pub const STIME_BRICK_MAX: usize = 4096;
@@ -403,4 +427,25 @@ pub enum Reply {
         entries: Vec<ScanEntry>,
         done: bool,
     },
+    /// Answer to [`Request::Fence`]: the slave ships this set under `epoch`
+    /// now (recorded durably when it was a raise).
+    Fenced {
+        epoch: u64,
+    },
+    /// The conversation's epoch is deposed and nothing more of it is
+    /// applied; the session ends after this.
+    Deposed(Deposed),
+}
+
+/// The slave has seen epoch `current` of `set`, held by `holder`: the
+/// declared `epoch` is deposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("slave root {root}: replica set {set}: epoch {epoch} is deposed: the slave has seen epoch {current} (held by {holder})")]
+pub struct Deposed {
+    pub set: String,
+    pub epoch: u64,
+    pub current: u64,
+    pub holder: String,
+    /// The slave root.
+    pub root: String,
 }

@@ -69,7 +69,21 @@
 //! 7: `Request::Scan`, `Reply::Scan` (one directory's entries with their
 //! status and content hashes, for `geo-rep verify`). 8: `Request::Stime`
 //! (the master's stime of a brick, recorded by the slave at the next
-//! commit, for `geo-rep promote`).
+//! commit, for `geo-rep promote`). 9: `Request::Fence`, `Reply::Fenced`,
+//! `Reply::Deposed` (see "Fencing").
+//!
+//! # Fencing
+//! The members of a replica set on several master nodes elect their Active
+//! worker through a lock on the meta-volume; a partition can leave two
+//! members that both believe they hold it and both reach the slave. So the
+//! winner of an election raises the set's epoch and declares it
+//! ([`Request::Fence`]) on every stream, right after `Hello`. The slave
+//! records the highest epoch of each set (and the grant holding it) durably
+//! on its root and refuses, with [`Reply::Deposed`], a declaration of a
+//! lower epoch, or of the same epoch by another holder. A session that
+//! declared an epoch checks it again before every request that changes the
+//! tree and at `Commit`, so once a later epoch is recorded, nothing more of
+//! the deposed one is applied.
 //!
 //! # Resuming large files
 //! A file of at least [`RESUME_MIN_SIZE`] bytes is not restarted from byte 0
@@ -103,7 +117,7 @@ use crate::relpath::RelPath;
 pub mod compress;
 
 /// Bumped on every incompatible change of [`Request`] or [`Reply`].
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Files are shipped in pieces of this many bytes (the last may be shorter).
 pub const PIECE_SIZE: u64 = 8 * 1024 * 1024;

@@ -205,6 +205,7 @@ pub fn paths_of(req: &Request) -> Vec<RelPath> {
         | Request::Barrier { .. }
         | Request::Commit { .. }
         | Request::Stime { .. }
+        | Request::Fence(_)
         | Request::Compressed { .. } => Vec::new(),
     }
 }

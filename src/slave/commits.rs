@@ -33,12 +33,18 @@ pub struct BrickStime {
 }
 
 fn stime_name(brick: &str) -> String {
-    let hash = blake3::hash(brick.as_bytes());
+    keyed_name(STIME_XATTR_PREFIX, brick)
+}
+
+/// `prefix` and 16 hex digits of a hash of `key`: one xattr name per key,
+/// of bounded length whatever the key.
+pub(super) fn keyed_name(prefix: &str, key: &str) -> String {
+    let hash = blake3::hash(key.as_bytes());
     let hex: String = hash.as_bytes()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{STIME_XATTR_PREFIX}{hex}")
+    format!("{prefix}{hex}")
 }
 
 /// Records `brick`'s stime on the root `dir` (durable with the next sync).

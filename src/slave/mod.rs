@@ -53,6 +53,7 @@
 mod apply;
 pub mod commits;
 mod durable;
+pub mod fence;
 mod intake;
 mod limits;
 pub mod mount;
@@ -113,6 +114,18 @@ pub enum SlaveError {
     Promoted { root: PathBuf, at: i64 },
     #[error("slave root {root}: cannot record the master's stime: {source}")]
     Stime { root: PathBuf, source: io::Error },
+    /// The master declared an epoch of its replica set that a later one
+    /// replaced (see `fence`): nothing more of it is applied.
+    #[error(transparent)]
+    Deposed(Box<crate::proto::Deposed>),
+    #[error(
+        "slave root {root}: cannot read or record the fencing epoch of replica set {set}: {source}"
+    )]
+    Fence {
+        root: PathBuf,
+        set: String,
+        source: io::Error,
+    },
 }
 
 /// Batches of frames read ahead of the one being applied.
@@ -173,14 +186,16 @@ pub fn serve_with<R: Read + Send + 'static, W: Write>(
         r
     });
     if let Err(e) = &result {
-        if !matches!(e, SlaveError::Stream { .. }) {
+        let last = match e {
+            SlaveError::Stream { .. } => None,
+            SlaveError::Deposed(d) => Some(Reply::Deposed((**d).clone())),
+            e => Some(Reply::Fatal {
+                message: e.to_string(),
+            }),
+        };
+        if let Some(last) = last {
             // Best effort: the peer may be gone already.
-            let _ = write_frame(
-                &mut out,
-                &Reply::Fatal {
-                    message: e.to_string(),
-                },
-            );
+            let _ = write_frame(&mut out, &last);
         }
     }
     let flushed = out.flush();
@@ -304,6 +319,9 @@ struct Session {
     /// Brick stimes the master announced in this batch (`Request::Stime`),
     /// recorded by its commit.
     stimes_due: Vec<(String, i64)>,
+    /// The epoch this session ships under (`Request::Fence`), checked
+    /// before every request.
+    fence: Option<crate::proto::Fence>,
 }
 
 impl Session {
@@ -371,6 +389,7 @@ impl Session {
             receiver: Receiver::new(budget.pending_files),
             _slot: slot,
             stimes_due: Vec::new(),
+            fence: None,
         };
         session.send(out, &hello)?;
         out.flush().map_err(|e| session.stream(e))?;
@@ -404,6 +423,9 @@ impl Session {
     }
 
     fn handle<W: Write>(&mut self, request: Request, out: &mut W) -> Step {
+        // A later epoch of the set may have been recorded by another
+        // session since the last request: nothing more is applied then.
+        self.check_fence()?;
         match request {
             Request::Piece { index, kind, data } => {
                 let failure = self
@@ -591,6 +613,7 @@ impl Session {
                 self.stimes_due.push((brick, stime));
                 Ok(())
             }
+            Request::Fence(fence) => self.declare(fence, out),
             Request::Hello { .. } => {
                 Err(self.unexpected("Hello in the middle of a session".into()))
             }
@@ -599,6 +622,71 @@ impl Session {
                 Err(self.unexpected("a compressed frame inside another".into()))
             }
         }
+    }
+
+    /// Takes on the epoch `fence` of its replica set for this session
+    /// (once, before anything else), or ends the session if it is deposed.
+    fn declare<W: Write>(&mut self, fence: crate::proto::Fence, out: &mut W) -> Step {
+        if self.fence.is_some() {
+            return Err(self.unexpected("a second Fence in one session".into()));
+        }
+        for name in [&fence.set, &fence.holder] {
+            if name.is_empty() || name.len() > crate::proto::FENCE_NAME_MAX || name.contains('\n') {
+                return Err(self.unexpected(format!(
+                    "a set or holder name of {} bytes in Fence",
+                    name.len()
+                )));
+            }
+        }
+        let verdict = fence::declare(self.root.fd(), &fence).map_err(|e| SlaveError::Fence {
+            root: self.root_path.clone(),
+            set: fence.set.clone(),
+            source: e.into(),
+        })?;
+        if let fence::Verdict::Deposed(held) = verdict {
+            return Err(self.deposed(&fence, held));
+        }
+        let epoch = fence.epoch;
+        self.fence = Some(fence);
+        self.send(out, &Reply::Fenced { epoch })?;
+        out.flush().map_err(|e| self.stream(e))
+    }
+
+    /// [`SlaveError::Deposed`] if the session's epoch is no longer its
+    /// set's.
+    fn check_fence(&self) -> Step {
+        let Some(declared) = &self.fence else {
+            return Ok(());
+        };
+        let recorded =
+            fence::recorded(self.root.fd(), &declared.set).map_err(|e| SlaveError::Fence {
+                root: self.root_path.clone(),
+                set: declared.set.clone(),
+                source: e.into(),
+            })?;
+        match fence::judge(recorded.as_ref(), declared) {
+            fence::Verdict::Holds => Ok(()),
+            fence::Verdict::Deposed(held) => Err(self.deposed(declared, held)),
+            // The record of its own raise is gone (restored from a copy
+            // without xattrs?): no proof this session still holds the set.
+            fence::Verdict::Raises => Err(self.deposed(
+                declared,
+                fence::Held {
+                    epoch: 0,
+                    holder: "nobody: the record of the set's epoch is gone".into(),
+                },
+            )),
+        }
+    }
+
+    fn deposed(&self, declared: &crate::proto::Fence, held: fence::Held) -> SlaveError {
+        SlaveError::Deposed(Box::new(crate::proto::Deposed {
+            set: declared.set.clone(),
+            epoch: declared.epoch,
+            current: held.epoch,
+            holder: held.holder,
+            root: self.root_path.display().to_string(),
+        }))
     }
 
     /// Renames the pending files into place, reporting those that failed.
@@ -676,6 +764,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::CheckTree { .. } => "CheckTree",
         Request::Scan { .. } => "Scan",
         Request::Stime { .. } => "Stime",
+        Request::Fence(_) => "Fence",
     }
 }
 

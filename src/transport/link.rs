@@ -51,6 +51,10 @@ pub enum LinkError {
     Timeout(u64),
     #[error("the slave reported: {0}")]
     Fatal(String),
+    /// The slave has seen a later fencing epoch of the worker's replica set
+    /// (see "Fencing" in [`crate::proto`]): another member ships it now.
+    #[error("{0}")]
+    Deposed(Box<protocol::Deposed>),
     #[error("the slave closed the connection")]
     Closed,
     /// The stream said how its slave ended ([`StreamEnded`]), or another
@@ -140,6 +144,8 @@ pub struct SlaveLink<S> {
     compression: Compression,
     /// Shared with the lanes (see [`Ending`]).
     ending: Ending,
+    /// A fencing epoch was declared after `Hello`: its answer follows.
+    fenced: bool,
 }
 
 impl<S> Drop for SlaveLink<S> {
@@ -161,15 +167,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
     /// so several slaves can start at once: each start is a process run by
     /// the slave's sshd, typically a good part of a second.
     pub async fn greet(stream: S, timeout: Duration) -> Result<SlaveLink<S>, LinkError> {
-        Self::greet_with(stream, timeout, Ending::default()).await
+        Self::greet_with(stream, timeout, Ending::default(), None).await
     }
 
     /// [`SlaveLink::greet`] for a conversation that is to be a lane of a
-    /// link: give every lane the link's `ending`.
+    /// link: give every lane the link's `ending`. With `fence`, the
+    /// conversation ships under that epoch of its replica set, declared
+    /// right after `Hello` (on every lane).
     pub async fn greet_with(
         stream: S,
         timeout: Duration,
         ending: Ending,
+        fence: Option<&protocol::Fence>,
     ) -> Result<SlaveLink<S>, LinkError> {
         let (read, writer) = tokio::io::split(stream);
         let (tx, replies) = mpsc::unbounded_channel();
@@ -194,12 +203,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
             throttle: None,
             compression: Compression::None,
             ending,
+            fenced: fence.is_some(),
         };
         link.send(&Request::Hello {
             protocol: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),
         })
         .await?;
+        if let Some(fence) = fence {
+            link.send(&Request::Fence(fence.clone())).await?;
+        }
         link.flush().await?;
         Ok(link)
     }
@@ -219,6 +232,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> SlaveLink<S> {
                     root,
                     root_empty,
                 };
+                if self.fenced {
+                    // A deposed epoch is an error of `recv`.
+                    match self.recv().await? {
+                        Reply::Fenced { .. } => {}
+                        other => {
+                            return Err(ProtocolError::Unexpected(format!(
+                                "{other:?} instead of Fenced"
+                            ))
+                            .into())
+                        }
+                    }
+                }
                 Ok(self)
             }
             other => Err(ProtocolError::Unexpected(format!("{other:?} instead of Hello")).into()),
@@ -428,6 +453,7 @@ impl<S: AsyncRead + AsyncWrite> SlaveLink<S> {
                 self.queued.fetch_sub(reply_cost(&reply), Ordering::Relaxed);
                 match printable(reply) {
                     Reply::Fatal { message } => Err(LinkError::Fatal(message)),
+                    Reply::Deposed(d) => Err(LinkError::Deposed(Box::new(d))),
                     reply => Ok(reply),
                 }
             }
@@ -510,6 +536,12 @@ fn printable(reply: Reply) -> Reply {
             root: escape(root),
             root_empty,
         },
+        Reply::Deposed(d) => Reply::Deposed(protocol::Deposed {
+            set: escape(d.set),
+            holder: escape(d.holder),
+            root: escape(d.root),
+            ..d
+        }),
         other => other,
     }
 }
@@ -527,6 +559,7 @@ fn reply_cost(reply: &Reply) -> usize {
                 ..
             } => agent_version.len() + root.len(),
             Reply::Fatal { message } => message.len(),
+            Reply::Deposed(d) => d.set.len() + d.holder.len() + d.root.len(),
             Reply::Scan { entries, .. } => entries
                 .iter()
                 .map(|e| {
@@ -540,7 +573,8 @@ fn reply_cost(reply: &Reply) -> usize {
             | Reply::Committed { .. }
             | Reply::Partial { .. }
             | Reply::ListingDiffers { .. }
-            | Reply::Tree { .. } => 0,
+            | Reply::Tree { .. }
+            | Reply::Fenced { .. } => 0,
         }
 }
 
@@ -603,10 +637,14 @@ mod tests {
         // Long enough that the test fails on `Timeout` if the ending is
         // not noticed.
         let timeout = Duration::from_secs(30);
-        let mut link = SlaveLink::greet_with(a, timeout, ending.clone())
+        let mut link = SlaveLink::greet_with(a, timeout, ending.clone(), None)
             .await
             .unwrap();
-        link.add_lane(SlaveLink::greet_with(b, timeout, ending).await.unwrap());
+        link.add_lane(
+            SlaveLink::greet_with(b, timeout, ending, None)
+                .await
+                .unwrap(),
+        );
         let write = link.write_raw(&[0u8; 1 << 20]);
         let dies = async {
             tokio::task::yield_now().await;

@@ -48,6 +48,9 @@ impl TransportError {
 /// is greeted, and the shipper adds them when they are ready (see
 /// [`SlaveLink::adopt_lanes`]). Work starts a login earlier, and the logins
 /// do not compete with each other for the CPU before it does.
+///
+/// With `fence` (the Active worker of a replica set), every stream declares
+/// that epoch of its set (see "Fencing" in [`crate::proto`]).
 pub async fn open(
     target: &SshTarget,
     policy: HostKeyPolicy,
@@ -55,6 +58,7 @@ pub async fn open(
     command: &str,
     timeout: Duration,
     streams: usize,
+    fence: Option<&crate::proto::Fence>,
 ) -> Result<(SshConnection, SshLink), TransportError> {
     let conn = SshConnection::connect(target, policy, auth, timeout).await?;
     let link_err = |source| TransportError::Link {
@@ -64,7 +68,7 @@ pub async fn open(
     // The end of any conversation ends the whole link (see `link::Ending`).
     let ending = Ending::default();
     let stream = conn.exec_stream(command).await?;
-    let mut link = SlaveLink::greet_with(stream, timeout, ending.clone())
+    let mut link = SlaveLink::greet_with(stream, timeout, ending.clone(), fence)
         .await
         .map_err(link_err)?
         .greeted()
@@ -73,13 +77,15 @@ pub async fn open(
     let more = streams.saturating_sub(1);
     if more > 0 {
         let (conn, command, shown) = (conn.clone(), command.to_owned(), target.to_string());
+        let fence = fence.cloned();
         link.lanes_opening(tokio::spawn(async move {
             let why = |e: &dyn std::fmt::Display| format!("{shown}: {e}");
             // They start at once; then each greeting is awaited.
             let mut greeted = Vec::with_capacity(more);
             for _ in 0..more {
                 let stream = conn.exec_stream(&command).await.map_err(|e| why(&e))?;
-                let lane = SlaveLink::greet_with(stream, timeout, ending.clone()).await;
+                let lane =
+                    SlaveLink::greet_with(stream, timeout, ending.clone(), fence.as_ref()).await;
                 greeted.push(lane.map_err(|e| why(&e))?);
             }
             let mut lanes = Vec::with_capacity(more);

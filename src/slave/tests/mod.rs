@@ -152,6 +152,7 @@ fn signatures(root: &Path, path: &str) -> Option<Vec<Vec<u8>>> {
 mod attributes;
 mod contents;
 mod entries;
+mod fencing;
 mod handshake;
 mod listings;
 mod resume;
