@@ -30,6 +30,8 @@
 //!
 //! Imports `session` only.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
