@@ -380,8 +380,9 @@ pub fn lifecycle(
         );
     }
     let lock = apply_lock(home)?;
-    let def = match cmd {
-        Lifecycle::Start { foreground: true } => {
+    let local = home.state()?.find_session(vol, slave)?;
+    let def = match (cmd, &local) {
+        (Lifecycle::Start { foreground: true }, _) => {
             // Runs here until stopped: the pool learns of it first.
             let def = set_desired(&meta, to)?;
             announce(&def);
@@ -389,20 +390,30 @@ pub fn lifecycle(
             super::lifecycle::start(home, vol, slave, force, true)?;
             return Ok(true);
         }
-        Lifecycle::Start { .. } => {
+        (_, None) => {
+            // This node's agent has not set up its share yet: it will,
+            // and apply the pool's state then.
+            let def = set_desired(&meta, to)?;
+            println!("this node has no share of the session yet; its agent sets it up");
+            def
+        }
+        (Lifecycle::Start { .. }, Some(_)) => {
             super::lifecycle::start(home, vol, slave, force, false)?;
             set_desired(&meta, to)?
         }
-        Lifecycle::Stop => {
+        (Lifecycle::Stop, Some(l)) => {
             let def = set_desired(&meta, to)?;
-            super::lifecycle::stop(home, vol, slave, true)?;
+            // Not running here (not yet started by the agent, or died):
+            // marked stopped all the same.
+            let alive = super::lifecycle::monitor_alive(l.monitor_pid);
+            super::lifecycle::stop(home, vol, slave, force || !alive)?;
             def
         }
-        Lifecycle::Pause => {
+        (Lifecycle::Pause, Some(_)) => {
             super::lifecycle::pause(home, vol, slave, true)?;
             set_desired(&meta, to)?
         }
-        Lifecycle::Resume => {
+        (Lifecycle::Resume, Some(_)) => {
             super::lifecycle::resume(home, vol, slave, true)?;
             set_desired(&meta, to)?
         }

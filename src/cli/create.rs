@@ -194,6 +194,11 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         config: config.to_json(),
         bricks,
     };
+    // This node's agent waits until the session is bound to the pool's.
+    let _lock = match &pool {
+        Some(_) => Some(super::cluster::apply_lock(home)?),
+        None => None,
+    };
     let result = record(home, &mut state, &new, topology.as_ref(), &private).and_then(|record| {
         let installed = (|| -> anyhow::Result<()> {
             let lines: String = publics

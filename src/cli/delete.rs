@@ -32,8 +32,14 @@ pub fn delete(
     identity: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let state = home.state()?;
-    let mut session = find_session(&state, vol, slave)?;
     let cluster = super::cluster::find(vol, slave)?;
+    // On a pool, a node whose agent has not set up its share yet may
+    // still delete the session for every node.
+    let mut session = match (&cluster, state.find_session(vol, slave)?) {
+        (_, Some(s)) => Some(s),
+        (Some(_), None) => None,
+        (None, None) => Some(find_session(&state, vol, slave)?),
+    };
     if let Some((_, def)) = &cluster {
         if matches!(def.desired, Desired::Started | Desired::Paused) {
             bail!(
@@ -44,29 +50,44 @@ pub fn delete(
         }
         // Stopped on the pool, and this node's agent has not got round to
         // its monitor yet: it would stop it the same way.
-        if monitor_alive(session.monitor_pid) {
+        if session
+            .as_ref()
+            .is_some_and(|s| monitor_alive(s.monitor_pid))
+        {
             super::lifecycle::stop(home, vol, slave, false)?;
-            session = find_session(&state, vol, slave)?;
+            session = Some(find_session(&state, vol, slave)?);
         }
     }
-    if monitor_alive(session.monitor_pid) {
+    if let Some(s) = session.as_ref().filter(|s| monitor_alive(s.monitor_pid)) {
         bail!(
-            "session {vol} -> {slave} is running; stop it first with `geo-rep stop {vol} {slave}`"
+            "session {vol} -> {slave} is running (monitor pid {}); stop it first with `geo-rep stop {vol} {slave}`",
+            s.monitor_pid.unwrap_or(0)
         );
     }
-    let config = SessionConfig::from_json(&session.config)?;
+    let (config, host_key) = match (&session, &cluster) {
+        (Some(s), _) => (s.config.clone(), s.host_key.clone()),
+        (None, Some((_, def))) => (def.config.clone(), def.host_key.clone()),
+        (None, None) => unreachable_session(vol, slave)?,
+    };
+    let config = SessionConfig::from_json(&config)?;
     // Every node's key of a pool's session, else this node's.
-    let blobs = match &cluster {
-        Some((meta, def)) => meta
+    let blobs = match (&cluster, &session) {
+        (Some((meta, def)), _) => meta
             .keys(&def.uid)?
             .iter()
             .map(|k| blob(&k.public))
             .collect::<anyhow::Result<Vec<_>>>(),
-        None => session_public(home, &session).and_then(|p| Ok(vec![blob(&p)?])),
+        (None, Some(session)) => session_public(home, session).and_then(|p| Ok(vec![blob(&p)?])),
+        (None, None) => unreachable_session(vol, slave)?,
     };
-    match blobs.and_then(|b| remove_slave_keys(&session, &config, identity, &b)) {
-        Ok(n) if n > 0 => println!(
-            "removed {n} session key(s) from {} on {}",
+    match blobs.and_then(|b| remove_slave_keys(slave, &host_key, &config, identity, &b)) {
+        Ok(1) => println!(
+            "removed the session key from {} on {}",
+            keys_file_shown(&config),
+            slave.host
+        ),
+        Ok(n) if n > 1 => println!(
+            "removed the session keys of {n} nodes from {} on {}",
             keys_file_shown(&config),
             slave.host
         ),
@@ -99,7 +120,10 @@ pub fn delete(
         }
         None => None,
     };
-    delete_local(home, &session, reset_sync_time)?;
+    match &session {
+        Some(s) => delete_local(home, s, reset_sync_time)?,
+        None => println!("this node had no share of the session yet"),
+    }
     println!("Deleting geo-replication session between {vol} & {slave} has been successful");
     Ok(())
 }
@@ -135,6 +159,11 @@ pub fn delete_local(
         }
     }
     Ok(())
+}
+
+/// Neither a session here nor on the pool: `find_session`'s error.
+fn unreachable_session<T>(vol: &VolumeName, slave: &SlaveUrl) -> anyhow::Result<T> {
+    bail!("no session from {vol} to {slave}")
 }
 
 fn keys_file_shown(config: &SessionConfig) -> String {
@@ -175,16 +204,17 @@ fn blob(public: &str) -> anyhow::Result<String> {
 /// connecting as the operator (a session key itself can only run `geo-rep
 /// slave`). How many lines were removed.
 fn remove_slave_keys(
-    session: &SessionRecord,
+    slave: &SlaveUrl,
+    host_key: &str,
     config: &SessionConfig,
     identity: Option<PathBuf>,
     blobs: &[String],
 ) -> anyhow::Result<usize> {
-    let host_key = ssh::parse_public_key(&session.host_key).map_err(anyhow::Error::msg)?;
+    let host_key = ssh::parse_public_key(host_key).map_err(anyhow::Error::msg)?;
     let target = SshTarget {
-        host: session.slave.host.clone(),
+        host: slave.host.clone(),
         port: config.ssh_port,
-        user: session.slave.user.clone(),
+        user: slave.user.clone(),
     };
     let keys_file = if config.authorized_keys_file.is_empty() {
         "\"$HOME/.ssh/authorized_keys\"".to_owned()
