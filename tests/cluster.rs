@@ -322,7 +322,9 @@ fn config_and_delete_on_one_node_act_on_every_node() {
     assert_eq!(s.key_lines(), 0);
 }
 
-/// node2's agent is down while `start` runs on node1: node1 ships alone
+/// Without node2's agent, `create` on node1 refuses, naming node2 (no key
+/// of node2 to install). node2's agent is down while `start` runs on
+/// node1: node1 ships alone
 /// (Active); when node2's agent comes back it starts node2's share, which
 /// joins as Passive. With no meta-volume mounted, the agent says so in
 /// its log and keeps waiting. An own cluster: it stops an agent.
@@ -335,8 +337,22 @@ fn a_node_whose_agent_was_down_starts_its_share_when_it_returns() {
     let homes: Vec<PathBuf> = c.nodes().iter().map(|n| n.dir().join("home")).collect();
     let (node1, node2) = (c.node(1), c.node(2));
     let _agent1 = Agent::start(node1, &homes[0]);
-    let agent2 = Agent::start(node2, &homes[1]);
     let s = Session::new(&c, &homes);
+    // Without node2's agent, node2 publishes no key: `create` refuses,
+    // naming it, and leaves nothing behind.
+    let args = create_args(&c, &s.slave);
+    let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+    let out = geo_rep_on(node1, &homes[0], &args);
+    assert!(
+        !out.success() && out.stderr_str().contains("node2") && out.stderr_str().contains("agent"),
+        "create without node2's key: {out}"
+    );
+    assert_eq!(s.key_lines(), 0);
+    assert!(
+        !s.run(node1, "config", &[]).success(),
+        "node1 kept a session"
+    );
+    let agent2 = Agent::start(node2, &homes[1]);
     s.create_on(node1);
     // node2's agent sets up node2's share, then goes down.
     let set_up = wait_until(SYNC_TIMEOUT, POLL, || s.run(node2, "config", &[]).success());
