@@ -3,6 +3,7 @@
 //! builds its own [`common::Scenario`] (own sshd, `GEOREP_HOME`, brick and
 //! slave directory), so they run in parallel.
 
+mod cluster;
 mod common;
 mod confinement;
 

@@ -124,7 +124,7 @@ fn the_single_node_glusterd_is_never_a_cluster_nodes() {
 }
 
 /// `geo-rep --home HOME ARGS…` run inside `node`.
-fn geo_rep_on(node: &Node, home: &Path, args: &[&str]) -> CommandOutput {
+pub(crate) fn geo_rep_on(node: &Node, home: &Path, args: &[&str]) -> CommandOutput {
     run_with_timeout(
         node.command(GEO_REP)
             .env("GEOREP_HOME", home)
@@ -137,14 +137,14 @@ fn geo_rep_on(node: &Node, home: &Path, args: &[&str]) -> CommandOutput {
 }
 
 /// `status VOL SLAVE --json` on `node`, parsed.
-fn status_on(node: &Node, home: &Path, slave: &str) -> Vec<Value> {
+pub(crate) fn status_on(node: &Node, home: &Path, slave: &str) -> Vec<Value> {
     let out = geo_rep_on(node, home, &["status", VOLUME, slave, "--json"]);
     assert!(out.success(), "status on {}: {out}", node.name());
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json: {e}\n{out}"))
 }
 
 /// `(master_node, status)` of each row, sorted.
-fn roles(rows: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn roles(rows: &[Value]) -> Vec<(String, String)> {
     let mut r: Vec<(String, String)> = rows
         .iter()
         .map(|r| {
@@ -159,7 +159,7 @@ fn roles(rows: &[Value]) -> Vec<(String, String)> {
 }
 
 /// Waits until `node`'s status rows satisfy `pred`; returns them.
-fn wait_rows(
+pub(crate) fn wait_rows(
     node: &Node,
     home: &Path,
     slave: &str,
@@ -192,7 +192,7 @@ fn tree_options() -> CompareOptions {
 }
 
 /// Waits until the slave equals the volume as `node`'s mount shows it.
-fn wait_slave_equals_mount(node: &Node, slave: &Path) {
+pub(crate) fn wait_slave_equals_mount(node: &Node, slave: &Path) {
     let opts = tree_options().without_dir_mtime();
     let mut diffs = Vec::new();
     let same = wait_until(SYNC_TIMEOUT, POLL, || {
@@ -211,62 +211,47 @@ fn wait_slave_equals_mount(node: &Node, slave: &Path) {
 }
 
 /// A session from the cluster's `gv0` to a directory of the DR site,
-/// created and started on every node (each with its own home and key).
+/// created and started once, on node1: every node's agent (each with its
+/// own home) sets up and starts that node's share.
 struct Sessions {
     slave: String,
     slave_dir: tempfile::TempDir,
     homes: Vec<PathBuf>,
+    _agents: Vec<crate::cluster::Agent>,
 }
 
 impl Sessions {
-    /// With each `(key, value)` set by `config` on every node before the
-    /// start.
+    /// With each `(key, value)` set by `config` (on node1, for every
+    /// node) before the start.
     fn start(c: &Cluster, config: &[(&str, &str)]) -> Sessions {
         let slave_dir = tempfile::Builder::new()
             .prefix("georep-it-dr-")
             .tempdir()
             .unwrap();
         let slave = format!("root@{DR_HOST}::{}", slave_dir.path().display());
-        let (key, keys_file) = {
-            let sshd = c.sshd();
-            let sshd = sshd.as_ref().unwrap();
-            (
-                sshd.operator_key().display().to_string(),
-                sshd.authorized_keys().display().to_string(),
-            )
-        };
         let homes: Vec<PathBuf> = c.nodes().iter().map(|n| n.dir().join("home")).collect();
-        for (n, home) in c.nodes().iter().zip(&homes) {
-            let out = geo_rep_on(
-                n,
-                home,
-                &[
-                    "create",
-                    VOLUME,
-                    &slave,
-                    "push-pem",
-                    "--identity",
-                    &key,
-                    "--remote-command",
-                    GEO_REP,
-                    "--authorized-keys-file",
-                    &keys_file,
-                ],
-            );
-            assert!(out.success(), "create on {}: {out}", n.name());
-            for (key, value) in config {
-                let out = geo_rep_on(n, home, &["config", VOLUME, &slave, key, value]);
-                assert!(out.success(), "config on {}: {out}", n.name());
-            }
+        let agents = c
+            .nodes()
+            .iter()
+            .zip(&homes)
+            .map(|(n, h)| crate::cluster::Agent::start(n, h))
+            .collect();
+        let node1 = c.node(1);
+        let args = crate::cluster::create_args(c, &slave);
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = geo_rep_on(node1, &homes[0], &args);
+        assert!(out.success(), "create on node1: {out}");
+        for (key, value) in config {
+            let out = geo_rep_on(node1, &homes[0], &["config", VOLUME, &slave, key, value]);
+            assert!(out.success(), "config on node1: {out}");
         }
         let s = Sessions {
             slave,
             slave_dir,
             homes,
+            _agents: agents,
         };
-        for n in c.nodes() {
-            s.start_on(n, false);
-        }
+        s.start_on(node1, false);
         s
     }
 

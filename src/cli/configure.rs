@@ -34,6 +34,14 @@ impl ConfigOp {
             [k, v, ..] => ConfigOp::Set(k.clone(), v.clone()),
         }
     }
+
+    /// Whether it changes the session (which a pool's nodes then share).
+    pub fn changes(&self) -> bool {
+        matches!(
+            self,
+            ConfigOp::Set(..) | ConfigOp::Reset(_) | ConfigOp::Load(_)
+        )
+    }
 }
 
 /// Bad keys and values are the command line's fault: exit 2.

@@ -135,94 +135,214 @@ pub fn create(home: &Home, args: CreateArgs) -> anyhow::Result<()> {
         }
     );
 
-    // 2. Record the session and make its key.
+    // 2. The session's key: this node's own; on a pool, every node's,
+    //    published on the meta-volume by its agent.
     let host_key_line = host_key
         .to_openssh()
         .context("encoding the slave host key")?;
-    let record = state.create_session(&NewSession {
+    let pool = super::cluster::pool(&args.vol, &args.slave)?;
+    let (private, publics, def) = match &pool {
+        Some(pool) => {
+            let def = super::cluster::define(
+                pool,
+                &args.vol,
+                &args.slave,
+                host_key_line.clone(),
+                config.to_json(),
+                !hello.root_empty,
+            )?;
+            let keys =
+                super::cluster::own_key(home, &pool.meta, &def, &pool.hosts).and_then(|private| {
+                    println!(
+                        "waiting for the session key of every node of {} ({})",
+                        args.vol,
+                        pool.hosts.join(", ")
+                    );
+                    Ok((private, super::cluster::await_keys(pool, &def)?))
+                });
+            match keys {
+                Ok((private, keys)) => {
+                    for k in &keys {
+                        println!("session key of {} ({})", k.node, k.hosts.join(", "));
+                    }
+                    (
+                        private,
+                        keys.into_iter().map(|k| k.public).collect(),
+                        Some(def),
+                    )
+                }
+                Err(e) => {
+                    let _ = pool.meta.remove_definition();
+                    super::cluster::drop_pending_key(home, &def.uid);
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            let comment = format!("georep:{}@{}", args.vol, super::cluster::node_name());
+            let (private, public) = ssh::generate_session_key(&comment)?;
+            (private, vec![public], None)
+        }
+    };
+
+    // 3. Record the session; install the key(s) on the slave with a
+    //    forced command.
+    let new = NewSession {
         master_vol: args.vol.clone(),
         slave: args.slave.clone(),
         port: args.ssh_port,
         host_key: host_key_line,
         config: config.to_json(),
         bricks,
-    })?;
-    let result = (|| -> anyhow::Result<()> {
-        if let Some(t) = &topology {
-            super::discover::record_sets(&state, record.id, t)?;
-        }
-        let dir = home.session_dir(record.id);
-        fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        if let Some(t) = &topology {
-            let path = home.session_topology(record.id);
-            t.save(&path)
-                .with_context(|| format!("recording the volume topology in {}", path.display()))?;
-        }
-        let node = hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let comment = format!("georep:{}@{}", args.vol, node);
-        let (private, public) = ssh::generate_session_key(&comment)?;
-        let key_path = home.session_key(record.id);
-        fsutil::write_private_file(&key_path, private.as_bytes())
-            .with_context(|| format!("writing {}", key_path.display()))?;
-
-        // 3. Install it on the slave with a forced command.
-        let line = format!("command=\"{slave_cmd}\",restrict {public}\n");
-        let keys_file = match &args.authorized_keys_file {
-            Some(f) => sh_quote(f),
-            None => "\"$HOME/.ssh/authorized_keys\"".to_owned(),
-        };
-        let script =
-            format!("umask 077; f={keys_file}; mkdir -p \"$(dirname \"$f\")\" && cat >> \"$f\"");
-        let out = rt.block_on(conn.run(&script, line.as_bytes()))?;
-        if out.status != Some(0) {
-            bail!(
-                "installing the session key on {} failed (exit {:?}): {}",
-                args.slave.host,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+    };
+    // This node's agent waits until the session is bound to the pool's.
+    let _lock = match &pool {
+        Some(_) => Some(super::cluster::apply_lock(home)?),
+        None => None,
+    };
+    let result = record(home, &mut state, &new, topology.as_ref(), &private).and_then(|record| {
+        let installed = (|| -> anyhow::Result<()> {
+            let lines: String = publics
+                .iter()
+                .map(|p| format!("command=\"{slave_cmd}\",restrict {p}\n"))
+                .collect();
+            let keys_file = match &args.authorized_keys_file {
+                Some(f) => sh_quote(f),
+                None => "\"$HOME/.ssh/authorized_keys\"".to_owned(),
+            };
+            let script = format!(
+                "umask 077; f={keys_file}; mkdir -p \"$(dirname \"$f\")\" && cat >> \"$f\""
             );
-        }
-        rt.block_on(conn.close());
+            let out = rt.block_on(conn.run(&script, lines.as_bytes()))?;
+            if out.status != Some(0) {
+                bail!(
+                    "installing the session key on {} failed (exit {:?}): {}",
+                    args.slave.host,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            rt.block_on(conn.close());
 
-        // 4. Prove the session key reaches the slave, and only through the
-        //    forced command.
-        let (conn, link) = rt
-            .block_on(transport::open(
-                &target,
-                HostKeyPolicy::Pinned(host_key.clone()),
-                &Auth::Key(key_path),
-                &slave_cmd,
-                config.timeout(),
-                1,
-                None,
-            ))
-            .context("checking the new session key")?;
-        rt.block_on(link.close());
-        rt.block_on(conn.close());
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = state.delete_session(record.id);
-        let _ = std::fs::remove_dir_all(home.session_dir(record.id));
-        return Err(e);
-    }
-    // A session deleted without `reset-sync-time` left its stimes: into a
-    // slave directory that still holds its data, start from them; into an
-    // empty one, sync everything.
-    if !hello.root_empty {
-        let n = state.take_kept_stimes(record.id)?;
-        if n > 0 {
-            println!("resuming from the sync time of the earlier session for {n} brick(s)");
+            // 4. Prove the session key reaches the slave, and only through
+            //    the forced command.
+            let (conn, link) = rt
+                .block_on(transport::open(
+                    &target,
+                    HostKeyPolicy::Pinned(host_key.clone()),
+                    &Auth::Key(home.session_key(record.id)),
+                    &slave_cmd,
+                    config.timeout(),
+                    1,
+                    None,
+                ))
+                .context("checking the new session key")?;
+            rt.block_on(link.close());
+            rt.block_on(conn.close());
+            Ok(())
+        })();
+        match installed {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                forget(home, &state, record.id);
+                Err(e)
+            }
         }
-    } else {
-        state.forget_kept_stimes(&args.vol, &args.slave)?;
+    });
+    let record = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let (Some(pool), Some(def)) = (&pool, &def) {
+                let _ = pool.meta.remove_definition();
+                super::cluster::drop_pending_key(home, &def.uid);
+            }
+            return Err(e);
+        }
+    };
+    resume_or_forget_stimes(&state, record.id, &args.vol, &args.slave, !hello.root_empty)?;
+    if let (Some(pool), true) = (&pool, def.is_some()) {
+        // Every node's key is on the slave: the agents set up their share.
+        let def = pool.meta.update(|old| {
+            let mut d = old.context("the session's definition is gone from the meta-volume")?;
+            d.installed = true;
+            Ok::<_, anyhow::Error>(d)
+        })?;
+        super::cluster::bind(
+            home,
+            record.id,
+            &super::cluster::Binding {
+                uid: def.uid.clone(),
+                generation: def.generation,
+            },
+        )?;
+        super::cluster::drop_pending_key(home, &def.uid);
+        super::cluster::announce(&def);
     }
     println!(
         "Creating geo-replication session between {} & {} has been successful",
         args.vol, args.slave
     );
+    Ok(())
+}
+
+/// Records a new session on this node: its rows, directory, topology,
+/// replica sets and private key. Nothing is left behind on failure.
+pub fn record(
+    home: &Home,
+    state: &mut crate::state::State,
+    new: &NewSession,
+    topology: Option<&crate::volume::Topology>,
+    private: &str,
+) -> anyhow::Result<crate::state::SessionRecord> {
+    let record = state.create_session(new)?;
+    let result = (|| -> anyhow::Result<()> {
+        if let Some(t) = topology {
+            super::discover::record_sets(state, record.id, t)?;
+        }
+        let dir = home.session_dir(record.id);
+        fsutil::create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(t) = topology {
+            let path = home.session_topology(record.id);
+            t.save(&path)
+                .with_context(|| format!("recording the volume topology in {}", path.display()))?;
+        }
+        let key_path = home.session_key(record.id);
+        fsutil::write_private_file(&key_path, private.as_bytes())
+            .with_context(|| format!("writing {}", key_path.display()))
+    })();
+    match result {
+        Ok(()) => Ok(record),
+        Err(e) => {
+            forget(home, state, record.id);
+            Err(e)
+        }
+    }
+}
+
+/// Undoes [`record`].
+fn forget(home: &Home, state: &crate::state::State, id: crate::session::SessionId) {
+    let _ = state.delete_session(id);
+    let _ = std::fs::remove_dir_all(home.session_dir(id));
+}
+
+/// A session deleted without `reset-sync-time` left its stimes: into a
+/// slave directory that still holds its data, start from them; into an
+/// empty one, sync everything.
+pub fn resume_or_forget_stimes(
+    state: &crate::state::State,
+    id: crate::session::SessionId,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+    slave_had_data: bool,
+) -> anyhow::Result<()> {
+    if slave_had_data {
+        let n = state.take_kept_stimes(id)?;
+        if n > 0 {
+            println!("resuming from the sync time of the earlier session for {n} brick(s)");
+        }
+    } else {
+        state.forget_kept_stimes(vol, slave)?;
+    }
     Ok(())
 }
 

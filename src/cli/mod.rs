@@ -6,7 +6,9 @@
 //! On top: may import every room; nothing but `src/bin/` imports it
 //! (`tests/layout.rs` checks).
 
+mod agent;
 mod brick_check;
+mod cluster;
 mod configure;
 mod create;
 mod delete;
@@ -229,6 +231,10 @@ pub enum Command {
         #[arg(long)]
         authorized_keys_file: Option<PathBuf>,
     },
+    /// Run this node's share of every cluster-wide session (those created
+    /// on a node with the meta-volume mounted): as a service on every
+    /// master node (see README, "Several master nodes").
+    Agent,
     /// Run a session's monitor (started by `start`).
     #[command(hide = true)]
     Monitor { master_vol: String, slave: String },
@@ -377,6 +383,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             foreground,
         } => {
             let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
+            if cluster::lifecycle(
+                &home,
+                &vol,
+                &slave,
+                cluster::Lifecycle::Start { foreground },
+                force,
+            )? {
+                return Ok(());
+            }
             lifecycle::start(&home, &vol, &slave, force, foreground)
         }
         Command::Stop {
@@ -385,6 +400,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             words,
         } => {
             let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
+            if cluster::lifecycle(&home, &vol, &slave, cluster::Lifecycle::Stop, force)? {
+                return Ok(());
+            }
             lifecycle::stop(&home, &vol, &slave, force)
         }
         Command::Status { words, json } => {
@@ -413,6 +431,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             words,
         } => {
             let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
+            if cluster::lifecycle(&home, &vol, &slave, cluster::Lifecycle::Pause, force)? {
+                return Ok(());
+            }
             lifecycle::pause(&home, &vol, &slave, force)
         }
         Command::Resume {
@@ -421,6 +442,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             words,
         } => {
             let (vol, slave, force) = names_and_flag(&master_vol, &slave, &words, "force")?;
+            if cluster::lifecycle(&home, &vol, &slave, cluster::Lifecycle::Resume, force)? {
+                return Ok(());
+            }
             lifecycle::resume(&home, &vol, &slave, force)
         }
         Command::Delete {
@@ -444,7 +468,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(file) => configure::ConfigOp::Load(file),
                 None => configure::ConfigOp::from_words(&words),
             };
-            configure::config(&home, &vol, &slave, op)
+            let changes = op.changes();
+            configure::config(&home, &vol, &slave, op)?;
+            if changes {
+                cluster::share_config(&home, &vol, &slave)?;
+            }
+            Ok(())
         }
         Command::Checkpoint {
             action:
@@ -557,6 +586,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Command::DrJournal { dir } => promote::journal(&home, &dir),
+        Command::Agent => agent::agent(&home),
         Command::Monitor { master_vol, slave } => {
             // One journal and a few files per brick, and a worker per brick.
             crate::fsutil::raise_nofile_limit();

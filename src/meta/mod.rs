@@ -35,6 +35,7 @@
 //! Imports `session` only.
 
 pub mod epoch;
+pub mod registry;
 pub mod write;
 
 use std::path::{Path, PathBuf};

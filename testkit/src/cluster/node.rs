@@ -22,6 +22,22 @@ fn fail(what: impl Into<String>) -> TestkitError {
     TestkitError::Setup(what.into())
 }
 
+/// When process `pid` started (clock ticks after boot; `u64::MAX` if it
+/// is gone).
+fn started(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(19)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// A node: host name `node<N>`, its own address, its own `/run`,
 /// `/var/lib/glusterd`, `/var/log/glusterfs`, `/etc/hosts` and `/etc/fstab`
 /// (bind mounts inside its mount namespace, over directories under
@@ -144,10 +160,13 @@ impl Node {
     /// while no process of the node runs.
     pub fn view(&self, path: &Path) -> Option<PathBuf> {
         let mnt = net_namespace(&self.mnt_ns)?;
+        // The oldest one (glusterd, as a rule): a short-lived command's
+        // root would vanish under a caller that holds the path a while.
         let pid = self
             .pids()
             .into_iter()
-            .find(|pid| net_namespace(Path::new(&format!("/proc/{pid}/ns/mnt"))) == Some(mnt))?;
+            .filter(|pid| net_namespace(Path::new(&format!("/proc/{pid}/ns/mnt"))) == Some(mnt))
+            .min_by_key(|pid| started(*pid))?;
         let rel = path.strip_prefix("/").unwrap_or(path);
         Some(Path::new(&format!("/proc/{pid}/root")).join(rel))
     }
