@@ -219,6 +219,29 @@ fn promote_fences_the_old_master_records_its_point_and_journals_dr() {
             .then_some(())
     });
     assert!(found.is_ok(), "the restarted journal records nothing");
+
+    // A journal killed a moment before holds its lock while it exits: the
+    // new one waits for the lock instead of taking the dying one for a
+    // live one (CI saw promote fail so). The test holds the lock for that
+    // moment.
+    let old = dr.journal_pid().unwrap();
+    kill(old, rustix::process::Signal::KILL);
+    // Blocks until the killed one has let go.
+    let lock = fs::File::open(dr.place().join("journal.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(lock);
+    });
+    let third = dr.promote();
+    release.join().unwrap();
+    third.ok();
+    let new = dr.journal_pid().unwrap();
+    assert_ne!(new, old, "a new journal runs");
+    assert!(
+        Path::new(&format!("/proc/{new}/cmdline")).exists(),
+        "journal {new} runs"
+    );
 }
 
 #[test]

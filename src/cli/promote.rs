@@ -288,7 +288,9 @@ fn ensure_journal(home: &Home, place: &PromotedDir, dir: &Path) -> anyhow::Resul
         {
             return Ok(pid);
         }
-        if let Some(status) = child.try_wait()? {
+        // A child that found another journal holding the lock ends with
+        // success; that one's pid file is read at the next turn.
+        if let Some(status) = child.try_wait()?.filter(|s| !s.success()) {
             bail!(
                 "the journal hook on {} ended ({status}) before it watched the tree; see {}",
                 dir.display(),
@@ -326,9 +328,22 @@ pub fn journal(home: &Home, dir: &Path) -> anyhow::Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        eprintln!("another journal process runs for {}", dir.display());
-        return Ok(());
+    // A journal killed a moment ago may still hold the lock while it
+    // exits (its command line is gone before its files are closed), so a
+    // busy lock counts as held only once its holder has been seen running
+    // for a second.
+    let deadline = Instant::now() + JOURNAL_READY;
+    let mut seen_running: Option<Instant> = None;
+    while rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        seen_running = journal_alive(place.journal_pid_value())
+            .then(|| seen_running.unwrap_or_else(Instant::now));
+        if seen_running.is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+            || Instant::now() > deadline
+        {
+            eprintln!("another journal process runs for {}", dir.display());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let hook = crate::changelog::Hook::start(crate::changelog::HookConfig::new(&dir, &journal_dir))
         .with_context(|| format!("journal hook on {}", dir.display()))?;
