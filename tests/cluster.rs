@@ -298,6 +298,17 @@ fn config_and_delete_on_one_node_act_on_every_node() {
     for n in [node1, node2] {
         s.wait_one_active(n);
     }
+    // The checkpoint (set on node2 before start) completes on both nodes,
+    // the one whose brick is Passive too: every node's rows count.
+    for n in [node1, node2] {
+        let args = ["checkpoint", "wait", VOLUME, &s.slave, "--timeout", "120"];
+        let out = geo_rep_on(n, s.home(n), &args);
+        assert!(
+            out.success() && out.stdout_str().contains("completed on every node"),
+            "checkpoint wait on {}: {out}",
+            n.name()
+        );
+    }
     s.ok(node1, "stop", &[]);
     // A running session is refused (as on one node); a stopped one goes.
     assert_eq!(s.key_lines(), 2);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::lifecycle::monitor_alive;
-use super::status::{local, render_table};
+use super::status::{local, pool_behind, render_table};
 use super::{find_session, Home, UsageError};
 use crate::session::config::{option, Applies, ConfigError, SessionConfig, OPTIONS};
 use crate::session::{SlaveUrl, Timestamp, VolumeName};
@@ -185,7 +185,8 @@ fn save(
 /// How long `checkpoint wait` sleeps between looks.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 
-/// `geo-rep checkpoint wait`: Ok once the checkpoint is completed; an error
+/// `geo-rep checkpoint wait`: Ok once the checkpoint is completed (on a
+/// volume of several nodes: by every node's rows, see [`pool_behind`]); an error
 /// (exit 1) with a one-line reason on timeout, when a brick stays Faulty for
 /// `faulty_grace`, or when the session is not running.
 pub fn wait(
@@ -205,13 +206,26 @@ pub fn wait(
         let Some(cp) = session.checkpoint else {
             bail!("no checkpoint is set for {vol} -> {slave}; set one with `geo-rep config {vol} {slave} checkpoint now`");
         };
-        if let Some(done) = session.checkpoint_completed {
-            println!(
-                "checkpoint {} of {vol} -> {slave} completed at {}",
-                local(cp),
-                local(done)
-            );
-            return Ok(());
+        // On a volume of several nodes this node's bricks are not all:
+        // every node's rows on the meta-volume decide.
+        let pool = pool_behind(home, &state, &session, cp.as_stime())?;
+        match (&pool, session.checkpoint_completed) {
+            (Some(left), _) if left.is_empty() => {
+                println!(
+                    "checkpoint {} of {vol} -> {slave} completed on every node",
+                    local(cp)
+                );
+                return Ok(());
+            }
+            (None, Some(done)) => {
+                println!(
+                    "checkpoint {} of {vol} -> {slave} completed at {}",
+                    local(cp),
+                    local(done)
+                );
+                return Ok(());
+            }
+            _ => {}
         }
         match session.state {
             SessionState::Created | SessionState::Stopped => {
@@ -247,20 +261,22 @@ pub fn wait(
         }
         if let Some(t) = timeout {
             if began.elapsed() >= t {
-                let behind: Vec<String> = bricks
-                    .iter()
-                    .filter(|b| b.stime.is_none_or(|s| s < cp.as_stime()))
-                    .map(|b| {
-                        format!(
-                            "{} {} synced to {}",
-                            b.brick,
-                            b.status,
-                            b.stime
-                                .map(|s| local(s.as_timestamp()))
-                                .unwrap_or_else(|| "never".into())
-                        )
-                    })
-                    .collect();
+                let behind: Vec<String> = pool.unwrap_or_else(|| {
+                    bricks
+                        .iter()
+                        .filter(|b| b.stime.is_none_or(|s| s < cp.as_stime()))
+                        .map(|b| {
+                            format!(
+                                "{} {} synced to {}",
+                                b.brick,
+                                b.status,
+                                b.stime
+                                    .map(|s| local(s.as_timestamp()))
+                                    .unwrap_or_else(|| "never".into())
+                            )
+                        })
+                        .collect()
+                });
                 bail!(
                     "checkpoint {} of {vol} -> {slave} not completed after {} s ({})",
                     local(cp),

@@ -236,6 +236,76 @@ fn peer_rows(meta: &SessionMeta, node: &str) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// For `checkpoint wait` on a session whose volume spans nodes: what has
+/// not passed `cp` yet, counting every node's rows on the meta-volume. A
+/// replica set has passed once any member's row has (only its Active
+/// moves the set's stime; a Passive member's row on another node keeps an
+/// older one). `None` when no other node reports the session: this node's
+/// bricks are then all there is.
+pub(super) fn pool_behind(
+    home: &Home,
+    state: &crate::state::State,
+    s: &SessionRecord,
+    cp: Stime,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(meta) = MetaVolume::mounted_at(std::path::Path::new(crate::meta::DEFAULT_MOUNT))
+    else {
+        return Ok(None);
+    };
+    let node = node_name();
+    let peers = peer_rows(&meta.session(&s.master_vol, &s.slave), &node)?;
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let mut rows = own_rows(home, state, &node, s, false)?;
+    rows.extend(peers);
+    // Every set the volume had at `create`, even one no node reports.
+    let sets: Vec<String> = crate::volume::Topology::load(&home.session_topology(s.id))?
+        .map(|t| {
+            t.subvolumes
+                .into_iter()
+                .filter(|v| !matches!(v.kind, crate::volume::SetKind::Single))
+                .map(|v| v.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(behind(&rows, &sets, cp)))
+}
+
+/// The sets of `sets` and the rows of no set whose stime is short of `cp`.
+fn behind(rows: &[Row], sets: &[String], cp: Stime) -> Vec<String> {
+    let synced = |t: Option<i64>| {
+        t.map(|t| local(Stime::from_nanos(t).as_timestamp()))
+            .unwrap_or_else(|| "never".into())
+    };
+    let passed = |t: Option<i64>| t.is_some_and(|t| t >= cp.nanos());
+    let mut by_set: std::collections::BTreeMap<&str, Option<i64>> =
+        sets.iter().map(|s| (s.as_str(), None)).collect();
+    let mut out = Vec::new();
+    for r in rows {
+        match &r.subvolume {
+            Some(set) => {
+                let best = by_set.entry(set).or_default();
+                *best = (*best).max(r.stime_ns);
+            }
+            None if !passed(r.stime_ns) => out.push(format!(
+                "{}:{} {} synced to {}",
+                r.master_node,
+                r.master_brick,
+                r.status,
+                synced(r.stime_ns)
+            )),
+            None => {}
+        }
+    }
+    for (set, stime) in by_set {
+        if !passed(stime) {
+            out.push(format!("{set} synced to {}", synced(stime)));
+        }
+    }
+    out
+}
+
 /// STATUS of a row whose node has stopped reporting.
 const OFFLINE: &str = "Offline";
 
@@ -530,5 +600,57 @@ mod tests {
         assert_eq!(lines[1], "MASTER NODE    STATUS    LAST_SYNCED");
         assert!(lines[2].chars().all(|c| c == '-'));
         assert_eq!(lines[3], "n1             Active    N/A");
+    }
+
+    fn row_of(node: &str, brick: &str, set: Option<&str>, stime: Option<i64>) -> Row {
+        serde_json::from_value(serde_json::json!({
+            "master_node": node, "master_vol": "gv0", "master_brick": brick,
+            "slave_user": "root", "slave": "dr::/srv", "slave_node": "dr",
+            "status": "Active", "crawl_status": "Changelog Crawl",
+            "last_synced": null, "last_synced_epoch": null, "stime_ns": stime,
+            "lag_seconds": null, "last_error": null, "bytes_sent": 0,
+            "entries_synced": 0, "data_synced": 0, "meta_synced": 0, "failures": 0,
+            "pending_entry": null, "pending_data": null, "pending_meta": null,
+            "pending_exact": false, "checkpoint_time": null, "checkpoint_epoch": null,
+            "checkpoint_completed": false, "checkpoint_completion_time": null,
+            "checkpoint_completion_epoch": null, "crawl_progress": null,
+            "subvolume": set, "arbiter": false,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_set_has_passed_a_checkpoint_once_any_member_on_any_node_has() {
+        let sets = ["gv0-replicate-0".to_owned(), "gv0-replicate-1".to_owned()];
+        let cp = Stime::from_nanos(100);
+        let set0 = Some("gv0-replicate-0");
+        let set1 = Some("gv0-replicate-1");
+        // set 0 passed on node1 (its Passive row on node2 is older); set 1's
+        // Active on node2 has not: not complete, naming set 1 only.
+        let rows = [
+            row_of("node1", "/b1", set0, Some(150)),
+            row_of("node2", "/b2", set0, Some(20)),
+            row_of("node1", "/b3", set1, None),
+            row_of("node2", "/b4", set1, Some(99)),
+        ];
+        let left = behind(&rows, &sets, cp);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with("gv0-replicate-1 synced to"), "{left:?}");
+        let rows = [
+            row_of("node1", "/b1", set0, Some(150)),
+            row_of("node2", "/b4", set1, Some(100)),
+        ];
+        assert!(behind(&rows, &sets, cp).is_empty());
+        // A set of the volume no node reports has not passed.
+        let left = behind(&rows[..1], &sets, cp);
+        assert_eq!(left, ["gv0-replicate-1 synced to never"]);
+        // A brick of no set counts alone.
+        let rows = [row_of("node2", "/plain", None, Some(5))];
+        let left = behind(&rows, &[], cp);
+        assert_eq!(left.len(), 1);
+        assert!(
+            left[0].starts_with("node2:/plain Active synced to"),
+            "{left:?}"
+        );
     }
 }
