@@ -312,13 +312,14 @@ impl Sessions {
     }
 }
 
-/// A 2-node cluster of the test's own (it kills nodes) with a session on
-/// each node, or `None` when the test must be skipped.
-fn own_cluster_with_sessions(config: &[(&str, &str)]) -> Option<(Cluster, Sessions)> {
+/// A cluster of `nodes` nodes of the test's own (it kills nodes), `gv0` a
+/// replica set over all of them, with a session on each node, or `None`
+/// when the test must be skipped.
+fn own_cluster_with_sessions(nodes: usize, config: &[(&str, &str)]) -> Option<(Cluster, Sessions)> {
     if !gluster_can_run() {
         return None;
     }
-    let c = Cluster::start(2).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
+    let c = Cluster::start(nodes).unwrap_or_else(|e| panic!("cannot build the cluster: {e}"));
     let s = Sessions::start(&c, config);
     Some((c, s))
 }
@@ -340,19 +341,25 @@ fn the_active(rows: &[Value]) -> Option<String> {
     (active.len() == 1).then(|| active[0].clone())
 }
 
-/// The Active node dies with every process on it: `survivor` shows the
-/// dead node's rows `Offline` (with when it was last seen), never its
-/// stale Active, and its own row Active.
-fn wait_took_over(s: &Sessions, dead: &Node, survivor: &Node) {
+/// The Active node of `c` dies with every process on it: `survivor`
+/// shows the dead node's rows `Offline` (with when it was last seen),
+/// never its stale Active, one other node Active and the rest Passive.
+/// The new Active's name.
+fn wait_took_over(s: &Sessions, c: &Cluster, dead: &Node, survivor: &Node) -> String {
     let rows = s.wait_rows(
         survivor,
-        "the dead node Offline and the survivor Active",
+        "the dead node Offline, one other Active, the rest Passive",
         |rows| {
             let r = roles(rows);
-            r.len() == 2
-                && r.iter().any(|(n, st)| n == dead.name() && st == "Offline")
-                && r.iter()
-                    .any(|(n, st)| n == survivor.name() && st == "Active")
+            r.len() == c.nodes().len()
+                && r.iter().all(|(n, st)| {
+                    if n == dead.name() {
+                        st == "Offline"
+                    } else {
+                        st == "Active" || st == "Passive"
+                    }
+                })
+                && the_active(rows).is_some()
         },
     );
     let gone = rows
@@ -366,36 +373,37 @@ fn wait_took_over(s: &Sessions, dead: &Node, survivor: &Node) {
             .is_some_and(|e| e.contains(dead.name())),
         "{gone}"
     );
+    the_active(&rows).unwrap()
 }
 
-/// One session on every node of a replica-2 volume whose members are on
-/// two nodes: the replica set is elected across the nodes on the
-/// meta-volume (one Active, one Passive, as GlusterFS shows them), and
-/// `status` on either node shows a row for each node's brick with its
-/// MASTER NODE. When the Active node dies, the other node's rows say it
-/// is `Offline` (never its stale Active), its own brick takes over from
-/// the set's stime (no walk of its brick, nothing sent again), and what
-/// is written through its mount reaches the slave.
+/// One session on every node of a replica-3 volume whose members are on
+/// three nodes: the replica set is elected across the nodes on the
+/// meta-volume (one Active, two Passive, as GlusterFS shows them), and
+/// `status` on any node shows a row for each node's brick with its
+/// MASTER NODE. When the Active node dies, the other nodes' rows say it
+/// is `Offline` (never its stale Active), one of them takes over from the
+/// set's stime (no walk of its brick, nothing sent again) while the third
+/// stays Passive, and what is written through a mount reaches the slave.
+/// (Two nodes, the user's own shape, fail over in the tests below.)
 #[test]
-fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
-    let Some((c, s)) = own_cluster_with_sessions(&[]) else {
+fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_three_nodes() {
+    let Some((c, s)) = own_cluster_with_sessions(3, &[]) else {
         return;
     };
+    let names = ["node1", "node2", "node3"];
     let mut active = String::new();
     for n in c.nodes() {
-        let rows = s.wait_rows(n, "one Active and one Passive node", |rows| {
+        let rows = s.wait_rows(n, "one Active and two Passive nodes", |rows| {
             let r = roles(rows);
-            r.len() == 2
-                && r[0].0 == "node1"
-                && r[1].0 == "node2"
+            r.iter().map(|(n, _)| n.as_str()).eq(names)
                 && the_active(rows).is_some()
-                && r.iter().filter(|(_, s)| s == "Passive").count() == 1
+                && r.iter().filter(|(_, s)| s == "Passive").count() == 2
         });
         let now = the_active(&rows).unwrap_or_default();
         assert!(active.is_empty() || active == now, "{active} vs {now}");
         active = now;
         let table = geo_rep_on(n, s.home(n), &["status", VOLUME, &s.slave]).stdout_str();
-        for node in ["node1", "node2"] {
+        for node in names {
             assert!(
                 table.lines().any(|l| l.starts_with(node)),
                 "no row of {node} on {}:\n{table}",
@@ -403,7 +411,10 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
             );
         }
     }
-    let writer = c.node(1);
+    let dead_index: usize = active["node".len()..].parse().unwrap();
+    let dead = c.node(dead_index);
+    // The writer and the node asked: the first that does not die.
+    let writer = c.nodes().iter().find(|n| n.name() != active).unwrap();
     let mount = writer.view(&writer.mount()).unwrap();
     fs::create_dir_all(mount.join("d/e")).unwrap();
     let mut first_bytes = 0;
@@ -426,14 +437,9 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
         })
     });
 
-    let (dead, survivor) = if active == "node1" {
-        (c.node(1), c.node(2))
-    } else {
-        (c.node(2), c.node(1))
-    };
     dead.kill_all().unwrap();
-    wait_took_over(&s, dead, survivor);
-    let mount = survivor.view(&survivor.mount()).unwrap();
+    let new_active = wait_took_over(&s, &c, dead, writer);
+    assert_ne!(new_active, dead.name());
     for i in 0..10 {
         fs::write(
             mount.join(format!("d/after{i}")),
@@ -442,11 +448,21 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
         .unwrap();
     }
     fs::remove_file(mount.join("d/e/f3")).unwrap();
-    wait_slave_equals_mount(survivor, s.slave_dir.path());
-    let rows = s.status(survivor);
+    wait_slave_equals_mount(writer, s.slave_dir.path());
+    let rows = s.status(writer);
+    let third = c
+        .nodes()
+        .iter()
+        .find(|n| n.name() != dead.name() && n.name() != new_active)
+        .unwrap();
+    assert_eq!(
+        row_of(&rows, third)["status"],
+        "Passive",
+        "the third node stays Passive: {rows:?}"
+    );
     let mine = rows
         .iter()
-        .find(|r| r["master_node"] == survivor.name())
+        .find(|r| r["master_node"] == new_active.as_str())
         .unwrap();
     assert!(
         mine["crawl_progress"].is_null(),
@@ -466,7 +482,7 @@ fn each_node_shows_every_nodes_rows_and_the_set_fails_over_across_nodes() {
 /// while the other one keeps shipping (no flapping).
 #[test]
 fn the_set_survives_five_kill_and_return_cycles() {
-    let Some((c, s)) = own_cluster_with_sessions(&[]) else {
+    let Some((c, s)) = own_cluster_with_sessions(2, &[]) else {
         return;
     };
     let rows = s.wait_rows(c.node(1), "one Active node", |rows| {
@@ -512,7 +528,7 @@ fn the_set_survives_five_kill_and_return_cycles() {
             })
         });
         failovers.push(killed.elapsed().unwrap_or_default());
-        wait_took_over(&s, dead, survivor);
+        assert_eq!(wait_took_over(&s, &c, dead, survivor), survivor.name());
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
         wait_slave_equals_mount(survivor, s.slave_dir.path());
@@ -553,7 +569,7 @@ fn the_set_survives_five_kill_and_return_cycles() {
 #[test]
 fn a_node_that_cannot_reach_the_slave_hands_the_set_to_one_that_can() {
     // A batch stuck on the cut link is given up after 10 s, not 120.
-    let Some((c, s)) = own_cluster_with_sessions(&[("timeout", "10")]) else {
+    let Some((c, s)) = own_cluster_with_sessions(2, &[("timeout", "10")]) else {
         return;
     };
     let (cut, other) = s.active_and_other(&c);

@@ -8,8 +8,9 @@
 //! `/etc/hosts` (naming every node and `dr`) and `/etc/fstab` (the shared
 //! storage hook rewrites it), bind-mounted inside its mount namespace from
 //! directories under the cluster's root. The stock `glusterd` runs in
-//! each, unchanged; the nodes are peer-probed, `gv0` is a replica-2 volume
-//! over `node1` and `node2` with changelogs on, mounted with FUSE on every
+//! each, unchanged; the nodes are peer-probed, `gv0` is a replica volume
+//! with a brick on every node (replica-2 over `node1` and `node2` for the
+//! shared cluster) with changelogs on, mounted with FUSE on every
 //! node, and GlusterFS's own shared storage (`gluster volume set all
 //! cluster.enable-shared-storage enable`) is mounted by its hook at
 //! `/run/gluster/shared_storage` on every node. The DR site is one more
@@ -244,9 +245,9 @@ impl Cluster {
             "create".into(),
             VOLUME.into(),
             "replica".into(),
-            "2".into(),
+            self.nodes.len().to_string(),
         ];
-        for n in &self.nodes[..2] {
+        for n in &self.nodes {
             fs::create_dir_all(n.brick())
                 .map_err(TestkitError::io(format!("{}", n.brick().display())))?;
             args.push(format!("{}:{}", n.name(), n.brick().display()));
