@@ -18,20 +18,20 @@ use crate::common::{nanos, Run, Scenario, COMMAND_TIMEOUT, GEO_REP, POLL, SYNC_T
 
 /// The DR host's side of a scenario: its own `GEOREP_HOME`. Dropping it
 /// ends the journal process `promote` started.
-struct DrHost<'a> {
+pub(crate) struct DrHost<'a> {
     s: &'a Scenario,
     home: PathBuf,
 }
 
 impl<'a> DrHost<'a> {
-    fn new(s: &'a Scenario) -> Self {
+    pub(crate) fn new(s: &'a Scenario) -> Self {
         let home = s.path("dr-home");
         fs::create_dir_all(&home).unwrap();
         DrHost { s, home }
     }
 
     /// `geo-rep --home <dr home> <args…>`, as the slave user on the DR host.
-    fn geo_rep(&self, args: &[&str]) -> Run {
+    pub(crate) fn geo_rep(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(GEO_REP);
         cmd.env("HOME", self.s.path("dr-user"))
             .env_remove("GEOREP_HOME")
@@ -41,7 +41,7 @@ impl<'a> DrHost<'a> {
         Run(run_with_timeout(&mut cmd, COMMAND_TIMEOUT).unwrap())
     }
 
-    fn promote(&self) -> Run {
+    pub(crate) fn promote(&self) -> Run {
         let keys = self.s.sshd.authorized_keys().display().to_string();
         let dir = self.s.slave.display().to_string();
         self.geo_rep(&["promote", &dir, "--authorized-keys-file", &keys])
@@ -268,11 +268,11 @@ fn a_master_still_connected_at_promotion_ships_nothing_more() {
 }
 
 /// `failback` on the master, with the operator's key for the DR host.
-fn failback(s: &Scenario, dr: &DrHost) -> Run {
+pub(crate) fn failback(s: &Scenario, dr: &DrHost) -> Run {
     failback_with(s, dr, &[])
 }
 
-fn failback_with(s: &Scenario, dr: &DrHost, extra: &[&str]) -> Run {
+pub(crate) fn failback_with(s: &Scenario, dr: &DrHost, extra: &[&str]) -> Run {
     let key = s.sshd.operator_key().display().to_string();
     let dr_home = dr.home.display().to_string();
     let url = s.slave_url();
@@ -305,17 +305,47 @@ fn replicate_then_lose_the_site(s: &Scenario) -> usize {
     }
     s.create_and_start(false);
     s.wait_synced_past(SystemTime::now() + Duration::from_secs(3));
-    for pid in s.monitor_pids() {
-        kill(pid, rustix::process::Signal::KILL);
-    }
-    fs::write(s.brick.join("docs/lost-new"), b"written after the stime\n").unwrap();
-    fs::write(s.brick.join("docs/f3"), b"changed after the stime\n").unwrap();
-    fs::rename(s.brick.join("docs/f4"), s.brick.join("docs/f4-renamed")).unwrap();
+    lose_the_site(s, &s.brick);
     tree_bytes
 }
 
+/// The master site is lost (its monitor killed), with the writes of
+/// [`LOST`] made in `root` (the brick, or a volume's mount) after its last
+/// committed stime.
+pub(crate) fn lose_the_site(s: &Scenario, root: &Path) {
+    for pid in s.monitor_pids() {
+        kill(pid, rustix::process::Signal::KILL);
+    }
+    fs::write(root.join("docs/lost-new"), b"written after the stime\n").unwrap();
+    fs::write(root.join("docs/f3"), b"changed after the stime\n").unwrap();
+    fs::rename(root.join("docs/f4"), root.join("docs/f4-renamed")).unwrap();
+}
+
+/// Failback `run` listed the entries of [`LOST`] and moved them, as they
+/// were, into `conflicts`.
+pub(crate) fn assert_set_aside(run: &Run, conflicts: &Path) {
+    let out = run.stdout();
+    for p in LOST {
+        assert!(
+            out.contains(&format!("  {p}\n")),
+            "{p} not listed\n{}",
+            run.0
+        );
+        assert!(
+            conflicts.join(p).exists(),
+            "{p} not in {}",
+            conflicts.display()
+        );
+    }
+    assert_eq!(
+        fs::read(conflicts.join("docs/f3")).unwrap(),
+        b"changed after the stime\n"
+    );
+    assert!(out.contains("3 entries"), "{}", run.0);
+}
+
 /// The DR site is the primary: a write, a rename, a delete there.
-fn write_rename_delete_at_dr(s: &Scenario) {
+pub(crate) fn write_rename_delete_at_dr(s: &Scenario) {
     fs::write(s.slave.join("docs/at-dr"), b"written at DR\n").unwrap();
     let docs = s.slave.join("docs");
     fs::rename(docs.join("f5"), docs.join("f5-renamed-at-dr")).unwrap();
@@ -348,23 +378,7 @@ fn the_drill_promote_fail_back_and_switch_back() {
     let run = failback(&s, &dr).ok();
     let out = run.stdout();
     let conflicts = conflicts_dir(&s);
-    for p in LOST {
-        assert!(
-            out.contains(&format!("  {p}\n")),
-            "{p} not listed\n{}",
-            run.0
-        );
-        assert!(
-            conflicts.join(p).exists(),
-            "{p} not in {}",
-            conflicts.display()
-        );
-    }
-    assert_eq!(
-        fs::read(conflicts.join("docs/f3")).unwrap(),
-        b"changed after the stime\n"
-    );
-    assert!(out.contains("3 entries"), "{}", run.0);
+    assert_set_aside(&run, &conflicts);
     // The rest is level with DR, and only the changes travelled.
     georep_testkit::assert_trees_equal(&s.brick, &s.slave);
     let received: u64 = out

@@ -16,6 +16,7 @@ mod faults;
 mod fidelity;
 mod gaps;
 mod gluster;
+mod gluster_dr;
 mod gluster_replica;
 mod gluster_verify;
 mod hostile;

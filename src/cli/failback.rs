@@ -5,7 +5,10 @@
 //! committed stime never reached DR, and leveling the master with DR would
 //! overwrite or remove them. They are moved aside first, with their paths,
 //! into `georep-conflicts/<time>/<brick name>/` beside the brick (see
-//! `dr::conflicts`), and listed. The `<time>` is chosen by the first run
+//! `dr::conflicts`), and listed. A GlusterFS volume is read and changed
+//! only through a mount georep makes of it (its bricks are GlusterFS's to
+//! write), and its loss window goes to `georep-conflicts/<time>/<volume>/`
+//! in georep's home on this node. The `<time>` is chosen by the first run
 //! and kept in the session's directory (`failback.json`), so a run killed
 //! at any point and started again moves the rest into the same place and
 //! lists everything moved so far.
@@ -19,7 +22,7 @@
 //!
 //! Step 2, leveling: the master connects to the DR host with the
 //! operator's key and runs `geo-rep dr-ship DIR` there, which ships the DR
-//! directory to the brick this process serves with georep's slave code
+//! directory to the brick (or volume mount) this process serves with georep's slave code
 //! (see `dr::level`): only what differs travels. Run again, it converges.
 
 use std::path::{Path, PathBuf};
@@ -34,8 +37,10 @@ use crate::dr::promotion::PromotedDir;
 use crate::dr::{conflicts, level};
 use crate::session::config::SessionConfig;
 use crate::session::{SlaveUrl, Timestamp, VolumeName};
-use crate::state::SessionRecord;
+use crate::slave::mount::VolumeMount;
+use crate::state::{BrickRecord, SessionRecord};
 use crate::transport::ssh::{self, Auth, HostKeyPolicy, SshConnection, SshTarget};
+use crate::volume::{is_local, Topology};
 
 /// The subcommand DR runs for the leveling.
 const SHIP_CMD: &str = "dr-ship";
@@ -132,12 +137,6 @@ pub fn failback(
             "session {vol} -> {slave} is running; stop it first with `geo-rep stop {vol} {slave}` (the old master must not ship over the promoted copy)"
         );
     }
-    if home.session_topology(session.id).exists() {
-        return Err(UsageError(format!(
-            "failback does not handle GlusterFS master volumes yet ({vol}); only bricks that are plain directories"
-        ))
-        .into());
-    }
     let config = SessionConfig::from_json(&session.config)?;
     if !config.exclude.is_empty() {
         return Err(UsageError(format!(
@@ -146,36 +145,24 @@ pub fn failback(
         .into());
     }
     let bricks = state.bricks(session.id)?;
-    if bricks.len() != 1 {
-        return Err(UsageError(format!(
-            "failback handles a session of one brick for now ({vol} -> {slave} has {}): the DR directory holds their union",
-            bricks.len()
-        ))
-        .into());
-    }
-    if let Some(b) = bricks.iter().find(|b| b.stime.is_none()) {
-        bail!(
-            "brick {} of {vol} never committed a batch to {slave}: all of it is in the loss window, and failback cannot tell what DR has; copy it aside and sync it from DR in full",
-            b.brick.path().display()
-        );
-    }
+    let volume = crate::volume::Topology::load(&home.session_topology(session.id))?;
+    let stime = loss_window_start(&bricks, volume.as_ref(), vol, slave)?;
     let mut progress = FailbackState::load_or_start(home, session.id)?;
+    let target = Target::of(home, &bricks, volume.as_ref(), &progress.stamp)?;
     let mut total = 0;
-    for b in &bricks {
-        let Some(stime) = b.stime else { continue };
-        let brick = b.brick.path();
-        let into = conflicts::conflicts_dir(brick, &progress.stamp);
+    {
+        let (root, into) = (target.root(), &target.conflicts);
         let moved = if progress.set_aside {
             Vec::new()
         } else {
-            conflicts::set_aside(brick, stime, &into, &[home.root().to_owned()])
-                .with_context(|| format!("moving the loss window of {} aside", brick.display()))?
+            conflicts::set_aside(root, stime, into, &[home.root().to_owned()])
+                .with_context(|| format!("moving the loss window of {} aside", root.display()))?
         };
         let kept =
-            conflicts::listed(&into).with_context(|| format!("listing {}", into.display()))?;
+            conflicts::listed(into).with_context(|| format!("listing {}", into.display()))?;
         println!(
             "loss window of {} (changed after its last committed stime, {}): {} entr{} in {} ({} moved by this run)",
-            brick.display(),
+            target.name(),
             super::status::local(stime.as_timestamp()),
             kept.len(),
             if kept.len() == 1 { "y" } else { "ies" },
@@ -200,15 +187,12 @@ pub fn failback(
         progress.save(home, session.id)?;
     }
     let dr = DrHost::new(&session, &config, &args)?;
-    for b in &bricks {
-        let brick = b.brick.path();
-        let got = dr.level(brick)?;
-        println!(
-            "{} is level with {}: {got} bytes came from DR",
-            brick.display(),
-            slave
-        );
-    }
+    let got = dr.level(target.root())?;
+    println!(
+        "{} is level with {}: {got} bytes came from DR",
+        target.name(),
+        slave
+    );
     if !args.switch {
         println!(
             "next: keep running this to catch up; to switch back, stop writes at {slave} and run `geo-rep failback {vol} {slave} --switch`"
@@ -244,6 +228,109 @@ pub fn failback(
         super::status::local(now.as_timestamp())
     );
     Ok(())
+}
+
+/// Where each entry changed after this time may be missing at DR: the
+/// session's last committed stime, the earliest of its bricks' (an
+/// arbiter holds no content and commits nothing of its own). Earlier is
+/// safe: an entry DR has too that is moved aside only comes back whole.
+fn loss_window_start(
+    bricks: &[BrickRecord],
+    volume: Option<&Topology>,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+) -> anyhow::Result<crate::session::Stime> {
+    if volume.is_none() && bricks.len() != 1 {
+        return Err(UsageError(format!(
+            "failback handles a session of one brick or of a GlusterFS volume ({vol} -> {slave} has {} plain directories): the DR directory holds their union",
+            bricks.len()
+        ))
+        .into());
+    }
+    let mut earliest = None;
+    for b in bricks.iter().filter(|b| !b.arbiter) {
+        let Some(stime) = b.stime else {
+            bail!(
+                "brick {} of {vol} never committed a batch to {slave}: all of it is in the loss window, and failback cannot tell what DR has; copy it aside and sync it from DR in full",
+                b.brick.path().display()
+            );
+        };
+        earliest = Some(earliest.map_or(stime, |e: crate::session::Stime| e.min(stime)));
+    }
+    earliest.with_context(|| format!("session {vol} -> {slave} has no brick"))
+}
+
+/// What failback brings level with DR, and where its loss window goes.
+struct Target {
+    root: Root,
+    /// `georep-conflicts/<time>/<name>`: beside a plain brick (a rename
+    /// away); for a volume in georep's home on this node, outside the
+    /// volume, so that the leveling does not remove it and the resumed
+    /// session does not ship it.
+    conflicts: PathBuf,
+    label: String,
+}
+
+impl Target {
+    fn of(
+        home: &Home,
+        bricks: &[BrickRecord],
+        volume: Option<&Topology>,
+        stamp: &str,
+    ) -> anyhow::Result<Target> {
+        let Some(t) = volume else {
+            let brick = bricks[0].brick.path().to_owned();
+            return Ok(Target {
+                conflicts: conflicts::conflicts_dir(&brick, stamp),
+                label: brick.display().to_string(),
+                root: Root::Brick(brick),
+            });
+        };
+        let remote: Vec<String> = t
+            .bricks()
+            .filter(|b| !is_local(&b.host))
+            .map(|b| b.to_string())
+            .collect();
+        if !remote.is_empty() {
+            return Err(UsageError(format!(
+                "failback of volume {} with bricks on other nodes ({}) is not handled yet: the other nodes' sessions must stay stopped while this node levels the volume, and resume from the same point",
+                t.name,
+                remote.join(", ")
+            ))
+            .into());
+        }
+        let mount = VolumeMount::acquire(home.root(), &t.name)
+            .with_context(|| format!("mounting volume {} to level it with DR", t.name))?;
+        Ok(Target {
+            conflicts: home
+                .root()
+                .join(conflicts::CONFLICTS_DIR)
+                .join(stamp)
+                .join(&t.name),
+            label: format!("volume {} (mounted at {})", t.name, mount.path().display()),
+            root: Root::Volume(mount),
+        })
+    }
+
+    /// The directory the loss window is taken from and DR levels.
+    fn root(&self) -> &Path {
+        match &self.root {
+            Root::Brick(b) => b,
+            Root::Volume(m) => m.path(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.label
+    }
+}
+
+enum Root {
+    /// A plain directory.
+    Brick(PathBuf),
+    /// A GlusterFS volume is changed only through a mount of its own, as
+    /// its clients change it: its bricks are GlusterFS's to write.
+    Volume(VolumeMount),
 }
 
 /// The DR host as the operator reaches it: the session's slave host and

@@ -97,11 +97,68 @@ pub fn set_aside(
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(err("creating", parent))?;
             }
-            fs::rename(&path, &target).map_err(err("moving", &path))?;
+            move_entry(&path, &target, &md).map_err(err("moving", &path))?;
             moved.push(rel.join(&name));
         }
     }
     Ok(moved)
+}
+
+/// Moves `path` (of lstat `md`) to `target`: a rename, or, where the two
+/// are on different file systems (a GlusterFS volume's mount and georep's
+/// home), a copy made durable under a temporary name, renamed into place,
+/// and only then the original removed: a kill anywhere leaves the entry
+/// in one place or both, never in neither.
+fn move_entry(path: &Path, target: &Path, md: &fs::Metadata) -> io::Result<()> {
+    match fs::rename(path, target) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
+        done => return done,
+    }
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(".georep-partial");
+    let partial = PathBuf::from(partial);
+    let _ = fs::remove_file(&partial);
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(path)?, &partial)?;
+    } else if ft.is_file() {
+        fs::copy(path, &partial)?;
+    } else {
+        // A FIFO, socket or device node: its name and type are all it has.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &partial,
+            rustix::fs::FileType::from_raw_mode(md.mode()),
+            rustix::fs::Mode::from_raw_mode(md.mode()),
+            md.rdev(),
+        )?;
+    }
+    // Owner and times as they were (the owner needs root: best effort).
+    let _ = std::os::unix::fs::lchown(&partial, Some(md.uid()), Some(md.gid()));
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec() as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &partial,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if ft.is_file() {
+        fs::File::open(&partial)?.sync_all()?;
+    }
+    fs::rename(&partial, target)?;
+    if let Some(parent) = target.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    fs::remove_file(path)
 }
 
 /// `path`, or `path~N` for the first N that is free.
