@@ -13,11 +13,11 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 
 use georep_testkit::cluster::{Cluster, Node, DR_HOST, SHARED_STORAGE, VOLUME};
-use georep_testkit::{random_bytes, wait_until, CommandOutput};
+use georep_testkit::{wait_until, CommandOutput};
 use serde_json::Value;
 
 use crate::common::{GEO_REP, POLL, SYNC_TIMEOUT};
-use crate::nodes::{geo_rep_on, roles, wait_rows, wait_slave_equals_mount};
+use crate::nodes::{geo_rep_on, roles, wait_rows, wait_slave_equals_mount, write_files};
 
 /// `geo-rep agent` running inside a node with the node's home, logging to
 /// `<home>/agent.log`; killed (by its pid) when dropped.
@@ -233,14 +233,7 @@ fn create_and_start_on_one_node_run_the_session_on_every_node() {
     }
     let mount = node1.view(&node1.mount()).unwrap();
     let top = mount.join(format!("one-{}", std::process::id()));
-    fs::create_dir_all(&top).unwrap();
-    for i in 0..10 {
-        fs::write(
-            top.join(format!("f{i}")),
-            random_bytes(100 + i * 50, i as u64),
-        )
-        .unwrap();
-    }
+    write_files(&top, 10, 100, 50);
     // The slave holds this session's copy of the whole volume, which
     // other tests' files share: compare it with the mount.
     wait_slave_equals_mount(node1, s.slave_dir.path());

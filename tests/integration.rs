@@ -25,6 +25,7 @@ mod limits;
 mod master_trust;
 mod model;
 mod nodes;
+mod nodes_dr;
 mod nonroot;
 mod ops;
 mod policy;

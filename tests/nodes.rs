@@ -136,6 +136,19 @@ pub(crate) fn geo_rep_on(node: &Node, home: &Path, args: &[&str]) -> CommandOutp
     .unwrap_or_else(|e| panic!("geo-rep on {}: {e}", node.name()))
 }
 
+/// Files `f0`… `f<n-1>` in `dir` (made if missing), of `base + i * step`
+/// random bytes each.
+pub(crate) fn write_files(dir: &Path, n: usize, base: usize, step: usize) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        fs::write(
+            dir.join(format!("f{i}")),
+            random_bytes(base + i * step, i as u64),
+        )
+        .unwrap();
+    }
+}
+
 /// `status VOL SLAVE --json` on `node`, parsed.
 pub(crate) fn status_on(node: &Node, home: &Path, slave: &str) -> Vec<Value> {
     let out = geo_rep_on(node, home, &["status", VOLUME, slave, "--json"]);
@@ -213,9 +226,9 @@ pub(crate) fn wait_slave_equals_mount(node: &Node, slave: &Path) {
 /// A session from the cluster's `gv0` to a directory of the DR site,
 /// created and started once, on node1: every node's agent (each with its
 /// own home) sets up and starts that node's share.
-struct Sessions {
-    slave: String,
-    slave_dir: tempfile::TempDir,
+pub(crate) struct Sessions {
+    pub(crate) slave: String,
+    pub(crate) slave_dir: tempfile::TempDir,
     homes: Vec<PathBuf>,
     _agents: Vec<crate::cluster::Agent>,
 }
@@ -265,7 +278,7 @@ impl Sessions {
         assert!(out.success(), "start on {}: {out}", node.name());
     }
 
-    fn home(&self, node: &Node) -> &Path {
+    pub(crate) fn home(&self, node: &Node) -> &Path {
         let i: usize = node.name()["node".len()..].parse().unwrap();
         &self.homes[i - 1]
     }
@@ -274,7 +287,12 @@ impl Sessions {
         status_on(node, self.home(node), &self.slave)
     }
 
-    fn wait_rows(&self, node: &Node, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) fn wait_rows(
+        &self,
+        node: &Node,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         wait_rows(node, self.home(node), &self.slave, what, pred)
     }
 
@@ -315,7 +333,10 @@ impl Sessions {
 /// A cluster of `nodes` nodes of the test's own (it kills nodes), `gv0` a
 /// replica set over all of them, with a session on each node, or `None`
 /// when the test must be skipped.
-fn own_cluster_with_sessions(nodes: usize, config: &[(&str, &str)]) -> Option<(Cluster, Sessions)> {
+pub(crate) fn own_cluster_with_sessions(
+    nodes: usize,
+    config: &[(&str, &str)],
+) -> Option<(Cluster, Sessions)> {
     if !gluster_can_run() {
         return None;
     }

@@ -35,6 +35,7 @@ use super::lifecycle::monitor_alive;
 use super::{find_session, Home, UsageError};
 use crate::dr::promotion::PromotedDir;
 use crate::dr::{conflicts, level};
+use crate::meta::registry::Desired;
 use crate::session::config::SessionConfig;
 use crate::session::{SlaveUrl, Timestamp, VolumeName};
 use crate::slave::mount::VolumeMount;
@@ -146,9 +147,25 @@ pub fn failback(
     }
     let bricks = state.bricks(session.id)?;
     let volume = crate::volume::Topology::load(&home.session_topology(session.id))?;
-    let stime = loss_window_start(&bricks, volume.as_ref(), vol, slave)?;
+    let pool = super::cluster::find(vol, slave)?.map(|(meta, def)| (meta, def.desired));
+    if let Some((meta, desired)) = &pool {
+        pool_stopped(meta, *desired, vol, slave)?;
+    }
+    let sets_dir = pool.as_ref().map(|(meta, _)| meta.sets_dir());
+    let set_stime = |set: &str| {
+        sets_dir
+            .as_ref()
+            .and_then(|d| crate::monitor::sets::shared_set_stime(d, set))
+    };
+    let stime = loss_window_start(&bricks, volume.as_ref(), &set_stime, vol, slave)?;
     let mut progress = FailbackState::load_or_start(home, session.id)?;
-    let target = Target::of(home, &bricks, volume.as_ref(), &progress.stamp)?;
+    let target = Target::of(
+        home,
+        &bricks,
+        volume.as_ref(),
+        pool.is_some(),
+        &progress.stamp,
+    )?;
     let mut total = 0;
     {
         let (root, into) = (target.root(), &target.conflicts);
@@ -221,7 +238,22 @@ pub fn failback(
     for b in &bricks {
         state.set_stime(b.id, now)?;
     }
-    super::lifecycle::start(home, vol, slave, false, false)?;
+    match &pool {
+        None => super::lifecycle::start(home, vol, slave, false, false)?,
+        Some((meta, _)) => {
+            // Whichever node's member is elected continues from the
+            // set's stime on the meta-volume, the latest of the nodes'.
+            let node = super::status::node_name();
+            let sets = bricks.iter().filter_map(|b| b.subvolume.as_deref());
+            for set in sets {
+                let file = crate::monitor::sets::shared_stime_file(&meta.sets_dir(), set, &node);
+                crate::meta::write::rewrite(&file, now.nanos().to_string().as_bytes())
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
+            let start = super::cluster::Lifecycle::Start { foreground: false };
+            super::cluster::lifecycle(home, vol, slave, start, false)?;
+        }
+    }
     FailbackState::finish(home, session.id)?;
     println!(
         "switched back: {vol} -> {slave} replicates again from {}",
@@ -232,11 +264,14 @@ pub fn failback(
 
 /// Where each entry changed after this time may be missing at DR: the
 /// session's last committed stime, the earliest of its bricks' (an
-/// arbiter holds no content and commits nothing of its own). Earlier is
-/// safe: an entry DR has too that is moved aside only comes back whole.
+/// arbiter holds no content and commits nothing of its own), a brick of a
+/// replica set counting the set's stime on the meta-volume (`shared`), as
+/// a member whose node was Passive never moved its own. Earlier is safe:
+/// an entry DR has too that is moved aside only comes back whole.
 fn loss_window_start(
     bricks: &[BrickRecord],
     volume: Option<&Topology>,
+    shared: &dyn Fn(&str) -> Option<crate::session::Stime>,
     vol: &VolumeName,
     slave: &SlaveUrl,
 ) -> anyhow::Result<crate::session::Stime> {
@@ -249,7 +284,8 @@ fn loss_window_start(
     }
     let mut earliest = None;
     for b in bricks.iter().filter(|b| !b.arbiter) {
-        let Some(stime) = b.stime else {
+        let set = b.subvolume.as_deref().and_then(shared);
+        let Some(stime) = b.stime.max(set) else {
             bail!(
                 "brick {} of {vol} never committed a batch to {slave}: all of it is in the loss window, and failback cannot tell what DR has; copy it aside and sync it from DR in full",
                 b.brick.path().display()
@@ -258,6 +294,35 @@ fn loss_window_start(
         earliest = Some(earliest.map_or(stime, |e: crate::session::Stime| e.min(stime)));
     }
     earliest.with_context(|| format!("session {vol} -> {slave} has no brick"))
+}
+
+/// Failback of a session cluster-wide needs it stopped on every node: no
+/// node's monitor may ship while the volume is leveled from DR.
+fn pool_stopped(
+    meta: &crate::meta::SessionMeta,
+    desired: Desired,
+    vol: &VolumeName,
+    slave: &SlaveUrl,
+) -> anyhow::Result<()> {
+    if matches!(desired, Desired::Started | Desired::Paused) {
+        bail!(
+            "session {vol} -> {slave} is {desired} on the pool; stop it on every node first with `geo-rep stop {vol} {slave}` (the old master must not ship over the promoted copy)"
+        );
+    }
+    let now = Timestamp::now();
+    let running: Vec<String> = meta
+        .reports(&super::status::node_name())?
+        .into_iter()
+        .filter(|r| r.live && !r.offline(now))
+        .map(|r| r.node)
+        .collect();
+    if !running.is_empty() {
+        bail!(
+            "session {vol} -> {slave} still runs on {}; wait until `geo-rep status` shows it stopped there",
+            running.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// What failback brings level with DR, and where its loss window goes.
@@ -276,6 +341,7 @@ impl Target {
         home: &Home,
         bricks: &[BrickRecord],
         volume: Option<&Topology>,
+        pooled: bool,
         stamp: &str,
     ) -> anyhow::Result<Target> {
         let Some(t) = volume else {
@@ -286,16 +352,22 @@ impl Target {
                 root: Root::Brick(brick),
             });
         };
-        let remote: Vec<String> = t
-            .bricks()
-            .filter(|b| !is_local(&b.host))
+        // Another node's brick is leveled through the mount as well; but
+        // the loss window starts at the stimes of this node's bricks, so
+        // every leg of the volume needs a member here, and the other
+        // nodes' shares must be of the same cluster-wide session.
+        let unseen: Vec<String> = t
+            .subvolumes
+            .iter()
+            .filter(|v| !v.bricks.iter().any(|b| is_local(&b.host)) || !pooled)
+            .flat_map(|v| v.bricks.iter().filter(|b| !is_local(&b.host)))
             .map(|b| b.to_string())
             .collect();
-        if !remote.is_empty() {
+        if !unseen.is_empty() {
             return Err(UsageError(format!(
-                "failback of volume {} with bricks on other nodes ({}) is not handled yet: the other nodes' sessions must stay stopped while this node levels the volume, and resume from the same point",
+                "failback of volume {} needs a member of every replica set on this node and, for bricks on other nodes, a session created cluster-wide; not so for {}: run it on a node that holds a member of each set",
                 t.name,
-                remote.join(", ")
+                unseen.join(", ")
             ))
             .into());
         }

@@ -201,38 +201,47 @@ pub struct SharedStime {
     file: PathBuf,
 }
 
+/// `node`'s file of set `set`'s stime in the session's directory `dir` on
+/// the meta-volume (see [`SharedStime`]).
+pub fn shared_stime_file(dir: &Path, set: &str, node: &str) -> PathBuf {
+    dir.join(format!("{set}.stime.{node}"))
+}
+
 impl SharedStime {
     pub fn new(local: LocalStime, dir: &Path, set: &str, node: &str) -> SharedStime {
         SharedStime {
             local,
             dir: dir.to_owned(),
             set: set.to_owned(),
-            file: dir.join(format!("{set}.stime.{node}")),
+            file: shared_stime_file(dir, set, node),
         }
     }
 
     fn shared(&self) -> Option<Stime> {
-        let files = match crate::meta::write::read_each(&self.dir, &format!("{}.stime", self.set)) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(
-                    "reading the set's sync times in {}: {e}",
-                    self.dir.display()
-                );
-                return None;
-            }
-        };
-        files
-            .iter()
-            .filter_map(|(path, text)| match text.trim().parse::<i64>() {
-                Ok(n) => Some(Stime::from_nanos(n)),
-                Err(_) => {
-                    tracing::warn!("{}: not a sync time: {text:?}", path.display());
-                    None
-                }
-            })
-            .max()
+        shared_set_stime(&self.dir, &self.set)
     }
+}
+
+/// Set `set`'s stime as the nodes left it in `dir` on the meta-volume: the
+/// latest of their files (see [`SharedStime`]); `None` if none is there.
+pub fn shared_set_stime(dir: &Path, set: &str) -> Option<Stime> {
+    let files = match crate::meta::write::read_each(dir, &format!("{set}.stime")) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("reading the set's sync times in {}: {e}", dir.display());
+            return None;
+        }
+    };
+    files
+        .iter()
+        .filter_map(|(path, text)| match text.trim().parse::<i64>() {
+            Ok(n) => Some(Stime::from_nanos(n)),
+            Err(_) => {
+                tracing::warn!("{}: not a sync time: {text:?}", path.display());
+                None
+            }
+        })
+        .max()
 }
 
 impl SetStime for SharedStime {
