@@ -259,8 +259,12 @@ pub(super) fn pool_behind(
     }
     let mut rows = own_rows(home, state, &node, s, false)?;
     rows.extend(peers);
-    // Every set the volume had at `create`, even one no node reports.
-    let sets: Vec<String> = crate::volume::Topology::load(&home.session_topology(s.id))?
+    Ok(Some(behind(&rows, &recorded_sets(home, s)?, cp)))
+}
+
+/// Every set the volume had at `create`, even one no node reports.
+fn recorded_sets(home: &Home, s: &SessionRecord) -> anyhow::Result<Vec<String>> {
+    Ok(crate::volume::Topology::load(&home.session_topology(s.id))?
         .map(|t| {
             t.subvolumes
                 .into_iter()
@@ -268,8 +272,22 @@ pub(super) fn pool_behind(
                 .map(|v| v.name)
                 .collect()
         })
-        .unwrap_or_default();
-    Ok(Some(behind(&rows, &sets, cp)))
+        .unwrap_or_default())
+}
+
+/// A node records a checkpoint complete from its own bricks; with other
+/// nodes' rows at hand, no row says so while any set or brick of any
+/// node is short of it (as `checkpoint wait` decides).
+fn checkpoint_of_the_pool(rows: &mut [Row], sets: &[String], cp: Option<Timestamp>) {
+    let Some(cp) = cp else { return };
+    if behind(rows, sets, cp.as_stime()).is_empty() {
+        return;
+    }
+    for r in rows {
+        r.checkpoint.checkpoint_completed = false;
+        r.checkpoint.checkpoint_completion_time = None;
+        r.checkpoint.checkpoint_completion_epoch = None;
+    }
 }
 
 /// The sets of `sets` and the rows of no set whose stime is short of `cp`.
@@ -391,13 +409,18 @@ pub fn status(
         // monitor is not running (best effort: status may be read-only).
         let _ = state.note_checkpoint(s.id, Timestamp::now());
         let s = &state.session(s.id)?;
-        rows.extend(own_rows(home, &state, &node, s, json || detail)?);
+        let mut these = own_rows(home, &state, &node, s, json || detail)?;
         if let Some(m) = &meta {
             match peer_rows(&m.session(&s.master_vol, &s.slave), &node) {
-                Ok(peers) => rows.extend(peers),
+                Ok(peers) if !peers.is_empty() => {
+                    these.extend(peers);
+                    checkpoint_of_the_pool(&mut these, &recorded_sets(home, s)?, s.checkpoint);
+                }
+                Ok(_) => {}
                 Err(e) => eprintln!("geo-rep: warning: the other nodes' rows: {e}"),
             }
         }
+        rows.extend(these);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -644,6 +667,14 @@ mod tests {
         // A set of the volume no node reports has not passed.
         let left = behind(&rows[..1], &sets, cp);
         assert_eq!(left, ["gv0-replicate-1 synced to never"]);
+        // status shows no row complete while set 1 lags.
+        let mut shown = [
+            row_of("node1", "/b1", set0, Some(150)),
+            row_of("node2", "/b4", set1, Some(99)),
+        ];
+        shown[0].checkpoint.checkpoint_completed = true;
+        checkpoint_of_the_pool(&mut shown, &sets, Some(Timestamp::from_nanos(100)));
+        assert!(shown.iter().all(|r| !r.checkpoint.checkpoint_completed));
         // A brick of no set counts alone.
         let rows = [row_of("node2", "/plain", None, Some(5))];
         let left = behind(&rows, &[], cp);
