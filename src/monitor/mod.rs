@@ -231,9 +231,12 @@ async fn member(
         }
         let said = why.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
         tracing::info!("worker {status}{said}");
-        let r = state
-            .set_worker(brick.brick_id, status, CrawlStatus::NotApplicable)
-            .and_then(|()| state.set_last_error(brick.brick_id, why.as_deref()));
+        let r = state.set_worker_because(
+            brick.brick_id,
+            status,
+            CrawlStatus::NotApplicable,
+            why.as_deref(),
+        );
         if let Err(e) = r {
             tracing::warn!("cannot record the worker status: {e}");
         }
@@ -479,12 +482,12 @@ async fn keep_running(
         tracing::error!("worker failed: {err}; retrying in {} s", backoff.as_secs());
         // The status is best effort: a busy database must not end supervision.
         let recorded = state
-            .set_worker(
+            .set_worker_because(
                 brick.brick_id,
                 WorkerStatus::Faulty,
                 CrawlStatus::NotApplicable,
+                Some(&err.to_string()),
             )
-            .and_then(|()| state.set_last_error(brick.brick_id, Some(&err.to_string())))
             .and_then(|()| {
                 state.add_counters(
                     brick.brick_id,

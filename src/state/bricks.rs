@@ -122,6 +122,24 @@ impl State {
         Ok(())
     }
 
+    /// Records a status together with why, in one statement, so a reader
+    /// never sees `Faulty` next to the error of an earlier run (or none).
+    pub fn set_worker_because(
+        &self,
+        brick: BrickId,
+        status: WorkerStatus,
+        crawl: CrawlStatus,
+        why: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "UPDATE bricks SET status = ?2, crawl = ?3, last_error = ?4 WHERE id = ?1",
+                params![brick.row(), status.to_string(), crawl.to_string(), why],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Adds `brick` to a session (a brick added to its distributed volume
     /// while the session exists); it starts with no stime.
     pub fn add_brick(&self, session: SessionId, brick: &Brick) -> Result<BrickId, StateError> {
