@@ -170,6 +170,36 @@ impl Record {
     }
 }
 
+impl Record {
+    /// What says that an existing entry appeared at `rel` (created, or
+    /// moved in from where no record reached), by the type its lstat `md`
+    /// shows: a regular file with several names is a `Link`, and a
+    /// non-empty one also has `Data`.
+    pub fn appeared(rel: &RelPath, md: &std::fs::Metadata) -> Vec<Record> {
+        use std::os::unix::fs::MetadataExt;
+        let ft = md.file_type();
+        let rel = rel.clone();
+        if ft.is_dir() {
+            vec![Record::Mkdir(rel)]
+        } else if ft.is_symlink() {
+            vec![Record::Symlink(rel)]
+        } else if ft.is_file() {
+            let named = if md.nlink() > 1 {
+                Record::Link(rel.clone())
+            } else {
+                Record::Create(rel.clone())
+            };
+            if md.len() > 0 {
+                vec![named, Record::Data(rel)]
+            } else {
+                vec![named]
+            }
+        } else {
+            vec![Record::Mknod(rel)]
+        }
+    }
+}
+
 /// The content of one closed changelog file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changelog {

@@ -9,6 +9,13 @@
 //! is undone in an overlay (a rename puts its gfid back at the source, an
 //! unlink or rmdir brings the entry back, a create removes it), so the
 //! records before it see the namespace of their own time.
+//!
+//! A heal moves an entry through the replicate layer's anonymous-inode
+//! directory: a directory (or a file with other names) whose name the
+//! healthy members lost is renamed into it, and renamed out again when the
+//! name it has there is healed. Those two renames are one rename on the
+//! slave when both are read together; a move in alone removes the name,
+//! and a move out alone makes the entry appear with all it holds now.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -70,15 +77,109 @@ pub fn resolve(brick: &Path, files: &[Vec<GRecord>]) -> Vec<Vec<Record>> {
             ns.recorded.insert(*gfid, loc.clone());
         }
     }
-    let mut out: Vec<Vec<Record>> = vec![Vec::new(); files.len()];
+    // Slots are filled walking backwards; a move out of the anonymous-inode
+    // directory waits there for the move in that comes before it.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut reappearing: HashMap<Gfid, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); files.len()];
     for (i, records) in files.iter().enumerate().rev() {
         for r in records.iter().rev() {
-            if let Some(rec) = ns.record(r) {
-                out[i].push(rec);
+            let slot = match ns.hidden_move(r) {
+                Some(Hidden::Out { gfid, to }) => {
+                    reappearing.insert(gfid, slots.len());
+                    Some(Slot::Reappear {
+                        gfid,
+                        to,
+                        from: None,
+                    })
+                }
+                Some(Hidden::In { gfid, from }) => match reappearing.remove(&gfid) {
+                    Some(k) => {
+                        if let Slot::Reappear { from: f, .. } = &mut slots[k] {
+                            *f = Some(from);
+                        }
+                        None
+                    }
+                    None => Some(Slot::Ready(Record::Unlink(from))),
+                },
+                None => ns.record(r).map(Slot::Ready),
+            };
+            if let Some(slot) = slot {
+                out[i].push(slots.len());
+                slots.push(slot);
             }
             ns.undo(r);
         }
         out[i].reverse();
+    }
+    out.into_iter()
+        .map(|file| {
+            file.into_iter()
+                .flat_map(|k| match std::mem::replace(&mut slots[k], Slot::Taken) {
+                    Slot::Ready(r) => vec![r],
+                    Slot::Reappear {
+                        from: Some(from),
+                        to,
+                        ..
+                    } => vec![Record::Rename { from, to }],
+                    Slot::Reappear {
+                        gfid,
+                        to,
+                        from: None,
+                    } => reappeared(brick, gfid, &to),
+                    Slot::Taken => Vec::new(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+enum Slot {
+    Ready(Record),
+    /// Moved out of the anonymous-inode directory to `to`; `from`: where
+    /// the move in took it from, if that was read too.
+    Reappear {
+        gfid: Gfid,
+        to: RelPath,
+        from: Option<RelPath>,
+    },
+    Taken,
+}
+
+/// A rename between a replicable path and the anonymous-inode directory.
+enum Hidden {
+    In { gfid: Gfid, from: RelPath },
+    Out { gfid: Gfid, to: RelPath },
+}
+
+/// The records of an entry that came out of the anonymous-inode directory
+/// to `to` and whose move in was not read with it: the entry and all it
+/// holds now, found through its handle (nothing if it is gone since).
+fn reappeared(brick: &Path, gfid: Gfid, to: &RelPath) -> Vec<Record> {
+    let handle = gfid.handle(brick);
+    // A directory's handle is a symlink to it, a file's a hard link.
+    let Ok(md) = std::fs::metadata(&handle) else {
+        return Vec::new();
+    };
+    let mut out = Record::appeared(to, &md);
+    if !md.is_dir() {
+        return out;
+    }
+    let mut stack = vec![(handle, to.clone())];
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let (Ok(md), Ok(child)) = (e.path().symlink_metadata(), rel.join(&e.file_name()))
+            else {
+                continue;
+            };
+            out.extend(Record::appeared(&child, &md));
+            if md.is_dir() {
+                stack.push((e.path(), child));
+            }
+        }
     }
     out
 }
@@ -114,6 +215,45 @@ impl Namespace<'_> {
     /// The path of `g`, unless it cannot be found or lies in GlusterFS's
     /// own tree.
     fn path(&mut self, g: Gfid) -> Option<RelPath> {
+        replicable(self.any_path(g)?)
+    }
+
+    /// Whether `at` names an entry of the anonymous-inode directory.
+    fn hidden(&mut self, at: &Location) -> bool {
+        self.any_path(at.parent).is_some_and(|p| {
+            let mut c = p.components();
+            c.next()
+                .is_some_and(|first| first.as_bytes().starts_with(ANON_INODE_PREFIX.as_bytes()))
+                && c.next().is_none()
+        })
+    }
+
+    /// `r` if it is a rename between a replicable path and the
+    /// anonymous-inode directory, in paths as of right after it.
+    fn hidden_move(&mut self, r: &GRecord) -> Option<Hidden> {
+        let GRecord::Entry {
+            gfid,
+            op: GEntryOp::Rename { to },
+            at,
+        } = r
+        else {
+            return None;
+        };
+        match (self.hidden(at), self.hidden(to)) {
+            (false, true) => Some(Hidden::In {
+                gfid: *gfid,
+                from: self.entry_path(at)?,
+            }),
+            (true, false) => Some(Hidden::Out {
+                gfid: *gfid,
+                to: self.entry_path(to)?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The path of `g`, wherever it lies.
+    fn any_path(&mut self, g: Gfid) -> Option<RelPath> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut cur = g;
         while !cur.is_root() {
@@ -125,7 +265,7 @@ impl Namespace<'_> {
             cur = loc.parent;
         }
         names.reverse();
-        replicable(RelPath::new(names.join(&b'/')).ok()?)
+        RelPath::new(names.join(&b'/')).ok()
     }
 
     fn entry_path(&mut self, at: &Location) -> Option<RelPath> {
@@ -320,6 +460,64 @@ mod tests {
         assert_eq!(
             got[1],
             vec![Record::Unlink(p("tmp/x")), Record::Rmdir(p("tmp"))]
+        );
+    }
+
+    /// A heal renames `d` into the anonymous-inode directory and out again
+    /// as `d2`: one rename. A move in alone removes the name; a move out
+    /// alone brings the entry with all it holds.
+    #[test]
+    fn moves_through_the_anonymous_inode_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let brick = tmp.path();
+        let (anon, d, e) = (g(9), g(1), g(2));
+        let anon_loc = at(gfid::ROOT, &format!("{ANON_INODE_PREFIX}x"));
+        dir_handle(brick, anon, &anon_loc);
+        dir_handle(brick, d, &at(gfid::ROOT, "d2"));
+        dir_handle(brick, e, &at(gfid::ROOT, "e2"));
+        // The root's handle leads back to the brick, as on a real brick.
+        let root = gfid::ROOT.handle(brick);
+        std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+        symlink("../../..", root).unwrap();
+        std::fs::create_dir_all(brick.join("d2")).unwrap();
+        std::fs::create_dir_all(brick.join("e2/sub")).unwrap();
+        std::fs::write(brick.join("e2/sub/f"), b"data").unwrap();
+        let hidden = |g: Gfid| at(anon, &g.to_string());
+        let rename = |gfid, from, to| GRecord::Entry {
+            gfid,
+            op: GEntryOp::Rename { to },
+            at: from,
+        };
+        let paired = vec![
+            vec![rename(d, at(gfid::ROOT, "d"), hidden(d))],
+            vec![rename(d, hidden(d), at(gfid::ROOT, "d2"))],
+        ];
+        assert_eq!(
+            resolve(brick, &paired),
+            vec![
+                vec![],
+                vec![Record::Rename {
+                    from: p("d"),
+                    to: p("d2")
+                }]
+            ]
+        );
+        let alone_in = vec![vec![rename(d, at(gfid::ROOT, "old"), hidden(d))]];
+        assert_eq!(
+            resolve(brick, &alone_in),
+            vec![vec![Record::Unlink(p("old"))]]
+        );
+        let alone_out = vec![vec![rename(e, hidden(e), at(gfid::ROOT, "e2"))]];
+        let mut got = resolve(brick, &alone_out).remove(0);
+        got.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(
+            got,
+            vec![
+                Record::Create(p("e2/sub/f")),
+                Record::Data(p("e2/sub/f")),
+                Record::Mkdir(p("e2")),
+                Record::Mkdir(p("e2/sub")),
+            ]
         );
     }
 

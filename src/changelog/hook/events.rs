@@ -248,26 +248,9 @@ impl Recorder {
         rel: &RelPath,
         md: &Metadata,
     ) -> Result<(), ChangelogError> {
-        let ft = md.file_type();
-        if ft.is_dir() {
-            self.emit(Record::Mkdir(rel.clone()))
-        } else if ft.is_symlink() {
-            self.emit(Record::Symlink(rel.clone()))
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                self.emit(Record::Link(rel.clone()))?;
-            } else {
-                self.emit(Record::Create(rel.clone()))?;
-            }
-            if md.len() > 0 {
-                self.emit(Record::Data(rel.clone()))?;
-            }
-            Ok(())
-        } else {
-            debug_assert!(
-                ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device()
-            );
-            self.emit(Record::Mknod(rel.clone()))
+        for r in Record::appeared(rel, md) {
+            self.emit(r)?;
         }
+        Ok(())
     }
 }
