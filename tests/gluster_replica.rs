@@ -415,6 +415,83 @@ fn an_arbiter_brick_is_never_active_and_its_empty_files_never_reach_the_slave() 
     assert_converged(&s, &v, &watch);
 }
 
+/// The clients lose the Active brick while its process and its worker stay
+/// up (here: the process is frozen until the mount gives up on it). What
+/// is written meanwhile reaches the other member only, and the Active
+/// brick's changelog records it only when the replicate layer heals the
+/// brick. Until then its empty changelogs must not move the set's stime
+/// past those writes: the row says the set is healing, and once the heal
+/// is on the brick it is shipped and the slave equals the mount.
+#[test]
+fn an_active_brick_the_clients_lost_holds_stime_until_its_heal_is_shipped() {
+    let Some(g) = glusterd() else { return };
+    let mut s = Scenario::new();
+    let v = replicated(&g, &s, "lost", &["replica", "2"], 2);
+    // Writes go on with one member, a silent brick is given up within
+    // seconds, and nothing heals until this test lets the daemon run.
+    for (key, value) in [
+        ("cluster.quorum-type", "none"),
+        ("network.ping-timeout", "3"),
+        ("cluster.self-heal-daemon", "off"),
+        ("cluster.data-self-heal", "off"),
+        ("cluster.metadata-self-heal", "off"),
+        ("cluster.entry-self-heal", "off"),
+    ] {
+        gluster(["volume", "set", &v.name, key, value]).unwrap();
+    }
+    churn(&v.mount, 0).unwrap();
+    let watch = SlaveWatch::start(&s.slave, SlaveWatch::volume_internals());
+    create_and_start(&mut s, &v);
+    let lost = wait_one_active(&s);
+    s.wait_synced_past(SystemTime::now());
+
+    let frozen = brick_process(&lost);
+    assert!(
+        !frozen.is_empty(),
+        "no glusterfsd serves {}",
+        lost.display()
+    );
+    for &pid in &frozen {
+        signal(pid, rustix::process::Signal::STOP);
+    }
+    churn(&v.mount, 1).unwrap();
+    // A write counts once the other member has applied it, which comes
+    // after the mount gave up on the frozen brick: none is older than this.
+    let written = SystemTime::now();
+    for &pid in &frozen {
+        signal(pid, rustix::process::Signal::CONT);
+    }
+    assert!(
+        !lost.join("r1").exists(),
+        "the frozen brick got the writes: this test shows nothing"
+    );
+    s.wait_status("the Active row saying its set is healing", |rows| {
+        rows.iter().any(|r| {
+            r["status"] == "Active"
+                && r["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("healing"))
+        })
+    });
+    // The brick rolls its changelog over every second again; stime stays.
+    std::thread::sleep(Duration::from_secs(6));
+    let rows = s.status_json();
+    assert_eq!(active(&rows), Some(lost.clone()), "{rows:#?}");
+    for r in &rows {
+        let stime = i128::from(r["stime_ns"].as_i64().unwrap_or_default());
+        assert!(
+            stime < crate::common::nanos(written),
+            "stime passed writes the slave lacks ({}): {rows:#?}",
+            crate::common::nanos(written)
+        );
+    }
+    gluster(["volume", "set", &v.name, "cluster.self-heal-daemon", "on"]).unwrap();
+    assert_converged(&s, &v, &watch);
+    let rows = s.status_json();
+    assert_eq!(active(&rows), Some(lost), "{rows:#?}");
+    assert!(rows.iter().all(|r| r["last_error"].is_null()), "{rows:#?}");
+}
+
 /// A 2x2 distributed-replicate volume (two replica sets, each holding
 /// part of the namespace): one worker per set is Active, and no Active
 /// worker removes on the slave what the other set holds. The churn

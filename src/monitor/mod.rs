@@ -13,6 +13,7 @@
 
 mod fence;
 mod follow;
+pub mod heal;
 pub mod metrics;
 mod plan;
 pub mod progress;
@@ -45,6 +46,7 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 pub async fn run(mut plan: SessionPlan, shutdown: watch::Receiver<bool>) -> Result<(), StateError> {
     if let Some(t) = &plan.topology {
         plan.rebalance = rebalance::RebalanceWatch::spawn(t.name.clone(), shutdown.clone());
+        plan.heals = heal::HealWatch::spawn(t, shutdown.clone());
     }
     let mut tasks = Vec::new();
     {

@@ -68,6 +68,9 @@ pub struct SessionPlan {
     /// The master volume's rebalance, as the monitor last saw it (see
     /// `monitor::rebalance`).
     pub rebalance: super::rebalance::RebalanceWatch,
+    /// What the replica sets' members hold for healing, as the monitor
+    /// last saw it (see `monitor::heal`).
+    pub heals: super::heal::HealWatch,
     /// The epoch of its replica set the Active worker ships under, declared
     /// on every stream to the slave (see `monitor::fence`); `None` for a
     /// brick of no set.
@@ -412,6 +415,7 @@ pub fn plan(home: &Home, session: &SessionRecord) -> Result<SessionPlan, PlanErr
         volume_bricks,
         meta,
         rebalance: Default::default(),
+        heals: Default::default(),
         fence: None,
     })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::heal::HealGate;
 use super::rebalance::{self, Phase, Rechecked};
 use super::sets::{SetStime, TAKEOVER_REPLAY};
 use super::{BrickPlan, Live, SessionPlan};
@@ -107,6 +108,11 @@ struct Ctx<'a> {
     /// When this worker began to hold.
     held_since: Option<Stime>,
     rechecked: Rechecked,
+    /// The Active member of a replica set moves the set's stime only as
+    /// far as the other members' heals allow (see `monitor::heal`).
+    heal: Option<HealGate>,
+    /// Why stime waits for a heal, as last shown.
+    heal_shown: Option<String>,
 }
 
 /// Runs until shutdown (Ok) or a failure (Err).
@@ -199,6 +205,8 @@ pub async fn run(
         rechecked: Rechecked::new(
             &crate::session::Home::new(plan.state_home.clone()).session_dir(plan.session_id),
         ),
+        heal: heal_gate(plan, brick),
+        heal_shown: None,
     };
     if let Some(r) = plan.rebalance.latest().filter(|r| !r.running) {
         // A brick's first sync walks all of it: what an earlier rebalance
@@ -289,6 +297,7 @@ async fn follow(
             continue;
         }
         follow_rebalance(ctx).await?;
+        follow_heal(ctx)?;
         send_handed(ctx).await?;
         // Close what the hook has gathered so far instead of waiting for the
         // next timed rollover: whenever the worker is free, changes go out
@@ -655,11 +664,53 @@ fn show(ctx: &mut Ctx<'_>, status: WorkerStatus, crawl: CrawlStatus) -> Result<(
 }
 
 /// Moves stime forward to `to` (never back): the journal is read on from
-/// there. While a rebalance holds it, only the reading moves on.
+/// there. While a rebalance holds it, only the reading moves on; while the
+/// replica set heals what this brick missed, stime stays below the heal.
 fn advance(ctx: &mut Ctx<'_>, to: Stime) -> Result<(), WorkerError> {
-    if !ctx.holding {
+    ctx.cursor = ctx.cursor.max(Some(to));
+    if ctx.holding {
+        return Ok(());
+    }
+    let to = match &mut ctx.heal {
+        None => Some(to),
+        Some(gate) => {
+            if let Some(check) = ctx.plan.heals.latest() {
+                gate.observe(&check);
+            }
+            gate.bound(ctx.cursor).map(|b| b.min(to))
+        }
+    };
+    if let Some(to) = to {
         ctx.stime.advance(to)?;
     }
-    ctx.cursor = ctx.cursor.max(Some(to));
+    Ok(())
+}
+
+/// The heal gate of a brick that can be its replica set's Active member.
+fn heal_gate(plan: &SessionPlan, brick: &BrickPlan) -> Option<HealGate> {
+    let set = brick.set.as_ref().filter(|s| !s.arbiter)?;
+    plan.heals
+        .gate(plan.topology.as_ref()?, &set.name, &brick.brick)
+}
+
+/// Lets stime follow the reading once the set's heals allow it (no new
+/// changelog may come to move it), and shows why it waits.
+fn follow_heal(ctx: &mut Ctx<'_>) -> Result<(), WorkerError> {
+    if ctx.heal.is_none() {
+        return Ok(());
+    }
+    if let Some(cursor) = ctx.cursor {
+        advance(ctx, cursor)?;
+    }
+    let waiting = ctx.heal.as_ref().and_then(HealGate::waiting);
+    if waiting != ctx.heal_shown && !ctx.holding {
+        match &waiting {
+            Some(why) => tracing::info!("{why}"),
+            None => tracing::info!("the replica set's heals are shipped: LAST_SYNCED moves on"),
+        }
+        ctx.state
+            .set_last_error(ctx.brick.brick_id, waiting.as_deref())?;
+        ctx.heal_shown = waiting;
+    }
     Ok(())
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::{
-    parse_brick_status, parse_heal_summary, parse_rebalance_status, parse_volume_info,
-    xml::parse_volumes, BrickState, HealState, Rebalance, Topology, VolumeError,
+    parse_brick_status, parse_heal_launched, parse_heal_summary, parse_rebalance_status,
+    parse_volume_info, xml::parse_volumes, BrickState, HealState, Rebalance, Topology, VolumeError,
 };
 
 /// The `gluster` CLI to ask (`GEOREP_GLUSTER` overrides it).
@@ -50,6 +50,13 @@ pub fn rebalance_status(vol: &str) -> Result<Option<Rebalance>, VolumeError> {
 pub fn heal_summary(vol: &str) -> Result<Vec<HealState>, VolumeError> {
     let xml = run("heal info summary", vol, &["heal", vol, "info", "summary"])?;
     parse_heal_summary(vol, &xml)
+}
+
+/// `gluster volume heal VOL`: asks the self-heal daemon to heal what the
+/// bricks' indices list now rather than at its next periodic crawl.
+pub fn heal_now(vol: &str) -> Result<(), VolumeError> {
+    let xml = run("heal", vol, &["heal", vol])?;
+    parse_heal_launched(vol, &xml)
 }
 
 /// The XML answer to `gluster volume QUESTION WHAT --xml`.

@@ -21,10 +21,13 @@ use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 
 pub use gluster::{
-    all_volumes, brick_status, gluster_cli, gluster_present, heal_summary, rebalance_status,
-    volume_info,
+    all_volumes, brick_status, gluster_cli, gluster_present, heal_now, heal_summary,
+    rebalance_status, volume_info,
 };
-pub use xml::{parse_brick_status, parse_heal_summary, parse_rebalance_status, parse_volume_info};
+pub use xml::{
+    parse_brick_status, parse_heal_launched, parse_heal_summary, parse_rebalance_status,
+    parse_volume_info,
+};
 
 /// Why a volume's description could not be had.
 #[derive(Debug, thiserror::Error)]

@@ -126,6 +126,12 @@ pub fn parse_heal_summary(vol: &str, xml: &str) -> Result<Vec<HealState>, Volume
     Ok(bricks)
 }
 
+/// Whether the answer to `gluster volume heal VOL --xml` says the heal
+/// was launched.
+pub fn parse_heal_launched(vol: &str, xml: &str) -> Result<(), VolumeError> {
+    answer("heal", vol, xml).map(drop)
+}
+
 /// The parsed answer of the CLI, once its `opRet` says it succeeded.
 fn answer<'x>(
     question: &'static str,
