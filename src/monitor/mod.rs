@@ -39,6 +39,11 @@ use sets::{BrickHealth, Election, LocalElection, LocalStime, SetStime, SharedSti
 /// `retry-max-interval` option.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 
+/// Least time a member of a set spread over nodes stays out of the
+/// election after it started, its brick came back or it was deposed (see
+/// `member`); GlusterFS's clients retry a lost brick every 3 s.
+const REJOIN_MIN: Duration = Duration::from_secs(6);
+
 /// How often the monitor looks whether the checkpoint has completed.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(500);
 
@@ -227,6 +232,15 @@ async fn member(
     let mut deposed: Option<fence::Deposed> = None;
     // STATUS and last error as last recorded, so polling rewrites nothing.
     let mut shown: Option<(WorkerStatus, Option<String>)> = None;
+    // Across nodes, a member that has just started, seen its brick come
+    // back or seen the epoch that deposed it stays out of the election for
+    // a while: its node's client of the meta-volume may not reach every
+    // brick yet, and a lock taken through part of a replica misses the
+    // holder's lock on the rest (the set would have two Active members
+    // until the slave's fence deposes one).
+    let rejoin = plan.meta.as_ref().map(|_| failover.max(REJOIN_MIN));
+    let mut out_until = rejoin.map(|d| std::time::Instant::now() + d);
+    let mut was_down = false;
     let show = |shown: &mut Option<_>, status: WorkerStatus, why: Option<String>| {
         if shown.as_ref() == Some(&(status, why.clone())) {
             return;
@@ -247,8 +261,13 @@ async fn member(
     while !*shutdown.borrow() {
         if deposed.as_ref().is_some_and(|d| d.seen_in(&epochs)) {
             deposed = None;
+            out_until = rejoin.map(|d| std::time::Instant::now() + d);
         }
         let down = health.down(&brick.brick);
+        if std::mem::replace(&mut was_down, down.is_some()) && down.is_none() {
+            out_until = rejoin.map(|d| std::time::Instant::now() + d);
+        }
+        let rejoining = out_until.is_some_and(|t| std::time::Instant::now() < t);
         let unreachable = match (&down, set.arbiter) {
             (None, false) => probe.unreachable(&plan.target, failover).await,
             _ => None,
@@ -269,6 +288,10 @@ async fn member(
             (None, false) if deposed.is_some() => {
                 let why = deposed.as_ref().map(|d| d.describe(&set.name));
                 show(&mut shown, WorkerStatus::Faulty, why);
+                None
+            }
+            (None, false) if rejoining => {
+                show(&mut shown, WorkerStatus::Passive, None);
                 None
             }
             (None, false) => match election.try_lead(&set.name) {
