@@ -61,6 +61,9 @@ pub const VOLUME: &str = "gv0";
 /// on every node.
 pub const SHARED_STORAGE: &str = "/run/gluster/shared_storage";
 
+/// The volume GlusterFS's shared-storage hook makes.
+pub const SHARED_VOLUME: &str = "gluster_shared_storage";
+
 /// The DR site's host name in every node's `/etc/hosts`.
 pub const DR_HOST: &str = "dr";
 
@@ -274,9 +277,27 @@ impl Cluster {
             "cluster.enable-shared-storage",
             "enable",
         ])?;
+        let mounted = |n: &Node| n.sh(&format!("mountpoint -q {SHARED_STORAGE}")).is_ok();
         for n in &self.nodes {
-            wait_until(SETTLE, Duration::from_millis(200), || {
-                n.sh(&format!("mountpoint -q {SHARED_STORAGE}")).is_ok()
+            if wait_until(SETTLE / 2, Duration::from_millis(200), || mounted(n)).is_ok() {
+                continue;
+            }
+            // The hook runs once, in the background, and on a loaded
+            // machine it was seen to make the volume but not mount it on
+            // one node: mount it as the hook would, once the volume runs.
+            eprintln!(
+                "{SHARED_STORAGE} not mounted on {} by glusterd's hook: mounting it",
+                n.name()
+            );
+            wait_until(SETTLE / 2, Duration::from_millis(500), || {
+                let started = n
+                    .gluster(["volume", "info", SHARED_VOLUME])
+                    .is_ok_and(|info| info.contains("Status: Started"));
+                started
+                    && (n
+                        .mount_volume(SHARED_VOLUME, Path::new(SHARED_STORAGE))
+                        .is_ok()
+                        || mounted(n))
             })
             .map_err(|_| fail(format!("{SHARED_STORAGE} never mounted on {}", n.name())))?;
         }

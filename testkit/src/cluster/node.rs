@@ -190,7 +190,7 @@ impl Node {
     pub fn restart(&self, volume: &str) -> Result<(), TestkitError> {
         self.start_glusterd()?;
         self.mount_volume(volume, &self.mount())?;
-        self.mount_volume("gluster_shared_storage", Path::new(super::SHARED_STORAGE))
+        self.mount_volume(super::SHARED_VOLUME, Path::new(super::SHARED_STORAGE))
     }
 
     /// Kills every process of the node at once (SIGKILL), as a power cut
