@@ -101,6 +101,17 @@ impl FailbackState {
     }
 }
 
+/// Waits a while for the monitor `pid` to end, if it runs.
+fn wait_ended(pid: Option<u32>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(35);
+    if monitor_alive(pid) {
+        println!("waiting for this node's monitor to stop");
+    }
+    while monitor_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub struct FailbackArgs {
     /// The operator's private key for the DR host (default ~/.ssh/id_* or
     /// the agent).
@@ -119,6 +130,12 @@ pub fn failback(
 ) -> anyhow::Result<()> {
     let state = home.state()?;
     let session = find_session(&state, vol, slave)?;
+    let pool = super::cluster::find(vol, slave)?.map(|(meta, def)| (meta, def.desired));
+    if pool.as_ref().is_some_and(|(_, d)| *d == Desired::Stopped) {
+        // The pool is stopped: this node's agent may still be ending its
+        // monitor.
+        wait_ended(session.monitor_pid);
+    }
     if monitor_alive(session.monitor_pid) {
         if args.switch {
             // A switch cut off after the session started has only its
@@ -147,7 +164,6 @@ pub fn failback(
     }
     let bricks = state.bricks(session.id)?;
     let volume = crate::volume::Topology::load(&home.session_topology(session.id))?;
-    let pool = super::cluster::find(vol, slave)?.map(|(meta, def)| (meta, def.desired));
     if let Some((meta, desired)) = &pool {
         pool_stopped(meta, *desired, vol, slave)?;
     }

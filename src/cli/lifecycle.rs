@@ -333,6 +333,9 @@ fn run_monitor(home: &Home, session: &SessionRecord, foreground: bool) -> anyhow
         }
         ran
     })?;
+    // Only read-only questions to the gluster CLI can still be running:
+    // the monitor ends now rather than when they return.
+    rt.shutdown_background();
     Ok(())
 }
 
