@@ -384,6 +384,37 @@ impl Volume {
         out.sort_by_key(|p| p.file_name().map(|n| n.to_owned()));
         out
     }
+
+    /// How many closed changelogs of the brick replaced an earlier one of
+    /// the same second (GlusterFS names them by the second they were
+    /// closed in, and two rollovers in one second rename onto one name):
+    /// names its HTIME index lists more than once, its first entry aside,
+    /// which GlusterFS always lists twice.
+    pub fn replaced_changelogs(&self) -> usize {
+        let dir = self.brick.join(".glusterfs/changelogs/htime");
+        let mut replaced = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(index) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let names: Vec<&[u8]> = index
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .skip(1)
+                .collect();
+            replaced += names
+                .windows(2)
+                .filter(|w| {
+                    w[0] == w[1]
+                        && w[0]
+                            .split(|&b| b == b'/')
+                            .next_back()
+                            .is_some_and(|n| n.starts_with(b"CHANGELOG."))
+                })
+                .count();
+        }
+        replaced
+    }
 }
 
 impl Drop for Volume {
