@@ -166,7 +166,8 @@ fn dir_path(brick: &Path, gfid: Gfid) -> Option<crate::relpath::RelPath> {
 /// Every name the non-directory at `path` (from the brick root) has now,
 /// from its gfid and the gfid2path xattrs of its handle: a worker that did
 /// not see a file's hard links made learns them here. Empty if the brick
-/// cannot tell.
+/// cannot tell. A name in GlusterFS's own tree is none of the volume's (a
+/// heal parks a file's lost name in the anonymous-inode directory).
 pub fn file_names(brick: &Path, path: &crate::relpath::RelPath) -> Vec<crate::relpath::RelPath> {
     let mut raw = [0u8; 16];
     let Ok(16) = rustix::fs::lgetxattr(path.under(brick), "trusted.gfid", &mut raw[..]) else {
@@ -178,6 +179,11 @@ pub fn file_names(brick: &Path, path: &crate::relpath::RelPath) -> Vec<crate::re
             dir_path(brick, loc.parent)?
                 .join(OsStr::from_bytes(&loc.name))
                 .ok()
+        })
+        .filter(|p| {
+            !p.components()
+                .next()
+                .is_some_and(super::resolve::is_internal)
         })
         .collect()
 }
@@ -284,13 +290,20 @@ mod tests {
         use crate::relpath::RelPath;
         let tmp = tempfile::tempdir().unwrap();
         let brick = tmp.path();
-        // d1 (a directory at the root) holds "b"; the root holds "a".
+        // d1 (a directory at the root) holds "b"; the root holds "a"; the
+        // anonymous-inode directory holds a name a heal parked there.
         let d = Gfid::parse(b"37cb0cef-ea72-410e-a4e0-b075f8a6c824").unwrap();
-        let dh = d.handle(brick);
-        std::fs::create_dir_all(dh.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink("../../00/00/00000000-0000-0000-0000-000000000001/d1", &dh)
+        let anon = Gfid::parse(b"a1000000-0000-0000-0000-000000000000").unwrap();
+        for (g, name) in [(d, "d1"), (anon, ".glusterfs-anonymous-inode-x")] {
+            let h = g.handle(brick);
+            std::fs::create_dir_all(h.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(
+                format!("../../00/00/00000000-0000-0000-0000-000000000001/{name}"),
+                &h,
+            )
             .unwrap();
-        std::fs::create_dir(brick.join("d1")).unwrap();
+            std::fs::create_dir(brick.join(name)).unwrap();
+        }
         std::fs::write(brick.join("a"), b"x").unwrap();
         let f = Gfid::parse(b"f789d853-61ce-4299-8312-6b77587acbc7").unwrap();
         let fh = f.handle(brick);
@@ -314,6 +327,7 @@ mod tests {
             b"37cb0cef-ea72-410e-a4e0-b075f8a6c824/b",
         )
         .unwrap();
+        set("trusted.gfid2path.3", format!("{anon}/{f}").as_bytes()).unwrap();
         let names = file_names(brick, &RelPath::new("d1/b").unwrap());
         assert_eq!(
             names,
